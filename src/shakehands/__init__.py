@@ -1,0 +1,60 @@
+"""shakehands: WebSocket servers and clients for Python (RFC 6455).
+
+The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`.
+The sans-I/O core lives in :mod:`shakehands.protocol`.
+"""
+
+from __future__ import annotations
+
+from .protocol.errors import (
+    CloseCode,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HeadersTooLarge,
+    InvalidHandshake,
+    InvalidOrigin,
+    InvalidPayload,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidState,
+    InvalidStatus,
+    InvalidUpgrade,
+    InvalidURI,
+    NegotiationError,
+    PayloadTooBig,
+    PolicyViolation,
+    ProtocolError,
+    ShakehandsError,
+    UnsupportedVersion,
+)
+from .protocol.handshake import Headers, Request, Response
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CloseCode",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "HeadersTooLarge",
+    "InvalidHandshake",
+    "InvalidOrigin",
+    "InvalidPayload",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidState",
+    "InvalidStatus",
+    "InvalidURI",
+    "InvalidUpgrade",
+    "NegotiationError",
+    "PayloadTooBig",
+    "PolicyViolation",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "ShakehandsError",
+    "UnsupportedVersion",
+    "__version__",
+]

@@ -1,0 +1,153 @@
+"""The client side of the opening handshake, on top of :class:`~.connection.Connection`.
+
+:class:`ClientProtocol` builds the upgrade request for a ``ws://`` or ``wss://`` URI, parses the
+server's response and checks it (``Sec-WebSocket-Accept``, subprotocol), then reads frames. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
+from .errors import InvalidHandshake, InvalidResponse, InvalidStatus, InvalidURI
+from .handshake import (
+    HeadersLike,
+    Request,
+    Response,
+    ResponseParser,
+    build_request,
+    check_response,
+    generate_key,
+)
+
+__all__ = ["ClientProtocol", "WebSocketURI", "parse_uri"]
+
+
+@dataclass(frozen=True)
+class WebSocketURI:
+    """A parsed ``ws://`` or ``wss://`` URI."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse a WebSocket URI (RFC 6455 §3).
+
+    Raises:
+        InvalidURI: not a ws/wss URI, no host, or a fragment.
+
+    Example:
+        >>> parse_uri("ws://127.0.0.1:12345/chat?x=1")
+        WebSocketURI(secure=False, host='127.0.0.1', port=12345, resource='/chat?x=1')
+    """
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a ws:// or wss:// URI")
+    if not parts.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
+    secure = parts.scheme == "wss"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
+
+
+class ClientProtocol(Connection):
+    """Sans-I/O client connection: request, response check, then frames.
+
+    Call :meth:`send_request` first; feed the server's bytes; a :class:`Response` event means the
+    connection is open (check :attr:`handshake_exc` for a refusal).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] | None = None,
+        extra_headers: HeadersLike | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            Role.CLIENT,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            state=State.CONNECTING,
+        )
+        self.uri = parse_uri(uri)
+        self.key = generate_key()
+        self.subprotocols = list(subprotocols or ())
+        self.request: Request = build_request(
+            uri,
+            self.key,
+            origin=origin,
+            subprotocols=self.subprotocols,
+            extra_headers=extra_headers,
+        )
+        self.response: Response | None = None
+        self.handshake_exc: InvalidHandshake | None = None
+        self.subprotocol: str | None = None
+        self._parser = ResponseParser()
+
+    def send_request(self) -> None:
+        """Queue the upgrade request."""
+        self._out.append(self.request.serialize())
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes; while CONNECTING they are the response."""
+        if self.state is not State.CONNECTING:
+            super().receive_data(data)
+            return
+        try:
+            response = self._parser.feed(bytes(data))
+        except InvalidHandshake as exc:
+            self._handshake_failed(exc)
+            return
+        if response is not None:
+            self._got_response(response)
+
+    def _got_response(self, response: Response) -> None:
+        self.response = response
+        try:
+            if response.status != 101:
+                raise InvalidStatus(f"server refused the upgrade: HTTP {response.status}", response)
+            self.subprotocol = check_response(response, self.key, self.subprotocols)
+        except InvalidHandshake as exc:
+            self._handshake_failed(exc)
+            return
+        self.state = State.OPEN
+        self._events.append(response)
+        rest = self._parser.rest
+        if rest:
+            self.receive_data(rest)
+
+    def _handshake_failed(self, exc: InvalidHandshake) -> None:
+        self.handshake_exc = exc
+        self.state = State.CLOSED
+        self._discard = True
+
+    def receive_eof(self) -> None:
+        """The server closed; during the handshake that is a refusal or a failure."""
+        if self.state is State.CONNECTING:
+            response = self._parser.feed_eof()
+            if response is not None:
+                self._got_response(response)
+            if self.handshake_exc is None:
+                self.handshake_exc = InvalidResponse("connection closed during the handshake")
+        super().receive_eof()
+
+    def close_expected(self) -> bool:
+        """Close at once after a failed handshake; otherwise as :class:`Connection` says."""
+        if self.handshake_exc is not None:
+            return True
+        return super().close_expected()

@@ -1,0 +1,522 @@
+"""The WebSocket state machine of RFC 6455 §5-§7, for both roles, with no I/O.
+
+Theory of operation. A :class:`Connection` is fed the bytes read from the socket
+(:meth:`~Connection.receive_data`, :meth:`~Connection.receive_eof`) and hands back what happened
+(:meth:`~Connection.events_received`) and what to write (:meth:`~Connection.data_to_send`). Send
+calls (:meth:`~Connection.send_text`, :meth:`~Connection.send_close`, ...) only queue bytes. The I/O
+layer writes the queued bytes, delivers the events, and closes the TCP connection when
+:meth:`~Connection.close_expected` says so. Two rules:
+
+1. Everything the peer can do wrong is decided here, and mapped to a close code: the I/O layers
+   never inspect frames.
+2. Payloads are consumed as they arrive: a data frame's bytes are unmasked, UTF-8-checked and
+   counted against the limits before the frame is complete, so a bad byte fails the connection at
+   once and an oversized message is refused before it is buffered.
+
+Events are plain values: ``str`` for a text message, ``bytes`` for a binary one, and
+:class:`Ping`, :class:`Pong`, :class:`Close` for control frames. The opening handshake is the
+business of the role-specific subclasses in :mod:`.server` and :mod:`.client`; this class starts
+in :attr:`State.OPEN` when used directly.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import struct
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import TypeAlias
+
+from .errors import (
+    CloseCode,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidPayload,
+    InvalidState,
+    PayloadTooBig,
+    ProtocolError,
+)
+from .frames import MAX_CONTROL_PAYLOAD, Opcode, parse_close, serialize_close, serialize_frame
+from .masking import apply_mask
+
+__all__ = [
+    "Role",
+    "State",
+    "Ping",
+    "Pong",
+    "Close",
+    "Event",
+    "Connection",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+]
+
+#: Default ``max_message_size``: 1 MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 2**20
+
+_unpack_16 = struct.Struct("!H").unpack_from
+_unpack_64 = struct.Struct("!Q").unpack_from
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_VALID_OPCODES = frozenset(int(op) for op in Opcode)
+
+
+class Role(Enum):
+    """Which end of the connection this is."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(IntEnum):
+    """Connection states (RFC 6455 §4-§7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A ping frame was received (a pong has already been queued in answer)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A pong frame was received."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A valid close frame was received; ``code`` is 1005 when it carried no status."""
+
+    code: int
+    reason: str
+
+
+#: What :meth:`Connection.events_received` returns: messages are plain ``str``/``bytes``.
+Event: TypeAlias = "str | bytes | Ping | Pong | Close | object"
+
+
+class Connection:
+    """The sans-I/O WebSocket connection (after the handshake).
+
+    Args:
+        role: :attr:`Role.SERVER` requires masked frames from the peer and sends unmasked ones;
+            :attr:`Role.CLIENT` the reverse.
+        max_message_size: largest message accepted, in bytes (``None``: no limit). A larger one
+            fails the connection with 1009 before its payload is buffered.
+        max_frame_size: largest single frame accepted (``None``: no limit), 1009 beyond.
+
+    Example:
+        >>> c = Connection(Role.CLIENT)
+        >>> c.receive_data(b"\\x81\\x05Hello")
+        >>> c.events_received()
+        ['Hello']
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        state: State = State.OPEN,
+    ) -> None:
+        self.role = role
+        self.state = state
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self._mask_out = role is Role.CLIENT
+        self._expect_masked = role is Role.SERVER
+        #: RSV bits an extension claims (permessage-deflate claims RSV1: 0x40).
+        self.rsv_allowed = 0
+
+        self._events: list[Event] = []
+        self._out: list[bytes] = []
+        self._buffer = bytearray()
+        self._discard = False  # stop parsing input: after a close frame or a failure
+
+        # The frame being read: _remaining < 0 means a header is expected next.
+        self._remaining = -1
+        self._frame_fin = False
+        self._frame_mask: bytes | None = None
+        self._frame_offset = 0
+        # The message being reassembled: _msg_opcode 0 means none.
+        self._msg_opcode = 0
+        self._msg_parts: list[bytes] | list[str] = []
+        self._msg_size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+        # The message being sent in fragments: 0 means none.
+        self._send_opcode = 0
+
+        #: The close frame received, or ``None``.
+        self.close_rcvd: Close | None = None
+        #: The close frame sent, or ``None``.
+        self.close_sent: Close | None = None
+        #: The error that failed the connection, if the peer broke the protocol.
+        self.failure: ProtocolError | None = None
+        self.eof_received = False
+
+    # -----------------------------------------------------------------------------------------
+    # Public interface for the I/O layer
+    # -----------------------------------------------------------------------------------------
+
+    def events_received(self) -> list[Event]:
+        """Return and clear the events produced since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """Return and clear the bytes queued for the wire."""
+        out, self._out = self._out, []
+        return out
+
+    def close_expected(self) -> bool:
+        """Whether the I/O layer should now close the TCP connection (after writing).
+
+        RFC 6455 §7.1.1: the server closes first once the closing handshake is done; the client
+        waits for that, unless the connection was failed.
+        """
+        if self.state is not State.CLOSED:
+            return False
+        return self.role is Role.SERVER or self.failure is not None or self.eof_received
+
+    @property
+    def close_code(self) -> int:
+        """The code of the close frame received; 1006 if none was (abnormal closure)."""
+        return self.close_rcvd.code if self.close_rcvd is not None else CloseCode.ABNORMAL_CLOSURE
+
+    @property
+    def close_reason(self) -> str:
+        """The reason of the close frame received ('' if none)."""
+        return self.close_rcvd.reason if self.close_rcvd is not None else ""
+
+    def close_exception(self) -> ConnectionClosed:
+        """The exception that describes how this connection closed."""
+        ok_codes = (1000, 1001, 1005)
+        sent = self.close_sent.code if self.close_sent is not None else None
+        cls: type[ConnectionClosed] = ConnectionClosedError
+        if (
+            self.close_rcvd is not None
+            and self.close_rcvd.code in ok_codes
+            and self.failure is None
+            and (sent is None or sent in ok_codes)
+        ):
+            cls = ConnectionClosedOK
+        return cls(self.close_code, self.close_reason, sent)
+
+    # -----------------------------------------------------------------------------------------
+    # Sending
+    # -----------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise InvalidState(f"cannot send in state {self.state.name}")
+
+    def _frame(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
+    ) -> None:
+        if self._mask_out:
+            self._out.append(
+                serialize_frame(opcode, payload, fin=fin, mask=True, mask_key=os.urandom(4))
+            )
+        else:
+            self._out.append(serialize_frame(opcode, payload, fin=fin))
+
+    def send_text(self, text: str) -> None:
+        """Queue a text message."""
+        self._check_open()
+        if self._send_opcode:
+            raise InvalidState("a fragmented message is being sent")
+        self._frame(Opcode.TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue a binary message."""
+        self._check_open()
+        if self._send_opcode:
+            raise InvalidState("a fragmented message is being sent")
+        self._frame(Opcode.BINARY, data)
+
+    def send_message(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a message: text for ``str``, binary for a bytes-like object."""
+        if isinstance(message, str):
+            self.send_text(message)
+        else:
+            self.send_binary(message)
+
+    def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
+        """Queue one fragment of a message; the first fragment's type sets the message's type.
+
+        Call with ``fin=False`` for every fragment but the last. Control frames may be sent in
+        between; other messages may not.
+        """
+        self._check_open()
+        text = isinstance(data, str)
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        if self._send_opcode:
+            if text != (self._send_opcode == Opcode.TEXT):
+                raise InvalidState("fragments of one message must all be str or all bytes")
+            opcode = Opcode.CONT
+        else:
+            opcode = Opcode.TEXT if text else Opcode.BINARY
+            self._send_opcode = opcode
+        if fin:
+            self._send_opcode = 0
+        self._frame(opcode, payload, fin)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a ping (at most 125 bytes of payload)."""
+        self._check_open()
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("ping payload is limited to 125 bytes")
+        self._frame(Opcode.PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Queue an unsolicited pong (at most 125 bytes of payload)."""
+        self._check_open()
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("pong payload is limited to 125 bytes")
+        self._frame(Opcode.PONG, data)
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start the closing handshake (RFC 6455 §7.1.2).
+
+        ``code`` None sends a close frame without status. Raises ``ValueError`` for a code that
+        cannot be sent or a reason over 123 bytes, :class:`InvalidState` if not open.
+        """
+        self._check_open()
+        payload = serialize_close(code, reason)
+        self._frame(Opcode.CLOSE, payload)
+        self.close_sent = Close(code if code is not None else 1005, reason)
+        self.state = State.CLOSING
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame if none was, stop reading."""
+        if self.state is State.OPEN:
+            reason_bytes = reason.encode("utf-8")[:123]
+            # Never cut a character in half.
+            reason = reason_bytes.decode("utf-8", "ignore")
+            self._frame(Opcode.CLOSE, serialize_close(code, reason))
+            self.close_sent = Close(code, reason)
+        self.state = State.CLOSED
+        self._discard = True
+        self._buffer = bytearray()
+
+    # -----------------------------------------------------------------------------------------
+    # Receiving
+    # -----------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes read from the socket."""
+        if self._discard or not data:
+            return
+        buf: bytes | bytearray | memoryview
+        if self._buffer:
+            self._buffer += data
+            buf = self._buffer
+        else:
+            buf = data
+        try:
+            pos = self._parse(buf)
+        except ProtocolError as exc:
+            self.failure = exc
+            self.fail(exc.code, str(exc))
+            return
+        if self._discard:
+            self._buffer = bytearray()
+        elif buf is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(buf):
+            self._buffer = bytearray(buf[pos:])
+
+    def receive_eof(self) -> None:
+        """The peer closed its side of the TCP connection."""
+        self.eof_received = True
+        self._discard = True
+        self._buffer = bytearray()
+        self.state = State.CLOSED
+
+    def _parse(self, buf: bytes | bytearray | memoryview) -> int:
+        """Consume as many frames (and partial data payloads) as ``buf`` holds; return the end."""
+        pos = 0
+        end = len(buf)
+        while not self._discard:
+            if self._remaining >= 0:
+                # Inside a data frame whose header was consumed earlier.
+                take = min(self._remaining, end - pos)
+                if take == 0 and self._remaining:
+                    return pos
+                self._payload_chunk(buf[pos : pos + take])
+                pos += take
+                continue
+            if end - pos < 2:
+                return pos
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            length = b1 & 0x7F
+            self._check_header(b0, b1, opcode, fin, length)
+            hlen = 2
+            if length == 126:
+                hlen = 4
+            elif length == 127:
+                hlen = 10
+            masked = b1 & 0x80
+            if masked:
+                hlen += 4
+            if end - pos < hlen:
+                return pos
+            if length == 126:
+                (length,) = _unpack_16(buf, pos + 2)
+            elif length == 127:
+                (length,) = _unpack_64(buf, pos + 2)
+                if length >> 63:
+                    raise ProtocolError("frame length has its most significant bit set")
+            mask = bytes(buf[pos + hlen - 4 : pos + hlen]) if masked else None
+            if opcode >= 8:
+                # Control frames are small (<= 125): wait until one is whole.
+                if end - pos < hlen + length:
+                    return pos
+                payload = bytes(buf[pos + hlen : pos + hlen + length])
+                pos += hlen + length
+                if mask is not None:
+                    payload = apply_mask(payload, mask)
+                self._control_frame(opcode, payload)
+                continue
+            self._check_data_size(length)
+            pos += hlen
+            if opcode != Opcode.CONT:
+                self._start_message(opcode)
+            if fin and end - pos >= length and opcode != Opcode.CONT:
+                # Fast path: a whole unfragmented message is in the buffer.
+                payload = bytes(buf[pos : pos + length])
+                pos += length
+                if mask is not None:
+                    payload = apply_mask(payload, mask)
+                self._msg_opcode = 0
+                self._msg_size = 0
+                if opcode == Opcode.TEXT:
+                    self._decoder = None
+                    try:
+                        self._events.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        raise InvalidPayload("invalid UTF-8 in text message") from exc
+                else:
+                    self._events.append(payload)
+                continue
+            self._remaining = length
+            self._frame_fin = bool(fin)
+            self._frame_mask = mask
+            self._frame_offset = 0
+            if length == 0:
+                self._payload_chunk(b"")
+        return pos
+
+    def _check_header(self, b0: int, b1: int, opcode: int, fin: int, length: int) -> None:
+        """Validate the first two bytes of a frame header (RFC 6455 §5.2, §5.5)."""
+        if b0 & 0x70 & ~self.rsv_allowed:
+            raise ProtocolError("reserved bits set without a negotiated extension")
+        if opcode not in _VALID_OPCODES:
+            raise ProtocolError(f"reserved opcode {opcode:#x}")
+        if bool(b1 & 0x80) is not self._expect_masked:
+            raise ProtocolError(
+                "unmasked frame from client" if self._expect_masked else "masked frame from server"
+            )
+        if opcode >= 8:
+            if not fin:
+                raise ProtocolError("fragmented control frame")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise ProtocolError("control frame payload longer than 125 bytes")
+            if b0 & 0x70:
+                raise ProtocolError("reserved bits set on a control frame")
+        elif opcode == Opcode.CONT:
+            if not self._msg_opcode:
+                raise ProtocolError("continuation frame without a message to continue")
+        elif self._msg_opcode:
+            raise ProtocolError("new message started before the previous one ended")
+
+    def _check_data_size(self, length: int) -> None:
+        if self.max_frame_size is not None and length > self.max_frame_size:
+            raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {self.max_frame_size}")
+        limit = self.max_message_size
+        if limit is not None and self._msg_size + length > limit:
+            raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
+        self._msg_size += length
+
+    def _start_message(self, opcode: int) -> None:
+        self._msg_opcode = opcode
+        self._msg_parts = []
+        self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
+
+    def _payload_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Deliver part of a data frame's payload to the message being reassembled."""
+        mask = self._frame_mask
+        if mask is not None and chunk:
+            rotate = self._frame_offset & 3
+            if rotate:
+                mask = mask[rotate:] + mask[:rotate]
+            data = apply_mask(chunk, mask)
+        else:
+            data = bytes(chunk)
+        self._frame_offset += len(data)
+        self._remaining -= len(data)
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                text = decoder.decode(data)
+            except UnicodeDecodeError as exc:
+                raise InvalidPayload("invalid UTF-8 in text message") from exc
+            pending = decoder.getstate()[0]
+            # CPython buffers ED A0..BF (a UTF-16 surrogate) until the sequence completes;
+            # it can never become valid, so fail now rather than one frame later.
+            if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+                raise InvalidPayload("invalid UTF-8 in text message")
+            if text:
+                self._msg_parts.append(text)  # type: ignore[arg-type]
+        elif data:
+            self._msg_parts.append(data)  # type: ignore[arg-type]
+        if self._remaining == 0:
+            self._remaining = -1
+            if self._frame_fin:
+                self._finish_message()
+
+    def _finish_message(self) -> None:
+        parts = self._msg_parts
+        decoder = self._decoder
+        if decoder is not None:
+            try:
+                tail = decoder.decode(b"", True)
+            except UnicodeDecodeError as exc:
+                raise InvalidPayload("text message ends inside a UTF-8 sequence") from exc
+            self._events.append("".join(parts) + tail)  # type: ignore[arg-type]
+        else:
+            self._events.append(b"".join(parts))  # type: ignore[arg-type]
+        self._msg_opcode = 0
+        self._msg_parts = []
+        self._msg_size = 0
+        self._decoder = None
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == Opcode.PING:
+            if self.state is State.OPEN:
+                self._frame(Opcode.PONG, payload)
+            self._events.append(Ping(payload))
+        elif opcode == Opcode.PONG:
+            self._events.append(Pong(payload))
+        else:
+            code, reason = parse_close(payload)
+            self.close_rcvd = Close(code, reason)
+            if self.state is State.OPEN:
+                # RFC 6455 §5.5.1: answer with a close frame, echoing the status code.
+                self._frame(Opcode.CLOSE, serialize_close(code if code != 1005 else None))
+                self.close_sent = Close(code, "")
+            self.state = State.CLOSED
+            self._discard = True
+            self._events.append(self.close_rcvd)

@@ -1,0 +1,191 @@
+"""The exception hierarchy of shakehands.
+
+Every error a peer can cause has a class here and carries what the connection must answer with: an
+HTTP status during the opening handshake (:class:`InvalidHandshake`), or a close code once the
+connection is open (:class:`ProtocolError` and its subclasses). This module knows nothing about I/O.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+__all__ = [
+    "ShakehandsError",
+    "InvalidHandshake",
+    "InvalidRequest",
+    "HeadersTooLarge",
+    "UnsupportedVersion",
+    "InvalidUpgrade",
+    "InvalidOrigin",
+    "InvalidResponse",
+    "InvalidStatus",
+    "NegotiationError",
+    "ProtocolError",
+    "InvalidPayload",
+    "PayloadTooBig",
+    "PolicyViolation",
+    "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "InvalidState",
+    "InvalidURI",
+    "CloseCode",
+]
+
+
+class CloseCode:
+    """Close codes of RFC 6455 §7.4.1 (and the IANA registry) used by shakehands."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005  # never on the wire
+    ABNORMAL_CLOSURE = 1006  # never on the wire
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015  # never on the wire
+
+
+class ShakehandsError(Exception):
+    """Base class of every exception raised by shakehands."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening handshake
+# ---------------------------------------------------------------------------------------------
+
+
+class InvalidHandshake(ShakehandsError):
+    """The opening handshake failed.
+
+    On the server side, :attr:`status` is the HTTP status the request is answered with and
+    :attr:`headers` any extra headers that answer needs (for example ``Sec-WebSocket-Version``).
+    """
+
+    status: HTTPStatus = HTTPStatus.BAD_REQUEST
+
+    def __init__(
+        self,
+        reason: str,
+        status: HTTPStatus | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if status is not None:
+            self.status = status
+        self.headers: list[tuple[str, str]] = headers or []
+
+
+class InvalidRequest(InvalidHandshake):
+    """The client's request is not a valid HTTP/1.1 request (400)."""
+
+
+class HeadersTooLarge(InvalidHandshake):
+    """The request's headers exceed a limit (431)."""
+
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class UnsupportedVersion(InvalidHandshake):
+    """``Sec-WebSocket-Version`` is not 13 (426, with ``Sec-WebSocket-Version: 13``)."""
+
+    status = HTTPStatus.UPGRADE_REQUIRED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, headers=[("Sec-WebSocket-Version", "13")])
+
+
+class InvalidUpgrade(InvalidHandshake):
+    """The request is valid HTTP but not a valid WebSocket upgrade (400, or 426 without Upgrade)."""
+
+
+class InvalidOrigin(InvalidHandshake):
+    """The ``Origin`` header is not allowed (403)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
+class NegotiationError(InvalidHandshake):
+    """An extension or subprotocol could not be negotiated."""
+
+
+class InvalidResponse(InvalidHandshake):
+    """Client side: the server's response is not a valid WebSocket handshake response."""
+
+
+class InvalidStatus(InvalidResponse):
+    """Client side: the server answered with a status other than 101.
+
+    :attr:`response` holds the full :class:`~shakehands.protocol.handshake.Response`.
+    """
+
+    def __init__(self, reason: str, response: object) -> None:
+        super().__init__(reason)
+        self.response = response
+
+
+class InvalidURI(ShakehandsError):
+    """A ``ws://`` or ``wss://`` URI could not be parsed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Open connection
+# ---------------------------------------------------------------------------------------------
+
+
+class ProtocolError(ShakehandsError):
+    """The peer broke RFC 6455; the connection is failed with :attr:`code` (1002 by default)."""
+
+    code: int = CloseCode.PROTOCOL_ERROR
+
+
+class InvalidPayload(ProtocolError):
+    """A text message or close reason is not valid UTF-8 (1007)."""
+
+    code = CloseCode.INVALID_DATA
+
+
+class PayloadTooBig(ProtocolError):
+    """A frame or message exceeds ``max_frame_size`` or ``max_message_size`` (1009)."""
+
+    code = CloseCode.MESSAGE_TOO_BIG
+
+
+class PolicyViolation(ProtocolError):
+    """The peer violated a policy of this endpoint (1008)."""
+
+    code = CloseCode.POLICY_VIOLATION
+
+
+class InvalidState(ShakehandsError):
+    """An operation is not allowed in the connection's current state (a programming error)."""
+
+
+class ConnectionClosed(ShakehandsError):
+    """The connection is closed; raised by ``recv``/``send`` after the close.
+
+    :attr:`code` and :attr:`reason` are those of the close frame received from the peer (1006 and
+    ``""`` when none was received); :attr:`sent_code` is the code we sent, if any.
+    """
+
+    def __init__(self, code: int, reason: str, sent_code: int | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.sent_code = sent_code
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed cleanly (1000 or 1001 both ways, or 1005 received)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error, or without a closing handshake (1006)."""

@@ -1,0 +1,72 @@
+"""XOR masking of WebSocket payloads (RFC 6455, section 5.3).
+
+Every frame a client sends is masked: byte ``i`` of the payload is XORed with byte ``i % 4`` of a
+4-byte masking key, and the server unmasks it the same way (masking is its own inverse). This
+module owns that operation and picks its implementation once, at import time:
+
+* the C extension ``shakehands._speedups`` when it was built and can be imported;
+* otherwise :func:`apply_mask_python`, a pure-Python version that is fast enough for small
+  payloads and correct for all of them.
+
+Setting the environment variable ``SHAKEHANDS_NO_SPEEDUPS`` to a non-empty value other than
+``"0"`` forces the pure-Python version. :data:`USING_SPEEDUPS` tells which one was chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeAlias
+
+__all__ = ["USING_SPEEDUPS", "BytesLike", "apply_mask", "apply_mask_python"]
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+"""What :func:`apply_mask` accepts for both its data and its mask."""
+
+
+def apply_mask_python(data: BytesLike, mask: BytesLike, /) -> bytes:
+    """Return ``data`` XOR-masked with the 4-byte ``mask``, as bytes (pure Python).
+
+    Byte ``i`` of the result is ``data[i] ^ mask[i % 4]``. ``data`` and ``mask`` may be any
+    C-contiguous bytes-like object. Raises :class:`ValueError` if ``mask`` is not 4 bytes long.
+
+    The whole payload is XORed as one big integer, which keeps the loop in C.
+    """
+    if not isinstance(data, bytes | bytearray):
+        view = memoryview(data)  # TypeError for objects that are not bytes-like
+        if not view.c_contiguous:
+            raise BufferError("apply_mask() requires a C-contiguous buffer")
+        data = view.cast("B")
+    if not isinstance(mask, bytes):
+        mask = memoryview(mask).tobytes()
+    if len(mask) != 4:
+        raise ValueError(f"mask must be 4 bytes long, got {len(mask)}")
+    n = len(data)
+    if n == 0:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def _speedups_disabled() -> bool:
+    return os.environ.get("SHAKEHANDS_NO_SPEEDUPS", "") not in ("", "0")
+
+
+apply_mask: Callable[[BytesLike, BytesLike], bytes]
+"""Mask or unmask ``data`` with a 4-byte ``mask``: the C version if available, else Python."""
+
+USING_SPEEDUPS: bool
+"""True when :func:`apply_mask` is the C implementation from ``shakehands._speedups``."""
+
+if _speedups_disabled():
+    apply_mask = apply_mask_python
+    USING_SPEEDUPS = False
+else:
+    try:
+        from shakehands._speedups import apply_mask as _c_apply_mask
+    except ImportError:
+        apply_mask = apply_mask_python
+        USING_SPEEDUPS = False
+    else:
+        apply_mask = _c_apply_mask
+        USING_SPEEDUPS = True

@@ -1,0 +1,192 @@
+"""The server side of the opening handshake, on top of :class:`~.connection.Connection`.
+
+:class:`ServerProtocol` starts in CONNECTING, parses the request under limits, and lets the I/O
+layer look at it (the seed's ``getRequest``) before answering with :meth:`ServerProtocol.accept`
+(a 101, or the 4xx that the request deserves) or any :class:`Response` of its own (the seed's
+``putResponse``), sent with :meth:`ServerProtocol.send_response`. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+
+from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
+from .errors import InvalidHandshake, InvalidOrigin, InvalidRequest, NegotiationError
+from .handshake import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    HeadersLike,
+    Request,
+    RequestParser,
+    Response,
+    build_accept_response,
+    check_request,
+    error_response,
+)
+
+__all__ = ["ServerProtocol", "SelectSubprotocol"]
+
+#: ``select_subprotocol(request, offered) -> chosen or None``.
+SelectSubprotocol = Callable[[Request, Sequence[str]], "str | None"]
+
+#: Bytes a client may send after its request, before our answer, that we keep (and then parse).
+MAX_EARLY_DATA = 2**16
+
+
+class ServerProtocol(Connection):
+    """Sans-I/O server connection: handshake, then frames.
+
+    Args:
+        origins: allowed ``Origin`` values; ``None`` allows any. Put ``None`` in the list to allow
+            requests without an ``Origin`` header (non-browser clients).
+        subprotocols: subprotocols this server speaks, in order of preference.
+        select_subprotocol: custom choice among the client's offers (overrides the default: the
+            first of the client's offers that is in ``subprotocols``).
+        max_line, max_headers, max_header_bytes: limits on the request head (400 / 431 beyond).
+        max_message_size, max_frame_size: see :class:`~.connection.Connection`.
+    """
+
+    def __init__(
+        self,
+        *,
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            Role.SERVER,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            state=State.CONNECTING,
+        )
+        self.origins = origins
+        self.subprotocols = list(subprotocols or ())
+        self.select_subprotocol = select_subprotocol
+        self._parser: RequestParser | None = RequestParser(max_line, max_headers, max_header_bytes)
+        #: The parsed request, once complete.
+        self.request: Request | None = None
+        #: The response sent, once sent.
+        self.response: Response | None = None
+        #: Why the handshake failed, if it did.
+        self.handshake_exc: InvalidHandshake | None = None
+        #: The subprotocol agreed on, if any.
+        self.subprotocol: str | None = None
+        self._early = bytearray()
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes; while CONNECTING they are the request (a :class:`Request` event)."""
+        if self.state is not State.CONNECTING:
+            super().receive_data(data)
+            return
+        if self._parser is None:
+            # The request is in; keep what follows for after the 101, within a bound.
+            self._early += data
+            if len(self._early) > MAX_EARLY_DATA:
+                self._refuse(InvalidRequest("too much data before the handshake completed"))
+            return
+        try:
+            request = self._parser.feed(bytes(data))
+        except InvalidHandshake as exc:
+            self._refuse(exc)
+            return
+        if request is not None:
+            self._early += self._parser.rest
+            self._parser = None
+            self.request = request
+            self._events.append(request)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side; during the handshake that abandons it."""
+        if self.state is State.CONNECTING and self.handshake_exc is None:
+            self.handshake_exc = InvalidRequest("connection closed during the handshake")
+        super().receive_eof()
+
+    def _refuse(self, exc: InvalidHandshake) -> None:
+        self.handshake_exc = exc
+        self.send_response(error_response(exc.status, exc.reason, exc.headers))
+
+    def close_expected(self) -> bool:
+        """Close after a refused handshake too (the server always closes first)."""
+        return self.state is State.CLOSED
+
+    def accept(
+        self,
+        request: Request | None = None,
+        *,
+        extra_headers: HeadersLike | None = None,
+    ) -> Response:
+        """Validate the request and build the answer: a 101, or the error it deserves.
+
+        The response is not sent: pass it to :meth:`send_response` (after changing it, if you
+        like). On an error, :attr:`handshake_exc` says why.
+        """
+        request = request or self.request
+        if request is None:
+            raise InvalidHandshake("no request received yet")
+        try:
+            key = check_request(request)
+            self._check_origin(request)
+            self.subprotocol = self._choose_subprotocol(request)
+        except InvalidHandshake as exc:
+            self.handshake_exc = exc
+            return error_response(exc.status, exc.reason, exc.headers)
+        return build_accept_response(key, subprotocol=self.subprotocol, extra_headers=extra_headers)
+
+    def reject(self, status: int | HTTPStatus, text: str) -> Response:
+        """A plain-text refusal, to pass to :meth:`send_response`."""
+        self.handshake_exc = InvalidHandshake(text, HTTPStatus(status))
+        return error_response(status, text)
+
+    def _check_origin(self, request: Request) -> None:
+        if self.origins is None:
+            return
+        origins = request.headers.get_all("Origin")
+        origin = origins[0] if origins else None
+        if origin not in self.origins:
+            raise InvalidOrigin(
+                "missing Origin header" if origin is None else f"origin not allowed: {origin}"
+            )
+
+    def _choose_subprotocol(self, request: Request) -> str | None:
+        offered = request.subprotocols
+        if self.select_subprotocol is not None:
+            chosen = self.select_subprotocol(request, offered)
+            if chosen is not None and chosen not in offered:
+                raise NegotiationError(
+                    f"select_subprotocol chose {chosen!r}, which the client did not offer"
+                )
+            return chosen
+        for protocol in offered:
+            if protocol in self.subprotocols:
+                return protocol
+        return None
+
+    def send_response(self, response: Response) -> None:
+        """Queue the response; a 101 opens the connection, anything else ends it."""
+        if self.state is not State.CONNECTING:
+            raise InvalidHandshake("a response was already sent")
+        self.response = response
+        self._out.append(response.serialize())
+        self._parser = None
+        if response.status == 101:
+            self.state = State.OPEN
+            early, self._early = self._early, bytearray()
+            if early:
+                self.receive_data(bytes(early))
+        else:
+            if self.handshake_exc is None:
+                self.handshake_exc = InvalidHandshake(
+                    f"request answered with HTTP {response.status}",
+                    HTTPStatus(response.status)
+                    if response.status in HTTPStatus._value2member_map_
+                    else None,
+                )
+            self.state = State.CLOSED
+            self._discard = True
