@@ -58,3 +58,27 @@ __all__ = [
     "UnsupportedVersion",
     "__version__",
 ]
+
+from .asyncio import (  # noqa: E402
+    CallbackConnection,
+    ClientConnection,
+    Listener,
+    Server,
+    ServerConnection,
+    WebSocketConnection,
+    connect,
+    serve,
+    serve_callbacks,
+)
+
+__all__ += [
+    "CallbackConnection",
+    "ClientConnection",
+    "Listener",
+    "Server",
+    "ServerConnection",
+    "WebSocketConnection",
+    "connect",
+    "serve",
+    "serve_callbacks",
+]

@@ -1,0 +1,22 @@
+"""The asyncio APIs of shakehands: coroutine handlers, callback listeners, and the client.
+
+Thin layers over :mod:`shakehands.protocol`: they move bytes between a transport and the sans-I/O
+core, and turn its events into awaitables or callbacks. No framing or handshake logic lives here.
+"""
+
+from .callback import CallbackConnection, Listener, serve_callbacks
+from .client import ClientConnection, connect
+from .connection import WebSocketConnection
+from .server import Server, ServerConnection, serve
+
+__all__ = [
+    "CallbackConnection",
+    "ClientConnection",
+    "Listener",
+    "Server",
+    "ServerConnection",
+    "WebSocketConnection",
+    "connect",
+    "serve",
+    "serve_callbacks",
+]

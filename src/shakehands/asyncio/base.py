@@ -1,0 +1,301 @@
+"""Transport plumbing shared by every asyncio connection class.
+
+:class:`TransportProtocol` owns an ``asyncio.Transport`` and a sans-I/O connection: it feeds the
+bytes read to the core, writes what the core queued, closes the TCP connection when the core says
+so (the server first, RFC 6455 §7.1.1), and runs the timers the core cannot have: keepalive pings,
+the closing-handshake timeout, the abort of a peer that will not let go. Subclasses receive the
+core's events through :meth:`TransportProtocol._on_event`; it knows nothing about coroutines or
+callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from ..protocol.connection import Close, Connection, Ping, Pong, State
+from ..protocol.errors import CloseCode, ConnectionClosed
+
+__all__ = ["TransportProtocol"]
+
+logger = logging.getLogger("shakehands")
+
+
+class TransportProtocol(asyncio.Protocol):
+    """An ``asyncio.Protocol`` driving one sans-I/O :class:`Connection`."""
+
+    protocol: Connection
+    transport: asyncio.Transport
+
+    def __init__(
+        self,
+        protocol: Connection,
+        *,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        write_limit: int = 2**16,
+    ) -> None:
+        self.protocol = protocol
+        self.loop = asyncio.get_running_loop()
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self.write_limit = write_limit
+        #: Done when the TCP connection is lost.
+        self.closed_future: asyncio.Future[None] = self.loop.create_future()
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._keepalive_payload: bytes | None = None
+        self._keepalive_deadline: asyncio.TimerHandle | None = None
+        self._abort_handle: asyncio.TimerHandle | None = None
+        self._shutting_down = False
+        self._eof_sent = False
+        self._client_wait_handle: asyncio.TimerHandle | None = None
+
+    # -----------------------------------------------------------------------------------------
+    # asyncio.Protocol
+    # -----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.write_limit)
+
+    def data_received(self, data: bytes) -> None:
+        self.protocol.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._process()
+        # Keep the transport: _process closes it once what we owe the peer is written.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for handle in (
+            self._keepalive_handle,
+            self._keepalive_deadline,
+            self._abort_handle,
+            self._client_wait_handle,
+        ):
+            if handle is not None:
+                handle.cancel()
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.receive_eof()
+        self.protocol.events_received()
+        if not self.closed_future.done():
+            self.closed_future.set_result(None)
+        closed = self.protocol.close_exception()
+        for _, waiter in self._pings.values():
+            if not waiter.done():
+                waiter.set_exception(closed)
+                waiter.exception()  # mark retrieved: nobody may be waiting
+        self._pings.clear()
+        self._wake_drain_waiters()
+        self._on_connection_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain_waiters()
+
+    def _wake_drain_waiters(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -----------------------------------------------------------------------------------------
+    # Hooks for subclasses
+    # -----------------------------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        """Handle one event of the core (messages, handshake events)."""
+        raise NotImplementedError
+
+    def _on_connection_lost(self) -> None:
+        """The TCP connection is gone."""
+
+    # -----------------------------------------------------------------------------------------
+    # Core plumbing
+    # -----------------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Dispatch the core's events, write its output, close when it says so."""
+        protocol = self.protocol
+        for event in protocol.events_received():
+            if type(event) is Pong:
+                self._on_pong(event.data)
+            elif type(event) is Ping:
+                pass  # the core already queued the pong
+            else:
+                self._on_event(event)
+        self._flush()
+        if protocol.state is State.CLOSED:
+            self._closing_handshake_done()
+
+    def _flush(self) -> None:
+        out = self.protocol.data_to_send()
+        if out and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _closing_handshake_done(self) -> None:
+        if self.protocol.close_expected():
+            self._shutdown_transport()
+        elif self._client_wait_handle is None and self.close_timeout is not None:
+            # Client: the server should close TCP now; close it ourselves if it does not.
+            self._client_wait_handle = self.loop.call_later(
+                self.close_timeout, self._shutdown_transport
+            )
+
+    def _shutdown_transport(self) -> None:
+        """Close the TCP connection, gracefully if possible, by force after ``close_timeout``."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        transport = self.transport
+        failed = (
+            self.protocol.failure is not None
+            or getattr(self.protocol, "handshake_exc", None) is not None
+        )
+        if (
+            failed
+            and not self._eof_sent
+            and not self.protocol.eof_received
+            and transport.can_write_eof()
+        ):
+            # The peer may still be sending: half-close, so that our close frame or error
+            # response is not destroyed by a RST when unread bytes meet close(); the peer's EOF
+            # (or the timeout below) finishes the job.
+            transport.write_eof()
+            self._eof_sent = True
+            self._shutting_down = False
+        else:
+            transport.close()
+        self._start_abort_timer()
+
+    def _start_abort_timer(self) -> None:
+        if self._abort_handle is None:
+            delay = self.close_timeout if self.close_timeout is not None else 10.0
+            self._abort_handle = self.loop.call_later(delay, self.transport.abort)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection from our side (keepalive timeout, handler error, shutdown)."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(code, reason)
+        self._flush()
+        self.transport.close()
+        self._start_abort_timer()
+
+    def _start_close(self, code: int | None, reason: str) -> None:
+        """Send a close frame and arm the timeout that aborts a peer that never answers."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._flush()
+        if self.protocol.state is not State.CLOSED or not self.protocol.close_expected():
+            self._start_abort_timer()
+        else:
+            self._shutdown_transport()
+
+    # -----------------------------------------------------------------------------------------
+    # Pings and keepalive
+    # -----------------------------------------------------------------------------------------
+
+    def _send_ping(self, data: bytes | None) -> asyncio.Future[float]:
+        if data is None:
+            data = os.urandom(4)
+            while data in self._pings:
+                data = os.urandom(4)
+        elif data in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        if self.protocol.state is not State.OPEN:
+            raise self.protocol.close_exception()
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self.protocol.send_ping(data)
+        self._flush()
+        self._pings[data] = (self.loop.time(), waiter)
+        return waiter
+
+    def _on_pong(self, data: bytes) -> None:
+        if data == self._keepalive_payload:
+            self._keepalive_payload = None
+            if self._keepalive_deadline is not None:
+                self._keepalive_deadline.cancel()
+                self._keepalive_deadline = None
+        if data in self._pings:
+            # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
+            now = self.loop.time()
+            for payload in list(self._pings):
+                sent, waiter = self._pings.pop(payload)
+                if not waiter.done():
+                    waiter.set_result(now - sent)
+                if payload == data:
+                    break
+
+    def _start_keepalive(self) -> None:
+        if self.ping_interval is not None:
+            self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    def _keepalive(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            return
+        if self._keepalive_payload is None:
+            self._keepalive_payload = payload = os.urandom(4)
+            self.protocol.send_ping(payload)
+            self._flush()
+            if self.ping_timeout is not None:
+                self._keepalive_deadline = self.loop.call_later(
+                    self.ping_timeout, self._keepalive_timeout
+                )
+        assert self.ping_interval is not None
+        self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+
+    def _keepalive_timeout(self) -> None:
+        logger.info("keepalive ping timeout; closing the connection")
+        self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    # -----------------------------------------------------------------------------------------
+    # Introspection
+    # -----------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The connection's state."""
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        """The peer's close code once closed (1006 without a close frame), else ``None``."""
+        if self.protocol.state is not State.CLOSED and not self.closed_future.done():
+            return None
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The peer's close reason once closed, else ``None``."""
+        if self.protocol.state is not State.CLOSED and not self.closed_future.done():
+            return None
+        return self.protocol.close_reason
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, as the socket reports it."""
+        return self.transport.get_extra_info("peername")
+
+    @property
+    def local_address(self) -> Any:
+        """This end's address."""
+        return self.transport.get_extra_info("sockname")
+
+    def _closed_error(self) -> ConnectionClosed:
+        return self.protocol.close_exception()
+
+    def _handle_close_event(self, event: Close) -> None:
+        """Subclasses call this for a :class:`Close` event if they care; nothing to do here."""

@@ -1,0 +1,238 @@
+"""The callback API: a :class:`Listener` is called for every connection event; no coroutine,
+Future or task is created per message.
+
+Incoming bytes are parsed in one go, every complete message is handed to
+:meth:`Listener.on_message` in the same call, and whatever the listener sends meanwhile leaves in
+a single socket write at the end of the batch. Backpressure: while the transport's write buffer
+is above its high-water mark, reading from the peer is paused, so a peer that does not read what
+it asked for cannot grow the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..protocol.connection import Close, Pong, State
+from ..protocol.errors import CloseCode
+from ..protocol.handshake import Request
+from ..protocol.server import ServerProtocol
+from .base import TransportProtocol
+from .server import ServeContext, Server, ServerHandshake, ServerOptions, split_server_options
+
+__all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
+
+logger = logging.getLogger("shakehands.server")
+
+_BytesLike = (bytes, bytearray, memoryview)
+
+
+class Listener:
+    """Override the methods you need; one listener serves every connection of a server.
+
+    Callbacks run on the event loop: they must not block. Per-connection state can live in
+    ``ws.context``.
+
+    Example::
+
+        class Echo(Listener):
+            def on_message(self, ws, message):
+                ws.send(message)
+    """
+
+    def on_open(self, ws: CallbackConnection) -> None:
+        """The handshake is done; ``ws.request`` has the request."""
+
+    def on_message(self, ws: CallbackConnection, message: str | bytes) -> None:
+        """A message arrived: ``str`` for text, ``bytes`` for binary."""
+
+    def on_close(self, ws: CallbackConnection, code: int, reason: str) -> None:
+        """The connection closed; ``code`` 1006 means no close frame was received."""
+
+
+class CallbackConnection(ServerHandshake, TransportProtocol):
+    """A server connection of the callback API: what the :class:`Listener` methods receive."""
+
+    protocol: ServerProtocol
+
+    def __init__(self, server: Server[Any], listener: Listener, options: ServerOptions) -> None:
+        super().__init__(
+            options.new_protocol(),
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
+            write_limit=options.write_limit,
+        )
+        self.server = server
+        self.listener = listener
+        self.options = options
+        self.request: Request | None = None
+        self.subprotocol: str | None = None
+        #: Free for the application: per-connection state.
+        self.context: Any = None
+        self._in_batch = False
+        self._opened = False
+        self._read_paused_for_write = False
+
+    # -----------------------------------------------------------------------------------------
+    # Transport events
+    # -----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._register(transport)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            self._in_batch = True
+            listener = self.listener
+            try:
+                for event in events:
+                    kind = type(event)
+                    if kind is str or kind is bytes:
+                        listener.on_message(self, event)  # type: ignore[arg-type]
+                    else:
+                        self._on_other_event(event)
+            except Exception:
+                logger.exception("listener failed")
+                self._in_batch = False
+                self._fail(CloseCode.INTERNAL_ERROR, "")
+                return
+            self._in_batch = False
+        out = protocol.data_to_send()
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if protocol.state is State.CLOSED:
+            self._closing_handshake_done()
+
+    def _on_other_event(self, event: object) -> None:
+        kind = type(event)
+        if kind is Request:
+            assert isinstance(event, Request)
+            self.request = event
+            self._got_request(event)
+        elif kind is Close:
+            pass
+        else:
+            # Ping (already answered by the core) or Pong.
+            if isinstance(event, Pong):
+                self._on_pong(event.data)
+
+    def _on_event(self, event: object) -> None:
+        # Used by TransportProtocol._process (EOF and handshake paths).
+        kind = type(event)
+        if kind is str or kind is bytes:
+            self.listener.on_message(self, event)  # type: ignore[arg-type]
+        else:
+            self._on_other_event(event)
+
+    def _handshake_complete(self) -> None:
+        self.subprotocol = self.protocol.subprotocol
+        self._start_keepalive()
+        self._opened = True
+        try:
+            self.listener.on_open(self)
+        except Exception:
+            logger.exception("listener on_open failed")
+            self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if not self._read_paused_for_write and self.protocol.state is not State.CONNECTING:
+            self._read_paused_for_write = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._read_paused_for_write:
+            self._read_paused_for_write = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _on_connection_lost(self) -> None:
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+        self.server._connections.discard(self)
+        if self._opened:
+            self._opened = False
+            try:
+                self.listener.on_close(self, self.protocol.close_code, self.protocol.close_reason)
+            except Exception:
+                logger.exception("listener on_close failed")
+
+    # -----------------------------------------------------------------------------------------
+    # What listeners call
+    # -----------------------------------------------------------------------------------------
+
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a message (text for ``str``, binary otherwise); it leaves with the batch.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+        """
+        protocol = self.protocol
+        if protocol.state is not State.OPEN:
+            raise protocol.close_exception()
+        if isinstance(message, str):
+            protocol.send_text(message)
+        elif isinstance(message, _BytesLike):
+            protocol.send_binary(message)
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        if not self._in_batch:
+            self._flush()
+
+    @property
+    def writable(self) -> bool:
+        """False while the write buffer is above its high-water mark (reading is paused)."""
+        return not self._writing_paused
+
+    def ping(self, data: bytes | None = None) -> asyncio.Future[float]:
+        """Send a ping; the returned future gives the round-trip time when the pong comes."""
+        return self._send_ping(data)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake; ``on_close`` is called when the connection is gone."""
+        if self.protocol.state is State.OPEN:
+            self._start_close(code, reason)
+
+    @property
+    def open(self) -> bool:
+        """Whether messages can be sent."""
+        return self.protocol.state is State.OPEN
+
+
+def serve_callbacks(
+    listener: Listener,
+    host: str | None = None,
+    port: int | None = None,
+    **options: Any,
+) -> ServeContext[CallbackConnection]:
+    """Start a WebSocket server driven by a :class:`Listener`: the fast path.
+
+    Takes the same options as :func:`~shakehands.serve` (``process_request`` must be a plain
+    function here, or return an awaitable: both work).
+
+    Example::
+
+        class Echo(Listener):
+            def on_message(self, ws, message):
+                ws.send(message)
+
+        async with serve_callbacks(Echo(), "127.0.0.1", 8765) as server:
+            await server.serve_forever()
+    """
+    ws_options, create_kwargs = split_server_options(dict(options))
+    server: Server[CallbackConnection] = Server(ws_options.close_timeout)
+    return ServeContext(
+        lambda srv: CallbackConnection(srv, listener, ws_options),
+        server,
+        host,
+        port,
+        create_kwargs,
+    )

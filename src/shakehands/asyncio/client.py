@@ -1,0 +1,174 @@
+"""The asyncio client: ``async with connect("ws://127.0.0.1:12345/") as ws``.
+
+:class:`ClientConnection` sends the upgrade request built by the sans-I/O
+:class:`~shakehands.protocol.client.ClientProtocol`, waits (at most ``open_timeout``) for the
+server's answer, and then offers the same coroutine API as server connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from ..protocol.client import ClientProtocol, parse_uri
+from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from ..protocol.errors import InvalidResponse
+from ..protocol.handshake import HeadersLike, Response
+from .connection import WebSocketConnection
+
+__all__ = ["connect", "ClientConnection"]
+
+
+class ClientConnection(WebSocketConnection):
+    """A client connection of the coroutine API (what :func:`connect` gives)."""
+
+    protocol: ClientProtocol
+
+    def __init__(self, protocol: ClientProtocol, **options: Any) -> None:
+        super().__init__(protocol, **options)
+        self.request = protocol.request
+        self.handshake_done: asyncio.Future[None] = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.protocol.send_request()
+        self._flush()
+
+    def _on_handshake_event(self, event: object) -> None:
+        if isinstance(event, Response):
+            self.response = event
+            self.subprotocol = self.protocol.subprotocol
+            self._start_keepalive()
+            if not self.handshake_done.done():
+                self.handshake_done.set_result(None)
+
+    def _process(self) -> None:
+        super()._process()
+        exc = self.protocol.handshake_exc
+        if exc is not None and not self.handshake_done.done():
+            self.handshake_done.set_exception(exc)
+
+    def _on_connection_lost(self) -> None:
+        super()._on_connection_lost()
+        if not self.handshake_done.done():
+            exc = self.protocol.handshake_exc or InvalidResponse(
+                "connection closed during the handshake"
+            )
+            self.handshake_done.set_exception(exc)
+            self.handshake_done.exception()
+
+
+class connect:  # noqa: N801 - used like a function, as in `async with connect(uri)`
+    """Open a client connection; await it, or use it as an async context manager.
+
+    Args:
+        uri: ``ws://host[:port]/path`` or ``wss://...``.
+        origin: an ``Origin`` header to send.
+        subprotocols: subprotocols to offer, in order of preference.
+        extra_headers: more request headers.
+        open_timeout: seconds for TCP, TLS and the handshake together (10).
+        ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
+        max_message_size, max_frame_size, max_queue, write_limit, ping_interval, ping_timeout,
+        close_timeout: as for :func:`~shakehands.serve`.
+
+    Raises:
+        InvalidURI: the URI is not ws:// or wss://.
+        InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
+            carries its response) or answered wrongly.
+        OSError, TimeoutError: the connection could not be made in time.
+
+    Example::
+
+        async with connect("ws://127.0.0.1:12345/") as ws:
+            print(await ws.recv())
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] | None = None,
+        extra_headers: HeadersLike | None = None,
+        open_timeout: float | None = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_queue: int = 32,
+        write_limit: int = 2**16,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.wsuri = parse_uri(uri)
+        self.open_timeout = open_timeout
+        self._protocol_kwargs: dict[str, Any] = dict(
+            origin=origin,
+            subprotocols=subprotocols,
+            extra_headers=extra_headers,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+        )
+        self._connection_kwargs: dict[str, Any] = dict(
+            max_queue=max_queue,
+            write_limit=write_limit,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+        )
+        if self.wsuri.secure and ssl is None:
+            ssl = ssl_module.create_default_context()
+        elif not self.wsuri.secure and ssl is not None:
+            raise ValueError("an ssl context needs a wss:// URI")
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.connection: ClientConnection | None = None
+
+    async def _open(self) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        wsuri = self.wsuri
+
+        def factory() -> ClientConnection:
+            protocol = ClientProtocol(self.uri, **self._protocol_kwargs)
+            return ClientConnection(protocol, **self._connection_kwargs)
+
+        kwargs: dict[str, Any] = {}
+        if self.ssl is not None:
+            kwargs["ssl"] = self.ssl
+            kwargs["server_hostname"] = self.server_hostname or wsuri.host
+
+        async def handshake() -> ClientConnection:
+            _, connection = await loop.create_connection(factory, wsuri.host, wsuri.port, **kwargs)
+            try:
+                await connection.handshake_done
+            except BaseException:
+                connection.transport.abort()
+                raise
+            return connection
+
+        try:
+            connection = await asyncio.wait_for(handshake(), self.open_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"opening handshake with {self.uri} timed out") from None
+        self.connection = connection
+        return connection
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        return await self._open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.connection is not None:
+            await self.connection.close()

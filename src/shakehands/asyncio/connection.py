@@ -1,0 +1,250 @@
+"""The coroutine API of a connection: ``await ws.recv()``, ``await ws.send()``, ``async for``.
+
+:class:`WebSocketConnection` adds to the transport plumbing a bounded queue of received messages
+(reading from the socket pauses when it is full), ``send`` that waits while the transport's write
+buffer is above its high-water mark, pings that resolve on their pong, and the closing handshake.
+A message already buffered is returned by ``recv`` without suspending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from ..protocol.connection import Close, Connection, State
+from ..protocol.errors import ConnectionClosedOK
+from ..protocol.handshake import Request, Response
+from .base import TransportProtocol
+
+__all__ = ["WebSocketConnection", "Data"]
+
+#: A message: ``str`` for text, ``bytes`` for binary.
+Data = str | bytes
+
+_BytesLike = (bytes, bytearray, memoryview)
+
+
+class WebSocketConnection(TransportProtocol):
+    """An open WebSocket connection, used from coroutines (server handlers and clients).
+
+    Receive with :meth:`recv` or ``async for message in ws``; send with :meth:`send`; end with
+    :meth:`close`. After the connection closes, :meth:`recv` and :meth:`send` raise
+    :class:`~shakehands.ConnectionClosedOK` or :class:`~shakehands.ConnectionClosedError`.
+    """
+
+    def __init__(
+        self,
+        protocol: Connection,
+        *,
+        max_queue: int = 32,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        write_limit: int = 2**16,
+    ) -> None:
+        super().__init__(
+            protocol,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
+            write_limit=write_limit,
+        )
+        self.max_queue = max(1, max_queue)
+        self._messages: deque[Data] = deque()
+        self._recv_waiter: asyncio.Future[Data] | None = None
+        self._reading_paused = False
+        #: The opening handshake's request (server: the client's; client: ours).
+        self.request: Request | None = None
+        #: The opening handshake's response.
+        self.response: Response | None = None
+        #: The subprotocol agreed on, or ``None``.
+        self.subprotocol: str | None = None
+
+    # -----------------------------------------------------------------------------------------
+    # Events from the core
+    # -----------------------------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        if type(event) is str or type(event) is bytes:
+            waiter = self._recv_waiter
+            if waiter is not None and not waiter.done() and not self._messages:
+                self._recv_waiter = None
+                waiter.set_result(event)
+                return
+            self._messages.append(event)
+            if len(self._messages) >= self.max_queue and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+        elif type(event) is Close:
+            pass
+        else:
+            self._on_handshake_event(event)
+
+    def _on_handshake_event(self, event: object) -> None:
+        """Request / Response events: handled by the server and client subclasses."""
+
+    def _on_connection_lost(self) -> None:
+        waiter, self._recv_waiter = self._recv_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._closed_error())
+
+    # -----------------------------------------------------------------------------------------
+    # Receiving
+    # -----------------------------------------------------------------------------------------
+
+    async def recv(self) -> Data:
+        """Return the next message: ``str`` for text, ``bytes`` for binary.
+
+        Raises:
+            ConnectionClosedOK: the connection closed cleanly (and no message is left).
+            ConnectionClosedError: it closed with an error, or without a closing handshake.
+            RuntimeError: another coroutine is already waiting in ``recv``.
+        """
+        messages = self._messages
+        if messages:
+            message = messages.popleft()
+            if self._reading_paused and len(messages) <= self.max_queue // 4:
+                self._reading_paused = False
+                if not self.transport.is_closing():
+                    self.transport.resume_reading()
+            return message
+        if self.closed_future.done() or (
+            self.protocol.state is State.CLOSED and self.protocol.close_rcvd is not None
+        ):
+            await asyncio.shield(self.closed_future)
+            raise self._closed_error()
+        if self._recv_waiter is not None:
+            raise RuntimeError("another coroutine is already waiting for the next message")
+        waiter: asyncio.Future[Data] = self.loop.create_future()
+        self._recv_waiter = waiter
+        try:
+            return await waiter
+        finally:
+            if self._recv_waiter is waiter:
+                self._recv_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[Data]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Data]:
+        """Yield messages until the connection closes; a clean close ends the loop quietly."""
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    # -----------------------------------------------------------------------------------------
+    # Sending
+    # -----------------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+    ) -> None:
+        """Send a message; waits while the write buffer is above its high-water mark.
+
+        ``str`` is sent as text, bytes-like as binary; an iterable (or async iterable) of
+        ``str`` or of bytes is sent as one fragmented message, a frame per item.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: ``message`` is of no supported type.
+        """
+        protocol = self.protocol
+        if protocol.state is not State.OPEN:
+            raise self._closed_error()
+        if isinstance(message, str):
+            protocol.send_text(message)
+        elif isinstance(message, _BytesLike):
+            protocol.send_binary(message)
+        elif isinstance(message, AsyncIterable):
+            await self._send_fragments_async(message)
+            return
+        elif isinstance(message, Iterable):
+            await self._send_fragments(message)
+            return
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}")
+        self._flush()
+        if self._writing_paused:
+            await self._drain()
+
+    async def _send_fragments(self, fragments: Iterable[Any]) -> None:
+        iterator = iter(fragments)
+        try:
+            previous = next(iterator)
+        except StopIteration:
+            return
+        for fragment in iterator:
+            self._send_fragment(previous, fin=False)
+            previous = fragment
+            if self._writing_paused:
+                await self._drain()
+        self._send_fragment(previous, fin=True)
+        if self._writing_paused:
+            await self._drain()
+
+    async def _send_fragments_async(self, fragments: AsyncIterable[Any]) -> None:
+        iterator = aiter(fragments)
+        try:
+            previous = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        async for fragment in iterator:
+            self._send_fragment(previous, fin=False)
+            previous = fragment
+            if self._writing_paused:
+                await self._drain()
+        self._send_fragment(previous, fin=True)
+        if self._writing_paused:
+            await self._drain()
+
+    def _send_fragment(self, fragment: Any, *, fin: bool) -> None:
+        if not isinstance(fragment, (str, *_BytesLike)):
+            raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
+        if self.protocol.state is not State.OPEN:
+            raise self._closed_error()
+        self.protocol.send_fragment(fragment, fin=fin)
+        self._flush()
+
+    async def _drain(self) -> None:
+        while self._writing_paused and not self.closed_future.done():
+            waiter: asyncio.Future[None] = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self.closed_future.done():
+            raise self._closed_error()
+
+    async def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and wait for its pong; return the round-trip time in seconds.
+
+        ``data`` (at most 125 bytes) defaults to 4 random bytes.
+        """
+        waiter = self._send_ping(data)
+        return await waiter
+
+    # -----------------------------------------------------------------------------------------
+    # Closing
+    # -----------------------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Run the closing handshake and wait until the TCP connection is closed.
+
+        Waits at most ``close_timeout`` for the peer's close frame, then drops the connection.
+        Calling it on a closed connection does nothing.
+        """
+        if not self.closed_future.done():
+            self._start_close(code, reason)
+            await asyncio.shield(self.closed_future)
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self.closed_future)
+
+    @property
+    def open(self) -> bool:
+        """Whether messages can be sent."""
+        return self.protocol.state is State.OPEN
