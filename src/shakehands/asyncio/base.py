@@ -101,9 +101,12 @@ class TransportProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        self.protocol.defer_pongs(True)
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self.protocol.defer_pongs(False)
+        self._flush()
         self._wake_drain_waiters()
 
     def _wake_drain_waiters(self) -> None:

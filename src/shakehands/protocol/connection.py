@@ -155,6 +155,12 @@ class Connection:
         # The message being sent in fragments: 0 means none.
         self._send_opcode = 0
 
+        # While the I/O layer cannot write (its buffer is full), answer only the latest ping
+        # (RFC 6455 §5.5.3 allows it): a ping flood from a peer that does not read then costs
+        # one pending pong, not an unbounded queue of them.
+        self._defer_pongs = False
+        self._pending_pong: bytes | None = None
+
         #: The close frame received, or ``None``.
         self.close_rcvd: Close | None = None
         #: The close frame sent, or ``None``.
@@ -283,6 +289,14 @@ class Connection:
         if len(data) > MAX_CONTROL_PAYLOAD:
             raise ValueError("pong payload is limited to 125 bytes")
         self._frame(Opcode.PONG, data)
+
+    def defer_pongs(self, defer: bool) -> None:
+        """While ``defer`` is true, keep only the latest ping's pong; queue it when false."""
+        self._defer_pongs = defer
+        if not defer and self._pending_pong is not None:
+            payload, self._pending_pong = self._pending_pong, None
+            if self.state is State.OPEN:
+                self._frame(Opcode.PONG, payload)
 
     def send_close(self, code: int | None = 1000, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 §7.1.2).
@@ -506,7 +520,10 @@ class Connection:
     def _control_frame(self, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING:
             if self.state is State.OPEN:
-                self._frame(Opcode.PONG, payload)
+                if self._defer_pongs:
+                    self._pending_pong = payload
+                else:
+                    self._frame(Opcode.PONG, payload)
             self._events.append(Ping(payload))
         elif opcode == Opcode.PONG:
             self._events.append(Pong(payload))
