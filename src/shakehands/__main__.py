@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -57,7 +58,9 @@ async def _echo_handler(ws: ServerConnection) -> None:
 
 class _EchoListener(Listener):
     def on_message(self, ws: CallbackConnection, message: str | bytes) -> None:
-        ws.send(message)
+        # A message read together with the client's close frame comes after our close reply.
+        if ws.open:
+            ws.send(message)
 
 
 async def _echo(host: str, port: int, api: str, max_size: int | None) -> None:
@@ -87,11 +90,27 @@ async def _client(uri: str) -> int:
                     print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}")
                     sys.stdout.flush()
 
+        # Read stdin in a daemon thread: a readline() blocked in an executor thread would keep
+        # the process alive after the connection closes or Ctrl-C, until the next line or EOF.
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def read_stdin() -> None:
+            while True:
+                line = sys.stdin.readline()
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                except RuntimeError:  # the event loop is closed
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read_stdin, name="shakehands-stdin", daemon=True).start()
         reader = asyncio.create_task(printer())
         while not reader.done():
-            line_task = loop.run_in_executor(None, sys.stdin.readline)
+            line_task = asyncio.ensure_future(lines.get())
             done, _ = await asyncio.wait({reader, line_task}, return_when=asyncio.FIRST_COMPLETED)
             if line_task not in done:
+                line_task.cancel()
                 break
             line = line_task.result()
             if not line:
@@ -111,12 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="shakehands",
         description="WebSocket servers and clients. Without a command: the seed's demo.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (demo)")
-    parser.add_argument("--port", type=int, default=12345, help="port to listen on (demo)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 12345; echo: 9001)")
     commands = parser.add_subparsers(dest="command")
     echo = commands.add_parser("echo", help="an echo server (text and binary)")
-    echo.add_argument("--host", default="127.0.0.1")
-    echo.add_argument("--port", type=int, default=9001)
+    # SUPPRESS: `shakehands --port P echo` and `shakehands echo --port P` mean the same.
+    echo.add_argument("--host", default=argparse.SUPPRESS)
+    echo.add_argument("--port", type=int, default=argparse.SUPPRESS)
     echo.add_argument("--api", choices=("coroutine", "callback"), default="coroutine")
     echo.add_argument(
         "--max-size",
@@ -148,13 +168,15 @@ def _run(coroutine: Awaitable[Any], use_uvloop: bool = False) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``shakehands`` / ``python -m shakehands``; returns the exit status."""
     args = _parser().parse_args(argv)
+    host = args.host or "127.0.0.1"
     try:
         if args.command == "echo":
-            _run(_echo(args.host, args.port, args.api, args.max_size or None), args.uvloop)
+            port = 9001 if args.port is None else args.port
+            _run(_echo(host, port, args.api, args.max_size or None), args.uvloop)
         elif args.command == "client":
             return int(_run(_client(args.uri)))
         else:
-            _run(_demo(args.host, args.port))
+            _run(_demo(host, 12345 if args.port is None else args.port))
     except KeyboardInterrupt:
         return 130
     except (OSError, ShakehandsError, TimeoutError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 from ..protocol.connection import Close, Connection, Ping, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
@@ -62,9 +62,9 @@ class TransportProtocol(asyncio.Protocol):
     # -----------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.write_limit)
+        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=self.write_limit)
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from ..protocol.connection import Close, Pong, State
-from ..protocol.errors import CloseCode
+from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
 from ..protocol.server import ServerProtocol
 from .base import TransportProtocol
@@ -97,6 +97,9 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
                         listener.on_message(self, event)  # type: ignore[arg-type]
                     else:
                         self._on_other_event(event)
+            except ConnectionClosed:
+                # The listener sent on a connection the same batch closed: nothing to report.
+                self._in_batch = False
             except Exception:
                 logger.exception("listener failed")
                 self._in_batch = False

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from ..protocol.connection import Close, Connection, State
-from ..protocol.errors import ConnectionClosedOK
+from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 from .base import TransportProtocol
 
@@ -74,7 +74,11 @@ class WebSocketConnection(TransportProtocol):
                 waiter.set_result(event)
                 return
             self._messages.append(event)
-            if len(self._messages) >= self.max_queue and not self._reading_paused:
+            if (
+                len(self._messages) >= self.max_queue
+                and not self._reading_paused
+                and self.protocol.state is State.OPEN
+            ):
                 self._reading_paused = True
                 self.transport.pause_reading()
         elif type(event) is Close:
@@ -121,6 +125,12 @@ class WebSocketConnection(TransportProtocol):
         self._recv_waiter = waiter
         try:
             return await waiter
+        except asyncio.CancelledError:
+            # Cancelled (a timeout) after _on_event handed us a message: keep it for the next
+            # recv rather than lose it.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._messages.appendleft(waiter.result())
+            raise
         finally:
             if self._recv_waiter is waiter:
                 self._recv_waiter = None
@@ -178,12 +188,19 @@ class WebSocketConnection(TransportProtocol):
             previous = next(iterator)
         except StopIteration:
             return
-        for fragment in iterator:
-            self._send_fragment(previous, fin=False)
-            previous = fragment
-            if self._writing_paused:
-                await self._drain()
-        self._send_fragment(previous, fin=True)
+        started = False
+        try:
+            for fragment in iterator:
+                self._send_fragment(previous, fin=False)
+                started = True
+                previous = fragment
+                if self._writing_paused:
+                    await self._drain()
+            self._send_fragment(previous, fin=True)
+        except BaseException:
+            if started:
+                self._abandon_fragmented_message()
+            raise
         if self._writing_paused:
             await self._drain()
 
@@ -193,14 +210,27 @@ class WebSocketConnection(TransportProtocol):
             previous = await anext(iterator)
         except StopAsyncIteration:
             return
-        async for fragment in iterator:
-            self._send_fragment(previous, fin=False)
-            previous = fragment
-            if self._writing_paused:
-                await self._drain()
-        self._send_fragment(previous, fin=True)
+        started = False
+        try:
+            async for fragment in iterator:
+                self._send_fragment(previous, fin=False)
+                started = True
+                previous = fragment
+                if self._writing_paused:
+                    await self._drain()
+            self._send_fragment(previous, fin=True)
+        except BaseException:
+            if started:
+                self._abandon_fragmented_message()
+            raise
         if self._writing_paused:
             await self._drain()
+
+    def _abandon_fragmented_message(self) -> None:
+        # Part of a message is out and the rest will never follow (a bad fragment, an error
+        # in the iterable, a cancellation): nothing else can be sent, so fail with 1011.
+        if self.protocol.state is State.OPEN:
+            self._fail(CloseCode.INTERNAL_ERROR, "error in fragmented message")
 
     def _send_fragment(self, fragment: Any, *, fin: bool) -> None:
         if not isinstance(fragment, (str, *_BytesLike)):
@@ -229,6 +259,15 @@ class WebSocketConnection(TransportProtocol):
     # -----------------------------------------------------------------------------------------
     # Closing
     # -----------------------------------------------------------------------------------------
+
+    def _start_close(self, code: int | None, reason: str) -> None:
+        # The peer's close frame must be read even if the queue of messages is full (while
+        # closing, _on_event no longer pauses reading).
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+        super()._start_close(code, reason)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Run the closing handshake and wait until the TCP connection is closed.

@@ -161,11 +161,13 @@ class ServerHandshake:
             self._open_handle.cancel()
         if response.status == 101:
             self._handshake_complete()
-            self.transport.resume_reading()
         else:
             exc = self.protocol.handshake_exc
             if isinstance(exc, InvalidHandshake) and response.status >= 400:
                 logger.info("refused %s: %d %s", self._peer(), response.status, exc.reason)
+        # Read again either way: after a refusal the core discards what comes, but the peer's
+        # EOF must be seen to finish the half-close of _shutdown_transport.
+        self.transport.resume_reading()
         self._process()  # type: ignore[attr-defined]
 
     def _handshake_complete(self) -> None:

@@ -61,9 +61,6 @@ MAX_BODY = 65536
 
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TCHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
 # Field values: visible ASCII, SP, HTAB and obs-text; never other control characters.
 _VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # Request target in origin-form: visible ASCII only.
@@ -278,13 +275,15 @@ class _HeadParser:
         end = buf.find(b"\r\n\r\n", searched)
         if end < 0:
             line_end = buf.find(b"\r\n")
+            # Allow for the start of a CRLF (or CRLFCRLF) split across two reads: the same bytes
+            # must give the same answer however they arrive.
             if line_end < 0:
                 self._check_start(buf)
-                if len(buf) > self.max_line:
+                if len(buf) > self.max_line + 1:
                     raise self._reject("request line too long")
             elif line_end > self.max_line:
                 raise self._reject("request line too long")
-            elif len(buf) - line_end > self.max_header_bytes + 2:
+            elif len(buf) - line_end > self.max_header_bytes + 5:
                 raise HeadersTooLarge("request headers too large")
             return None
         head = bytes(buf[:end])
@@ -345,11 +344,12 @@ class RequestParser(_HeadParser):
     def _check_start(self, start: bytes | bytearray) -> None:
         # Fail at once on bytes that cannot start a request line (binary garbage, a TLS
         # ClientHello on a plain port) rather than waiting for a CRLF that never comes.
-        for i, byte in enumerate(start):
-            if byte == 0x20 and i > 0:
-                return
-            if byte not in _TCHARS:
-                raise InvalidRequest("invalid request line")
+        # One regex match, in C: a loop in Python over the whole buffer on every read would be
+        # quadratic in CPU for a peer that sends a long token one byte at a time.
+        method = _TOKEN_RE.match(start)
+        end = method.end() if method else 0
+        if end < len(start) and (end == 0 or start[end] != 0x20):
+            raise InvalidRequest("invalid request line")
 
     def feed(self, data: bytes) -> Request | None:
         """Add bytes; return the request once its head is complete, else ``None``."""

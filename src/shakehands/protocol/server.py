@@ -97,10 +97,13 @@ class ServerProtocol(Connection):
             self._refuse(exc)
             return
         if request is not None:
-            self._early += self._parser.rest
+            rest = self._parser.rest
             self._parser = None
             self.request = request
             self._events.append(request)
+            if rest:
+                # Bytes that came with the request count against the early-data bound too.
+                self.receive_data(rest)
 
     def receive_eof(self) -> None:
         """The peer closed its side; during the handshake that abandons it."""

@@ -1,0 +1,543 @@
+"""HTTP parsing and handshake helpers (RFC 6455 §4, RFC 9112), without a connection."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+from shakehands.protocol.errors import (
+    HeadersTooLarge,
+    InvalidHandshake,
+    InvalidRequest,
+    InvalidResponse,
+    InvalidUpgrade,
+    UnsupportedVersion,
+)
+from shakehands.protocol.handshake import (
+    GUID,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    Headers,
+    Request,
+    RequestParser,
+    Response,
+    ResponseParser,
+    accept_key,
+    build_accept_response,
+    build_request,
+    check_request,
+    check_response,
+    error_response,
+    generate_key,
+    parse_token_list,
+)
+
+from .helpers import RFC_ACCEPT, RFC_KEY, read_response, request_bytes
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------------------------
+
+
+def test_accept_key_rfc_vector() -> None:
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert accept_key(RFC_KEY) == RFC_ACCEPT
+
+
+def test_accept_key_definition() -> None:
+    key = generate_key()
+    digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    assert accept_key(key) == base64.b64encode(digest).decode()
+    assert GUID == "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def test_generate_key() -> None:
+    keys = {generate_key() for _ in range(16)}
+    assert len(keys) == 16
+    for key in keys:
+        assert len(base64.b64decode(key, validate=True)) == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_headers_multimap() -> None:
+    h = Headers([("Host", "a"), ("X-Thing", "1"), ("x-thing", "2")])
+    assert h["HOST"] == "a"
+    assert h.get("x-THING") == "1"
+    assert h.get_all("X-Thing") == ["1", "2"]
+    assert h.get_all("missing") == []
+    assert h.get("missing") is None
+    assert h.get("missing", "d") == "d"
+    assert "host" in h
+    assert "nope" not in h
+    assert 42 not in h
+    assert len(h) == 3
+    assert list(h) == ["Host", "X-Thing", "x-thing"]
+    assert h.items() == [("Host", "a"), ("X-Thing", "1"), ("x-thing", "2")]
+    with pytest.raises(KeyError):
+        h["missing"]
+    assert h == Headers([("host", "a"), ("x-thing", "1"), ("X-THING", "2")])
+    assert h != Headers([("Host", "a")])
+
+
+def test_parse_token_list() -> None:
+    assert parse_token_list(["keep-alive, Upgrade", " , foo ,,\tBar"]) == [
+        "keep-alive",
+        "upgrade",
+        "foo",
+        "bar",
+    ]
+    assert parse_token_list([]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# RequestParser
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_request(data: bytes, step: int | None = None) -> tuple[Request | None, RequestParser]:
+    parser = RequestParser()
+    step = step or max(len(data), 1)
+    result = None
+    for i in range(0, len(data), step):
+        result = parser.feed(data[i : i + step])
+        if result is not None:
+            break
+    return result, parser
+
+
+def test_parse_request() -> None:
+    data = request_bytes(target="/chat/room?x=1&y=%20", extra=[("Origin", "https://a.example")])
+    request, parser = parse_request(data + b"\x81\x80more")
+    assert request is not None
+    assert request.method == "GET"
+    assert request.target == "/chat/room?x=1&y=%20"
+    assert request.version == "HTTP/1.1"
+    assert request.path == "/chat/room"
+    assert request.query == "x=1&y=%20"
+    assert request.host == "example.com"
+    assert request.origin == "https://a.example"
+    assert request.is_upgrade
+    assert request.headers["sec-websocket-key"] == RFC_KEY
+    assert parser.rest == b"\x81\x80more"
+
+
+def test_parse_request_bytewise_gives_same_result() -> None:
+    data = request_bytes(
+        target="/p?q",
+        extra=[("Origin", "https://a.example"), ("Sec-WebSocket-Protocol", "a, b")],
+    )
+    whole, _ = parse_request(data)
+    assert whole is not None
+    for step in (1, 2, 3, 7):
+        request, parser = parse_request(data, step)
+        assert request == whole, step
+        assert parser.rest == b""
+    # Bytes after the head, in the same read as its last byte, are kept.
+    parser = RequestParser()
+    for byte in data[:-1]:
+        assert parser.feed(bytes([byte])) is None
+    assert parser.feed(data[-1:] + b"frames") == whole
+    assert parser.rest == b"frames"
+
+
+def test_request_values_are_stripped_and_latin1() -> None:
+    data = request_bytes().replace(b"\r\n\r\n", b"\r\nX-A:\t sp\xe9ced \t\r\n\r\n")
+    request, _ = parse_request(data)
+    assert request is not None
+    assert request.headers["X-A"] == "spéced"
+
+
+def test_request_without_headers() -> None:
+    request, _ = parse_request(b"GET / HTTP/1.1\r\n\r\n")
+    assert request is not None
+    assert len(request.headers) == 0
+    assert request.host is None
+    assert not request.is_upgrade
+
+
+def test_request_serialize_round_trip() -> None:
+    request = build_request("ws://example.com:8080/a?b=c", RFC_KEY, origin="http://o")
+    parsed, _ = parse_request(request.serialize())
+    assert parsed == request
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET / http/1.1\r\nHost: x\r\n\r\n",
+        b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+        b"GET /\r\nHost: x\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"G(T / HTTP/1.1\r\n\r\n",
+        b"GET * HTTP/1.1\r\n\r\n",
+        b"GET /a\x7fb HTTP/1.1\r\n\r\n",
+        b"GET /\xff HTTP/1.1\r\n\r\n",
+        b" GET / HTTP/1.1\r\n\r\n",
+        b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+        b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nName : x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nN\xe9: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\tfolded: y\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\nEvil: b\r\n\r\n",
+    ],
+)
+def test_invalid_requests(data: bytes) -> None:
+    for step in (None, 1):
+        with pytest.raises(InvalidRequest) as info:
+            parse_request(data, step)
+        assert info.value.status == 400
+
+
+def test_garbage_fails_before_any_crlf() -> None:
+    parser = RequestParser()
+    with pytest.raises(InvalidRequest):
+        parser.feed(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    parser = RequestParser()
+    with pytest.raises(InvalidRequest):
+        parser.feed(b"GE\x00")
+    # A plausible method is not refused early.
+    assert RequestParser().feed(b"GET") is None
+    assert RequestParser().feed(b"GET /not-yet") is None
+
+
+def test_bare_lf_request_is_never_a_request() -> None:
+    data = b"GET / HTTP/1.1\nHost: x\nUpgrade: websocket\n\n"
+    parser = RequestParser()
+    assert parser.feed(data) is None
+    with pytest.raises(InvalidRequest):
+        parser.feed(b"x" * MAX_LINE)
+
+
+def _line_of(length: int) -> bytes:
+    line = b"GET /" + b"a" * (length - len(b"GET / HTTP/1.1")) + b" HTTP/1.1"
+    assert len(line) == length
+    return line
+
+
+@pytest.mark.parametrize("step", [None, 1, 1000])
+def test_request_line_limit(step: int | None) -> None:
+    ok = _line_of(MAX_LINE) + b"\r\nHost: x\r\n\r\n"
+    request, _ = parse_request(ok, step)
+    assert request is not None
+    too_long = _line_of(MAX_LINE + 1) + b"\r\nHost: x\r\n\r\n"
+    with pytest.raises(InvalidRequest) as info:
+        parse_request(too_long, step)
+    assert info.value.status == 400
+
+
+def test_request_line_limit_without_crlf() -> None:
+    parser = RequestParser()
+    assert parser.feed(b"GET /" + b"a" * (MAX_LINE - 5)) is None
+    with pytest.raises(InvalidRequest):
+        parser.feed(b"aa")
+
+
+def test_long_token_without_space_fed_byte_by_byte_is_refused_at_the_limit() -> None:
+    """A request line that never ends is refused as soon as it passes the limit."""
+    parser = RequestParser()
+    fed = 0
+    with pytest.raises(InvalidRequest):
+        for _ in range(MAX_LINE + 2):
+            fed += 1
+            parser.feed(b"A")
+    assert fed == MAX_LINE + 2
+
+
+def _block_of(length: int) -> bytes:
+    prefix = b"Host: x\r\nX-Fill: "
+    block = prefix + b"a" * (length - len(prefix))
+    assert len(block) == length
+    return block
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, 1000])
+def test_header_bytes_limit(step: int | None) -> None:
+    for size in (MAX_HEADER_BYTES - 3, MAX_HEADER_BYTES - 1, MAX_HEADER_BYTES):
+        ok = b"GET / HTTP/1.1\r\n" + _block_of(size) + b"\r\n\r\n"
+        request, _ = parse_request(ok, step)
+        assert request is not None, size
+    too_big = b"GET / HTTP/1.1\r\n" + _block_of(MAX_HEADER_BYTES + 1) + b"\r\n\r\n"
+    with pytest.raises(HeadersTooLarge) as info:
+        parse_request(too_big, step)
+    assert info.value.status == 431
+
+
+def test_header_bytes_limit_fails_before_end_of_head() -> None:
+    parser = RequestParser()
+    assert parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\n") is None
+    with pytest.raises(HeadersTooLarge):
+        parser.feed(b"X: " + b"a" * MAX_HEADER_BYTES)
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_header_count_limit(step: int | None) -> None:
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(MAX_HEADERS))
+    request, _ = parse_request(b"GET / HTTP/1.1\r\n" + fields + b"\r\n", step)
+    assert request is not None
+    assert len(request.headers) == MAX_HEADERS
+    fields += b"X-Last: v\r\n"
+    with pytest.raises(HeadersTooLarge) as info:
+        parse_request(b"GET / HTTP/1.1\r\n" + fields + b"\r\n", step)
+    assert info.value.status == 431
+
+
+def test_custom_limits() -> None:
+    parser = RequestParser(max_line=20, max_headers=2, max_header_bytes=30)
+    with pytest.raises(InvalidRequest):
+        parser.feed(b"GET /aaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n")
+    parser = RequestParser(max_line=20, max_headers=2, max_header_bytes=30)
+    with pytest.raises(HeadersTooLarge):
+        parser.feed(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+    parser = RequestParser(max_line=20, max_headers=2, max_header_bytes=30)
+    with pytest.raises(HeadersTooLarge):
+        parser.feed(b"GET / HTTP/1.1\r\nA: " + b"1" * 30 + b"\r\n\r\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# check_request
+# ---------------------------------------------------------------------------------------------
+
+
+def checked(data: bytes) -> str:
+    request, _ = parse_request(data)
+    assert request is not None
+    return check_request(request)
+
+
+def test_check_request_valid() -> None:
+    assert checked(request_bytes()) == RFC_KEY
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc_type", "status"),
+    [
+        ({"method": "POST"}, InvalidRequest, 405),
+        ({"drop": ["Host"]}, InvalidRequest, 400),
+        ({"extra": [("Host", "other")]}, InvalidRequest, 400),
+        ({"replace": {"Host": "a b"}}, InvalidRequest, 400),
+        ({"drop": ["Upgrade"]}, InvalidUpgrade, 426),
+        ({"replace": {"Upgrade": "h2c"}}, InvalidUpgrade, 400),
+        ({"drop": ["Connection"]}, InvalidUpgrade, 400),
+        ({"replace": {"Connection": "keep-alive"}}, InvalidUpgrade, 400),
+        ({"drop": ["Sec-WebSocket-Key"]}, InvalidUpgrade, 400),
+        ({"replace": {"Sec-WebSocket-Key": "not base64!!"}}, InvalidUpgrade, 400),
+        ({"extra": [("Sec-WebSocket-Key", RFC_KEY)]}, InvalidRequest, 400),
+        ({"replace": {"Sec-WebSocket-Version": "8"}}, UnsupportedVersion, 426),
+        ({"drop": ["Sec-WebSocket-Version"]}, UnsupportedVersion, 426),
+        ({"extra": [("Sec-WebSocket-Version", "13")]}, UnsupportedVersion, 426),
+        ({"extra": [("Transfer-Encoding", "chunked")]}, InvalidRequest, 400),
+        ({"extra": [("Content-Length", "5")]}, InvalidRequest, 400),
+        ({"extra": [("Content-Length", "0"), ("Content-Length", "0")]}, InvalidRequest, 400),
+        ({"extra": [("Origin", "a"), ("Origin", "b")]}, InvalidRequest, 400),
+    ],
+)
+def test_check_request_errors(kwargs: dict, exc_type: type[InvalidHandshake], status: int) -> None:
+    with pytest.raises(exc_type) as info:
+        checked(request_bytes(**kwargs))
+    assert info.value.status == status
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"replace": {"Connection": "keep-alive, Upgrade"}},
+        {"replace": {"Connection": "UPGRADE"}},
+        {"replace": {"Upgrade": "WebSocket"}},
+        {"replace": {"Upgrade": "h2c, websocket"}},
+        {"extra": [("Content-Length", "0")]},
+        {"replace": {"Sec-WebSocket-Version": " 13 "}},
+    ],
+)
+def test_check_request_accepts(kwargs: dict) -> None:
+    assert checked(request_bytes(**kwargs)) == RFC_KEY
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------------
+
+
+def test_build_accept_response() -> None:
+    response = build_accept_response(RFC_KEY, subprotocol="chat", extra_headers={"X-A": "1"})
+    assert response.status == 101
+    parsed = read_response(response.serialize())
+    assert parsed.status == 101
+    assert parsed.reason == "Switching Protocols"
+    assert parsed.get("Upgrade") == "websocket"
+    assert parsed.get("Connection") == "Upgrade"
+    assert parsed.get("Sec-WebSocket-Accept") == RFC_ACCEPT
+    assert parsed.get("Sec-WebSocket-Protocol") == "chat"
+    assert parsed.get("X-A") == "1"
+    assert parsed.get("Content-Length") is None
+    assert parsed.rest == b""
+
+
+def test_error_response() -> None:
+    response = error_response(400, "bad\n", [("X-Why", "because")])
+    parsed = read_response(response.serialize())
+    assert parsed.status == 400
+    assert parsed.reason == "Bad Request"
+    assert parsed.get("Content-Type") == "text/plain; charset=utf-8"
+    assert parsed.get("Connection") == "close"
+    assert parsed.get("X-Why") == "because"
+    assert parsed.body == b"bad\n"
+    assert parsed.rest == b""
+
+
+def test_response_serialize_keeps_explicit_content_length() -> None:
+    response = Response(200, Headers([("Content-Length", "3")]), b"abc")
+    assert read_response(response.serialize()).get_all("Content-Length") == ["3"]
+    assert Response(599).reason == ""
+    assert Response(404, {"A": "b"}).headers["a"] == "b"
+
+
+def parse_response(data: bytes, step: int | None = None) -> tuple[Response | None, ResponseParser]:
+    parser = ResponseParser()
+    step = step or max(len(data), 1)
+    result = None
+    for i in range(0, len(data), step):
+        result = parser.feed(data[i : i + step])
+        if result is not None:
+            break
+    return result, parser
+
+
+@pytest.mark.parametrize("step", [None, 1, 5])
+def test_response_parser_101(step: int | None) -> None:
+    data = build_accept_response(RFC_KEY).serialize()
+    response, parser = parse_response(data + b"\x81\x00", step)
+    assert response is not None
+    assert response.status == 101
+    assert response.reason == "Switching Protocols"
+    assert check_response(response, RFC_KEY) is None
+    if step is None:
+        assert parser.rest == b"\x81\x00"
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_response_parser_reads_body(step: int | None) -> None:
+    data = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!"
+    response, _ = parse_response(data, step)
+    assert response is not None
+    assert (response.status, response.reason, response.body) == (403, "Forbidden", b"nope!")
+
+
+def test_response_parser_body_until_eof() -> None:
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\npartial") is None
+    response = parser.feed_eof()
+    assert response is not None
+    assert (response.status, response.body) == (500, b"partial")
+    assert ResponseParser().feed_eof() is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.0 101 Switching Protocols\r\n\r\n",
+        b"HTTP/1.1 1010 Nope\r\n\r\n",
+        b"HTTP/1.1 abc Nope\r\n\r\n",
+        b"ICY 200 OK\r\n\r\n",
+        b"HTTP/1.1 101 OK\r\nBad Name: x\r\n\r\n",
+    ],
+)
+def test_response_parser_invalid(data: bytes) -> None:
+    with pytest.raises(InvalidResponse):
+        parse_response(data)
+
+
+def _response_101(**replace: str | None) -> Response:
+    headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Accept": RFC_ACCEPT,
+    }
+    headers.update(replace)  # type: ignore[arg-type]
+    return Response(101, Headers((k, v) for k, v in headers.items() if v is not None))
+
+
+def test_check_response() -> None:
+    assert check_response(_response_101(), RFC_KEY) is None
+    assert check_response(_response_101(Connection="keep-alive, upgrade"), RFC_KEY) is None
+    assert (
+        check_response(_response_101(**{"Sec-WebSocket-Protocol": "b"}), RFC_KEY, ["a", "b"]) == "b"
+    )
+
+
+@pytest.mark.parametrize(
+    ("replace", "offered"),
+    [
+        ({"Upgrade": None}, []),
+        ({"Upgrade": "h2c"}, []),
+        ({"Connection": None}, []),
+        ({"Connection": "close"}, []),
+        ({"Sec-WebSocket-Accept": None}, []),
+        ({"Sec-WebSocket-Accept": accept_key("AAAAAAAAAAAAAAAAAAAAAA==")}, []),
+        ({"Sec-WebSocket-Protocol": "c"}, ["a", "b"]),
+        ({"Sec-WebSocket-Protocol": "a"}, []),
+        ({"Sec-WebSocket-Protocol": "a, b"}, ["a", "b"]),
+    ],
+)
+def test_check_response_errors(replace: dict[str, str | None], offered: list[str]) -> None:
+    with pytest.raises(InvalidResponse):
+        check_response(_response_101(**replace), RFC_KEY, offered)
+
+
+def test_build_request() -> None:
+    request = build_request(
+        "wss://example.com/path?q=1",
+        RFC_KEY,
+        origin="https://example.com",
+        subprotocols=["chat", "superchat"],
+        extensions="permessage-deflate",
+        extra_headers=[("User-Agent", "test")],
+    )
+    assert request.method == "GET"
+    assert request.target == "/path?q=1"
+    h = request.headers
+    assert h["Host"] == "example.com"
+    assert h["Upgrade"] == "websocket"
+    assert h["Connection"] == "Upgrade"
+    assert h["Sec-WebSocket-Key"] == RFC_KEY
+    assert h["Sec-WebSocket-Version"] == "13"
+    assert h["Origin"] == "https://example.com"
+    assert h["Sec-WebSocket-Protocol"] == "chat, superchat"
+    assert h["Sec-WebSocket-Extensions"] == "permessage-deflate"
+    assert h["User-Agent"] == "test"
+    assert check_request(request) == RFC_KEY
+
+
+@pytest.mark.parametrize(
+    ("uri", "host", "target"),
+    [
+        ("ws://example.com", "example.com", "/"),
+        ("ws://example.com:80/", "example.com", "/"),
+        ("ws://example.com:443/", "example.com:443", "/"),
+        ("wss://example.com:443/", "example.com", "/"),
+        ("wss://example.com:80/", "example.com:80", "/"),
+        ("ws://[::1]:8080/x", "[::1]:8080", "/x"),
+        ("ws://[::1]/x", "[::1]", "/x"),
+        ("ws://127.0.0.1:9000/?a=b", "127.0.0.1:9000", "/?a=b"),
+    ],
+)
+def test_build_request_host_and_target(uri: str, host: str, target: str) -> None:
+    request = build_request(uri, RFC_KEY)
+    assert request.headers["Host"] == host
+    assert request.target == target
