@@ -6,6 +6,7 @@ The sans-I/O core lives in :mod:`shakehands.protocol`.
 
 from __future__ import annotations
 
+from .protocol.deflate import DeflateOptions
 from .protocol.errors import (
     CloseCode,
     ConnectionClosed,
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeflateOptions",
     "Headers",
     "HeadersTooLarge",
     "InvalidHandshake",

@@ -8,6 +8,7 @@ fixture: the engine must give the same answer whichever way the bytes arrive.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +22,7 @@ from shakehands.protocol.connection import (
     Role,
     State,
 )
+from shakehands.protocol.deflate import PerMessageDeflate
 from shakehands.protocol.errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -70,9 +72,15 @@ def assert_failed(conn: Connection, code: int, exc_type: type[ProtocolError] = P
     assert conn.failure is not None, "connection did not fail"
     assert isinstance(conn.failure, exc_type)
     assert conn.failure.code == code
+    # The close frame is owed, not queued: it leaves at the next data_to_send(), after whatever
+    # the application sends in answer to the messages before the violation.
+    assert conn.close_pending
+    assert conn.state is State.OPEN
+    assert not conn.close_expected()
+    frames = sent_frames(conn)
+    assert not conn.close_pending
     assert conn.state is State.CLOSED
     assert conn.close_expected()
-    frames = sent_frames(conn)
     closes = [f for f in frames if f.opcode == Opcode.CLOSE]
     assert len(closes) == 1, frames
     close = closes[0]
@@ -227,10 +235,24 @@ def test_reserved_bits_on_continuation() -> None:
     assert_failed(conn, 1002)
 
 
-def test_rsv1_allowed_by_extension_only_on_data_frames() -> None:
+def _deflating_server() -> Connection:
     conn = Connection(Role.SERVER)
-    conn.rsv_allowed = 0x40
-    conn.receive_data(masked(Opcode.BINARY, b"raw", rsv1=True))
+    conn.use_deflate(
+        PerMessageDeflate(
+            local_no_context_takeover=False,
+            remote_no_context_takeover=False,
+            local_max_window_bits=15,
+            remote_max_window_bits=15,
+        )
+    )
+    return conn
+
+
+def test_rsv1_allowed_by_extension_only_on_data_frames() -> None:
+    conn = _deflating_server()
+    compressed = zlib.compressobj(wbits=-15)
+    payload = compressed.compress(b"raw") + compressed.flush(zlib.Z_SYNC_FLUSH)
+    conn.receive_data(masked(Opcode.BINARY, payload[:-4], rsv1=True))
     assert conn.events_received() == [b"raw"]
     assert conn.failure is None
     # RSV2 is still not negotiated.
@@ -239,8 +261,7 @@ def test_rsv1_allowed_by_extension_only_on_data_frames() -> None:
     conn.receive_data(bytes(frame))
     assert_failed(conn, 1002)
     # And control frames never carry RSV bits.
-    conn = Connection(Role.SERVER)
-    conn.rsv_allowed = 0x40
+    conn = _deflating_server()
     conn.receive_data(masked(Opcode.PING, b"x", rsv1=True))
     assert conn.events_received() == []
     assert_failed(conn, 1002)
@@ -744,6 +765,9 @@ def test_we_close_first(role: Role, feed: Feed) -> None:
 def test_client_waits_for_eof_after_peer_close() -> None:
     conn = Connection(Role.CLIENT)
     conn.receive_data(unmasked(Opcode.CLOSE, serialize_close(1001)))
+    assert conn.close_pending and not conn.close_expected()
+    (echo,) = sent_frames(conn)
+    assert close_code_of(echo) == 1001
     assert conn.state is State.CLOSED
     assert not conn.close_expected()
     conn.receive_eof()
@@ -754,7 +778,30 @@ def test_client_waits_for_eof_after_peer_close() -> None:
 def test_server_closes_after_peer_close() -> None:
     conn = Connection(Role.SERVER)
     conn.receive_data(masked(Opcode.CLOSE, serialize_close(1001)))
+    # The echo is owed until the I/O layer takes the output; then the server closes first.
+    assert not conn.close_expected()
+    sent_frames(conn)
     assert conn.close_expected()
+
+
+def test_reply_to_a_message_leaves_before_the_close_echo() -> None:
+    """RFC 6455 §5.5.1: a message and a close in one read; the answer goes before the echo."""
+    conn = Connection(Role.SERVER)
+    conn.receive_data(masked(Opcode.TEXT, b"hi") + masked(Opcode.CLOSE, serialize_close(1000)))
+    assert conn.events_received() == ["hi", Close(1000, "")]
+    conn.send_text("hi back")
+    text, close = sent_frames(conn)
+    assert (text.opcode, text.payload) == (Opcode.TEXT, b"hi back")
+    assert close.opcode == Opcode.CLOSE and close_code_of(close) == 1000
+
+
+def test_reply_to_a_message_leaves_before_the_failure() -> None:
+    conn = Connection(Role.SERVER)
+    conn.receive_data(masked(Opcode.TEXT, b"hi") + masked(Opcode.TEXT, b"\xff"))
+    assert conn.events_received() == ["hi"]
+    conn.send_text("hi")
+    text, close = sent_frames(conn)
+    assert text.opcode == Opcode.TEXT and close_code_of(close) == 1007
 
 
 def test_send_close_without_status() -> None:
@@ -863,6 +910,7 @@ def test_close_exception_classes(ours: int | None, theirs: int | None, ok: bool)
     if ours is not None:
         conn.send_close(ours)
     conn.receive_data(masked(Opcode.CLOSE, serialize_close(theirs, "r" if theirs else "")))
+    conn.data_to_send()
     exc = conn.close_exception()
     assert type(exc) is (ConnectionClosedOK if ok else ConnectionClosedError)
     assert exc.code == (theirs if theirs is not None else 1005)
@@ -873,6 +921,7 @@ def test_close_exception_classes(ours: int | None, theirs: int | None, ok: bool)
 def test_close_exception_after_protocol_error() -> None:
     conn = Connection(Role.SERVER)
     conn.receive_data(masked(5))
+    conn.data_to_send()
     exc = conn.close_exception()
     assert type(exc) is ConnectionClosedError
     assert (exc.code, exc.sent_code) == (1006, 1002)

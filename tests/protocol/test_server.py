@@ -643,6 +643,7 @@ def test_early_close_frame_after_101() -> None:
     server.events_received()
     server.send_response(server.accept())
     assert server.events_received() == [Close(1001, "bye")]
+    server.data_to_send()
     assert server.state is State.CLOSED
     assert server.close_expected()
 
@@ -671,6 +672,7 @@ def test_too_much_early_data_in_same_read_as_request() -> None:
     server.receive_data(request_bytes() + b"\x00" * MAX_EARLY_DATA)
     assert server.data_to_send() == []
     server.send_response(server.accept())
+    server.data_to_send()
     assert server.state is State.CLOSED
     assert server.failure is not None and server.failure.code == 1002
 

@@ -54,6 +54,7 @@ class TransportProtocol(asyncio.Protocol):
         self._keepalive_deadline: asyncio.TimerHandle | None = None
         self._abort_handle: asyncio.TimerHandle | None = None
         self._shutting_down = False
+        self._hold_close = False
         self._eof_sent = False
         self._client_wait_handle: asyncio.TimerHandle | None = None
 
@@ -130,22 +131,39 @@ class TransportProtocol(asyncio.Protocol):
     # Core plumbing
     # -----------------------------------------------------------------------------------------
 
+    #: Whether the application answers messages later (coroutines) rather than during dispatch
+    #: (callbacks): then a close frame owed by the core waits one loop iteration, so that the
+    #: answers to messages received before it leave first.
+    answers_later = False
+
     def _process(self) -> None:
         """Dispatch the core's events, write its output, close when it says so."""
         protocol = self.protocol
+        delivered = False
         for event in protocol.events_received():
-            if type(event) is Pong:
-                self._on_pong(event.data)
-            elif type(event) is Ping:
+            kind = type(event)
+            if kind is Pong:
+                self._on_pong(event.data)  # type: ignore[union-attr]
+            elif kind is Ping:
                 pass  # the core already queued the pong
             else:
+                delivered = delivered or kind is str or kind is bytes
                 self._on_event(event)
+        if delivered and self.answers_later and protocol.close_pending and not self._hold_close:
+            self._hold_close = True
+            self.loop.call_soon(self._release_close)
         self._flush()
         if protocol.state is State.CLOSED:
             self._closing_handshake_done()
 
+    def _release_close(self) -> None:
+        self._hold_close = False
+        self._flush()
+        if self.protocol.state is State.CLOSED:
+            self._closing_handshake_done()
+
     def _flush(self) -> None:
-        out = self.protocol.data_to_send()
+        out = self.protocol.data_to_send(send_close=not self._hold_close)
         if out and not self.transport.is_closing():
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 

@@ -171,8 +171,10 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
     # What listeners call
     # -----------------------------------------------------------------------------------------
 
-    def send(self, message: str | bytes | bytearray | memoryview) -> None:
+    def send(self, message: str | bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Queue a message (text for ``str``, binary otherwise); it leaves with the batch.
+
+        ``compress=False`` sends it uncompressed even when permessage-deflate is on.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
@@ -182,9 +184,9 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         if protocol.state is not State.OPEN:
             raise protocol.close_exception()
         if isinstance(message, str):
-            protocol.send_text(message)
+            protocol.send_text(message, compress=compress)
         elif isinstance(message, _BytesLike):
-            protocol.send_binary(message)
+            protocol.send_binary(message, compress=compress)
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
         if not self._in_batch:

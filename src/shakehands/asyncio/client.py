@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol.client import ClientProtocol, parse_uri
 from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import InvalidResponse
 from ..protocol.handshake import HeadersLike, Response
 from .connection import WebSocketConnection
@@ -72,7 +73,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         open_timeout: seconds for TCP, TLS and the handshake together (10).
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
         max_message_size, max_frame_size, max_queue, write_limit, ping_interval, ping_timeout,
-        close_timeout: as for :func:`~shakehands.serve`.
+        close_timeout, compression: as for :func:`~shakehands.serve`.
 
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
@@ -103,6 +104,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float | None = 10.0,
+        compression: str | DeflateOptions | None = "deflate",
     ) -> None:
         self.uri = uri
         self.wsuri = parse_uri(uri)
@@ -113,6 +115,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             extra_headers=extra_headers,
             max_message_size=max_message_size,
             max_frame_size=max_frame_size,
+            compression=compression_options(compression),
         )
         self._connection_kwargs: dict[str, Any] = dict(
             max_queue=max_queue,

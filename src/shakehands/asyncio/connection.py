@@ -34,6 +34,8 @@ class WebSocketConnection(TransportProtocol):
     :class:`~shakehands.ConnectionClosedOK` or :class:`~shakehands.ConnectionClosedError`.
     """
 
+    answers_later = True
+
     def __init__(
         self,
         protocol: Connection,
@@ -114,9 +116,12 @@ class WebSocketConnection(TransportProtocol):
                 if not self.transport.is_closing():
                     self.transport.resume_reading()
             return message
-        if self.closed_future.done() or (
-            self.protocol.state is State.CLOSED and self.protocol.close_rcvd is not None
+        if (
+            self.closed_future.done()
+            or self.protocol.close_rcvd is not None
+            or self.protocol.failure is not None
         ):
+            # No message can come any more: wait for the end, then say how it ended.
             await asyncio.shield(self.closed_future)
             raise self._closed_error()
         if self._recv_waiter is not None:
@@ -153,11 +158,15 @@ class WebSocketConnection(TransportProtocol):
     async def send(
         self,
         message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        *,
+        compress: bool = True,
     ) -> None:
         """Send a message; waits while the write buffer is above its high-water mark.
 
         ``str`` is sent as text, bytes-like as binary; an iterable (or async iterable) of
-        ``str`` or of bytes is sent as one fragmented message, a frame per item.
+        ``str`` or of bytes is sent as one fragmented message, a frame per item. With
+        permessage-deflate negotiated, ``compress=False`` sends this message uncompressed
+        (for data that is already compressed, or too small to gain).
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
@@ -167,14 +176,14 @@ class WebSocketConnection(TransportProtocol):
         if protocol.state is not State.OPEN:
             raise self._closed_error()
         if isinstance(message, str):
-            protocol.send_text(message)
+            protocol.send_text(message, compress=compress)
         elif isinstance(message, _BytesLike):
-            protocol.send_binary(message)
+            protocol.send_binary(message, compress=compress)
         elif isinstance(message, AsyncIterable):
-            await self._send_fragments_async(message)
+            await self._send_fragments_async(message, compress)
             return
         elif isinstance(message, Iterable):
-            await self._send_fragments(message)
+            await self._send_fragments(message, compress)
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
@@ -182,7 +191,7 @@ class WebSocketConnection(TransportProtocol):
         if self._writing_paused:
             await self._drain()
 
-    async def _send_fragments(self, fragments: Iterable[Any]) -> None:
+    async def _send_fragments(self, fragments: Iterable[Any], compress: bool) -> None:
         iterator = iter(fragments)
         try:
             previous = next(iterator)
@@ -191,12 +200,12 @@ class WebSocketConnection(TransportProtocol):
         started = False
         try:
             for fragment in iterator:
-                self._send_fragment(previous, fin=False)
+                self._send_fragment(previous, fin=False, compress=compress)
                 started = True
                 previous = fragment
                 if self._writing_paused:
                     await self._drain()
-            self._send_fragment(previous, fin=True)
+            self._send_fragment(previous, fin=True, compress=compress)
         except BaseException:
             if started:
                 self._abandon_fragmented_message()
@@ -204,7 +213,7 @@ class WebSocketConnection(TransportProtocol):
         if self._writing_paused:
             await self._drain()
 
-    async def _send_fragments_async(self, fragments: AsyncIterable[Any]) -> None:
+    async def _send_fragments_async(self, fragments: AsyncIterable[Any], compress: bool) -> None:
         iterator = aiter(fragments)
         try:
             previous = await anext(iterator)
@@ -213,12 +222,12 @@ class WebSocketConnection(TransportProtocol):
         started = False
         try:
             async for fragment in iterator:
-                self._send_fragment(previous, fin=False)
+                self._send_fragment(previous, fin=False, compress=compress)
                 started = True
                 previous = fragment
                 if self._writing_paused:
                     await self._drain()
-            self._send_fragment(previous, fin=True)
+            self._send_fragment(previous, fin=True, compress=compress)
         except BaseException:
             if started:
                 self._abandon_fragmented_message()
@@ -232,12 +241,12 @@ class WebSocketConnection(TransportProtocol):
         if self.protocol.state is State.OPEN:
             self._fail(CloseCode.INTERNAL_ERROR, "error in fragmented message")
 
-    def _send_fragment(self, fragment: Any, *, fin: bool) -> None:
+    def _send_fragment(self, fragment: Any, *, fin: bool, compress: bool = True) -> None:
         if not isinstance(fragment, (str, *_BytesLike)):
             raise TypeError(f"cannot send a fragment of type {type(fragment).__name__}")
         if self.protocol.state is not State.OPEN:
             raise self._closed_error()
-        self.protocol.send_fragment(fragment, fin=fin)
+        self.protocol.send_fragment(fragment, fin=fin, compress=compress)
         self._flush()
 
     async def _drain(self) -> None:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE, State
+from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
 from ..protocol.server import SelectSubprotocol, ServerProtocol
@@ -58,8 +59,10 @@ class ServerOptions:
         ping_timeout: float | None = 20.0,
         open_timeout: float | None = 10.0,
         close_timeout: float | None = 10.0,
+        compression: str | DeflateOptions | None = "deflate",
     ) -> None:
         self.process_request = process_request
+        self.compression = compression_options(compression)
         self.origins = origins
         self.subprotocols = subprotocols
         self.select_subprotocol = select_subprotocol
@@ -86,6 +89,7 @@ class ServerOptions:
             max_header_bytes=self.max_header_bytes,
             max_message_size=self.max_message_size,
             max_frame_size=self.max_frame_size,
+            compression=self.compression,
         )
 
 
@@ -393,6 +397,8 @@ def serve(
         ping_interval, ping_timeout: keepalive (20 s / 20 s; ``None`` disables).
         open_timeout: seconds to complete the handshake (10).
         close_timeout: seconds to wait for the closing handshake (10).
+        compression: ``"deflate"`` (default: permessage-deflate, RFC 7692, with
+            :class:`~shakehands.DeflateOptions` defaults), a ``DeflateOptions``, or ``None``.
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
         sock, reuse_port, backlog: passed to ``loop.create_server``.
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
-from .errors import InvalidHandshake, InvalidResponse, InvalidStatus, InvalidURI
+from .deflate import DeflateOptions, client_accept, client_offer
+from .errors import (
+    InvalidHandshake,
+    InvalidResponse,
+    InvalidStatus,
+    InvalidURI,
+    NegotiationError,
+)
 from .handshake import (
     HeadersLike,
     Request,
@@ -77,6 +84,7 @@ class ClientProtocol(Connection):
         extra_headers: HeadersLike | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
+        compression: DeflateOptions | None = None,
     ) -> None:
         super().__init__(
             Role.CLIENT,
@@ -87,11 +95,13 @@ class ClientProtocol(Connection):
         self.uri = parse_uri(uri)
         self.key = generate_key()
         self.subprotocols = list(subprotocols or ())
+        self.compression = compression
         self.request: Request = build_request(
             uri,
             self.key,
             origin=origin,
             subprotocols=self.subprotocols,
+            extensions=client_offer(compression) if compression is not None else None,
             extra_headers=extra_headers,
         )
         self.response: Response | None = None
@@ -122,6 +132,15 @@ class ClientProtocol(Connection):
             if response.status != 101:
                 raise InvalidStatus(f"server refused the upgrade: HTTP {response.status}", response)
             self.subprotocol = check_response(response, self.key, self.subprotocols)
+            extensions = response.headers.get_all("Sec-WebSocket-Extensions")
+            if self.compression is not None:
+                codec = client_accept(extensions, self.compression)
+                if codec is not None:
+                    self.use_deflate(codec)
+            elif extensions:
+                raise NegotiationError(
+                    f"server accepted extensions that were not offered: {', '.join(extensions)}"
+                )
         except InvalidHandshake as exc:
             self._handshake_failed(exc)
             return

@@ -9,9 +9,16 @@ layer writes the queued bytes, delivers the events, and closes the TCP connectio
 
 1. Everything the peer can do wrong is decided here, and mapped to a close code: the I/O layers
    never inspect frames.
-2. Payloads are consumed as they arrive: a data frame's bytes are unmasked, UTF-8-checked and
-   counted against the limits before the frame is complete, so a bad byte fails the connection at
-   once and an oversized message is refused before it is buffered.
+2. Payloads are consumed as they arrive: a data frame's bytes are unmasked, inflated,
+   UTF-8-checked and counted against the limits before the frame is complete, so a bad byte fails
+   the connection at once and an oversized message is refused before it is buffered.
+3. A failure or the peer's close frame stops parsing at once, but our close frame (the error
+   code, or the echo) is queued by the next :meth:`~Connection.data_to_send`, so whatever the
+   application sends in answer to the messages that came before it leaves first (RFC 6455 §5.5.1
+   lets an endpoint finish its current message before answering a close).
+
+Extensions wrap the message path: permessage-deflate (:mod:`.deflate`) claims RSV1, inflates what
+comes in and deflates what goes out; nothing else here knows about compression.
 
 Events are plain values: ``str`` for a text message, ``bytes`` for a binary one, and
 :class:`Ping`, :class:`Pong`, :class:`Close` for control frames. The opening handshake is the
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TypeAlias
 
+from .deflate import PerMessageDeflate
 from .errors import (
     CloseCode,
     ConnectionClosed,
@@ -152,8 +160,14 @@ class Connection:
         self._msg_parts: list[bytes] | list[str] = []
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        self._msg_compressed = False
         # The message being sent in fragments: 0 means none.
         self._send_opcode = 0
+        self._send_compressed = False
+        #: permessage-deflate, once negotiated (see :meth:`use_deflate`).
+        self.deflate: PerMessageDeflate | None = None
+        # Our close frame, owed but not queued yet (see rule 3): (code or None, reason).
+        self._close_pending: tuple[int | None, str] | None = None
 
         # While the I/O layer cannot write (its buffer is full), answer only the latest ping
         # (RFC 6455 §5.5.3 allows it): a ping flood from a peer that does not read then costs
@@ -178,10 +192,36 @@ class Connection:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self) -> list[bytes]:
-        """Return and clear the bytes queued for the wire."""
+    def data_to_send(self, *, send_close: bool = True) -> list[bytes]:
+        """Return and clear the bytes queued for the wire.
+
+        The close frame owed after a failure or a close frame from the peer is queued here,
+        after anything the application sent since (unless ``send_close`` is false: the I/O layer
+        will ask again once the application has answered).
+        """
+        if self._close_pending is not None and send_close:
+            self._send_pending_close()
         out, self._out = self._out, []
         return out
+
+    @property
+    def close_pending(self) -> bool:
+        """A failure or the peer's close frame was received; our close frame is not queued yet."""
+        return self._close_pending is not None
+
+    def _send_pending_close(self) -> None:
+        assert self._close_pending is not None
+        code, reason = self._close_pending
+        self._close_pending = None
+        if self.state is State.OPEN:
+            self._frame(Opcode.CLOSE, serialize_close(code, reason))
+            self.close_sent = Close(code if code is not None else 1005, reason)
+        self.state = State.CLOSED
+
+    def use_deflate(self, codec: PerMessageDeflate) -> None:
+        """Turn on permessage-deflate as negotiated in the handshake (claims RSV1)."""
+        self.deflate = codec
+        self.rsv_allowed |= 0x40
 
     def close_expected(self) -> bool:
         """Whether the I/O layer should now close the TCP connection (after writing).
@@ -235,32 +275,63 @@ class Connection:
         else:
             self._out.append(serialize_frame(opcode, payload, fin=fin))
 
-    def send_text(self, text: str) -> None:
-        """Queue a text message."""
+    def _data_frame(
+        self,
+        opcode: int,
+        payload: bytes | bytearray | memoryview,
+        fin: bool,
+        compress: bool,
+    ) -> None:
+        """Queue a data frame, deflated when the message is (RSV1 on its first frame only)."""
+        if not compress:
+            self._frame(opcode, payload, fin)
+            return
+        assert self.deflate is not None
+        payload = self.deflate.compress(payload, fin)
+        b_mask = os.urandom(4) if self._mask_out else None
+        self._out.append(
+            serialize_frame(
+                opcode,
+                payload,
+                fin=fin,
+                rsv1=opcode != Opcode.CONT,
+                mask=self._mask_out,
+                mask_key=b_mask,
+            )
+        )
+
+    def send_text(self, text: str, *, compress: bool = True) -> None:
+        """Queue a text message (deflated if negotiated, unless ``compress`` is false)."""
         self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._frame(Opcode.TEXT, text.encode("utf-8"))
+        self._data_frame(
+            Opcode.TEXT, text.encode("utf-8"), True, compress and self.deflate is not None
+        )
 
-    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue a binary message."""
+    def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
+        """Queue a binary message (deflated if negotiated, unless ``compress`` is false)."""
         self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._frame(Opcode.BINARY, data)
+        self._data_frame(Opcode.BINARY, data, True, compress and self.deflate is not None)
 
-    def send_message(self, message: str | bytes | bytearray | memoryview) -> None:
+    def send_message(
+        self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> None:
         """Queue a message: text for ``str``, binary for a bytes-like object."""
         if isinstance(message, str):
-            self.send_text(message)
+            self.send_text(message, compress=compress)
         else:
-            self.send_binary(message)
+            self.send_binary(message, compress=compress)
 
-    def send_fragment(self, data: str | bytes | bytearray | memoryview, *, fin: bool) -> None:
+    def send_fragment(
+        self, data: str | bytes | bytearray | memoryview, *, fin: bool, compress: bool = True
+    ) -> None:
         """Queue one fragment of a message; the first fragment's type sets the message's type.
 
         Call with ``fin=False`` for every fragment but the last. Control frames may be sent in
-        between; other messages may not.
+        between; other messages may not. ``compress`` counts on the first fragment only.
         """
         self._check_open()
         text = isinstance(data, str)
@@ -272,9 +343,10 @@ class Connection:
         else:
             opcode = Opcode.TEXT if text else Opcode.BINARY
             self._send_opcode = opcode
+            self._send_compressed = compress and self.deflate is not None
         if fin:
             self._send_opcode = 0
-        self._frame(opcode, payload, fin)
+        self._data_frame(opcode, payload, fin, self._send_compressed)
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload)."""
@@ -312,6 +384,7 @@ class Connection:
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (RFC 6455 §7.1.7): send a close frame if none was, stop reading."""
+        self._close_pending = None
         if self.state is State.OPEN:
             reason_bytes = reason.encode("utf-8")[:123]
             # Never cut a character in half.
@@ -339,8 +412,15 @@ class Connection:
         try:
             pos = self._parse(buf)
         except ProtocolError as exc:
+            # Stop reading now; the close frame follows at the next data_to_send().
             self.failure = exc
-            self.fail(exc.code, str(exc))
+            self._discard = True
+            self._buffer = bytearray()
+            if self.state is State.OPEN:
+                reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
+                self._close_pending = (exc.code, reason)
+            else:
+                self.fail(exc.code, str(exc))
             return
         if self._discard:
             self._buffer = bytearray()
@@ -354,6 +434,8 @@ class Connection:
         self.eof_received = True
         self._discard = True
         self._buffer = bytearray()
+        if self._close_pending is not None:
+            self._send_pending_close()
         self.state = State.CLOSED
 
     def _parse(self, buf: bytes | bytearray | memoryview) -> int:
@@ -404,16 +486,19 @@ class Connection:
                     payload = apply_mask(payload, mask)
                 self._control_frame(opcode, payload)
                 continue
+            if opcode != Opcode.CONT:
+                self._start_message(opcode, b0 & 0x40)
             self._check_data_size(length)
             pos += hlen
-            if opcode != Opcode.CONT:
-                self._start_message(opcode)
             if fin and end - pos >= length and opcode != Opcode.CONT:
                 # Fast path: a whole unfragmented message is in the buffer.
                 payload = bytes(buf[pos : pos + length])
                 pos += length
                 if mask is not None:
                     payload = apply_mask(payload, mask)
+                if self._msg_compressed:
+                    assert self.deflate is not None
+                    payload = self.deflate.decompress(payload, True, self.max_message_size)
                 self._msg_opcode = 0
                 self._msg_size = 0
                 if opcode == Opcode.TEXT:
@@ -453,20 +538,26 @@ class Connection:
         elif opcode == Opcode.CONT:
             if not self._msg_opcode:
                 raise ProtocolError("continuation frame without a message to continue")
+            if b0 & 0x40:
+                # RFC 7692 §6.1: RSV1 marks the first frame of a compressed message only.
+                raise ProtocolError("RSV1 set on a continuation frame")
         elif self._msg_opcode:
             raise ProtocolError("new message started before the previous one ended")
 
     def _check_data_size(self, length: int) -> None:
         if self.max_frame_size is not None and length > self.max_frame_size:
             raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {self.max_frame_size}")
+        if self._msg_compressed:
+            return  # the inflated size is what counts; checked while inflating
         limit = self.max_message_size
         if limit is not None and self._msg_size + length > limit:
             raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
         self._msg_size += length
 
-    def _start_message(self, opcode: int) -> None:
+    def _start_message(self, opcode: int, compressed: int) -> None:
         self._msg_opcode = opcode
         self._msg_parts = []
+        self._msg_compressed = bool(compressed)
         self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
 
     def _payload_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -481,6 +572,15 @@ class Connection:
             data = bytes(chunk)
         self._frame_offset += len(data)
         self._remaining -= len(data)
+        if self._msg_compressed:
+            assert self.deflate is not None
+            limit = self.max_message_size
+            data = self.deflate.decompress(
+                data,
+                self._remaining == 0 and self._frame_fin,
+                None if limit is None else limit - self._msg_size,
+            )
+            self._msg_size += len(data)
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -531,9 +631,10 @@ class Connection:
             code, reason = parse_close(payload)
             self.close_rcvd = Close(code, reason)
             if self.state is State.OPEN:
-                # RFC 6455 §5.5.1: answer with a close frame, echoing the status code.
-                self._frame(Opcode.CLOSE, serialize_close(code if code != 1005 else None))
-                self.close_sent = Close(code, "")
-            self.state = State.CLOSED
+                # RFC 6455 §5.5.1: answer with a close frame echoing the status code, at the
+                # next data_to_send() (rule 3).
+                self._close_pending = (code if code != 1005 else None, "")
+            else:
+                self.state = State.CLOSED
             self._discard = True
             self._events.append(self.close_rcvd)

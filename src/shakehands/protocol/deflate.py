@@ -24,6 +24,7 @@ __all__ = [
     "server_negotiate",
     "client_offer",
     "client_accept",
+    "compression_options",
 ]
 
 EXTENSION_NAME = "permessage-deflate"
@@ -212,6 +213,16 @@ class PerMessageDeflate:
         if fin and self.remote_no_context_takeover:
             self._decompressor = None
         return out
+
+
+def compression_options(value: str | DeflateOptions | None) -> DeflateOptions | None:
+    """Resolve the public ``compression=`` option: ``"deflate"``, a :class:`DeflateOptions`,
+    or ``None`` (no compression)."""
+    if value is None or isinstance(value, DeflateOptions):
+        return value
+    if value == "deflate":
+        return DeflateOptions()
+    raise ValueError(f"unsupported compression {value!r}: use 'deflate' or None")
 
 
 def _window_bits(value: str | None, *, optional: bool) -> int | None:

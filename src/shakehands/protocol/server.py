@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
+from .deflate import DeflateOptions, PerMessageDeflate, server_negotiate
 from .errors import InvalidHandshake, InvalidOrigin, InvalidRequest, NegotiationError
 from .handshake import (
     MAX_HEADER_BYTES,
@@ -46,6 +47,7 @@ class ServerProtocol(Connection):
             first of the client's offers that is in ``subprotocols``).
         max_line, max_headers, max_header_bytes: limits on the request head (400 / 431 beyond).
         max_message_size, max_frame_size: see :class:`~.connection.Connection`.
+        compression: permessage-deflate settings, or ``None`` to decline every offer.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class ServerProtocol(Connection):
         max_header_bytes: int = MAX_HEADER_BYTES,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
+        compression: DeflateOptions | None = None,
     ) -> None:
         super().__init__(
             Role.SERVER,
@@ -69,6 +72,8 @@ class ServerProtocol(Connection):
         self.origins = origins
         self.subprotocols = list(subprotocols or ())
         self.select_subprotocol = select_subprotocol
+        self.compression = compression
+        self._negotiated_deflate: PerMessageDeflate | None = None
         self._parser: RequestParser | None = RequestParser(max_line, max_headers, max_header_bytes)
         #: The parsed request, once complete.
         self.request: Request | None = None
@@ -137,10 +142,25 @@ class ServerProtocol(Connection):
             key = check_request(request)
             self._check_origin(request)
             self.subprotocol = self._choose_subprotocol(request)
+            extensions = self._negotiate_extensions(request)
         except InvalidHandshake as exc:
             self.handshake_exc = exc
             return error_response(exc.status, exc.reason, exc.headers)
-        return build_accept_response(key, subprotocol=self.subprotocol, extra_headers=extra_headers)
+        return build_accept_response(
+            key, subprotocol=self.subprotocol, extensions=extensions, extra_headers=extra_headers
+        )
+
+    def _negotiate_extensions(self, request: Request) -> str | None:
+        """Accept the first acceptable permessage-deflate offer; decline anything else."""
+        self._negotiated_deflate = None
+        offers = request.headers.get_all("Sec-WebSocket-Extensions")
+        if self.compression is None or not offers:
+            return None
+        negotiated = server_negotiate(offers, self.compression)
+        if negotiated is None:
+            return None
+        header, self._negotiated_deflate = negotiated
+        return header
 
     def reject(self, status: int | HTTPStatus, text: str) -> Response:
         """A plain-text refusal, to pass to :meth:`send_response`."""
@@ -180,6 +200,11 @@ class ServerProtocol(Connection):
         self._parser = None
         if response.status == 101:
             self.state = State.OPEN
+            if (
+                self._negotiated_deflate is not None
+                and "Sec-WebSocket-Extensions" in response.headers
+            ):
+                self.use_deflate(self._negotiated_deflate)
             early, self._early = self._early, bytearray()
             if early:
                 self.receive_data(bytes(early))

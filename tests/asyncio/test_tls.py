@@ -1,0 +1,256 @@
+"""wss:// on real sockets: a self-signed certificate for 127.0.0.1 made at test time, echo over
+TLS for both server APIs, and TLS failures that leave the server serving."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from asyncio_helpers import HOST, RawClient, echo_server, upgrade_request, uri, wait_for_condition
+
+import shakehands
+from shakehands import ConnectionClosedOK, InvalidHandshake, Request
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _make_cert_with_cryptography(cert: Path, key: Path) -> bool:
+    try:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        return False
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private_key, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return True
+
+
+def _make_cert_with_openssl(cert: Path, key: Path) -> bool:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return False
+    command = [
+        openssl,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        f"subjectAltName=IP:{HOST},DNS:localhost",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+    result = subprocess.run(command, capture_output=True, timeout=30)
+    return result.returncode == 0 and cert.exists() and key.exists()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if not (_make_cert_with_cryptography(cert, key) or _make_cert_with_openssl(cert, key)):
+        pytest.skip("cannot make a test certificate: neither `cryptography` nor `openssl` works")
+    return cert, key
+
+
+@pytest.fixture
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.fixture
+def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+async def assert_wss_echo(server: shakehands.Server, client_context: ssl.SSLContext) -> None:
+    async with (
+        asyncio.timeout(5),
+        shakehands.connect(uri(server, scheme="wss"), ssl=client_context) as ws,
+    ):
+        await ws.send("over tls")
+        assert await ws.recv() == "over tls"
+
+
+async def test_wss_echo(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with echo_server(api, ssl=server_context, max_message_size=None) as server:
+        async with (
+            asyncio.timeout(10),
+            shakehands.connect(
+                uri(server, "/secure", scheme="wss"), ssl=client_context, max_message_size=None
+            ) as ws,
+        ):
+            assert ws.transport.get_extra_info("ssl_object") is not None
+            for message in ["hello", "ünïcødé", "", b"\x00\xff", b"t" * (3 * 2**20)]:
+                await ws.send(message)
+                assert await ws.recv() == message
+            await ws.send(["frag", "mented"])
+            assert await ws.recv() == "fragmented"
+            assert 0 <= await ws.ping() < 1
+            (conn,) = server.connections
+            assert conn.transport.get_extra_info("ssl_object") is not None
+        # The closing handshake over TLS (no half-close there) ends cleanly too.
+        assert ws.close_code == 1000
+        await wait_for_condition(lambda: not server.connections)
+
+
+async def test_wss_server_sees_request_and_closes_with_1001(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    seen: list[Request] = []
+
+    def process_request(request: Request) -> None:
+        seen.append(request)
+
+    async with echo_server(
+        "coroutine", ssl=server_context, process_request=process_request
+    ) as server:
+        async with asyncio.timeout(5):
+            ws = await shakehands.connect(uri(server, "/p?x=1", scheme="wss"), ssl=client_context)
+            server.close()
+            with pytest.raises(ConnectionClosedOK) as excinfo:
+                await ws.recv()
+            assert excinfo.value.code == 1001
+            await server.wait_closed()
+    (request,) = seen
+    assert request.path == "/p" and request.query == "x=1"
+    assert request.remote_address is not None and request.remote_address[0] == HOST
+
+
+async def test_wss_refusal_reaches_client(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    refuse = lambda request: shakehands.Response(404, body=b"nothing here\n")  # noqa: E731
+    async with echo_server(api, ssl=server_context, process_request=refuse) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(shakehands.InvalidStatus) as excinfo:
+                await shakehands.connect(uri(server, scheme="wss"), ssl=client_context)
+            assert excinfo.value.response.status == 404
+            assert excinfo.value.response.body == b"nothing here\n"
+            await wait_for_condition(lambda: not server.connections)
+
+
+async def test_tls_version_mismatch_fails_cleanly_and_server_stays_up(
+    api: str, certificate: tuple[Path, Path], client_context: ssl.SSLContext
+) -> None:
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(*certificate)
+    server_context.minimum_version = ssl.TLSVersion.TLSv1_2
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    strict = ssl.create_default_context(cafile=str(certificate[0]))
+    strict.minimum_version = ssl.TLSVersion.TLSv1_3
+    async with echo_server(api, ssl=server_context) as server:
+        async with asyncio.timeout(5):
+            # The server's OpenSSL refuses the ClientHello; asyncio's TLS layer then aborts the
+            # socket, which usually destroys the protocol_version alert before it leaves, so the
+            # client sees a reset rather than the alert. Either is a clean failure (an OSError).
+            with pytest.raises((ssl.SSLError, ConnectionResetError)):
+                await shakehands.connect(uri(server, scheme="wss"), ssl=strict)
+            assert server.connections == set()
+            # The next good client (TLS 1.2 allowed) is served.
+            await assert_wss_echo(server, client_context)
+
+
+async def test_untrusted_certificate_fails_and_server_stays_up(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    untrusting = ssl.create_default_context()  # the system store does not know our cert
+    async with echo_server(api, ssl=server_context) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await shakehands.connect(uri(server, scheme="wss"), ssl=untrusting)
+            await assert_wss_echo(server, client_context)
+
+
+async def test_wrong_hostname_fails(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with echo_server("coroutine", ssl=server_context) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await shakehands.connect(
+                    uri(server, scheme="wss"), ssl=client_context, server_hostname="example.com"
+                )
+            # server_hostname matching the certificate works.
+            async with shakehands.connect(
+                uri(server, scheme="wss"), ssl=client_context, server_hostname="localhost"
+            ) as ws:
+                await ws.send("ok")
+                assert await ws.recv() == "ok"
+
+
+async def test_plain_client_on_tls_port_fails_and_server_stays_up(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with echo_server(api, ssl=server_context) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises((InvalidHandshake, OSError)):
+                await shakehands.connect(uri(server))
+            raw = await RawClient.open(server.port)
+            raw.send(upgrade_request(server.port))
+            await raw.read_eof()  # dropped without an HTTP answer
+            await raw.close()
+            await assert_wss_echo(server, client_context)
+
+
+async def test_tls_client_on_plain_port_gets_400(api: str, client_context: ssl.SSLContext) -> None:
+    async with echo_server(api) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(ssl.SSLError):
+                await shakehands.connect(uri(server, scheme="wss"), ssl=client_context)
+            async with shakehands.connect(uri(server)) as ws:
+                await ws.send("plain")
+                assert await ws.recv() == "plain"
+
+
+async def test_serve_rejects_non_context_ssl() -> None:
+    with pytest.raises(TypeError):
+        shakehands.serve(lambda ws: asyncio.sleep(0), HOST, 0, ssl=True)
