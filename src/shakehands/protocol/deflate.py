@@ -29,6 +29,7 @@ __all__ = [
 
 EXTENSION_NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
+_STEP = 64 * 1024
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|"(?:[^"\\]|\\.)*"))?\s*')
@@ -200,16 +201,26 @@ class PerMessageDeflate:
             self._decompressor = decompressor
         if fin:
             data = bytes(data) + _TAIL
+        # Inflate in steps of at most _STEP bytes: a bomb is caught after allocating at most
+        # ``limit`` + _STEP bytes, whatever its ratio, and a valid message costs no transient
+        # buffer larger than a step.
+        parts: list[bytes] = []
+        produced = 0
         try:
-            if limit is None:
-                out = decompressor.decompress(data)
-            else:
-                # Ask for one byte more than allowed: getting it proves the message too big.
-                out = decompressor.decompress(data, limit + 1)
-                if len(out) > limit:
+            while True:
+                step = _STEP if limit is None else min(_STEP, limit - produced + 1)
+                chunk = decompressor.decompress(data, step)
+                produced += len(chunk)
+                if limit is not None and produced > limit:
                     raise PayloadTooBig("decompressed message exceeds the size limit")
+                parts.append(chunk)
+                data = decompressor.unconsumed_tail
+                # A full step may leave output pending inside zlib even with no input left.
+                if not data and len(chunk) < step:
+                    break
         except zlib.error as exc:
             raise InvalidPayload(f"invalid compressed data: {exc}") from exc
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
         if fin and self.remote_no_context_takeover:
             self._decompressor = None
         return out
@@ -361,6 +372,12 @@ def client_accept(
     if server_bits > options.server_max_window_bits:
         raise NegotiationError("server_max_window_bits larger than offered")
     client_bits = 15
+    offered_client_bits = options.client_max_window_bits is None or (
+        options.client_max_window_bits < 15
+    )
+    if answer.client_max_window_bits_present and not offered_client_bits:
+        # RFC 7692 §7.1.2.2: the client MUST fail the connection.
+        raise NegotiationError("server sent client_max_window_bits, which was not offered")
     if answer.client_max_window_bits_present:
         if options.client_max_window_bits is not None and (
             answer.client_max_window_bits is None
