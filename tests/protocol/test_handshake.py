@@ -128,6 +128,33 @@ def test_parse_request() -> None:
     assert parser.rest == b"\x81\x80more"
 
 
+@pytest.mark.parametrize(
+    ("target", "authority", "origin_form"),
+    [
+        ("ws://example.com/chat?x=1", "example.com", "/chat?x=1"),
+        ("http://EXAMPLE.com:8080/", "EXAMPLE.com:8080", "/"),
+        ("WSS://[::1]:443/a/b", "[::1]:443", "/a/b"),
+        ("https://h.example", "h.example", "/"),
+        ("http://h.example?q", "h.example", "/?q"),
+    ],
+)
+def test_absolute_form_target_is_accepted(target: str, authority: str, origin_form: str) -> None:
+    """RFC 9112 §3.2.2: a server MUST accept the absolute-form, and take the host from it."""
+    request, _ = parse_request(request_bytes(target=target))
+    assert request is not None
+    assert request.target == origin_form
+    assert request.authority == authority
+    assert request.host == authority  # not the Host header's example.com
+
+
+@pytest.mark.parametrize(
+    "target", ["ftp://h/x", "ws:///x", "ws://h x/", "example.com/chat", "*", "ws://", "http:/x"]
+)
+def test_other_targets_are_rejected(target: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_request(request_bytes(target=target))
+
+
 def test_parse_request_bytewise_gives_same_result() -> None:
     data = request_bytes(
         target="/p?q",

@@ -65,6 +65,8 @@ _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # Request target in origin-form: visible ASCII only.
 _TARGET_RE = re.compile(rb"/[\x21-\x7e]*")
+# Absolute-form (RFC 9112 §3.2.2: a server MUST accept it): scheme, authority, then origin-form.
+_ABSOLUTE_TARGET_RE = re.compile(rb"(?i:https?|wss?)://([^/?#\x00-\x20\x7f-\xff]+)([\x21-\x7e]*)")
 
 
 class Headers:
@@ -159,6 +161,8 @@ class Request:
     version: str = "HTTP/1.1"
     #: The peer's address, filled in by the I/O layer (``None`` in the sans-I/O core).
     remote_address: tuple[str, int] | None = None
+    #: The authority of an absolute-form request target (``GET ws://host/path``), else ``None``.
+    authority: str | None = None
 
     @property
     def path(self) -> str:
@@ -172,7 +176,9 @@ class Request:
 
     @property
     def host(self) -> str | None:
-        """The ``Host`` header."""
+        """The ``Host`` header; for an absolute-form target, its authority (RFC 9112 §3.2.2)."""
+        if self.authority is not None:
+            return self.authority
         return self.headers.get("Host")
 
     @property
@@ -369,9 +375,19 @@ class RequestParser(_HeadParser):
                     f"unsupported HTTP version {version.decode()}: WebSocket needs HTTP/1.1"
                 )
             raise InvalidRequest("invalid request line")
+        authority = None
+        absolute = _ABSOLUTE_TARGET_RE.fullmatch(target)
+        if absolute is not None:
+            # Kept as origin-form in ``target``, so that ``path`` means the same for every client.
+            authority = absolute.group(1).decode("ascii")
+            target = absolute.group(2)
+            if not target.startswith(b"/"):
+                target = b"/" + target
         if not _TARGET_RE.fullmatch(target):
             raise InvalidRequest("invalid request target")
-        return Request(method.decode("ascii"), target.decode("ascii"), Headers(fields))
+        return Request(
+            method.decode("ascii"), target.decode("ascii"), Headers(fields), authority=authority
+        )
 
 
 class ResponseParser(_HeadParser):
