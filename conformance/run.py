@@ -1,6 +1,6 @@
 """Run the Autobahn|Testsuite against shakehands and gate on the result.
 
-    python conformance/run.py [--cases 1.* 2.*] [--only servers|client] [--require]
+    python conformance/run.py [--cases 1.* 2.*] [--only servers|client] [--serial] [--require]
 
 - Installs the suite on Python 2.7 if ``wstest`` is missing (``pip install --user
   autobahntestsuite``; Python 2.7 comes from pyenv on this machine kind).
@@ -18,6 +18,8 @@ Reports land in ``conformance/reports/`` (HTML and JSON, not committed); a summa
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import json
 import os
 import shutil
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +37,7 @@ RESULTS = HERE / "results"
 GOOD = {"OK", "INFORMATIONAL"}
 SERVER_AGENTS = {"shakehands-coroutine": "coroutine", "shakehands-callback": "callback"}
 CLIENT_AGENT = "shakehands-client"
+Index = dict[str, dict[str, dict[str, object]]]
 
 
 def loud(message: str) -> None:
@@ -121,21 +125,22 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def run_servers(wstest: str, cases: list[str]) -> dict[str, dict[str, dict[str, object]]]:
-    ports = {agent: free_port() for agent in SERVER_AGENTS}
-    processes = [start_echo(api, ports[agent]) for agent, api in SERVER_AGENTS.items()]
-    outdir = REPORTS / "servers"
+def run_server_agent(
+    wstest: str, agent: str, api: str, cases: list[str]
+) -> dict[str, dict[str, dict[str, object]]]:
+    """One server agent under ``wstest -m fuzzingclient`` (its own wstest process)."""
+    port = free_port()
+    process = start_echo(api, port)
+    outdir = REPORTS / f"servers-{api}"
     shutil.rmtree(outdir, ignore_errors=True)
     spec = {
         "outdir": str(outdir),
-        "servers": [
-            {"agent": agent, "url": f"ws://127.0.0.1:{port}"} for agent, port in ports.items()
-        ],
+        "servers": [{"agent": agent, "url": f"ws://127.0.0.1:{port}"}],
         "cases": cases,
         "exclude-cases": [],
         "exclude-agent-cases": {},
     }
-    spec_path = REPORTS / "fuzzingclient.json"
+    spec_path = REPORTS / f"fuzzingclient-{api}.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     try:
         subprocess.run(
@@ -145,8 +150,7 @@ def run_servers(wstest: str, cases: list[str]) -> dict[str, dict[str, dict[str, 
             stdout=subprocess.DEVNULL,
         )
     finally:
-        for process in processes:
-            stop(process)
+        stop(process)
     return json.loads((outdir / "index.json").read_text())  # type: ignore[no-any-return]
 
 
@@ -226,6 +230,9 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=["*"], help="case patterns (default all)")
     parser.add_argument("--only", choices=("servers", "client"), help="run one side only")
     parser.add_argument(
+        "--serial", action="store_true", help="run the agents one after another, not at once"
+    )
+    parser.add_argument(
         "--require",
         action="store_true",
         help="fail (exit 2) if the suite cannot be installed, instead of skipping loudly",
@@ -245,14 +252,26 @@ def main() -> int:
     started = time.monotonic()
     summary: list[str] = []
     failures: list[str] = []
+    # Each agent has its own wstest process (wstest is single-threaded and the slow side):
+    # run them at the same time unless --serial.
+    jobs: dict[str, tuple[Callable[[], Index], Path]] = {}
     if args.only in (None, "servers"):
-        s, f = gate(run_servers(wstest, args.cases), REPORTS / "servers")
-        summary += s
-        failures += f
+        for agent, api in SERVER_AGENTS.items():
+            jobs[agent] = (
+                functools.partial(run_server_agent, wstest, agent, api, args.cases),
+                REPORTS / f"servers-{api}",
+            )
     if args.only in (None, "client"):
-        s, f = gate(run_client(wstest, args.cases), REPORTS / "clients")
-        summary += s
-        failures += f
+        jobs[CLIENT_AGENT] = (
+            functools.partial(run_client, wstest, args.cases),
+            REPORTS / "clients",
+        )
+    with concurrent.futures.ThreadPoolExecutor(1 if args.serial else len(jobs)) as pool:
+        futures = {name: pool.submit(job) for name, (job, _) in jobs.items()}
+        for name, (_, outdir) in jobs.items():
+            s, f = gate(futures[name].result(), outdir)
+            summary += s
+            failures += f
     elapsed = time.monotonic() - started
 
     header = (
