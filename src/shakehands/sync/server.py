@@ -26,6 +26,7 @@ from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
 from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from ..protocol.hixie76 import Hixie76ServerProtocol
 from ..protocol.server import SelectSubprotocol, ServerProtocol
 from .connection import Connection
 
@@ -83,6 +84,7 @@ class ServerOptions:
         close_timeout: float | None = 10.0,
         compression: str | DeflateOptions | None = "deflate",
         ssl: ssl_module.SSLContext | None = None,
+        legacy_hixie76: bool = False,
     ) -> None:
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError("ssl must be an ssl.SSLContext")
@@ -102,10 +104,13 @@ class ServerOptions:
         self.close_timeout = close_timeout
         self.compression = compression_options(compression)
         self.ssl = ssl
+        #: Accept draft-76 handshakes too (:mod:`shakehands.protocol.hixie76`); off by default.
+        self.legacy_hixie76 = legacy_hixie76
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these limits."""
-        return ServerProtocol(
+        factory = Hixie76ServerProtocol if self.legacy_hixie76 else ServerProtocol
+        protocol = factory(
             origins=self.origins,
             subprotocols=self.subprotocols,
             select_subprotocol=self.select_subprotocol,
@@ -116,6 +121,9 @@ class ServerOptions:
             max_frame_size=self.max_frame_size,
             compression=self.compression,
         )
+        if isinstance(protocol, Hixie76ServerProtocol):
+            protocol.secure = self.ssl is not None
+        return protocol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +252,8 @@ def answer_request(
         if upgrade and exc is not None:
             raise exc
         return None
+    if getattr(protocol, "hixie76", False):
+        ping_interval = None  # draft-76 has no ping: no keepalive
     connection = ServerConnection(
         sock,
         protocol,
@@ -457,6 +467,8 @@ def serve(
         close_timeout: seconds to wait for the closing handshake (10).
         compression: ``"deflate"`` (default), a :class:`~shakehands.DeflateOptions`, or ``None``.
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
+        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
+            default; see :mod:`shakehands.protocol.hixie76`).
 
     Example::
 
