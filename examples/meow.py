@@ -19,10 +19,17 @@ from shakehands.sync import HandshakeError, ServerConnection, get_frame, put_fra
 MEOW = ", MEOW!"
 
 
+def put_str_ln(line: object) -> None:
+    # One write per line: print() writes the text and the newline separately, so lines from
+    # two client threads could interleave.
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
+
 def main(port: int = 12345) -> None:
     # The seed listened on every interface; a local demo needs only the loopback.
     sock = socket.create_server(("127.0.0.1", port))
-    print(f"Listening on port {port}.", flush=True)
+    put_str_ln(f"Listening on port {port}.")
     while True:
         h, _ = sock.accept()
         threading.Thread(target=talk_to, args=(h,), daemon=True).start()
@@ -32,14 +39,14 @@ def talk_to(h: socket.socket) -> None:
     try:
         ws = shake_hands(h)
     except HandshakeError as error:
-        print(error, flush=True)
+        put_str_ln(error)
     else:
         put_frame(ws, "滴水之恩当以涌泉相报")
-        print("Shook hands, sent welcome message.", flush=True)
+        put_str_ln("Shook hands, sent welcome message.")
         talk_loop(ws)
 
     h.close()
-    print("Client quit, closed handle.", flush=True)
+    put_str_ln("Client quit, closed handle.")
 
 
 def talk_loop(ws: ServerConnection) -> None:
