@@ -77,13 +77,46 @@ def asyncio_server(**options: object) -> Iterator[int]:
         thread.join(10)
 
 
+class MeowListener(shakehands.Listener):
+    def on_open(self, ws: shakehands.CallbackConnection) -> None:
+        ws.send(WELCOME)
+
+    def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
+        assert isinstance(message, str)
+        ws.send(message + MEOW)
+
+
+@contextlib.contextmanager
+def callback_server(**options: object) -> Iterator[int]:
+    """The callback API, which shares the server handshake (and so the option)."""
+    ready = threading.Event()
+    state: list[object] = []
+
+    async def main() -> None:
+        async with shakehands.serve_callbacks(MeowListener(), HOST, 0, **options) as server:
+            stop = asyncio.Event()
+            state.extend([server.port, asyncio.get_running_loop(), stop])
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield int(state[0])  # type: ignore[call-overload]
+    finally:
+        loop, stop = state[1], state[2]
+        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
+        thread.join(10)
+
+
 @contextlib.contextmanager
 def blocking_server(**options: object) -> Iterator[int]:
     with running(meow_sync, **options) as server:
         yield server.port
 
 
-SERVERS = {"asyncio": asyncio_server, "blocking": blocking_server}
+SERVERS = {"asyncio": asyncio_server, "callback": callback_server, "blocking": blocking_server}
 
 
 @pytest.mark.parametrize("kind", list(SERVERS))
