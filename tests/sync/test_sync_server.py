@@ -342,3 +342,90 @@ def test_websockets_library_client_talks_to_the_blocking_server() -> None:
         assert ws.recv() == "interop"
         ws.send(b"x" * 200_000)
         assert ws.recv() == b"x" * 200_000
+
+
+def test_a_handler_that_does_not_read_bounds_the_inbox() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+    received: list[str | bytes] = []
+
+    def handler(ws: sync.ServerConnection) -> None:
+        release.wait(20)
+        sizes.append(len(ws._inbox))
+        received.extend(ws.recv(timeout=10) for _ in range(300))
+
+    with running(handler, max_queue=4) as server, sync.connect(uri(server)) as ws:
+        sender = threading.Thread(
+            target=lambda: [ws.send(f"{i:04d}" + "." * 1000) for i in range(300)], daemon=True
+        )
+        sender.start()
+        # Wait until the server's reader has filled its inbox and stopped reading.
+        while not server.connections:
+            threading.Event().wait(0.01)
+        (connection,) = server.connections
+        while len(connection._inbox) < 4:
+            threading.Event().wait(0.01)
+        release.set()
+        sender.join(20)
+    assert sizes and sizes[0] <= 4
+    assert [m[:4] for m in received] == [f"{i:04d}" for i in range(300)]
+
+
+def test_close_gives_up_on_a_peer_that_never_answers() -> None:
+    closed = threading.Event()
+
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.close(1000, "bye")  # the raw client never answers: close_timeout ends it
+        closed.set()
+
+    with running(handler, close_timeout=0.2) as server:
+        raw = RawClient(server.port)
+        raw.handshake()
+        assert closed.wait(20)
+        assert raw.read_close() == (1000, "bye")
+        raw.read_eof()
+        raw.close()
+
+
+def test_send_errors() -> None:
+    with running() as server, sync.connect(uri(server)) as ws:
+        with pytest.raises(TypeError):
+            ws.send(42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            ws.ping(b"x" * 126)
+        ws.send("still open")
+        assert ws.recv(timeout=10) == "still open"
+
+
+def test_a_bad_fragment_fails_the_message_with_1011() -> None:
+    with running() as server, sync.connect(uri(server)) as ws:
+        with pytest.raises(TypeError):
+            ws.send(["one", 2, "three"])  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosedError):
+            ws.recv(timeout=10)
+        assert ws.protocol.close_sent is not None
+        assert ws.protocol.close_sent.code == 1011
+
+
+def test_a_ping_payload_already_waiting_is_refused() -> None:
+    outcome: list[object] = []
+    done = threading.Event()
+
+    def handler(ws: sync.ServerConnection) -> None:
+        waiter = ws.ping(b"same")  # the raw client never answers pings
+        try:
+            ws.ping(b"same")
+        except ValueError as exc:
+            outcome.append(exc)
+        try:
+            waiter.wait(0.01)
+        except TimeoutError as exc:
+            outcome.append(exc)
+        done.set()
+
+    with running(handler) as server:
+        raw = RawClient(server.port)
+        raw.handshake()
+        assert done.wait(20)
+        assert [type(e) for e in outcome] == [ValueError, TimeoutError]
+        raw.close()
