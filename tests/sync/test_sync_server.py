@@ -429,3 +429,18 @@ def test_a_ping_payload_already_waiting_is_refused() -> None:
         assert done.wait(20)
         assert [type(e) for e in outcome] == [ValueError, TimeoutError]
         raw.close()
+
+
+def test_shutdown_drops_handshakes_in_progress() -> None:
+    server = sync.serve(echo, "127.0.0.1", 0, open_timeout=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    raw = RawClient(server.port)
+    raw.send(b"GET / HTTP/1.1\r\n")  # and never the rest
+    while not server._handshaking:
+        threading.Event().wait(0.01)
+    server.shutdown()
+    thread.join(10)
+    assert not thread.is_alive()
+    raw.read_eof()  # the half-made connection was dropped (RawClient's socket timeout: 10 s)
+    raw.close()

@@ -325,6 +325,7 @@ class Server:
         self.options = options
         self._connections: set[ServerConnection] = set()
         self._threads: set[threading.Thread] = set()
+        self._handshaking: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop_r, self._stop_w = socket.socketpair()
         self._stopping = False
@@ -368,18 +369,28 @@ class Server:
 
     def _run_connection(self, sock: socket.socket) -> None:
         try:
+            with self._lock:
+                if self._stopping:
+                    sock.close()
+                    return
+                self._handshaking.add(sock)
             try:
                 connection = server_handshake(sock, self.options)
             except (InvalidHandshake, TimeoutError, OSError) as exc:
                 logger.info("handshake failed: %s", exc)
                 return
+            finally:
+                with self._lock:
+                    self._handshaking.discard(sock)
             if connection is None:
                 return
             with self._lock:
-                if self._stopping:
-                    connection.close(CloseCode.GOING_AWAY, "server shutting down")
-                    return
-                self._connections.add(connection)
+                stopping = self._stopping
+                if not stopping:
+                    self._connections.add(connection)
+            if stopping:
+                connection.close(CloseCode.GOING_AWAY, "server shutting down")
+                return
             try:
                 self.handler(connection)
             except ConnectionClosed:
@@ -405,6 +416,10 @@ class Server:
             already = self._stopping
             self._stopping = True
             connections = list(self._connections)
+            # Handshakes in progress are dropped, not waited for (up to open_timeout).
+            for sock in self._handshaking:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         if not already:
             with contextlib.suppress(OSError):
                 self._stop_w.send(b"x")
