@@ -34,7 +34,7 @@ from typing import Any
 
 from ..protocol.connection import Connection as Protocol
 from ..protocol.connection import Pong, State
-from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
+from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 
 __all__ = ["Connection", "Data", "PongWaiter"]
@@ -505,8 +505,3 @@ class Connection:
         with self._lock:
             self._holding_close = False
             self._flush()
-
-
-def closed_error(connection: Connection) -> ConnectionClosed:
-    """The exception that says how ``connection`` closed."""
-    return connection.protocol.close_exception()
