@@ -1,6 +1,7 @@
 """shakehands: WebSocket servers and clients for Python (RFC 6455).
 
 The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`.
+The blocking API (threads and sockets) is :mod:`shakehands.sync`.
 The sans-I/O core lives in :mod:`shakehands.protocol`.
 """
 
@@ -84,3 +85,8 @@ __all__ += [
     "serve",
     "serve_callbacks",
 ]
+
+# The blocking API is a subpackage of its own (its serve/connect would clash with the asyncio ones).
+from . import sync  # noqa: E402
+
+__all__ += ["sync"]

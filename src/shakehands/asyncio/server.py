@@ -21,6 +21,7 @@ from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE, State
 from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from ..protocol.hixie76 import Hixie76ServerProtocol
 from ..protocol.server import SelectSubprotocol, ServerProtocol
 from .base import TransportProtocol
 from .connection import WebSocketConnection
@@ -60,6 +61,7 @@ class ServerOptions:
         open_timeout: float | None = 10.0,
         close_timeout: float | None = 10.0,
         compression: str | DeflateOptions | None = "deflate",
+        legacy_hixie76: bool = False,
     ) -> None:
         self.process_request = process_request
         self.compression = compression_options(compression)
@@ -77,10 +79,15 @@ class ServerOptions:
         self.ping_timeout = ping_timeout
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
+        #: Accept draft-76 handshakes too (:mod:`shakehands.protocol.hixie76`); off by default.
+        self.legacy_hixie76 = legacy_hixie76
+        #: Whether the server runs TLS (draft-76 answers name the scheme); set by ``serve``.
+        self.secure = False
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these limits."""
-        return ServerProtocol(
+        factory = Hixie76ServerProtocol if self.legacy_hixie76 else ServerProtocol
+        protocol = factory(
             origins=self.origins,
             subprotocols=self.subprotocols,
             select_subprotocol=self.select_subprotocol,
@@ -91,6 +98,9 @@ class ServerOptions:
             max_frame_size=self.max_frame_size,
             compression=self.compression,
         )
+        if isinstance(protocol, Hixie76ServerProtocol):
+            protocol.secure = self.secure
+        return protocol
 
 
 class ServerHandshake:
@@ -105,6 +115,7 @@ class ServerHandshake:
     loop: asyncio.AbstractEventLoop
     server: Server[Any]
     options: ServerOptions
+    ping_interval: float | None
 
     _open_handle: asyncio.TimerHandle | None = None
 
@@ -164,6 +175,8 @@ class ServerHandshake:
         if self._open_handle is not None:
             self._open_handle.cancel()
         if response.status == 101:
+            if getattr(self.protocol, "hixie76", False):
+                self.ping_interval = None  # draft-76 has no ping: no keepalive
             self._handshake_complete()
         else:
             exc = self.protocol.handshake_exc
@@ -370,7 +383,9 @@ def split_server_options(
     ssl_context = create.get("ssl")
     if ssl_context is not None and not isinstance(ssl_context, ssl_module.SSLContext):
         raise TypeError("ssl must be an ssl.SSLContext")
-    return ServerOptions(**options), create
+    ws_options = ServerOptions(**options)
+    ws_options.secure = ssl_context is not None
+    return ws_options, create
 
 
 def serve(
@@ -399,6 +414,8 @@ def serve(
         close_timeout: seconds to wait for the closing handshake (10).
         compression: ``"deflate"`` (default: permessage-deflate, RFC 7692, with
             :class:`~shakehands.DeflateOptions` defaults), a ``DeflateOptions``, or ``None``.
+        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
+            default; see :mod:`shakehands.protocol.hixie76`).
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
         sock, reuse_port, backlog: passed to ``loop.create_server``.
 

@@ -1,0 +1,305 @@
+"""draft-hixie-thewebsocketprotocol-76, the seed's own protocol: opt-in, server side, no I/O.
+
+No browser has spoken draft-76 since 2012; servers enable it with ``legacy_hixie76=True``. Then
+:class:`Hixie76ServerProtocol` answers a request that carries ``Sec-WebSocket-Key1`` / ``Key2``
+(and 8 bytes of body, *key3*) with the draft's MD5 challenge response, and frames messages the
+draft's way: ``0x00`` UTF-8 text ``0xFF``, and ``0xFF 0x00`` to close. Any other request goes to
+:class:`~.server.ServerProtocol` unchanged, so one server speaks both.
+
+Theory of operation. The class is a :class:`~.server.ServerProtocol`: the request head is parsed
+under the same limits, origins and subprotocols are checked by the same code, and the state
+machine, close bookkeeping and failure handling of :class:`~.connection.Connection` are reused.
+Only two seams differ once a draft-76 handshake is accepted: :meth:`_parse` (bytes in) and
+:meth:`_frame` (bytes out). Limits are those of RFC 6455: a text frame larger than
+``max_message_size`` (or ``max_frame_size``) fails the connection before it is buffered further,
+invalid UTF-8 fails it, and so does any frame type but ``0x00`` text and the ``0xFF 0x00`` close.
+Draft-76 has no close codes, no binary messages, no fragments and no pings: sending one raises
+:class:`~.errors.InvalidState`; the close frame received is reported as code 1005 (no status).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+
+from .connection import DEFAULT_MAX_MESSAGE_SIZE, State
+from .deflate import DeflateOptions
+from .errors import (
+    InvalidHandshake,
+    InvalidPayload,
+    InvalidRequest,
+    InvalidState,
+    InvalidUpgrade,
+    PayloadTooBig,
+    ProtocolError,
+)
+from .frames import Opcode
+from .handshake import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    Headers,
+    HeadersLike,
+    Request,
+    Response,
+    _to_headers,
+    error_response,
+    parse_token_list,
+)
+from .server import SelectSubprotocol, ServerProtocol
+
+__all__ = [
+    "Hixie76ServerProtocol",
+    "is_hixie76_request",
+    "key_number",
+    "challenge_response",
+    "KEY3_LENGTH",
+]
+
+#: The bytes of body that follow a draft-76 request head (``key3``).
+KEY3_LENGTH = 8
+_TEXT_START = 0x00
+_SENTINEL = 0xFF
+_CLOSE_FRAME = b"\xff\x00"
+_OPCODES = frozenset(int(op) for op in Opcode)
+
+
+def is_hixie76_request(request: Request) -> bool:
+    """Whether ``request`` is a draft-76 handshake (``Sec-WebSocket-Key1`` and ``Key2``)."""
+    headers = request.headers
+    return (
+        "Sec-WebSocket-Key1" in headers
+        and "Sec-WebSocket-Key2" in headers
+        and "Sec-WebSocket-Key" not in headers
+    )
+
+
+def key_number(key: str) -> int:
+    """The 32-bit number a draft-76 key stands for: its digits divided by its spaces (§5.2).
+
+    Raises:
+        InvalidUpgrade: no digits, no spaces, a remainder, or a result beyond 32 bits.
+
+    Example:
+        >>> key_number("4 @1  46546xW%0l 1 5")
+        829309203
+    """
+    digits = "".join(c for c in key if "0" <= c <= "9")
+    spaces = key.count(" ")
+    if not digits or spaces == 0:
+        raise InvalidUpgrade("invalid draft-76 key: it needs digits and spaces")
+    if len(digits) > 10 or int(digits) > 0xFFFFFFFF:
+        raise InvalidUpgrade("invalid draft-76 key: the number exceeds 32 bits")
+    number = int(digits)
+    if number % spaces:
+        raise InvalidUpgrade("invalid draft-76 key: its number is not a multiple of its spaces")
+    return number // spaces
+
+
+def challenge_response(key1: str, key2: str, key3: bytes) -> bytes:
+    """The 16 bytes the server answers with: MD5 of the two key numbers and key3.
+
+    Example:
+        >>> challenge_response("4 @1  46546xW%0l 1 5", "12998 5 Y3 1  .P00", b"^n:ds[4U")
+        b"8jKS'y:G*Co,Wxa-"
+    """
+    if len(key3) != KEY3_LENGTH:
+        raise InvalidRequest(f"draft-76 requests carry {KEY3_LENGTH} bytes of body")
+    challenge = struct.pack("!II", key_number(key1), key_number(key2)) + key3
+    # MD5 is what the draft specifies; it is a handshake checksum, not a security measure.
+    return hashlib.md5(challenge, usedforsecurity=False).digest()
+
+
+class Hixie76ServerProtocol(ServerProtocol):
+    """A :class:`~.server.ServerProtocol` that also accepts draft-76 clients.
+
+    Args:
+        secure: whether the connection runs over TLS (for ``Sec-WebSocket-Location``).
+        others: as for :class:`~.server.ServerProtocol`.
+
+    Example:
+        >>> p = Hixie76ServerProtocol()
+        >>> p.receive_data(b"GET /demo HTTP/1.1\\r\\nHost: example.com\\r\\n"
+        ...     b"Connection: Upgrade\\r\\nSec-WebSocket-Key2: 12998 5 Y3 1  .P00\\r\\n"
+        ...     b"Upgrade: WebSocket\\r\\nSec-WebSocket-Key1: 4 @1  46546xW%0l 1 5\\r\\n"
+        ...     b"Origin: http://example.com\\r\\n\\r\\n^n:ds[4U")
+        >>> p.send_response(p.accept())
+        >>> p.data_to_send()[0].endswith(b"8jKS'y:G*Co,Wxa-")
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        secure: bool = False,
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        compression: DeflateOptions | None = None,
+    ) -> None:
+        super().__init__(
+            origins=origins,
+            subprotocols=subprotocols,
+            select_subprotocol=select_subprotocol,
+            max_line=max_line,
+            max_headers=max_headers,
+            max_header_bytes=max_header_bytes,
+            max_message_size=max_message_size,
+            max_frame_size=max_frame_size,
+            compression=compression,
+        )
+        self.secure = secure
+        #: Whether a draft-76 handshake was accepted: frames are draft-76 ones from then on.
+        self.hixie76 = False
+        self._held_request: Request | None = None
+        self._request_released = False
+        self._scanned = 0  # bytes of the current text frame already searched for 0xFF
+
+    # -----------------------------------------------------------------------------------------
+    # Handshake
+    # -----------------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes; a draft-76 request is reported once its 8 bytes of key3 are in too."""
+        if self.state is not State.CONNECTING:
+            super().receive_data(data)
+            return
+        super().receive_data(data)
+        if self._request_released or self.handshake_exc is not None:
+            return
+        if self._held_request is None and self.request is not None:
+            if not is_hixie76_request(self.request):
+                self._request_released = True
+                return
+            # Hold the Request event (and the attribute) until key3 is complete.
+            self._held_request, self.request = self.request, None
+            self._events = [e for e in self._events if e is not self._held_request]
+        if self._held_request is not None and len(self._early) >= KEY3_LENGTH:
+            self.request, self._held_request = self._held_request, None
+            self._request_released = True
+            self._events.append(self.request)
+
+    def accept(
+        self,
+        request: Request | None = None,
+        *,
+        extra_headers: HeadersLike | None = None,
+    ) -> Response:
+        """Validate and answer: draft-76 for a Key1/Key2 request, RFC 6455 otherwise."""
+        request = request or self.request
+        if request is None or not is_hixie76_request(request):
+            return super().accept(request, extra_headers=extra_headers)
+        try:
+            response = self._accept_hixie76(request)
+        except InvalidHandshake as exc:
+            self.handshake_exc = exc
+            return error_response(exc.status, exc.reason, exc.headers)
+        for name, value in _to_headers(extra_headers).items():
+            response.headers.add(name, value)
+        return response
+
+    def _accept_hixie76(self, request: Request) -> Response:
+        headers = request.headers
+        if request.method != "GET":
+            raise InvalidRequest(f"draft-76 handshakes use GET, not {request.method}")
+        if parse_token_list(headers.get_all("Upgrade")) != ["websocket"]:
+            raise InvalidUpgrade("draft-76 handshake without Upgrade: WebSocket")
+        if "upgrade" not in parse_token_list(headers.get_all("Connection")):
+            raise InvalidUpgrade("draft-76 handshake without Connection: Upgrade")
+        host = self._single(headers, "Host")
+        origin = self._single(headers, "Origin")
+        key1 = self._single(headers, "Sec-WebSocket-Key1")
+        key2 = self._single(headers, "Sec-WebSocket-Key2")
+        self._check_origin(request)
+        self.subprotocol = self._choose_subprotocol(request)
+        answer = challenge_response(key1, key2, bytes(self._early[:KEY3_LENGTH]))
+        scheme = "wss" if self.secure else "ws"
+        fields = [
+            ("Upgrade", "WebSocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Origin", origin),
+            ("Sec-WebSocket-Location", f"{scheme}://{host}{request.target}"),
+        ]
+        if self.subprotocol is not None:
+            fields.append(("Sec-WebSocket-Protocol", self.subprotocol))
+        self.hixie76 = True
+        return Response(101, Headers(fields), answer, "WebSocket Protocol Handshake")
+
+    @staticmethod
+    def _single(headers: Headers, name: str) -> str:
+        values = headers.get_all(name)
+        if len(values) != 1:
+            raise InvalidUpgrade(
+                f"missing {name} header" if not values else f"more than one {name} header"
+            )
+        return values[0]
+
+    def send_response(self, response: Response) -> None:
+        """Queue the response; after a draft-76 101, key3 is consumed, not parsed as frames."""
+        if self.hixie76:
+            if response.status == 101:
+                del self._early[:KEY3_LENGTH]
+            else:
+                self.hixie76 = False
+        super().send_response(response)
+
+    # -----------------------------------------------------------------------------------------
+    # Framing: the two seams of Connection
+    # -----------------------------------------------------------------------------------------
+
+    def _frame(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
+    ) -> None:
+        if not self.hixie76:
+            super()._frame(opcode, payload, fin)
+        elif opcode == Opcode.CLOSE:
+            self._out.append(_CLOSE_FRAME)  # draft-76 closes carry no code or reason
+        elif opcode == Opcode.TEXT and fin:
+            # UTF-8 never contains 0xFF, so the sentinel cannot occur inside the text.
+            self._out.append(b"\x00" + bytes(payload) + b"\xff")
+        else:
+            name = Opcode(opcode).name.lower() if opcode in _OPCODES else str(opcode)
+            raise InvalidState(f"draft-76 connections send whole text messages only, not {name}")
+
+    def _parse(self, buf: bytes | bytearray | memoryview) -> int:
+        if not self.hixie76:
+            return super()._parse(buf)
+        if isinstance(buf, memoryview):
+            buf = bytes(buf)
+        limits = [n for n in (self.max_message_size, self.max_frame_size) if n is not None]
+        limit = min(limits) if limits else None
+        pos, end = 0, len(buf)
+        while pos < end and not self._discard:
+            kind = buf[pos]
+            if kind == _TEXT_START:
+                stop = buf.find(b"\xff", pos + 1 + self._scanned)
+                if stop < 0:
+                    self._scanned = end - pos - 1
+                    if limit is not None and self._scanned > limit:
+                        raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
+                    return pos
+                self._scanned = 0
+                if limit is not None and stop - pos - 1 > limit:
+                    raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
+                try:
+                    text = bytes(buf[pos + 1 : stop]).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidPayload("invalid UTF-8 in text message") from exc
+                self._events.append(text)
+                pos = stop + 1
+            elif kind == _SENTINEL:
+                if end - pos < 2:
+                    return pos
+                if buf[pos + 1] != 0x00:
+                    raise ProtocolError("unsupported draft-76 frame: 0xff with a length")
+                pos += 2
+                self._control_frame(Opcode.CLOSE, b"")
+            else:
+                raise ProtocolError(f"unsupported draft-76 frame type {kind:#04x}")
+        return pos

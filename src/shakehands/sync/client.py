@@ -1,0 +1,137 @@
+"""The blocking client: ``with connect("ws://127.0.0.1:12345/") as ws: print(ws.recv())``.
+
+:func:`connect` opens the TCP (and TLS) connection, sends the request built by the sans-I/O
+:class:`~shakehands.protocol.client.ClientProtocol`, reads the server's answer within
+``open_timeout``, and returns a :class:`ClientConnection` with the blocking API.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Sequence
+
+from ..protocol.client import ClientProtocol, parse_uri
+from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.errors import InvalidResponse
+from ..protocol.handshake import HeadersLike
+from .connection import Connection
+
+__all__ = ["connect", "ClientConnection"]
+
+
+class ClientConnection(Connection):
+    """A client connection of the blocking API (what :func:`connect` returns)."""
+
+    protocol: ClientProtocol
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+
+def connect(
+    uri: str,
+    *,
+    origin: str | None = None,
+    subprotocols: Sequence[str] | None = None,
+    extra_headers: HeadersLike | None = None,
+    open_timeout: float | None = 10.0,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    max_frame_size: int | None = None,
+    max_queue: int = 32,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    close_timeout: float | None = 10.0,
+    compression: str | DeflateOptions | None = "deflate",
+) -> ClientConnection:
+    """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
+
+    Args:
+        uri: ``ws://host[:port]/path`` or ``wss://...``.
+        origin: an ``Origin`` header to send.
+        subprotocols: subprotocols to offer, in order of preference.
+        extra_headers: more request headers.
+        open_timeout: seconds for TCP, TLS and the handshake together (10).
+        ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
+        max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
+        close_timeout, compression: as for :func:`~shakehands.sync.serve`.
+
+    Raises:
+        InvalidURI: the URI is not ws:// or wss://.
+        InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
+            carries its response) or answered wrongly.
+        OSError, TimeoutError: the connection could not be made in time.
+
+    Example::
+
+        from shakehands.sync import connect
+
+        with connect("ws://127.0.0.1:12345/") as ws:
+            print(ws.recv())
+    """
+    wsuri = parse_uri(uri)
+    if wsuri.secure and ssl is None:
+        ssl = ssl_module.create_default_context()
+    elif not wsuri.secure and ssl is not None:
+        raise ValueError("an ssl context needs a wss:// URI")
+    protocol = ClientProtocol(
+        uri,
+        origin=origin,
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        max_message_size=max_message_size,
+        max_frame_size=max_frame_size,
+        compression=compression_options(compression),
+    )
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+
+    def remaining() -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"opening handshake with {uri} timed out")
+        return left
+
+    sock: socket.socket = socket.create_connection((wsuri.host, wsuri.port), remaining())
+    try:
+        if ssl is not None:
+            sock.settimeout(remaining())
+            sock = ssl.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
+        protocol.send_request()
+        sock.settimeout(remaining())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        while protocol.response is None and protocol.handshake_exc is None:
+            sock.settimeout(remaining())
+            data = sock.recv(2**16)
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+        if protocol.handshake_exc is not None:
+            raise protocol.handshake_exc
+        if protocol.response is None:  # pragma: no cover - the core sets one or the other
+            raise InvalidResponse("no response from the server")
+    except TimeoutError:
+        sock.close()
+        raise TimeoutError(f"opening handshake with {uri} timed out") from None
+    except BaseException:
+        sock.close()
+        raise
+    connection = ClientConnection(
+        sock,
+        protocol,
+        max_queue=max_queue,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+    )
+    connection.request = protocol.request
+    connection.response = protocol.response
+    connection.subprotocol = protocol.subprotocol
+    connection._start()
+    return connection

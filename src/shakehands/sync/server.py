@@ -1,0 +1,507 @@
+"""The blocking server: ``with serve(handler, host, port) as server: server.serve_forever()``.
+
+:func:`serve` listens; :meth:`Server.serve_forever` accepts connections and gives each one a
+thread, which answers the opening handshake (after the ``process_request`` hook has seen the
+request: the seed's ``getRequest`` / ``putResponse``), runs ``handler(ws)`` and closes the
+connection when it returns. :func:`server_handshake` is that handshake on its own, for code that
+accepts its own sockets (see :mod:`.seed`). The handshake itself is decided by the sans-I/O
+:class:`~shakehands.protocol.server.ServerProtocol`; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
+from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from ..protocol.hixie76 import Hixie76ServerProtocol
+from ..protocol.server import SelectSubprotocol, ServerProtocol
+from .connection import Connection
+
+__all__ = [
+    "serve",
+    "Server",
+    "ServerConnection",
+    "ServerOptions",
+    "ProcessRequest",
+    "Handler",
+    "server_handshake",
+    "read_request",
+    "answer_request",
+]
+
+logger = logging.getLogger("shakehands.sync.server")
+
+#: ``process_request(request)``: ``None`` to go on with the upgrade, or a :class:`Response`.
+ProcessRequest = Callable[[Request], "Response | None"]
+#: ``handler(ws)``: run in the connection's thread.
+Handler = Callable[["ServerConnection"], Any]
+
+_READ_SIZE = 2**16
+
+
+class ServerConnection(Connection):
+    """A server-side connection of the blocking API: what ``handler(ws)`` receives.
+
+    Besides :class:`~shakehands.sync.connection.Connection`'s API: :attr:`request` (path,
+    headers, origin, the remote address) and :attr:`subprotocol`.
+    """
+
+    protocol: ServerProtocol
+
+
+class ServerOptions:
+    """What every connection of one blocking server shares (built by :func:`serve`)."""
+
+    def __init__(
+        self,
+        *,
+        process_request: ProcessRequest | None = None,
+        origins: Sequence[str | None] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        select_subprotocol: SelectSubprotocol | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_frame_size: int | None = None,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_queue: int = 32,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        open_timeout: float | None = 10.0,
+        close_timeout: float | None = 10.0,
+        compression: str | DeflateOptions | None = "deflate",
+        ssl: ssl_module.SSLContext | None = None,
+        legacy_hixie76: bool = False,
+    ) -> None:
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError("ssl must be an ssl.SSLContext")
+        self.process_request = process_request
+        self.origins = origins
+        self.subprotocols = subprotocols
+        self.select_subprotocol = select_subprotocol
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.max_line = max_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.max_queue = max_queue
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.compression = compression_options(compression)
+        self.ssl = ssl
+        #: Accept draft-76 handshakes too (:mod:`shakehands.protocol.hixie76`); off by default.
+        self.legacy_hixie76 = legacy_hixie76
+
+    def new_protocol(self) -> ServerProtocol:
+        """A fresh sans-I/O server connection with these limits."""
+        factory = Hixie76ServerProtocol if self.legacy_hixie76 else ServerProtocol
+        protocol = factory(
+            origins=self.origins,
+            subprotocols=self.subprotocols,
+            select_subprotocol=self.select_subprotocol,
+            max_line=self.max_line,
+            max_headers=self.max_headers,
+            max_header_bytes=self.max_header_bytes,
+            max_message_size=self.max_message_size,
+            max_frame_size=self.max_frame_size,
+            compression=self.compression,
+        )
+        if isinstance(protocol, Hixie76ServerProtocol):
+            protocol.secure = self.ssl is not None
+        return protocol
+
+
+# ---------------------------------------------------------------------------------------------
+# The handshake, in three steps: read the request, answer it, start the connection
+# ---------------------------------------------------------------------------------------------
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _set_timeout(sock: socket.socket, deadline: float | None) -> None:
+    if deadline is None:
+        sock.settimeout(None)
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("opening handshake timed out")
+    sock.settimeout(remaining)
+
+
+def _write(sock: socket.socket, protocol: ServerProtocol) -> None:
+    out = protocol.data_to_send()
+    if out:
+        sock.sendall(b"".join(out))
+
+
+def _end_refused(sock: socket.socket) -> None:
+    """After an error response: half-close, drain briefly (no RST on unread data), close."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        for _ in range(16):
+            if not sock.recv(_READ_SIZE):
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def read_request(
+    sock: socket.socket, protocol: ServerProtocol, *, deadline: float | None = None
+) -> Request:
+    """Read the opening request from ``sock`` into ``protocol`` (the seed's ``getRequest``).
+
+    Raises:
+        InvalidHandshake: the request is malformed or too large; the socket has been answered
+            (400 / 431) and closed.
+        TimeoutError: ``deadline`` (a ``time.monotonic()`` value) passed; the socket is closed.
+    """
+    try:
+        while protocol.request is None and protocol.handshake_exc is None:
+            _set_timeout(sock, deadline)
+            data = sock.recv(_READ_SIZE)
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+    except TimeoutError:
+        sock.close()
+        raise TimeoutError("opening handshake timed out") from None
+    except OSError as exc:
+        sock.close()
+        raise InvalidRequest(f"connection lost during the handshake: {exc}") from None
+    if protocol.handshake_exc is not None:
+        try:
+            _set_timeout(sock, deadline)
+            _write(sock, protocol)
+        except OSError:
+            pass
+        _end_refused(sock)
+        raise protocol.handshake_exc
+    assert protocol.request is not None
+    protocol.request.remote_address = _peer(sock)
+    return protocol.request
+
+
+def _peer(sock: socket.socket) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
+def answer_request(
+    sock: socket.socket,
+    protocol: ServerProtocol,
+    response: Response | None = None,
+    *,
+    deadline: float | None = None,
+    max_queue: int = 32,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    close_timeout: float | None = 10.0,
+) -> ServerConnection | None:
+    """Answer the request read by :func:`read_request` (the seed's ``putResponse``).
+
+    ``response`` ``None`` validates the request and upgrades (a 101), or answers the error it
+    deserves; any other :class:`Response` is sent as is. Returns the open connection after a
+    101; ``None`` after another response (the socket is then closed).
+
+    Raises:
+        InvalidHandshake: the request could not be upgraded; it was answered with
+            :attr:`~shakehands.InvalidHandshake.status` and the socket closed.
+    """
+    upgrade = response is None
+    if response is None:
+        response = protocol.accept()
+    if response.status != 101 and "Connection" not in response.headers:
+        response.headers.add("Connection", "close")
+    protocol.send_response(response)
+    try:
+        _set_timeout(sock, deadline)
+        _write(sock, protocol)
+    except OSError:
+        sock.close()
+        if response.status == 101:
+            raise InvalidRequest("connection lost during the handshake") from None
+        return None
+    if response.status != 101:
+        exc = protocol.handshake_exc
+        if response.status >= 400 and exc is not None:
+            logger.info("refused %s: %d %s", _peer(sock), response.status, exc.reason)
+        _end_refused(sock)
+        if upgrade and exc is not None:
+            raise exc
+        return None
+    if getattr(protocol, "hixie76", False):
+        ping_interval = None  # draft-76 has no ping: no keepalive
+    connection = ServerConnection(
+        sock,
+        protocol,
+        max_queue=max_queue,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+    )
+    connection.request = protocol.request
+    connection.response = protocol.response
+    connection.subprotocol = protocol.subprotocol
+    connection._start()
+    return connection
+
+
+def server_handshake(sock: socket.socket, options: ServerOptions) -> ServerConnection | None:
+    """Run the whole opening handshake on an accepted socket (TLS included).
+
+    Returns the open connection, or ``None`` when ``process_request`` answered with its own
+    response. Raises :class:`InvalidHandshake` (after answering it) or ``TimeoutError``.
+    """
+    deadline = _deadline(options.open_timeout)
+    if options.ssl is not None:
+        try:
+            _set_timeout(sock, deadline)
+            sock = options.ssl.wrap_socket(sock, server_side=True)
+        except (OSError, TimeoutError):
+            sock.close()
+            raise
+    protocol = options.new_protocol()
+    request = read_request(sock, protocol, deadline=deadline)
+    response: Response | None = None
+    if options.process_request is not None:
+        try:
+            response = options.process_request(request)
+        except Exception:
+            logger.exception("process_request failed")
+            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
+        if response is not None and not isinstance(response, Response):
+            logger.error("process_request returned %r, not a Response or None", response)
+            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
+    return answer_request(
+        sock,
+        protocol,
+        response,
+        deadline=deadline,
+        max_queue=options.max_queue,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=options.close_timeout,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------------------------
+
+
+class Server:
+    """A listening blocking WebSocket server; what :func:`serve` returns.
+
+    Use as ``with serve(...) as server: server.serve_forever()``; :meth:`shutdown` (from another
+    thread, or a handler) stops it; leaving the ``with`` block closes every connection (1001).
+    """
+
+    def __init__(self, sock: socket.socket, handler: Handler, options: ServerOptions) -> None:
+        self.socket = sock
+        self.handler = handler
+        self.options = options
+        self._connections: set[ServerConnection] = set()
+        self._threads: set[threading.Thread] = set()
+        self._handshaking: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    @property
+    def port(self) -> int:
+        """The listening port (useful with ``port=0``)."""
+        return int(self.socket.getsockname()[1])
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        """The open connections (a copy)."""
+        with self._lock:
+            return set(self._connections)
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown`; each gets its own thread."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._stop_r, selectors.EVENT_READ)
+                while not self._stopping:
+                    for key, _ in selector.select():
+                        if key.fileobj is self._stop_r:
+                            return
+                        try:
+                            sock, _ = self.socket.accept()
+                        except OSError:
+                            continue
+                        thread = threading.Thread(
+                            target=self._run_connection, args=(sock,), daemon=True
+                        )
+                        with self._lock:
+                            self._threads.add(thread)
+                        thread.start()
+        finally:
+            self._stopped.set()
+
+    def _run_connection(self, sock: socket.socket) -> None:
+        try:
+            with self._lock:
+                if self._stopping:
+                    sock.close()
+                    return
+                self._handshaking.add(sock)
+            try:
+                connection = server_handshake(sock, self.options)
+            except (InvalidHandshake, TimeoutError, OSError) as exc:
+                logger.info("handshake failed: %s", exc)
+                return
+            finally:
+                with self._lock:
+                    self._handshaking.discard(sock)
+            if connection is None:
+                return
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._connections.add(connection)
+            if stopping:
+                connection.close(CloseCode.GOING_AWAY, "server shutting down")
+                return
+            try:
+                self.handler(connection)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                logger.exception("connection handler failed")
+                connection.close(CloseCode.INTERNAL_ERROR)
+            connection.close()
+            with self._lock:
+                self._connections.discard(connection)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down"
+    ) -> None:
+        """Stop accepting; close every connection with ``code`` (1001 by default) and wait.
+
+        Connections whose peer does not answer within ``close_timeout`` are dropped.
+        """
+        with self._lock:
+            already = self._stopping
+            self._stopping = True
+            connections = list(self._connections)
+            # Handshakes in progress are dropped, not waited for (up to open_timeout).
+            for sock in self._handshaking:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        if not already:
+            with contextlib.suppress(OSError):
+                self._stop_w.send(b"x")
+        self._stopped.wait()
+        closers = [
+            threading.Thread(target=c.close, args=(code, reason), daemon=True) for c in connections
+        ]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(self.options.close_timeout)
+        self.socket.close()
+        self._stop_r.close()
+        self._stop_w.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._stopping:
+            self.shutdown()
+
+
+def serve(
+    handler: Handler,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    sock: socket.socket | None = None,
+    backlog: int = 128,
+    **options: Any,
+) -> Server:
+    """Listen for WebSocket connections and run ``handler(ws)`` for each one, in its thread.
+
+    Args:
+        handler: a function taking a :class:`ServerConnection`; the connection closes (1000)
+            when it returns, or with 1011 if it raises.
+        host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
+        sock: an already bound listening socket, instead of ``host`` and ``port``.
+        process_request: ``process_request(request)`` sees every request before any answer and
+            may return a :class:`~shakehands.Response` to answer it instead of upgrading.
+        origins: allowed ``Origin`` values (``None`` in the list allows a missing header);
+            others get 403. Default: any origin.
+        subprotocols, select_subprotocol: subprotocol negotiation.
+        max_message_size: 1 MiB by default (``None`` for no limit); larger messages: 1009.
+        max_frame_size, max_line, max_headers, max_header_bytes: as for the asyncio server.
+        max_queue: received messages buffered before reading from the socket pauses (32).
+        ping_interval, ping_timeout: keepalive (20 s / 20 s; ``None`` disables).
+        open_timeout: seconds to complete the handshake, TLS included (10).
+        close_timeout: seconds to wait for the closing handshake (10).
+        compression: ``"deflate"`` (default), a :class:`~shakehands.DeflateOptions`, or ``None``.
+        ssl: an ``ssl.SSLContext`` to serve ``wss://``.
+        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
+            default; see :mod:`shakehands.protocol.hixie76`).
+
+    Example::
+
+        from shakehands.sync import serve
+
+        def echo(ws):
+            for message in ws:
+                ws.send(message)
+
+        with serve(echo, "127.0.0.1", 8765) as server:
+            server.serve_forever()
+    """
+    ws_options = ServerOptions(**options)
+    if sock is None:
+        sock = socket.create_server(
+            (host or "", port or 0),
+            backlog=backlog,
+            reuse_port=False,
+            dualstack_ipv6=False,
+        )
+    return Server(sock, handler, ws_options)

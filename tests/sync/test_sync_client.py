@@ -1,0 +1,131 @@
+"""The blocking client: against the asyncio server, refusals, timeouts, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sync_helpers import HOST, running, uri
+
+import shakehands
+from shakehands import ConnectionClosedOK, InvalidURI, sync
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def asyncio_echo_port() -> Iterator[int]:
+    """An asyncio echo server of the same library, in its own thread and loop."""
+    ready = threading.Event()
+    port: list[int] = []
+    stop: list[Any] = []
+
+    async def echo(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        async with shakehands.serve(echo, HOST, 0) as server:
+            port.append(server.port)
+            stop.append((asyncio.get_running_loop(), asyncio.Event()))
+            ready.set()
+            await stop[0][1].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield port[0]
+    loop, event = stop[0]
+    loop.call_soon_threadsafe(event.set)
+    thread.join(10)
+
+
+def test_blocking_client_against_the_asyncio_server(asyncio_echo_port: int) -> None:
+    with sync.connect(f"ws://{HOST}:{asyncio_echo_port}/") as ws:
+        for message in ["text", "🐱 猫", b"\x00" * 70_000, ""]:
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+        assert ws.ping().wait(10) >= 0
+    assert ws.close_code == 1000
+
+
+def test_server_close_ends_iteration() -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send("a")
+        ws.send("b")
+        ws.close(1000, "that is all")
+
+    with running(handler) as server, sync.connect(uri(server)) as ws:
+        assert list(ws) == ["a", "b"]
+        assert (ws.close_code, ws.close_reason) == (1000, "that is all")
+        with pytest.raises(ConnectionClosedOK):
+            ws.send("late")
+
+
+def test_bad_uri() -> None:
+    with pytest.raises(InvalidURI):
+        sync.connect("http://127.0.0.1/")
+
+
+def test_open_timeout_on_a_server_that_never_answers() -> None:
+    listener = socket.create_server((HOST, 0))
+    with listener:
+        port = listener.getsockname()[1]
+        with pytest.raises(TimeoutError):
+            sync.connect(f"ws://{HOST}:{port}/", open_timeout=0.2)
+
+
+def test_connection_refused() -> None:
+    listener = socket.create_server((HOST, 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    with pytest.raises(OSError):
+        sync.connect(f"ws://{HOST}:{port}/")
+
+
+def _make_cert(tmp: Path) -> tuple[Path, Path] | None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key),
+            "-out", str(cert), "-addext", f"subjectAltName=IP:{HOST},DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_echo(tmp_path: Path) -> None:
+    made = _make_cert(tmp_path)
+    if made is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = made
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    with running(ssl=server_context) as server:
+        with sync.connect(uri(server, scheme="wss"), ssl=client_context) as ws:
+            ws.send("secret")
+            assert ws.recv(timeout=10) == "secret"
+            ws.send(b"\xff" * 100_000)
+            assert ws.recv(timeout=10) == b"\xff" * 100_000
+        assert ws.close_code == 1000
+        # A plain-text client on the TLS port fails its handshake; the server goes on.
+        with pytest.raises((OSError, shakehands.InvalidHandshake)):
+            sync.connect(uri(server), open_timeout=5)
+        with sync.connect(uri(server, scheme="wss"), ssl=client_context) as ws:
+            ws.send("again")
+            assert ws.recv(timeout=10) == "again"
