@@ -84,3 +84,27 @@ __all__ += [
     "serve",
     "serve_callbacks",
 ]
+
+from .broadcast import (  # noqa: E402
+    BroadcastResult,
+    ConnectionCounters,
+    SlowClientPolicy,
+    broadcast,
+    broadcast_counters,
+    set_slow_client_policy,
+)
+from .hub import Gap, Hub, MemoryBackend, PublishError, RedisBackend  # noqa: E402
+
+__all__ += [
+    "BroadcastResult",
+    "ConnectionCounters",
+    "Gap",
+    "Hub",
+    "MemoryBackend",
+    "PublishError",
+    "RedisBackend",
+    "SlowClientPolicy",
+    "broadcast",
+    "broadcast_counters",
+    "set_slow_client_policy",
+]
