@@ -40,7 +40,7 @@ from .asyncio.base import TransportProtocol
 from .protocol.connection import Role, State
 from .protocol.deflate import PerMessageDeflate
 from .protocol.errors import CloseCode, InvalidState
-from .protocol.frames import Opcode, serialize_frame
+from .protocol.frames import Opcode, is_valid_close_code, serialize_frame
 
 __all__ = [
     "broadcast",
@@ -79,7 +79,7 @@ class SlowClientPolicy:
             raise ValueError("max_buffer must not be negative")
         if self.action not in ("drop", "close"):
             raise ValueError("action must be 'drop' or 'close'")
-        if not (1000 <= self.close_code <= 1014 or 3000 <= self.close_code <= 4999):
+        if not is_valid_close_code(self.close_code):
             raise ValueError(f"invalid close code {self.close_code}")
 
 
