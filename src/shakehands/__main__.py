@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -98,6 +99,8 @@ async def _echo(
 
 
 async def _chat(host: str, port: int, redis_url: str | None, reuse_port: bool = False) -> None:
+    # The hub reports Redis outages, reconnections and lost windows through logging.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     hub = Hub(RedisBackend(redis_url) if redis_url else None)
     chat = ChatServer(hub)
     bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"

@@ -83,7 +83,7 @@ class ChatServer:
         assert ws.request is not None
         room = room_of(ws.request.path) or "lobby"
         client_id = f"{self._prefix}-{next(self._ids)}"
-        names = parse_qs(urlsplit(ws.request.path).query).get("name", [])
+        names = parse_qs(ws.request.query).get("name", [])
         name = names[0] if names and _NAME.fullmatch(names[0]) else f"guest-{client_id}"
         await self.hub.subscribe(ws, room)
         await ws.send(

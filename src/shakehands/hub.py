@@ -181,6 +181,10 @@ class RedisBackend:
         self._up = False
         self._down_since: float | None = None
         self._first_attempt: asyncio.Future[None] | None = None
+        # Publications wait here for the writer task, which pipelines them in call order.
+        self._outbox: list[tuple[str, bytes, asyncio.Future[int]]] = []
+        self._outbox_ready = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -207,6 +211,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         self._first_attempt = loop.create_future()
         self._reader = loop.create_task(self._run())
+        self._writer = loop.create_task(self._write())
         await asyncio.shield(self._first_attempt)
 
     def _attempt_done(self) -> None:
@@ -334,32 +339,71 @@ class RedisBackend:
         self._spawn(self._command("unsubscribe", self._channel(topic)))
 
     async def publish(self, topic: str, message: Message) -> int:
+        """Publish through Redis; calls are sent in the order they are made (pipelined)."""
         if self._client is None:
             raise PublishError("the hub was not started")
         if not self._up:
-            since = (
-                f" since {time.strftime('%H:%M:%S', time.localtime(self._down_since))}"
-                if self._down_since is not None
-                else ""
-            )
-            raise PublishError(f"Redis at {self.url} is unreachable{since}")
+            raise PublishError(f"Redis at {self.url} is unreachable{self._since()}")
         payload = b"t" + message.encode("utf-8") if isinstance(message, str) else b"b" + message
-        try:
-            return int(await self._client.publish(self._channel(topic), payload))
-        except Exception as exc:
-            raise PublishError(f"publishing to Redis at {self.url} failed: {exc}") from exc
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._channel(topic), payload, future))
+        self._outbox_ready.set()
+        return await future
+
+    def _since(self) -> str:
+        if self._down_since is None:
+            return ""
+        return f" since {time.strftime('%H:%M:%S', time.localtime(self._down_since))}"
+
+    async def _write(self) -> None:
+        """Send queued publications, as many per round trip as are waiting, in order."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            if not batch:
+                continue
+            if not self._up:
+                error = PublishError(f"Redis at {self.url} is unreachable{self._since()}")
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            pipeline = self._client.pipeline(transaction=False)
+            for channel, payload, _ in batch:
+                pipeline.publish(channel, payload)
+            try:
+                results = await pipeline.execute()
+            except asyncio.CancelledError:
+                for _, _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:
+                # The batch may be partly delivered; each caller hears it failed (at most once).
+                error = PublishError(f"publishing to Redis at {self.url} failed: {exc}")
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, _, future), receivers in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(int(receivers))
 
     async def close(self) -> None:
         tasks = list(self._tasks)
-        if self._reader is not None:
-            tasks.append(self._reader)
+        for task in (self._reader, self._writer):
+            if task is not None:
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        self._reader = None
+        self._reader = self._writer = None
         self._up = False
+        for _, _, future in self._outbox:
+            future.cancel()
+        self._outbox = []
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
