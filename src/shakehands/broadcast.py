@@ -186,6 +186,10 @@ def _too_slow(
     result: BroadcastResult,
 ) -> bool:
     """Apply the policy if queuing ``size`` more bytes would pass the limit; True if so."""
+    if not connection._writing_paused and policy.max_buffer >= connection.write_limit:
+        # Below the transport's high-water mark, hence below the limit: skip the sum over
+        # the buffer (it costs as much as the rest of a delivery).
+        return False
     buffered = connection.transport.get_write_buffer_size()
     if not buffered or buffered + size <= policy.max_buffer:
         return False
