@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import HOST, ChatProcess, RedisServer, free_port
+from scaleout_helpers import HOST, ChatProcess, RedisServer, free_port
 
 import shakehands
 

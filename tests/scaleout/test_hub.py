@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import RedisServer
+from scaleout_helpers import RedisServer
 
 import shakehands
 from shakehands import Gap, Hub, PublishError, RedisBackend
@@ -219,14 +222,10 @@ async def test_redis_outage_fails_publications_and_reports_the_gap(
 
 
 async def test_redis_unreachable_at_start_then_available(tmp_path: Any) -> None:
-    import shutil
-
-    from conftest import RedisServer as Server
-
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.skip("redis-server is not installed (Debian package redis-server)")
-    redis = Server(executable, tmp_path)
+    redis = RedisServer(executable, tmp_path)
     backend = RedisBackend(redis.url, min_backoff=0.05, max_backoff=0.2)
     async with Hub(backend) as hub, rooms_server("coroutine", hub) as server:
         assert not backend.connected
@@ -247,7 +246,18 @@ async def test_redis_unreachable_at_start_then_available(tmp_path: Any) -> None:
             redis.stop()
 
 
-async def test_redis_backend_without_redis_package_message() -> None:
-    # The import is lazy: constructing the backend needs nothing; a missing package is named.
-    backend = RedisBackend("redis://127.0.0.1:1/0")
-    assert backend.url.endswith("/0")
+def test_redis_backend_names_the_missing_package() -> None:
+    # The import is lazy: shakehands imports without redis; starting the backend says what to do.
+    code = (
+        "import sys, asyncio; sys.modules['redis'] = None\n"
+        "import shakehands\n"
+        "hub = shakehands.Hub(shakehands.RedisBackend('redis://127.0.0.1:1/0'))\n"
+        "try:\n"
+        "    asyncio.run(hub.start())\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'shakehands[redis]'" in result.stdout
