@@ -149,6 +149,9 @@ class RedisBackend:
         min_backoff, max_backoff: seconds between reconnection attempts, doubling from the
             first to the second (with jitter).
         connect_timeout: seconds for a connection attempt to Redis.
+        health_check_interval: seconds of silence on the subscription link after which it is
+            probed with a PING; two intervals without any answer count as a lost connection
+            (a peer that vanished without closing TCP).
 
     Messages cross Redis as one type byte (``t`` text, ``b`` binary) followed by the payload.
     """
@@ -161,12 +164,14 @@ class RedisBackend:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 2.0,
+        health_check_interval: float = 10.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
+        self.health_check_interval = health_check_interval
         self._deliver: Deliver | None = None
         self._report_gap: Callable[[Gap], None] | None = None
         self._client: Any = None
@@ -206,6 +211,7 @@ class RedisBackend:
         self._client = redis_asyncio.Redis.from_url(
             self.url,
             socket_connect_timeout=self.connect_timeout,
+            socket_keepalive=True,
             retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
         )
         loop = asyncio.get_running_loop()
@@ -227,12 +233,21 @@ class RedisBackend:
                     channels = [self._channel(t) for t in sorted(self._topics)]
                     await pubsub.subscribe(self._control, *channels)
                     self._pubsub = pubsub
+                interval = self.health_check_interval
+                heard = pinged = time.monotonic()
                 while True:
-                    message = await pubsub.get_message(timeout=None)
+                    message = await pubsub.get_message(timeout=interval / 2)
+                    now = time.monotonic()
                     if message is not None:
+                        heard = now
                         self._handle(message)
                         if self._up:
                             delay = self.min_backoff
+                    elif now - heard > 2 * interval:
+                        raise ConnectionError(f"no answer from Redis for {now - heard:.1f} s")
+                    elif now - heard > interval and now - pinged > interval:
+                        pinged = now
+                        await pubsub.ping()
             except asyncio.CancelledError:
                 self._pubsub = None
                 with contextlib.suppress(Exception):
@@ -496,13 +511,13 @@ class Hub:
         """Deliver messages published on ``topic`` to ``connection`` until it closes.
 
         Returns a future, done once the subscription is live on the bus (at once in memory; after
-        Redis confirms it otherwise, which may be after a reconnection). Awaiting it is optional,
-        so callbacks can subscribe too; it is cancelled if the subscription ends first.
+        Redis confirms it otherwise, which may be after a reconnection), or once it has ended
+        (the connection closed first). Awaiting it is optional, so callbacks can subscribe too.
         """
         loop = asyncio.get_running_loop()
         if connection.closed_future.done():
             done: asyncio.Future[None] = loop.create_future()
-            done.cancel()
+            done.set_result(None)
             return done
         self._ensure_started()
         topics = self._topics_of.get(connection)
@@ -613,15 +628,12 @@ class Hub:
 
 
 def _follow(source: asyncio.Future[None]) -> asyncio.Future[None]:
-    """A future of its own for each caller, done (or cancelled) when ``source`` is."""
+    """A future of its own for each caller (cancelling one cancels no other), done with source."""
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def copy(_: asyncio.Future[None]) -> None:
-        if future.done():
-            return
-        if source.cancelled() or source.exception() is not None:
-            future.cancel()
-        else:
+        # Done either way: live, or the subscription ended before it was (nothing to wait for).
+        if not future.done():
             future.set_result(None)
 
     if source.done():

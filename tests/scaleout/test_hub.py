@@ -261,3 +261,73 @@ def test_redis_backend_names_the_missing_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "pip install 'shakehands[redis]'" in result.stdout
+
+
+class FreezingProxy:
+    """A TCP proxy to Redis that can go silent: it stops forwarding without closing anything,
+    like a machine that vanished or a partitioned network."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = False
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, HOST, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.frozen:
+            return  # accept and never answer
+        upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target_port)
+        self.writers += [writer, upstream_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    if not self.frozen:
+                        sink.write(data)
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_silent_redis_link_is_detected_by_the_health_check(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shakehands.hub")
+    proxy = FreezingProxy(redis_server.port)
+    port = await proxy.start()
+    gaps: list[Gap] = []
+    backend = RedisBackend(
+        f"redis://{HOST}:{port}/0",
+        health_check_interval=0.2,
+        connect_timeout=0.5,
+        min_backoff=0.05,
+        max_backoff=0.2,
+    )
+    try:
+        async with Hub(backend) as hub, rooms_server("coroutine", hub) as server:
+            hub.on_gap(gaps.append)
+            client = await shakehands.connect(f"ws://{HOST}:{server.port}/quiet")
+            await wait_for(lambda: redis_server.numsub("shakehands:quiet") == 1)
+            proxy.frozen = True
+            # No FIN, no RST: only the missing answers to PING tell.
+            await wait_for(lambda: not backend.connected)
+            with pytest.raises(PublishError):
+                await hub.publish("quiet", "lost")
+            proxy.frozen = False
+            await wait_for(lambda: backend.connected and len(gaps) == 1)
+            await hub.publish("quiet", "heard")
+            assert await client.recv() == "heard"
+            await client.close()
+    finally:
+        await proxy.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "shakehands.hub"]
+    assert any("no answer from Redis" in m for m in messages)
