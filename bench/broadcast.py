@@ -231,7 +231,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100, help="message size in bytes")
     parser.add_argument("--latency", type=int, default=500, help="latency samples")
     parser.add_argument("--redis", help="use this Redis rather than starting redis-server")
+    parser.add_argument("--uvloop", action="store_true", help="run the server on uvloop")
     args = parser.parse_args()
+    run: Any = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        def run(coroutine: Any) -> Any:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(coroutine)
 
     redis_process = None
     with tempfile.TemporaryDirectory() as directory:
@@ -243,8 +251,9 @@ def main() -> None:
                 print(f"no Redis rows: {exc}")
         try:
             version = sys.version.split()[0]
+            loop_name = "uvloop" if args.uvloop else "asyncio"
             print(f"shakehands {shakehands.__version__}, Python {version}, {os.cpu_count()} "
-                  f"CPUs; {args.messages} messages of {args.size} bytes")  # fmt: skip
+                  f"CPUs, {loop_name}; {args.messages} messages of {args.size} bytes")  # fmt: skip
             print("| clients | bus | broadcast() call | deliveries/s (call) | "
                   "deliveries/s (all received) |")  # fmt: skip
             print("|---:|---|---:|---:|---:|")
@@ -253,7 +262,7 @@ def main() -> None:
                     if bus == "redis" and redis_url is None:
                         continue
                     url = redis_url if bus == "redis" else None
-                    result = asyncio.run(fan_out(clients, args.messages, args.size, url))
+                    result = run(fan_out(clients, args.messages, args.size, url))
                     call = (
                         f"{result['broadcast_call_ms']:.1f} ms"
                         if "broadcast_call_ms" in result
