@@ -289,13 +289,23 @@ class RedisBackend:
                 return
             topic = channel[len(self.prefix) :]
             kind_byte, payload = data[:1], data[1:]
+            message_out: Message
             if kind_byte == b"t":
                 try:
-                    self._deliver(topic, payload.decode("utf-8"))
+                    message_out = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     logger.warning("invalid UTF-8 in a text message on %r: dropped", topic)
+                    return
             elif kind_byte == b"b":
-                self._deliver(topic, payload)
+                message_out = payload
+            else:
+                logger.warning("message of unknown type on %r: dropped", topic)
+                return
+            try:
+                self._deliver(topic, message_out)
+            except Exception:
+                # A failure here is not the link's: keep reading.
+                logger.exception("delivering a message on %r failed", topic)
         elif kind in ("subscribe", b"subscribe"):
             if channel == self._control:
                 self._link_up()
