@@ -475,6 +475,7 @@ class Hub:
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._topics_of: dict[TransportProtocol, set[str]] = {}
         self._gap_callbacks: list[Callable[[Gap], None]] = []
+        self._publishing: set[asyncio.Task[int]] = set()
         self._started = False
         self._starting: asyncio.Task[None] | None = None
 
@@ -598,6 +599,22 @@ class Hub:
             raise
         self.counters.published += 1
         return receivers
+
+    def publish_soon(self, topic: str, message: Message) -> asyncio.Task[int]:
+        """:meth:`publish` from plain functions (the callback API): schedule it, in call order.
+
+        The task is kept until done; its result or :class:`PublishError` is there for the caller
+        (``task.add_done_callback(...)``), and a failure nobody looked at is logged.
+        """
+        task = asyncio.get_running_loop().create_task(self.publish(topic, message))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+        return task
+
+    def _published(self, task: asyncio.Task[int]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("publication failed: %s", task.exception())
 
     def deliver_locally(self, topic: str, message: Message) -> BroadcastResult:
         """Send ``message`` to this process's subscribers of ``topic`` only (no bus)."""

@@ -29,7 +29,6 @@ class Rooms(shakehands.Listener):
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.tasks: set[asyncio.Task[Any]] = set()
 
     def on_open(self, ws: shakehands.CallbackConnection) -> None:
         assert ws.request is not None
@@ -37,9 +36,7 @@ class Rooms(shakehands.Listener):
 
     def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
         assert ws.request is not None
-        task = asyncio.ensure_future(self.hub.publish(ws.request.path[1:], message))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.hub.publish_soon(ws.request.path[1:], message)
 
 
 def rooms_handler(hub: Hub) -> Any:
