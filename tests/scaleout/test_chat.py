@@ -117,12 +117,13 @@ async def test_redis_restart_mid_chat(
 
     for ws, text in ((b, "after b"), (a, "after a")):
         await ws.send(text)
+    orders = []
     for ws in (a, b):
         got = await events(ws, 2)
-        assert [e["text"] for e in got] == ["after b", "after a"] or sorted(
-            e["text"] for e in got
-        ) == ["after a", "after b"]
+        assert all(e["type"] == "message" for e in got)
+        orders.append([e["text"] for e in got])
         assert await quiet(ws)
+    assert sorted(orders[0]) == ["after a", "after b"] and orders[0] == orders[1]
     await a.close()
     await b.close()
     for process in (first, second):
