@@ -260,3 +260,18 @@ async def test_invalid_policies_and_messages_are_refused() -> None:
         SlowClientPolicy(max_buffer=-1)
     with pytest.raises(TypeError):
         broadcast([], 42)  # type: ignore[arg-type]
+
+
+async def test_client_connections_mask_each_copy() -> None:
+    # Clients mask every frame with a key of their own: nothing is shared, all is valid.
+    async def echo(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with shakehands.serve(echo, HOST, 0) as server:
+        clients = [await shakehands.connect(f"ws://{HOST}:{server.port}/") for _ in range(3)]
+        result = broadcast(clients, "from every client")
+        assert (result.sent, result.frames) == (3, 3)
+        for client in clients:
+            assert await client.recv() == "from every client"
+            await client.close()
