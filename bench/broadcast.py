@@ -59,12 +59,16 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def client_process(port: int, count: int, expected: int, pipe: Connection) -> None:
+def client_process(
+    port: int, count: int, expected: int, pipe: Connection, compression: str | None
+) -> None:
     """Open ``count`` connections, report ready, count messages, report when all arrived."""
-    asyncio.run(_clients(port, count, expected, pipe))
+    asyncio.run(_clients(port, count, expected, pipe, compression))
 
 
-async def _clients(port: int, count: int, expected: int, pipe: Connection) -> None:
+async def _clients(
+    port: int, count: int, expected: int, pipe: Connection, compression: str | None
+) -> None:
     uri = f"ws://{HOST}:{port}/"
     received = 0
     done = asyncio.get_running_loop().create_future()
@@ -81,7 +85,9 @@ async def _clients(port: int, count: int, expected: int, pipe: Connection) -> No
     for start in range(0, count, 250):
         batch = await asyncio.gather(
             *(
-                shakehands.connect(uri, compression=None, ping_interval=None, open_timeout=60)
+                shakehands.connect(
+                    uri, compression=compression, ping_interval=None, open_timeout=60
+                )
                 for _ in range(start, min(count, start + 250))
             )
         )
@@ -100,8 +106,17 @@ async def _clients(port: int, count: int, expected: int, pipe: Connection) -> No
 # ---------------------------------------------------------------------------------------------
 
 
+COMPRESSION: dict[str, Any] = {
+    "none": None,
+    # One compression per broadcast, shared by every connection.
+    "shared": shakehands.DeflateOptions(server_no_context_takeover=True),
+    # The default: each connection's compressor keeps its context, so each compresses.
+    "per-connection": "deflate",
+}
+
+
 async def fan_out(
-    clients: int, messages: int, size: int, redis_url: str | None
+    clients: int, messages: int, size: int, redis_url: str | None, compression: str = "none"
 ) -> dict[str, float]:
     hub = Hub(RedisBackend(redis_url) if redis_url else None)
     ready = asyncio.Event()
@@ -115,18 +130,33 @@ async def fan_out(
     async with (
         hub,
         shakehands.serve(
-            handler, HOST, 0, compression=None, ping_interval=None, open_timeout=60, backlog=4096
+            handler,
+            HOST,
+            0,
+            compression=COMPRESSION[compression],
+            ping_interval=None,
+            open_timeout=60,
+            backlog=4096,
         ) as server,
     ):
         parent, child = multiprocessing.Pipe()
         process = multiprocessing.get_context("spawn").Process(
-            target=client_process, args=(server.port, clients, clients * messages, child)
+            target=client_process,
+            args=(
+                server.port,
+                clients,
+                clients * messages,
+                child,
+                None if compression == "none" else "deflate",
+            ),
         )
         process.start()
         loop = asyncio.get_running_loop()
         assert await loop.run_in_executor(None, parent.recv) == "ready"
         await asyncio.wait_for(ready.wait(), 120)
-        payload = "x" * size
+        # Text that compresses like chat messages do (not a run of one letter).
+        words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while")
+        payload = " ".join(words[i % len(words)] for i in range(size))[:size]
         call_times = []
         start = time.monotonic()
         for _ in range(messages):
@@ -224,6 +254,13 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
+def show(clients: int, bus: str, result: dict[str, float]) -> None:
+    call = f"{result['broadcast_call_ms']:.1f} ms" if "broadcast_call_ms" in result else "-"
+    per_s = f"{result['broadcast_call_per_s']:,.0f}" if "broadcast_call_per_s" in result else "-"
+    received = f"{result['all_received_per_s']:,.0f}"
+    print(f"| {clients:,} | {bus} | {call} | {per_s} | {received} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10000])
@@ -232,6 +269,13 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=500, help="latency samples")
     parser.add_argument("--redis", help="use this Redis rather than starting redis-server")
     parser.add_argument("--uvloop", action="store_true", help="run the server on uvloop")
+    parser.add_argument(
+        "--compression",
+        choices=sorted(COMPRESSION),
+        nargs="+",
+        default=["none"],
+        help="permessage-deflate setups to compare (in memory); default: none",
+    )
     args = parser.parse_args()
     run: Any = asyncio.run
     if args.uvloop:
@@ -262,19 +306,12 @@ def main() -> None:
                     if bus == "redis" and redis_url is None:
                         continue
                     url = redis_url if bus == "redis" else None
-                    result = run(fan_out(clients, args.messages, args.size, url))
-                    call = (
-                        f"{result['broadcast_call_ms']:.1f} ms"
-                        if "broadcast_call_ms" in result
-                        else "-"
-                    )
-                    per_s = (
-                        f"{result['broadcast_call_per_s']:,.0f}"
-                        if "broadcast_call_per_s" in result
-                        else "-"
-                    )
-                    print(f"| {clients:,} | {bus} | {call} | {per_s} | "
-                          f"{result['all_received_per_s']:,.0f} |", flush=True)  # fmt: skip
+                    show(clients, bus, run(fan_out(clients, args.messages, args.size, url)))
+            for clients in args.clients:
+                for setup in args.compression:
+                    if setup != "none":
+                        result = run(fan_out(clients, args.messages, args.size, None, setup))
+                        show(clients, f"memory, deflate {setup}", result)
             if args.latency:
                 rows = []
                 memory, port = start_chat()

@@ -291,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if workers < 1:
                 print("shakehands: --workers must be at least 1", file=sys.stderr)
                 return 2
+            if args.command == "chat" and not args.redis:
+                print(
+                    "shakehands: without --redis each worker has rooms of its own",
+                    file=sys.stderr,
+                )
             raw = list(sys.argv[1:] if argv is None else argv)
             return _run_workers(_without_workers(raw), host, port, workers)
         if args.command == "echo":
