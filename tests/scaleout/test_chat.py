@@ -204,3 +204,45 @@ async def test_workers_share_one_port(redis_server: RedisServer) -> None:
             process.communicate()
             raise
     assert process.returncode == 0, err
+
+
+@pytest.mark.parametrize("command", [["echo"], []])
+async def test_workers_for_echo_and_the_demo(command: list[str]) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shakehands", *command, "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [await asyncio.to_thread(process.stdout.readline) for _ in range(3)]
+        assert any("Started 2 workers" in line for line in lines), lines
+        assert sum(str(port) in line for line in lines) == 3, lines
+        for _ in range(4):
+            async with shakehands.connect(f"ws://{HOST}:{port}/") as ws:
+                if command == ["echo"]:
+                    await ws.send("ping")
+                    assert await ws.recv() == "ping"
+                else:
+                    assert await ws.recv() == "滴水之恩当以涌泉相报"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = await asyncio.to_thread(process.communicate, timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, err
+
+
+def test_workers_must_be_positive() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shakehands", "echo", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
