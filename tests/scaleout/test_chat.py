@@ -35,6 +35,18 @@ async def events(ws: Any, count: int, timeout: float = 30) -> list[dict[str, Any
         return [json.loads(await ws.recv()) for _ in range(count)]
 
 
+async def read_until(stream: Any, predicate: Any, timeout: float = 30) -> str:
+    """Read lines until ``predicate(text so far)``; workers' lines may interleave on one pipe."""
+    text = ""
+    async with asyncio.timeout(timeout):
+        while not predicate(text):
+            line = await asyncio.to_thread(stream.readline)
+            if not line:
+                break
+            text += line
+    return text
+
+
 async def quiet(ws: Any, seconds: float = 0.3) -> bool:
     try:
         async with asyncio.timeout(seconds):
@@ -184,9 +196,10 @@ async def test_workers_share_one_port(redis_server: RedisServer) -> None:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        lines = [await asyncio.to_thread(process.stdout.readline) for _ in range(3)]
-        assert sum("Chat server on" in line for line in lines) == 2, lines
-        assert any("Started 2 workers" in line for line in lines), lines
+        text = await read_until(
+            process.stdout, lambda t: t.count("Chat server on") == 2 and "Started 2" in t
+        )
+        assert text.count("Chat server on") == 2 and "Started 2 workers" in text, text
         clients = [await join(f"ws://{HOST}:{port}/hall") for _ in range(16)]
         # SO_REUSEPORT spreads connections over both processes (hash of the client's port).
         assert len({joined["server"] for _, joined in clients}) == 2
@@ -217,9 +230,8 @@ async def test_workers_for_echo_and_the_demo(command: list[str]) -> None:
     )
     try:
         assert process.stdout is not None
-        lines = [await asyncio.to_thread(process.stdout.readline) for _ in range(3)]
-        assert any("Started 2 workers" in line for line in lines), lines
-        assert sum(str(port) in line for line in lines) == 3, lines
+        text = await read_until(process.stdout, lambda t: t.count(str(port)) == 3)
+        assert "Started 2 workers" in text and text.count(str(port)) == 3, text
         for _ in range(4):
             async with shakehands.connect(f"ws://{HOST}:{port}/") as ws:
                 if command == ["echo"]:
