@@ -136,17 +136,19 @@ def _run_workers(argv: Sequence[str], host: str, port: int, workers: int) -> int
     holder.bind((host, port))
     port = holder.getsockname()[1]
     command = [sys.executable, "-m", "shakehands", *argv, "--port", str(port), "--reuse-port"]
-    children = [subprocess.Popen(command) for _ in range(workers)]
-    holder.close()
-    print(f"Started {workers} workers on {host}:{port} (SO_REUSEPORT).", flush=True)
+    children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, frame: object) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    # Before the first child exists, so that no signal can leave one orphaned.
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    children.extend(subprocess.Popen(command) for _ in range(workers))
+    holder.close()
+    print(f"Started {workers} workers on {host}:{port} (SO_REUSEPORT).", flush=True)
     codes = [child.wait() for child in children]
     return max(codes, key=abs)
 
