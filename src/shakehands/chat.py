@@ -116,7 +116,7 @@ PAGE = """<!DOCTYPE html>
 <title>shakehands chat</title>
 <style>
   body { font-family: sans-serif; max-width: 44em; margin: 2em auto; }
-  #log { border: 1px solid #ccc; padding: .5em; height: 22em; overflow-y: auto;
+  #log { border: 1px solid #ccc; padding: .5em; height: 16em; overflow-y: auto;
          white-space: pre-wrap; }
   .name { color: #06c; font-weight: bold; } .info { color: #888; } .error { color: #c00; }
 </style>
