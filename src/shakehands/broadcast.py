@@ -105,7 +105,9 @@ class BroadcastResult:
         sent: connections the message was queued on.
         dropped: slow connections that missed it (policy ``"drop"``).
         closed: slow connections closed by their policy (``"close"``).
-        skipped: connections that were not open (closing, closed, or still in the handshake).
+        skipped: connections that were not open (closing, closed, or still in the handshake),
+            or in the middle of sending a fragmented message (nothing may come between its
+            frames).
         frames: how many times the message was framed (shared framings plus per-connection ones).
     """
 

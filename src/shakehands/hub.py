@@ -81,6 +81,8 @@ class HubCounters:
     published: int = 0
     publish_failures: int = 0
     delivered: int = 0
+    #: Subscribers not open, or busy sending a fragmented message, when a message came.
+    skipped: int = 0
     dropped: int = 0
     closed_slow: int = 0
     gaps: int = 0
@@ -623,6 +625,7 @@ class Hub:
         )
         counters = self.counters
         counters.delivered += result.sent
+        counters.skipped += result.skipped
         counters.dropped += result.dropped
         counters.closed_slow += result.closed
         if result.slow:
