@@ -90,3 +90,27 @@ __all__ += [
 from . import sync  # noqa: E402
 
 __all__ += ["sync"]
+
+from .broadcast import (  # noqa: E402
+    BroadcastResult,
+    ConnectionCounters,
+    SlowClientPolicy,
+    broadcast,
+    broadcast_counters,
+    set_slow_client_policy,
+)
+from .hub import Gap, Hub, MemoryBackend, PublishError, RedisBackend  # noqa: E402
+
+__all__ += [
+    "BroadcastResult",
+    "ConnectionCounters",
+    "Gap",
+    "Hub",
+    "MemoryBackend",
+    "PublishError",
+    "RedisBackend",
+    "SlowClientPolicy",
+    "broadcast",
+    "broadcast_counters",
+    "set_slow_client_policy",
+]

@@ -325,6 +325,23 @@ class Connection:
         else:
             self.send_binary(message, compress=compress)
 
+    def send_serialized(self, frames: bytes) -> None:
+        """Queue whole data frames serialised once for many connections (a broadcast).
+
+        The caller (:mod:`shakehands.broadcast`) builds them with :func:`.frames.serialize_frame`
+        and, for compressed ones, a codec with this connection's negotiated deflate parameters
+        and no context takeover. Only unmasked frames can be shared, so only servers take them.
+
+        Raises:
+            InvalidState: not open, a fragmented message is being sent, or this end masks.
+        """
+        self._check_open()
+        if self._send_opcode:
+            raise InvalidState("a fragmented message is being sent")
+        if self._mask_out:
+            raise InvalidState("a client masks every frame: it cannot send shared frames")
+        self._out.append(frames)
+
     def send_fragment(
         self, data: str | bytes | bytearray | memoryview, *, fin: bool, compress: bool = True
     ) -> None:

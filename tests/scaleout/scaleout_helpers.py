@@ -1,0 +1,124 @@
+"""Helpers of the scale-out tests: a real redis-server process, chat server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_ping(port: int) -> bool:
+    """Whether a Redis server answers PING on ``port`` (raw RESP: no client library needed)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A ``redis-server`` process that tests can stop and start again on the same port."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            self.executable,
+            "--bind", HOST,
+            "--port", str(self.port),
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not redis_ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.stop()
+                raise RuntimeError(f"redis-server did not start: {error.strip()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()  # an outage, not a clean shutdown
+        process.wait(10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def command(self, *args: str) -> bytes:
+        """Send one command with raw RESP and return the raw reply (for assertions)."""
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        with socket.create_connection((HOST, self.port), timeout=5.0) as sock:
+            sock.sendall(b"".join(parts))
+            return sock.recv(65536)
+
+    def numsub(self, channel: str) -> int:
+        """PUBSUB NUMSUB: how many Redis connections subscribe to ``channel``."""
+        reply = self.command("PUBSUB", "NUMSUB", channel)
+        # *2\r\n$len\r\nchannel\r\n:N\r\n
+        return int(reply.rsplit(b":", 1)[1].strip())
+
+
+class ChatProcess:
+    """``python -m shakehands chat`` in a subprocess, on a free port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shakehands", "chat", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "Chat server on" not in line:
+            self.stop()
+            raise RuntimeError(f"chat server did not start: {line!r}")
+
+    def uri(self, room: str, name: str = "") -> str:
+        query = f"?name={name}" if name else ""
+        return f"ws://{HOST}:{self.port}/{room}{query}"
+
+    def stop(self) -> str:
+        """Stop with SIGTERM; return what it logged on stderr."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            _, err = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        return err or ""
