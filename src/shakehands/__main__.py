@@ -63,8 +63,10 @@ class _EchoListener(Listener):
             ws.send(message)
 
 
-async def _echo(host: str, port: int, api: str, max_size: int | None) -> None:
-    options: dict[str, Any] = {"max_message_size": max_size}
+async def _echo(
+    host: str, port: int, api: str, max_size: int | None, max_connections: int | None = None
+) -> None:
+    options: dict[str, Any] = {"max_message_size": max_size, "max_connections": max_connections}
     context = (
         serve_callbacks(_EchoListener(), host, port, **options)
         if api == "callback"
@@ -144,6 +146,12 @@ def _parser() -> argparse.ArgumentParser:
         default=2**20,
         help="largest message accepted, in bytes; 0 for no limit (default 1 MiB)",
     )
+    echo.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="most connections at once; beyond it requests get HTTP 503 (default 0: no limit)",
+    )
     echo.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
     client = commands.add_parser("client", help="an interactive client")
     client.add_argument("uri", help="ws:// or wss:// URI")
@@ -172,7 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "echo":
             port = 9001 if args.port is None else args.port
-            _run(_echo(host, port, args.api, args.max_size or None), args.uvloop)
+            _run(
+                _echo(host, port, args.api, args.max_size or None, args.max_connections or None),
+                args.uvloop,
+            )
         elif args.command == "client":
             return int(_run(_client(args.uri)))
         else:

@@ -260,12 +260,16 @@ class _HeadParser:
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.buffer = bytearray()
+        self._start_checked = False
 
     def _reject(self, reason: str) -> InvalidHandshake:
         raise NotImplementedError
 
     def _check_start(self, start: bytes | bytearray) -> None:
         """Cheap checks on the start of a line not yet complete."""
+
+    def _check_start_line(self, line: bytes) -> None:
+        """Checks on the complete start line, made once, before the rest of the head is in."""
 
     def feed_head(self, data: bytes) -> tuple[bytes, list[tuple[str, str]], bytes] | None:
         """Add bytes; return ``(start line, fields, rest)`` once the head is complete."""
@@ -283,8 +287,14 @@ class _HeadParser:
                     raise self._reject("request line too long")
             elif line_end > self.max_line:
                 raise self._reject("request line too long")
-            elif len(buf) - line_end > self.max_header_bytes + 5:
-                raise HeadersTooLarge("request headers too large")
+            else:
+                if not self._start_checked:
+                    # A start line that can never be valid (an SSH banner, say) fails now
+                    # rather than after open_timeout.
+                    self._start_checked = True
+                    self._check_start_line(bytes(buf[:line_end]))
+                if len(buf) - line_end > self.max_header_bytes + 5:
+                    raise HeadersTooLarge("request headers too large")
             return None
         head = bytes(buf[:end])
         rest = bytes(buf[end + 4 :])
@@ -357,6 +367,14 @@ class RequestParser(_HeadParser):
         if parsed is None:
             return None
         start, fields, self.rest = parsed
+        method, target = self._parse_request_line(start)
+        return Request(method, target, Headers(fields))
+
+    def _check_start_line(self, line: bytes) -> None:
+        self._parse_request_line(line)
+
+    @staticmethod
+    def _parse_request_line(start: bytes) -> tuple[str, str]:
         parts = start.split(b" ")
         if len(parts) != 3:
             raise InvalidRequest("invalid request line")
@@ -371,7 +389,7 @@ class RequestParser(_HeadParser):
             raise InvalidRequest("invalid request line")
         if not _TARGET_RE.fullmatch(target):
             raise InvalidRequest("invalid request target")
-        return Request(method.decode("ascii"), target.decode("ascii"), Headers(fields))
+        return method.decode("ascii"), target.decode("ascii")
 
 
 class ResponseParser(_HeadParser):

@@ -1,0 +1,22 @@
+"""Fixtures of the hardening tests: hostile and broken peers against real servers on 127.0.0.1.
+
+The raw-socket client and the echo servers of ``tests/asyncio/asyncio_helpers.py`` are reused
+(that directory is put on ``sys.path`` here), so these tests add attacks, not plumbing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "asyncio"))
+
+APIS = ["coroutine", "callback"]
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Which server API a test attacks: ``"coroutine"`` (serve) or ``"callback"``."""
+    return str(request.param)
