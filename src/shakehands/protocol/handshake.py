@@ -302,6 +302,10 @@ class _HeadParser:
         start, _, field_block = head.partition(b"\r\n")
         if len(start) > self.max_line:
             raise self._reject("request line too long")
+        if not self._start_checked:
+            # The same order of checks as when the head arrives in pieces: same verdict.
+            self._start_checked = True
+            self._check_start_line(start)
         if len(field_block) > self.max_header_bytes:
             raise HeadersTooLarge("request headers too large")
         return start, self._parse_fields(field_block), rest
