@@ -20,11 +20,13 @@ import time
 
 import pytest
 from asyncio_helpers import (
+    HOST,
     OP_BINARY,
     OP_PING,
     frame,
     small_buffer_socket,
     sock_handshake,
+    uri,
 )
 from hardening_helpers import EchoProcess, proc_available
 
@@ -169,3 +171,54 @@ async def test_ping_flood_from_non_reader_is_bounded(api: str) -> None:
     print(f"\n[ping flood {api}] RSS growth {growth / MiB:.1f} MiB")
     # Up to 200 MiB of pings, 1.6 million pongs owed: a few buffers are held, not the pongs.
     assert growth < 10 * (2 * documented_bound(131)) + 16 * MiB
+
+
+async def test_send_waits_for_100_non_reading_peers_without_buffering() -> None:
+    # A handler that sends as fast as send() lets it, to peers that never read: each send()
+    # waits once the write buffer is above write_limit, so what the server holds per peer is
+    # bounded by write_limit + one message, whatever the handler tries.
+    size = 16 * KiB
+    sent: dict[int, int] = {}
+    buffered: dict[int, int] = {}
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        key = id(ws)
+        sent[key] = 0
+        while True:
+            await ws.send(os.urandom(size))
+            sent[key] += 1
+            buffered[key] = max(buffered.get(key, 0), ws.transport.get_write_buffer_size())
+
+    async with shakehands.serve(handler, HOST, 0, compression=None) as server:
+        socks = [small_buffer_socket(4096) for _ in range(100)]
+        try:
+            async with asyncio.timeout(60):
+                for sock in socks:
+                    await sock_handshake(sock, server.port)
+                await asyncio.sleep(1.0)
+                snapshot = dict(sent)
+                await asyncio.sleep(0.5)
+                # Every handler is stuck in send(): no progress without a reader.
+                assert sent == snapshot
+                assert max(buffered.values()) <= WRITE_LIMIT + size + 14
+                # The server still serves others (this handler sends to the client, too).
+                async with shakehands.connect(uri(server)) as ws:
+                    assert len(await ws.recv()) == size
+                # One peer starts reading: its handler, and only its, makes progress again
+                # (once the kernel's buffers, then ours, drain below the low-water mark).
+                loop = asyncio.get_running_loop()
+                read = 0
+                while all(sent[k] == snapshot[k] for k in snapshot):
+                    read += len(await loop.sock_recv(socks[0], 65536))
+                    assert read < 256 * MiB
+                await asyncio.sleep(0.2)
+                progressed = [k for k in snapshot if sent[k] != snapshot[k]]
+                assert len(progressed) == 1
+        finally:
+            for sock in socks:
+                sock.close()
+    print(
+        f"\n[send() waits] per peer: {min(snapshot.values())}-{max(snapshot.values())} "
+        f"messages of 16 KiB accepted before send() waited; max write buffer "
+        f"{max(buffered.values()) / KiB:.0f} KiB"
+    )
