@@ -81,9 +81,18 @@ class _EchoListener(Listener):
 
 
 async def _echo(
-    host: str, port: int, api: str, max_size: int | None, reuse_port: bool = False
+    host: str,
+    port: int,
+    api: str,
+    max_size: int | None,
+    reuse_port: bool = False,
+    max_connections: int | None = None,
 ) -> None:
-    options: dict[str, Any] = {"max_message_size": max_size, **_reuse(reuse_port)}
+    options: dict[str, Any] = {
+        "max_message_size": max_size,
+        "max_connections": max_connections,
+        **_reuse(reuse_port),
+    }
     context = (
         serve_callbacks(_EchoListener(), host, port, **options)
         if api == "callback"
@@ -232,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         default=2**20,
         help="largest message accepted, in bytes; 0 for no limit (default 1 MiB)",
     )
+    echo.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="most connections at once; beyond it requests get HTTP 503 (default 0: no limit)",
+    )
     echo.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
     _add_process_options(echo)
     chat = commands.add_parser("chat", help="the chat demo: rooms at /<room>, page at /")
@@ -301,7 +316,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = list(sys.argv[1:] if argv is None else argv)
             return _run_workers(_without_workers(raw), host, port, workers)
         if args.command == "echo":
-            _run(_echo(host, port, args.api, args.max_size or None, reuse_port), args.uvloop)
+            _run(
+                _echo(
+                    host,
+                    port,
+                    args.api,
+                    args.max_size or None,
+                    reuse_port,
+                    args.max_connections or None,
+                ),
+                args.uvloop,
+            )
         elif args.command == "chat":
             _run(_chat(host, port, args.redis, reuse_port))
         elif args.command == "client":

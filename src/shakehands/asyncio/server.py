@@ -20,7 +20,14 @@ from typing import Any, Generic, TypeVar
 from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE, State
 from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
-from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from ..protocol.handshake import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    Request,
+    Response,
+    error_response,
+)
 from ..protocol.hixie76 import Hixie76ServerProtocol
 from ..protocol.server import SelectSubprotocol, ServerProtocol
 from .base import TransportProtocol
@@ -62,7 +69,10 @@ class ServerOptions:
         close_timeout: float | None = 10.0,
         compression: str | DeflateOptions | None = "deflate",
         legacy_hixie76: bool = False,
+        max_connections: int | None = None,
     ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None: no limit)")
         self.process_request = process_request
         self.compression = compression_options(compression)
         self.origins = origins
@@ -83,6 +93,7 @@ class ServerOptions:
         self.legacy_hixie76 = legacy_hixie76
         #: Whether the server runs TLS (draft-76 answers name the scheme); set by ``serve``.
         self.secure = False
+        self.max_connections = max_connections
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these limits."""
@@ -116,11 +127,21 @@ class ServerHandshake:
     server: Server[Any]
     options: ServerOptions
     ping_interval: float | None
+    closed_future: asyncio.Future[None]
 
     _open_handle: asyncio.TimerHandle | None = None
+    #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
+    _over_limit = False
 
     def _register(self, transport: asyncio.BaseTransport) -> None:
-        self.server._connections.add(self)
+        server = self.server
+        server._connections.add(self)
+        limit = self.options.max_connections
+        if limit is not None and len(server._admitted) >= limit:
+            self._over_limit = True
+        else:
+            server._admitted.add(self)
+            self.closed_future.add_done_callback(lambda _: server._admitted.discard(self))
         if self.options.open_timeout is not None:
             self._open_handle = self.loop.call_later(self.options.open_timeout, self._open_expired)
 
@@ -136,6 +157,16 @@ class ServerHandshake:
         request.remote_address = self._peer()
         # Stop reading until we answer: the core keeps at most a bounded amount of early data.
         self.transport.pause_reading()
+        if self._over_limit:
+            logger.info("server full (max_connections); refusing %s with 503", self._peer())
+            self._answer(
+                error_response(
+                    503,
+                    "server full: too many connections, try again later",
+                    [("Retry-After", "1")],
+                )
+            )
+            return
         hook = self.options.process_request
         if hook is None:
             self._answer(None)
@@ -162,7 +193,12 @@ class ServerHandshake:
         self._answer(response)
 
     def _answer(self, response: Response | None) -> None:
-        if self.transport.is_closing() or self.protocol.state is not State.CONNECTING:
+        if self.transport.is_closing():
+            return
+        if self.protocol.state is not State.CONNECTING:
+            # The core refused the request on its own (too much early data) or the peer left:
+            # read again, or the peer's EOF that ends the half-close would never be seen.
+            self.transport.resume_reading()
             return
         if response is None:
             response = self.protocol.accept()
@@ -261,6 +297,8 @@ class Server(Generic[C]):
         self._server: asyncio.Server | None = None
         #: Live connections (handshake in progress or open).
         self._connections: set[C] = set()
+        #: The live connections that count against ``max_connections``.
+        self._admitted: set[C] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
 
@@ -378,13 +416,26 @@ def split_server_options(
     options: dict[str, Any],
 ) -> tuple[ServerOptions, dict[str, Any]]:
     """Separate WebSocket options from ``loop.create_server`` ones (ssl, sock, reuse_port...)."""
-    create_keys = {"ssl", "sock", "reuse_port", "reuse_address", "backlog", "family", "flags"}
+    create_keys = {
+        "ssl",
+        "ssl_handshake_timeout",
+        "sock",
+        "reuse_port",
+        "reuse_address",
+        "backlog",
+        "family",
+        "flags",
+    }
     create = {k: options.pop(k) for k in list(options) if k in create_keys}
     ssl_context = create.get("ssl")
     if ssl_context is not None and not isinstance(ssl_context, ssl_module.SSLContext):
         raise TypeError("ssl must be an ssl.SSLContext")
     ws_options = ServerOptions(**options)
     ws_options.secure = ssl_context is not None
+    if ssl_context is not None and "ssl_handshake_timeout" not in create:
+        # The TLS handshake runs before connection_made, so open_timeout cannot see it: bound it
+        # with the same value rather than asyncio's default of 60 s.
+        create["ssl_handshake_timeout"] = ws_options.open_timeout
     return ws_options, create
 
 
@@ -412,6 +463,9 @@ def serve(
         ping_interval, ping_timeout: keepalive (20 s / 20 s; ``None`` disables).
         open_timeout: seconds to complete the handshake (10).
         close_timeout: seconds to wait for the closing handshake (10).
+        max_connections: most connections held at once (handshakes included; default no
+            limit). Beyond it a request is answered ``503 Service Unavailable`` with
+            ``Retry-After: 1`` and the connection closed; the server keeps serving.
         compression: ``"deflate"`` (default: permessage-deflate, RFC 7692, with
             :class:`~shakehands.DeflateOptions` defaults), a ``DeflateOptions``, or ``None``.
         legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by

@@ -266,12 +266,16 @@ class _HeadParser:
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.buffer = bytearray()
+        self._start_checked = False
 
     def _reject(self, reason: str) -> InvalidHandshake:
         raise NotImplementedError
 
     def _check_start(self, start: bytes | bytearray) -> None:
         """Cheap checks on the start of a line not yet complete."""
+
+    def _check_start_line(self, line: bytes) -> None:
+        """Checks on the complete start line, made once, before the rest of the head is in."""
 
     def feed_head(self, data: bytes) -> tuple[bytes, list[tuple[str, str]], bytes] | None:
         """Add bytes; return ``(start line, fields, rest)`` once the head is complete."""
@@ -289,8 +293,14 @@ class _HeadParser:
                     raise self._reject("request line too long")
             elif line_end > self.max_line:
                 raise self._reject("request line too long")
-            elif len(buf) - line_end > self.max_header_bytes + 5:
-                raise HeadersTooLarge("request headers too large")
+            else:
+                if not self._start_checked:
+                    # A start line that can never be valid (an SSH banner, say) fails now
+                    # rather than after open_timeout.
+                    self._start_checked = True
+                    self._check_start_line(bytes(buf[:line_end]))
+                if len(buf) - line_end > self.max_header_bytes + 5:
+                    raise HeadersTooLarge("request headers too large")
             return None
         head = bytes(buf[:end])
         rest = bytes(buf[end + 4 :])
@@ -298,6 +308,10 @@ class _HeadParser:
         start, _, field_block = head.partition(b"\r\n")
         if len(start) > self.max_line:
             raise self._reject("request line too long")
+        if not self._start_checked:
+            # The same order of checks as when the head arrives in pieces: same verdict.
+            self._start_checked = True
+            self._check_start_line(start)
         if len(field_block) > self.max_header_bytes:
             raise HeadersTooLarge("request headers too large")
         return start, self._parse_fields(field_block), rest
@@ -363,6 +377,14 @@ class RequestParser(_HeadParser):
         if parsed is None:
             return None
         start, fields, self.rest = parsed
+        method, target, authority = self._parse_request_line(start)
+        return Request(method, target, Headers(fields), authority=authority)
+
+    def _check_start_line(self, line: bytes) -> None:
+        self._parse_request_line(line)
+
+    @staticmethod
+    def _parse_request_line(start: bytes) -> tuple[str, str, str | None]:
         parts = start.split(b" ")
         if len(parts) != 3:
             raise InvalidRequest("invalid request line")
@@ -385,9 +407,7 @@ class RequestParser(_HeadParser):
                 target = b"/" + target
         if not _TARGET_RE.fullmatch(target):
             raise InvalidRequest("invalid request target")
-        return Request(
-            method.decode("ascii"), target.decode("ascii"), Headers(fields), authority=authority
-        )
+        return method.decode("ascii"), target.decode("ascii"), authority
 
 
 class ResponseParser(_HeadParser):
