@@ -149,18 +149,33 @@ class TransportProtocol(asyncio.Protocol):
             else:
                 delivered = delivered or kind is str or kind is bytes
                 self._on_event(event)
-        if delivered and self.answers_later and protocol.close_pending and not self._hold_close:
+        if (
+            self.answers_later
+            and protocol.close_pending
+            and not self._hold_close
+            and (delivered or self._has_unread_messages())
+        ):
             self._hold_close = True
             self.loop.call_soon(self._release_close)
         self._flush()
         if protocol.state is State.CLOSED:
             self._closing_handshake_done()
 
+    def _has_unread_messages(self) -> bool:
+        """Whether received messages wait for the application (coroutine API only)."""
+        return False
+
     def _release_close(self) -> None:
+        if not self._hold_close or self._close_waits_for_reader():
+            return
         self._hold_close = False
         self._flush()
         if self.protocol.state is State.CLOSED:
             self._closing_handshake_done()
+
+    def _close_waits_for_reader(self) -> bool:
+        """Whether the owed close frame should wait longer for the application to read."""
+        return False
 
     def _flush(self) -> None:
         out = self.protocol.data_to_send(send_close=not self._hold_close)

