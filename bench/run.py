@@ -138,7 +138,9 @@ class ServerProcess:
         argv = [sys.executable, "-m", "bench.servers", name, "--port", str(self.port)]
         if loop != "threads":
             argv += ["--loop", loop]
-        env = dict(os.environ, PYTHONPATH=str(BENCH.parent))
+        # The shakehands of this source tree (src/), not whatever else is installed.
+        root = BENCH.parent
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]))
         self.proc = subprocess.Popen(
             pinned(0, argv),
             cwd=BENCH.parent,
