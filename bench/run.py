@@ -53,7 +53,9 @@ WORKLOADS = [
     Workload("1x1x256", "1 conn, 1 in flight, 256 B", "msg/s", conns=1, depth=1, size=256),
     Workload("1x64x256", "1 conn, 64 in flight, 256 B", "msg/s", conns=1, depth=64, size=256),
     Workload("100x1x256", "100 conns, 1 in flight, 256 B", "msg/s", conns=100, depth=1, size=256),
-    Workload("100x16x256", "100 conns, 16 in flight, 256 B", "msg/s", conns=100, depth=16, size=256),
+    Workload(
+        "100x16x256", "100 conns, 16 in flight, 256 B", "msg/s", conns=100, depth=16, size=256
+    ),
     Workload("1x1x64k", "1 conn, 1 in flight, 64 KiB", "MB/s", conns=1, depth=1, size=65536),
     Workload("4x2x1m", "4 conns, 2 in flight, 1 MiB", "MB/s", conns=4, depth=2, size=2**20),
     Workload("idle", "idle connection memory", "KiB/conn", higher_is_better=False),
@@ -82,8 +84,12 @@ class Settings:
     churn_concurrency: int
 
 
-FULL = Settings(reps=3, warmup=0.5, duration=1.5, idle_base=100, idle_extra=1000, churn_concurrency=16)
-QUICK = Settings(reps=1, warmup=0.3, duration=0.7, idle_base=50, idle_extra=300, churn_concurrency=16)
+FULL = Settings(
+    reps=3, warmup=0.5, duration=1.5, idle_base=100, idle_extra=1000, churn_concurrency=16
+)
+QUICK = Settings(
+    reps=1, warmup=0.3, duration=0.7, idle_base=50, idle_extra=300, churn_concurrency=16
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,9 +176,7 @@ def loadgen(binary: Path, args: list[str], timeout: float) -> dict[str, Any]:
     return data
 
 
-def run_workload(
-    binary: Path, server: ServerProcess, work: Workload, settings: Settings
-) -> float:
+def run_workload(binary: Path, server: ServerProcess, work: Workload, settings: Settings) -> float:
     port = str(server.port)
     raw = server.name == CEILING
     if work.key == "idle":
@@ -333,7 +337,9 @@ def targets(samples: Samples) -> list[tuple[str, str, str]]:
                 )
             )
     else:
-        rows.append(("blocking API >= websockets' sync API", "not measured (no shakehands.sync)", "-"))
+        rows.append(
+            ("blocking API >= websockets' sync API", "not measured (no shakehands.sync)", "-")
+        )
     big = WORKLOAD_BY_KEY["4x2x1m"]
     for loop in LOOPS:
         ceiling = median(samples, loop, CEILING, big.key)
@@ -349,10 +355,18 @@ def targets(samples: Samples) -> list[tuple[str, str, str]]:
             )
     idle = median(samples, "asyncio", "shakehands-callback", "idle")
     if idle is not None:
-        rows.append(("idle connection <= 4 KiB (compression off)", f"{idle:.1f} KiB", "yes" if idle <= 4 else "no"))
+        rows.append(
+            (
+                "idle connection <= 4 KiB (compression off)",
+                f"{idle:.1f} KiB",
+                "yes" if idle <= 4 else "no",
+            )
+        )
     deflate = median(samples, "asyncio", DEFLATE_VARIANT, "idle")
     if deflate is not None:
-        rows.append(("idle connection, default config (deflate on): documented", f"{deflate:.1f} KiB", "-"))
+        rows.append(
+            ("idle connection, default config (deflate on): documented", f"{deflate:.1f} KiB", "-")
+        )
     churn = WORKLOAD_BY_KEY["churn"]
     for loop in LOOPS:
         r = ratio(
@@ -367,7 +381,9 @@ def targets(samples: Samples) -> list[tuple[str, str, str]]:
     return rows
 
 
-def write_markdown(samples: Samples, settings: Settings, quick: bool, started: str, path: Path) -> None:
+def write_markdown(
+    samples: Samples, settings: Settings, quick: bool, started: str, path: Path
+) -> None:
     lines = [
         "# shakehands benchmark results",
         "",
@@ -390,7 +406,10 @@ def write_markdown(samples: Samples, settings: Settings, quick: bool, started: s
         if not servers:
             continue
         order = [s for s in [*LOOP_SERVERS, "shakehands-sync", *SYNC_SERVERS] if s in servers]
-        lines += [f"## Medians, {loop}" + (" (blocking APIs)" if loop == "threads" else " loop"), ""]
+        lines += [
+            f"## Medians, {loop}" + (" (blocking APIs)" if loop == "threads" else " loop"),
+            "",
+        ]
         lines.append("| workload | unit | " + " | ".join(order) + " |")
         lines.append("|---|---|" + "---|" * len(order))
         for w in WORKLOADS:
@@ -405,7 +424,8 @@ def write_markdown(samples: Samples, settings: Settings, quick: bool, started: s
             lines += [
                 f"## Ratios: {api} / peer, {loop}",
                 "",
-                "Above 1.00x shakehands is better (for memory: the peer uses that many times more).",
+                "Above 1.00x shakehands is better "
+                "(for memory: the peer uses that many times more).",
                 "",
                 "| workload | " + " | ".join(peers) + " |",
                 "|---|" + "---|" * len(peers),
@@ -433,7 +453,16 @@ def write_chart(samples: Samples, path: Path) -> bool:
     loops = [loop for loop in LOOPS if loop in samples]
     fig, axes = plt.subplots(len(loops), 1, figsize=(13, 4.2 * len(loops)), squeeze=False)
     servers = [*SHAKEHANDS, *PEERS, CEILING]
-    colors = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    colors = [
+        "#d62728",
+        "#ff7f0e",
+        "#1f77b4",
+        "#2ca02c",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+    ]
     for ax, loop in zip(axes[:, 0], loops, strict=True):
         width = 0.8 / len(servers)
         for i, server in enumerate(servers):
