@@ -18,7 +18,7 @@ from ..protocol.connection import Close, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
 from ..protocol.server import ServerProtocol
-from .base import TransportProtocol
+from .base import TransportProtocol, write_chunks
 from .server import ServeContext, Server, ServerHandshake, ServerOptions, split_server_options
 
 __all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
@@ -108,7 +108,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
             self._in_batch = False
         out = protocol.data_to_send()
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            write_chunks(self.transport, out)
         if protocol.state is State.CLOSED:
             self._closing_handshake_done()
 

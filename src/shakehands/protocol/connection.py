@@ -65,7 +65,12 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
+_pack_h16 = struct.Struct("!BBH").pack
+_pack_h64 = struct.Struct("!BBQ").pack
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+#: Payloads at least this large (and immutable) are queued apart from their frame header, to
+#: spare a copy; smaller ones are joined to it, one chunk per frame.
+_SEPARATE_PAYLOAD = 2**16
 _VALID_OPCODES = frozenset(int(op) for op in Opcode)
 
 
@@ -300,21 +305,46 @@ class Connection:
             )
         )
 
+    def _queue_unmasked(self, first_byte: int, payload: bytes | bytearray | memoryview) -> None:
+        """Queue an unmasked, uncompressed frame: the server's common case, kept short."""
+        length = len(payload)
+        if length < 126:
+            header = bytes((first_byte, length))
+        elif length < 65536:
+            header = _pack_h16(first_byte, 126, length)
+        else:
+            header = _pack_h64(first_byte, 127, length)
+        if length >= _SEPARATE_PAYLOAD and type(payload) is bytes:
+            # Large and immutable: queue it as its own chunk rather than copy it behind the
+            # header; the I/O layer hands both to the transport without joining them.
+            self._out.append(header)
+            self._out.append(payload)
+        else:
+            self._out.append(header + payload)
+
     def send_text(self, text: str, *, compress: bool = True) -> None:
         """Queue a text message (deflated if negotiated, unless ``compress`` is false)."""
-        self._check_open()
+        if self.state is not State.OPEN:
+            self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._data_frame(
-            Opcode.TEXT, text.encode("utf-8"), True, compress and self.deflate is not None
-        )
+        if self._mask_out or (compress and self.deflate is not None):
+            self._data_frame(
+                Opcode.TEXT, text.encode("utf-8"), True, compress and self.deflate is not None
+            )
+        else:
+            self._queue_unmasked(0x81, text.encode("utf-8"))
 
     def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Queue a binary message (deflated if negotiated, unless ``compress`` is false)."""
-        self._check_open()
+        if self.state is not State.OPEN:
+            self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._data_frame(Opcode.BINARY, data, True, compress and self.deflate is not None)
+        if self._mask_out or (compress and self.deflate is not None):
+            self._data_frame(Opcode.BINARY, data, True, compress and self.deflate is not None)
+        else:
+            self._queue_unmasked(0x82, data)
 
     def send_message(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
@@ -410,7 +440,10 @@ class Connection:
         else:
             buf = data
         try:
-            pos = self._parse(buf)
+            # A memoryview, so that payloads are sliced without a copy; released before the
+            # buffer is resized below.
+            with memoryview(buf) as view:
+                pos = self._parse(view)
         except ProtocolError as exc:
             # Stop reading now; the close frame follows at the next data_to_send().
             self.failure = exc
@@ -438,11 +471,56 @@ class Connection:
             self._send_pending_close()
         self.state = State.CLOSED
 
-    def _parse(self, buf: bytes | bytearray | memoryview) -> int:
+    def _parse(self, buf: memoryview) -> int:
         """Consume as many frames (and partial data payloads) as ``buf`` holds; return the end."""
         pos = 0
         end = len(buf)
+        events = self._events
+        # The header's second byte of a whole small data frame from the peer: masked (0x80)
+        # when we are the server.
+        mask_bit = 0x80 if self._expect_masked else 0
+        max_frame = self.max_frame_size
+        max_message = self.max_message_size
         while not self._discard:
+            if self._remaining < 0 and end - pos >= 2 and not self._msg_opcode:
+                # Fast path: a whole unfragmented, uncompressed data frame (FIN set, RSV clear,
+                # text or binary) with no message in progress. Anything else, including a frame
+                # that is not all here yet, takes the general path below.
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                if (b0 == 0x82 or b0 == 0x81) and b1 & 0x80 == mask_bit:
+                    length = b1 & 0x7F
+                    start = pos + 2
+                    if length == 126:
+                        if end - pos >= 4:
+                            length = (buf[pos + 2] << 8) | buf[pos + 3]
+                        start = pos + 4
+                    elif length == 127:
+                        start = pos + 10
+                        if end - pos >= 10:
+                            (length,) = _unpack_64(buf, pos + 2)
+                    if mask_bit:
+                        start += 4
+                    stop = start + length
+                    if (
+                        stop <= end
+                        and length < 0x8000000000000000
+                        and (max_frame is None or length <= max_frame)
+                        and (max_message is None or length <= max_message)
+                    ):
+                        if mask_bit:
+                            payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+                        else:
+                            payload = buf[start:stop].tobytes()
+                        pos = stop
+                        if b0 == 0x81:
+                            try:
+                                events.append(payload.decode("utf-8"))
+                            except UnicodeDecodeError as exc:
+                                raise InvalidPayload("invalid UTF-8 in text message") from exc
+                        else:
+                            events.append(payload)
+                        continue
             if self._remaining >= 0:
                 # Inside a data frame whose header was consumed earlier.
                 take = min(self._remaining, end - pos)
