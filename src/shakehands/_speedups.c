@@ -1,8 +1,10 @@
 /*
- * shakehands._speedups: optional C accelerator for WebSocket masking (RFC 6455, section 5.3).
+ * shakehands._speedups: optional C accelerator for WebSocket masking (RFC 6455, section 5.3)
+ * and for the receive fast path (whole simple data frames).
  *
- * The pure-Python fallback lives in shakehands/protocol/masking.py; both must give identical
- * results for every input.
+ * The pure-Python fallbacks live in shakehands/protocol/masking.py and in
+ * Connection._parse (shakehands/protocol/connection.py); both must give identical results for
+ * every input.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -125,8 +127,138 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(parse_data_frames_doc,
+"parse_data_frames(buffer, pos, mask_bit, limit, events, /)\n"
+"--\n"
+"\n"
+"Parse the run of whole, simple data frames at ``buffer[pos:]``; return the new position.\n"
+"\n"
+"A simple frame has FIN set, no RSV bit, opcode text (1) or binary (2), the mask bit equal\n"
+"to ``mask_bit`` (0x80 when the peer must mask) and a payload of at most ``limit`` bytes\n"
+"(``limit`` < 0: no limit). Each one's payload, unmasked, is appended to the list ``events``\n"
+"as bytes (binary) or str (text). Parsing stops, without error, before the first frame that\n"
+"is not simple, not complete in the buffer, or not valid UTF-8: the caller's general parser\n"
+"takes over from there (and reports errors). The C version of the fast path in\n"
+"shakehands.protocol.connection.Connection._parse.");
+
+static PyObject *
+parse_data_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t pos, end;
+    long mask_bit;
+    long long limit;
+    PyObject *events;
+    PyObject *result = NULL;
+
+    (void)module;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "parse_data_frames() takes exactly 5 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    mask_bit = PyLong_AsLong(args[2]);
+    if (mask_bit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    limit = PyLong_AsLongLong(args[3]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    events = args[4];
+    if (!PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "events must be a list");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    end = view.len;
+    if (pos < 0 || pos > end) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        goto done;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    while (end - pos >= 2) {
+        unsigned char b0 = buf[pos], b1 = buf[pos + 1];
+        if ((b0 != 0x82 && b0 != 0x81) || (long)(b1 & 0x80) != mask_bit) {
+            break;
+        }
+        uint64_t length = b1 & 0x7F;
+        Py_ssize_t start = pos + 2;
+        if (length == 126) {
+            if (end - pos < 4) {
+                break;
+            }
+            length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
+            start = pos + 4;
+        }
+        else if (length == 127) {
+            if (end - pos < 10) {
+                break;
+            }
+            length = 0;
+            for (int i = 2; i < 10; i++) {
+                length = (length << 8) | buf[pos + i];
+            }
+            start = pos + 10;
+        }
+        if (mask_bit) {
+            start += 4;
+        }
+        if (start > end || length > (uint64_t)(end - start)) {
+            break; /* not all here yet (or a huge length: the general parser decides) */
+        }
+        if (limit >= 0 && length > (uint64_t)limit) {
+            break;
+        }
+        Py_ssize_t n = (Py_ssize_t)length;
+        PyObject *payload = PyBytes_FromStringAndSize(NULL, n);
+        if (payload == NULL) {
+            goto done;
+        }
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(payload);
+        if (mask_bit) {
+            shakehands_mask(buf + start, dst, n, buf + start - 4);
+        }
+        else {
+            memcpy(dst, buf + start, n);
+        }
+        if (b0 == 0x81) {
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)dst, n, "strict");
+            Py_DECREF(payload);
+            if (text == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    goto done;
+                }
+                PyErr_Clear();
+                break; /* the general parser fails the connection with 1007 */
+            }
+            payload = text;
+        }
+        int failed = PyList_Append(events, payload);
+        Py_DECREF(payload);
+        if (failed) {
+            goto done;
+        }
+        pos = start + n;
+    }
+    result = PyLong_FromSsize_t(pos);
+
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
+    {"parse_data_frames", (PyCFunction)(void (*)(void))parse_data_frames, METH_FASTCALL,
+     parse_data_frames_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -143,7 +275,8 @@ static PyModuleDef_Slot speedups_slots[] = {
 PyDoc_STRVAR(speedups_doc,
 "Optional C accelerator for shakehands.\n"
 "\n"
-"Provides apply_mask(), the XOR masking of WebSocket payloads (RFC 6455, section 5.3).\n"
+"Provides apply_mask(), the XOR masking of WebSocket payloads (RFC 6455, section 5.3),\n"
+"and parse_data_frames(), the receive fast path for whole simple data frames.\n"
 "Import shakehands.protocol.masking instead of this module: it picks this implementation\n"
 "when it is available and falls back to pure Python otherwise.");
 

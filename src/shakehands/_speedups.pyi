@@ -3,3 +3,11 @@
 def apply_mask(
     data: bytes | bytearray | memoryview, mask: bytes | bytearray | memoryview, /
 ) -> bytes: ...
+def parse_data_frames(
+    buffer: bytes | bytearray | memoryview,
+    pos: int,
+    mask_bit: int,
+    limit: int,
+    events: list[object],
+    /,
+) -> int: ...

@@ -227,6 +227,11 @@ class TransportProtocol(asyncio.Protocol):
             self._shutting_down = False
         else:
             transport.close()
+            if not transport.get_write_buffer_size():
+                # Nothing left to write: the transport closes the socket at once, so there is
+                # no peer to wait for and no abort timer to arm (a timer per connection costs
+                # handshakes per second).
+                return
         self._start_abort_timer()
 
     def _start_abort_timer(self) -> None:
