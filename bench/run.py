@@ -513,30 +513,37 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     for rep in range(settings.reps):
         for name, loop in cells:
-            try:
-                server = ServerProcess(name, loop)
-            except (RuntimeError, OSError) as exc:
-                print(f"[{rep + 1}/{settings.reps}] {name} ({loop}): cannot start: {exc}")
-                continue
-            try:
-                for work in workloads_for(name):
-                    if args.workload and work.key not in args.workload:
-                        continue
-                    try:
-                        value = run_workload(binary, server, work, settings)
-                    except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
-                        print(f"  {name} ({loop}) {work.key}: failed: {exc}")
-                        continue
-                    samples.setdefault(loop, {}).setdefault(name, {}).setdefault(
-                        work.key, []
-                    ).append(value)
-                    print(
-                        f"[{rep + 1}/{settings.reps} {time.monotonic() - t0:5.0f}s] "
-                        f"{name:28} {loop:8} {work.key:10} {fmt(value, work.unit):>9} {work.unit}",
-                        flush=True,
-                    )
-            finally:
-                server.stop()
+            works = [w for w in workloads_for(name) if not args.workload or w.key in args.workload]
+            # Idle memory on a fresh server of its own: after traffic, freed memory would be
+            # reused by the new connections, and tearing 1000 connections down would slow the
+            # workload that follows.
+            phases = [[w for w in works if w.key == "idle"], [w for w in works if w.key != "idle"]]
+            for phase in phases:
+                if not phase:
+                    continue
+                try:
+                    server = ServerProcess(name, loop)
+                except (RuntimeError, OSError) as exc:
+                    print(f"[{rep + 1}/{settings.reps}] {name} ({loop}): cannot start: {exc}")
+                    continue
+                try:
+                    for work in phase:
+                        try:
+                            value = run_workload(binary, server, work, settings)
+                        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
+                            print(f"  {name} ({loop}) {work.key}: failed: {e}")
+                            continue
+                        samples.setdefault(loop, {}).setdefault(name, {}).setdefault(
+                            work.key, []
+                        ).append(value)
+                        print(
+                            f"[{rep + 1}/{settings.reps} {time.monotonic() - t0:5.0f}s] "
+                            f"{name:28} {loop:8} {work.key:10} {fmt(value, work.unit):>9} "
+                            f"{work.unit}",
+                            flush=True,
+                        )
+                finally:
+                    server.stop()
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")

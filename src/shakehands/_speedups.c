@@ -255,7 +255,71 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(build_frame_doc,
+"build_frame(first_byte, payload, /)\n"
+"--\n"
+"\n"
+"Return an unmasked frame: ``first_byte`` (FIN, RSV and opcode bits), the length in its\n"
+"shortest encoding (RFC 6455, section 5.2), then ``payload``, in a single allocation.\n"
+"The C version of shakehands.protocol.frames.build_frame_python.");
+
+static PyObject *
+build_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer payload;
+    long first;
+    unsigned char header[10];
+    Py_ssize_t hlen;
+    PyObject *result;
+
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "build_frame() takes exactly 2 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    first = PyLong_AsLong(args[0]);
+    if (first == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (first < 0 || first > 255) {
+        PyErr_SetString(PyExc_ValueError, "first_byte must be in range(256)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    uint64_t len = (uint64_t)payload.len;
+    header[0] = (unsigned char)first;
+    if (len < 126) {
+        header[1] = (unsigned char)len;
+        hlen = 2;
+    }
+    else if (len < 65536) {
+        header[1] = 126;
+        header[2] = (unsigned char)(len >> 8);
+        header[3] = (unsigned char)len;
+        hlen = 4;
+    }
+    else {
+        header[1] = 127;
+        for (int i = 0; i < 8; i++) {
+            header[2 + i] = (unsigned char)(len >> (8 * (7 - i)));
+        }
+        hlen = 10;
+    }
+    result = PyBytes_FromStringAndSize(NULL, hlen + payload.len);
+    if (result != NULL) {
+        char *dst = PyBytes_AS_STRING(result);
+        memcpy(dst, header, hlen);
+        memcpy(dst + hlen, payload.buf, payload.len);
+    }
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_FASTCALL, build_frame_doc},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
     {"parse_data_frames", (PyCFunction)(void (*)(void))parse_data_frames, METH_FASTCALL,
      parse_data_frames_doc},
@@ -276,7 +340,8 @@ PyDoc_STRVAR(speedups_doc,
 "Optional C accelerator for shakehands.\n"
 "\n"
 "Provides apply_mask(), the XOR masking of WebSocket payloads (RFC 6455, section 5.3),\n"
-"and parse_data_frames(), the receive fast path for whole simple data frames.\n"
+"parse_data_frames(), the receive fast path for whole simple data frames, and\n"
+"build_frame(), an unmasked frame in one allocation.\n"
 "Import shakehands.protocol.masking instead of this module: it picks this implementation\n"
 "when it is available and falls back to pure Python otherwise.");
 

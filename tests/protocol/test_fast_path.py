@@ -121,3 +121,14 @@ def test_c_function_stops_before_what_it_does_not_handle() -> None:
         events = []
         assert FAST_C(memoryview(data), 0, mask_bit, limit, events) == 0
         assert events == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_build_frame_matches_serialize_frame(size: int, kind: type) -> None:
+    from shakehands.protocol import frames
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = frames.serialize_frame(2, payload)
+    assert frames.build_frame_python(0x82, kind(payload)) == expected
+    assert frames.build_frame(0x82, kind(payload)) == expected  # C when built

@@ -183,7 +183,10 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         protocol = self.protocol
         if protocol.state is not State.OPEN:
             raise protocol.close_exception()
-        if isinstance(message, str):
+        kind = type(message)
+        if kind is bytes:  # the common case first: an echo, a serialised payload
+            protocol.send_binary(message, compress=compress)  # type: ignore[arg-type]
+        elif isinstance(message, str):
             protocol.send_text(message, compress=compress)
         elif isinstance(message, _BytesLike):
             protocol.send_binary(message, compress=compress)

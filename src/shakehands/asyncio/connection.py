@@ -77,6 +77,10 @@ class WebSocketConnection(TransportProtocol):
             if waiter is not None and not waiter.done() and not self._messages:
                 self._recv_waiter = None
                 waiter.set_result(event)
+                if self._flush_handle is None:
+                    # Scheduled after the waiter's task: it runs in the same loop iteration as
+                    # the handler's answer and writes it, without a loop iteration of its own.
+                    self._flush_handle = self.loop.call_soon(self._deferred_flush)
                 return
             self._messages.append(event)
             if (

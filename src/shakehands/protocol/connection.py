@@ -48,7 +48,14 @@ from .errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from .frames import MAX_CONTROL_PAYLOAD, Opcode, parse_close, serialize_close, serialize_frame
+from .frames import (
+    MAX_CONTROL_PAYLOAD,
+    Opcode,
+    build_frame,
+    parse_close,
+    serialize_close,
+    serialize_frame,
+)
 from .masking import USING_SPEEDUPS, apply_mask
 
 #: The C version of the receive fast path (see :meth:`Connection._parse`), if built.
@@ -73,7 +80,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
-_pack_h16 = struct.Struct("!BBH").pack
 _pack_h64 = struct.Struct("!BBQ").pack
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 #: Payloads at least this large (and immutable) are queued apart from their frame header, to
@@ -349,46 +355,57 @@ class Connection:
             )
         )
 
-    def _queue_unmasked(self, first_byte: int, payload: bytes | bytearray | memoryview) -> None:
-        """Queue an unmasked, uncompressed frame: the server's common case, kept short."""
-        length = len(payload)
-        if length < 126:
-            header = bytes((first_byte, length))
-        elif length < 65536:
-            header = _pack_h16(first_byte, 126, length)
-        else:
-            header = _pack_h64(first_byte, 127, length)
-        if length >= _SEPARATE_PAYLOAD and type(payload) is bytes:
-            # Large and immutable: queue it as its own chunk rather than copy it behind the
-            # header; the I/O layer hands both to the transport without joining them.
-            self._out.append(header)
+    def _queue_large(self, first_byte: int, payload: bytes | bytearray | memoryview) -> None:
+        """Queue an unmasked, uncompressed frame with a payload of 64 KiB or more."""
+        if type(payload) is bytes:
+            # Immutable: queue it as its own chunk rather than copy it behind the header; the
+            # I/O layer hands both to the transport without joining them.
+            # 64 KiB or more: the 64-bit length encoding.
+            self._out.append(_pack_h64(first_byte, 127, len(payload)))
             self._out.append(payload)
         else:
-            self._out.append(header + payload)
+            self._out.append(build_frame(first_byte, payload))
 
     def send_text(self, text: str, *, compress: bool = True) -> None:
         """Queue a text message (deflated if negotiated, unless ``compress`` is false)."""
-        if self.state is not State.OPEN:
-            self._check_open()
-        if self._send_opcode:
-            raise InvalidState("a fragmented message is being sent")
-        if self._mask_out or (compress and self.deflate is not None):
-            self._data_frame(
-                Opcode.TEXT, text.encode("utf-8"), True, compress and self.deflate is not None
-            )
+        if (
+            self.state is not State.OPEN
+            or self._send_opcode
+            or self._mask_out
+            or (compress and self.deflate is not None)
+        ):
+            self._send_data(Opcode.TEXT, text.encode("utf-8"), compress)
+            return
+        # The server's common case, kept short: an unmasked, uncompressed frame.
+        data = text.encode("utf-8")
+        if len(data) < _SEPARATE_PAYLOAD:
+            self._out.append(build_frame(0x81, data))
         else:
-            self._queue_unmasked(0x81, text.encode("utf-8"))
+            self._queue_large(0x81, data)
 
     def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Queue a binary message (deflated if negotiated, unless ``compress`` is false)."""
-        if self.state is not State.OPEN:
-            self._check_open()
+        if (
+            self.state is not State.OPEN
+            or self._send_opcode
+            or self._mask_out
+            or (compress and self.deflate is not None)
+        ):
+            self._send_data(Opcode.BINARY, data, compress)
+            return
+        # The server's common case, kept short: an unmasked, uncompressed frame.
+        if len(data) < _SEPARATE_PAYLOAD:
+            self._out.append(build_frame(0x82, data))
+        else:
+            self._queue_large(0x82, data)
+
+    def _send_data(
+        self, opcode: int, payload: bytes | bytearray | memoryview, compress: bool
+    ) -> None:
+        self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        if self._mask_out or (compress and self.deflate is not None):
-            self._data_frame(Opcode.BINARY, data, True, compress and self.deflate is not None)
-        else:
-            self._queue_unmasked(0x82, data)
+        self._data_frame(opcode, payload, True, compress and self.deflate is not None)
 
     def send_message(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
