@@ -132,3 +132,21 @@ def test_build_frame_matches_serialize_frame(size: int, kind: type) -> None:
     expected = frames.serialize_frame(2, payload)
     assert frames.build_frame_python(0x82, kind(payload)) == expected
     assert frames.build_frame(0x82, kind(payload)) == expected  # C when built
+
+
+def test_join_masked_matches_python() -> None:
+    from shakehands.protocol import masking
+
+    data = bytes(range(256)) * 40
+    parts: list[tuple[masking.BytesLike, bytes | None]] = [
+        (data[:5], b"abcd"),
+        (b"", None),
+        (data[5:1005], None),
+        (memoryview(data)[1005:2000], b"\x01\x02\x03\x04"),
+        (bytearray(data[2000:]), b"wxyz"),
+    ]
+    expected = b"".join(d if m is None else masking.apply_mask_python(d, m) for d, m in parts)
+    assert masking.join_masked_python(parts) == expected
+    assert masking.join_masked(parts) == expected  # C when built
+    with pytest.raises(ValueError):
+        masking.join_masked([(b"a", b"abc")])

@@ -56,7 +56,7 @@ from .frames import (
     serialize_close,
     serialize_frame,
 )
-from .masking import USING_SPEEDUPS, apply_mask
+from .masking import USING_SPEEDUPS, BytesLike, apply_mask, join_masked
 
 #: The C version of the receive fast path (see :meth:`Connection._parse`), if built.
 _parse_data_frames: Callable[[memoryview, int, int, int, list[Event]], int] | None = None
@@ -167,6 +167,8 @@ class Connection:
         "_frame_offset",
         "_msg_opcode",
         "_msg_parts",
+        "_msg_masked",
+        "_read_size",
         "_msg_size",
         "_decoder",
         "_msg_compressed",
@@ -213,6 +215,11 @@ class Connection:
         # The message being reassembled: _msg_opcode 0 means none.
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
+        # A binary, uncompressed message in several chunks: its parts still masked, unmasked
+        # and joined in one pass at the end (see _payload_chunk).
+        self._msg_masked: list[tuple[BytesLike, bytes | None]] | None = None
+        # The size of the bytes object being parsed, whose slices may be kept; 0 otherwise.
+        self._read_size = 0
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._msg_compressed = False
@@ -498,8 +505,11 @@ class Connection:
         if self._buffer:
             self._buffer += data
             buf = self._buffer
+            self._read_size = 0
         else:
             buf = data
+            # Immutable: a payload chunk may keep a view of it rather than a copy.
+            self._read_size = len(data) if type(data) is bytes else 0
         try:
             # A memoryview, so that payloads are sliced without a copy; released before the
             # buffer is resized below.
@@ -704,11 +714,34 @@ class Connection:
         self._msg_opcode = opcode
         self._msg_parts = []
         self._msg_compressed = bool(compressed)
+        self._msg_masked = [] if opcode == Opcode.BINARY and not compressed else None
         self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
 
     def _payload_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
         """Deliver part of a data frame's payload to the message being reassembled."""
         mask = self._frame_mask
+        masked_parts = self._msg_masked
+        if masked_parts is not None:
+            # Binary, uncompressed: keep the part as it came (a view of the immutable read
+            # when it covers at least half of it, so that memory held stays within twice the
+            # size counted against the limit; a copy otherwise) and unmask everything at the
+            # end, in one pass: one copy of a large message fewer than unmask-then-join.
+            size = len(chunk)
+            if size:
+                if mask is not None:
+                    rotate = self._frame_offset & 3
+                    if rotate:
+                        mask = mask[rotate:] + mask[:rotate]
+                if not (self._read_size and 2 * size >= self._read_size):
+                    chunk = bytes(chunk)
+                masked_parts.append((chunk, mask))
+            self._frame_offset += size
+            self._remaining -= size
+            if self._remaining == 0:
+                self._remaining = -1
+                if self._frame_fin:
+                    self._finish_message()
+            return
         if mask is not None and chunk:
             rotate = self._frame_offset & 3
             if rotate:
@@ -750,7 +783,10 @@ class Connection:
     def _finish_message(self) -> None:
         parts = self._msg_parts
         decoder = self._decoder
-        if decoder is not None:
+        if self._msg_masked is not None:
+            self._events.append(join_masked(self._msg_masked))
+            self._msg_masked = None
+        elif decoder is not None:
             try:
                 tail = decoder.decode(b"", True)
             except UnicodeDecodeError as exc:
