@@ -3,3 +3,13 @@
 def apply_mask(
     data: bytes | bytearray | memoryview, mask: bytes | bytearray | memoryview, /
 ) -> bytes: ...
+def parse_data_frames(
+    buffer: bytes | bytearray | memoryview,
+    pos: int,
+    mask_bit: int,
+    limit: int,
+    events: list[object],
+    /,
+) -> int: ...
+def build_frame(first_byte: int, payload: bytes | bytearray | memoryview, /) -> bytes: ...
+def join_masked(parts: list[tuple[bytes | bytearray | memoryview, bytes | None]], /) -> bytes: ...

@@ -18,9 +18,36 @@ from typing import Any, cast
 from ..protocol.connection import Close, Connection, Ping, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 
-__all__ = ["TransportProtocol"]
+__all__ = ["TransportProtocol", "write_chunks"]
 
 logger = logging.getLogger("shakehands")
+
+#: Chunks at least this large go to the transport on their own (the core queues large payloads
+#: apart from their headers); smaller ones are joined into one write.
+_LARGE_CHUNK = 2**16
+
+
+def write_chunks(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Write what the core queued: one ``write`` for small frames, large payloads uncopied.
+
+    A large payload is passed as a ``memoryview``, so that the transport keeps (or copies)
+    only the part the socket did not take at once, instead of slicing a copy first.
+    """
+    if len(out) == 1:
+        chunk = out[0]
+        transport.write(memoryview(chunk) if len(chunk) >= _LARGE_CHUNK else chunk)
+        return
+    small: list[bytes] = []
+    for chunk in out:
+        if len(chunk) >= _LARGE_CHUNK:
+            if small:
+                transport.write(b"".join(small))
+                small = []
+            transport.write(memoryview(chunk))
+        else:
+            small.append(chunk)
+    if small:
+        transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
 class TransportProtocol(asyncio.Protocol):
@@ -180,7 +207,7 @@ class TransportProtocol(asyncio.Protocol):
     def _flush(self) -> None:
         out = self.protocol.data_to_send(send_close=not self._hold_close)
         if out and not self.transport.is_closing():
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            write_chunks(self.transport, out)
 
     def _closing_handshake_done(self) -> None:
         if self.protocol.close_expected():
@@ -215,6 +242,11 @@ class TransportProtocol(asyncio.Protocol):
             self._shutting_down = False
         else:
             transport.close()
+            if not transport.get_write_buffer_size():
+                # Nothing left to write: the transport closes the socket at once, so there is
+                # no peer to wait for and no abort timer to arm (a timer per connection costs
+                # handshakes per second).
+                return
         self._start_abort_timer()
 
     def _start_abort_timer(self) -> None:

@@ -18,7 +18,7 @@ from ..protocol.connection import Close, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
 from ..protocol.server import ServerProtocol
-from .base import TransportProtocol
+from .base import TransportProtocol, write_chunks
 from .server import ServeContext, Server, ServerHandshake, ServerOptions, split_server_options
 
 __all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
@@ -108,7 +108,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
             self._in_batch = False
         out = protocol.data_to_send()
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            write_chunks(self.transport, out)
         if protocol.state is State.CLOSED:
             self._closing_handshake_done()
 
@@ -183,7 +183,10 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         protocol = self.protocol
         if protocol.state is not State.OPEN:
             raise protocol.close_exception()
-        if isinstance(message, str):
+        kind = type(message)
+        if kind is bytes:  # the common case first: an echo, a serialised payload
+            protocol.send_binary(message, compress=compress)  # type: ignore[arg-type]
+        elif isinstance(message, str):
             protocol.send_text(message, compress=compress)
         elif isinstance(message, _BytesLike):
             protocol.send_binary(message, compress=compress)

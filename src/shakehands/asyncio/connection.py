@@ -57,6 +57,9 @@ class WebSocketConnection(TransportProtocol):
         self._messages: deque[Data] = deque()
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
+        # Deferred writes: what send() queued since the last write, and the pending flush.
+        self._unflushed = 0
+        self._flush_handle: asyncio.Handle | None = None
         #: The opening handshake's request (server: the client's; client: ours).
         self.request: Request | None = None
         #: The opening handshake's response.
@@ -74,6 +77,10 @@ class WebSocketConnection(TransportProtocol):
             if waiter is not None and not waiter.done() and not self._messages:
                 self._recv_waiter = None
                 waiter.set_result(event)
+                if self._flush_handle is None:
+                    # Scheduled after the waiter's task: it runs in the same loop iteration as
+                    # the handler's answer and writes it, without a loop iteration of its own.
+                    self._flush_handle = self.loop.call_soon(self._deferred_flush)
                 return
             self._messages.append(event)
             if (
@@ -215,9 +222,22 @@ class WebSocketConnection(TransportProtocol):
             return
         else:
             raise TypeError(f"cannot send {type(message).__name__}")
-        self._flush()
+        # The messages sent during one step of the event loop leave in one write at its end (a
+        # handler answering a burst of buffered messages makes one system call, not one per
+        # message), or at once past write_limit bytes, so that backpressure still applies.
+        self._unflushed += len(message)
+        if self._unflushed >= self.write_limit:
+            self._unflushed = 0
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._deferred_flush)
         if self._writing_paused:
             await self._drain()
+
+    def _deferred_flush(self) -> None:
+        self._flush_handle = None
+        self._unflushed = 0
+        self._flush()
 
     async def _send_fragments(self, fragments: Iterable[Any], compress: bool) -> None:
         iterator = iter(fragments)

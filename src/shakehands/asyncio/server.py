@@ -155,8 +155,6 @@ class ServerHandshake:
 
     def _got_request(self, request: Request) -> None:
         request.remote_address = self._peer()
-        # Stop reading until we answer: the core keeps at most a bounded amount of early data.
-        self.transport.pause_reading()
         if self._over_limit:
             logger.info("server full (max_connections); refusing %s with 503", self._peer())
             self._answer(
@@ -171,6 +169,8 @@ class ServerHandshake:
         if hook is None:
             self._answer(None)
             return
+        # Stop reading until we answer: the core keeps at most a bounded amount of early data.
+        self.transport.pause_reading()
         try:
             result = hook(request)
         except Exception:
@@ -220,7 +220,8 @@ class ServerHandshake:
                 logger.info("refused %s: %d %s", self._peer(), response.status, exc.reason)
         # Read again either way: after a refusal the core discards what comes, but the peer's
         # EOF must be seen to finish the half-close of _shutdown_transport.
-        self.transport.resume_reading()
+        if not self.transport.is_reading():
+            self.transport.resume_reading()
         self._process()  # type: ignore[attr-defined]
 
     def _handshake_complete(self) -> None:

@@ -29,8 +29,10 @@ in :attr:`State.OPEN` when used directly.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TypeAlias
@@ -46,8 +48,21 @@ from .errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from .frames import MAX_CONTROL_PAYLOAD, Opcode, parse_close, serialize_close, serialize_frame
-from .masking import apply_mask
+from .frames import (
+    MAX_CONTROL_PAYLOAD,
+    Opcode,
+    build_frame,
+    parse_close,
+    serialize_close,
+    serialize_frame,
+)
+from .masking import USING_SPEEDUPS, BytesLike, apply_mask, join_masked
+
+#: The C version of the receive fast path (see :meth:`Connection._parse`), if built.
+_parse_data_frames: Callable[[memoryview, int, int, int, list[Event]], int] | None = None
+if USING_SPEEDUPS:
+    with contextlib.suppress(ImportError):  # an older build of the extension lacks it
+        from shakehands._speedups import parse_data_frames as _parse_data_frames
 
 __all__ = [
     "Role",
@@ -65,7 +80,11 @@ DEFAULT_MAX_MESSAGE_SIZE = 2**20
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
+_pack_h64 = struct.Struct("!BBQ").pack
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+#: Payloads at least this large (and immutable) are queued apart from their frame header, to
+#: spare a copy; smaller ones are joined to it, one chunk per frame.
+_SEPARATE_PAYLOAD = 2**16
 _VALID_OPCODES = frozenset(int(op) for op in Opcode)
 
 
@@ -128,6 +147,44 @@ class Connection:
         ['Hello']
     """
 
+    # Slots: a server holds one of these per connection, and past 30 attributes CPython gives
+    # each instance a full dict (about 800 bytes more per idle connection).
+    __slots__ = (
+        "role",
+        "state",
+        "max_message_size",
+        "max_frame_size",
+        "_mask_out",
+        "_expect_masked",
+        "rsv_allowed",
+        "_events",
+        "_out",
+        "_buffer",
+        "_discard",
+        "_remaining",
+        "_frame_fin",
+        "_frame_mask",
+        "_frame_offset",
+        "_msg_opcode",
+        "_msg_parts",
+        "_msg_masked",
+        "_read_size",
+        "_msg_size",
+        "_decoder",
+        "_msg_compressed",
+        "_send_opcode",
+        "_send_compressed",
+        "deflate",
+        "_close_pending",
+        "_defer_pongs",
+        "_pending_pong",
+        "close_rcvd",
+        "close_sent",
+        "failure",
+        "eof_received",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -158,6 +215,11 @@ class Connection:
         # The message being reassembled: _msg_opcode 0 means none.
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
+        # A binary, uncompressed message in several chunks: its parts still masked, unmasked
+        # and joined in one pass at the end (see _payload_chunk).
+        self._msg_masked: list[tuple[BytesLike, bytes | None]] | None = None
+        # The size of the bytes object being parsed, whose slices may be kept; 0 otherwise.
+        self._read_size = 0
         self._msg_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._msg_compressed = False
@@ -300,21 +362,57 @@ class Connection:
             )
         )
 
+    def _queue_large(self, first_byte: int, payload: bytes | bytearray | memoryview) -> None:
+        """Queue an unmasked, uncompressed frame with a payload of 64 KiB or more."""
+        if type(payload) is bytes:
+            # Immutable: queue it as its own chunk rather than copy it behind the header; the
+            # I/O layer hands both to the transport without joining them.
+            # 64 KiB or more: the 64-bit length encoding.
+            self._out.append(_pack_h64(first_byte, 127, len(payload)))
+            self._out.append(payload)
+        else:
+            self._out.append(build_frame(first_byte, payload))
+
     def send_text(self, text: str, *, compress: bool = True) -> None:
         """Queue a text message (deflated if negotiated, unless ``compress`` is false)."""
-        self._check_open()
-        if self._send_opcode:
-            raise InvalidState("a fragmented message is being sent")
-        self._data_frame(
-            Opcode.TEXT, text.encode("utf-8"), True, compress and self.deflate is not None
-        )
+        if (
+            self.state is not State.OPEN
+            or self._send_opcode
+            or self._mask_out
+            or (compress and self.deflate is not None)
+        ):
+            self._send_data(Opcode.TEXT, text.encode("utf-8"), compress)
+            return
+        # The server's common case, kept short: an unmasked, uncompressed frame.
+        data = text.encode("utf-8")
+        if len(data) < _SEPARATE_PAYLOAD:
+            self._out.append(build_frame(0x81, data))
+        else:
+            self._queue_large(0x81, data)
 
     def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Queue a binary message (deflated if negotiated, unless ``compress`` is false)."""
+        if (
+            self.state is not State.OPEN
+            or self._send_opcode
+            or self._mask_out
+            or (compress and self.deflate is not None)
+        ):
+            self._send_data(Opcode.BINARY, data, compress)
+            return
+        # The server's common case, kept short: an unmasked, uncompressed frame.
+        if len(data) < _SEPARATE_PAYLOAD:
+            self._out.append(build_frame(0x82, data))
+        else:
+            self._queue_large(0x82, data)
+
+    def _send_data(
+        self, opcode: int, payload: bytes | bytearray | memoryview, compress: bool
+    ) -> None:
         self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._data_frame(Opcode.BINARY, data, True, compress and self.deflate is not None)
+        self._data_frame(opcode, payload, True, compress and self.deflate is not None)
 
     def send_message(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
@@ -424,10 +522,16 @@ class Connection:
         if self._buffer:
             self._buffer += data
             buf = self._buffer
+            self._read_size = 0
         else:
             buf = data
+            # Immutable: a payload chunk may keep a view of it rather than a copy.
+            self._read_size = len(data) if type(data) is bytes else 0
         try:
-            pos = self._parse(buf)
+            # A memoryview, so that payloads are sliced without a copy; released before the
+            # buffer is resized below.
+            with memoryview(buf) as view:
+                pos = self._parse(view)
         except ProtocolError as exc:
             # Stop reading now; the close frame follows at the next data_to_send().
             self.failure = exc
@@ -455,11 +559,63 @@ class Connection:
             self._send_pending_close()
         self.state = State.CLOSED
 
-    def _parse(self, buf: bytes | bytearray | memoryview) -> int:
+    def _parse(self, buf: memoryview) -> int:
         """Consume as many frames (and partial data payloads) as ``buf`` holds; return the end."""
         pos = 0
         end = len(buf)
+        events = self._events
+        # The header's second byte of a whole small data frame from the peer: masked (0x80)
+        # when we are the server.
+        mask_bit = 0x80 if self._expect_masked else 0
+        max_frame = self.max_frame_size
+        max_message = self.max_message_size
+        parse_in_c = _parse_data_frames
+        if parse_in_c is not None:
+            limits = [n for n in (max_frame, max_message) if n is not None]
+            limit = min(limits) if limits else -1
         while not self._discard:
+            if parse_in_c is not None and self._remaining < 0 and not self._msg_opcode:
+                # The same fast path, in C, for a whole run of frames at once.
+                pos = parse_in_c(buf, pos, mask_bit, limit, events)
+            if self._remaining < 0 and end - pos >= 2 and not self._msg_opcode:
+                # Fast path: a whole unfragmented, uncompressed data frame (FIN set, RSV clear,
+                # text or binary) with no message in progress. Anything else, including a frame
+                # that is not all here yet, takes the general path below.
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                if (b0 == 0x82 or b0 == 0x81) and b1 & 0x80 == mask_bit:
+                    length = b1 & 0x7F
+                    start = pos + 2
+                    if length == 126:
+                        if end - pos >= 4:
+                            length = (buf[pos + 2] << 8) | buf[pos + 3]
+                        start = pos + 4
+                    elif length == 127:
+                        start = pos + 10
+                        if end - pos >= 10:
+                            (length,) = _unpack_64(buf, pos + 2)
+                    if mask_bit:
+                        start += 4
+                    stop = start + length
+                    if (
+                        stop <= end
+                        and length < 0x8000000000000000
+                        and (max_frame is None or length <= max_frame)
+                        and (max_message is None or length <= max_message)
+                    ):
+                        if mask_bit:
+                            payload = apply_mask(buf[start:stop], buf[start - 4 : start])
+                        else:
+                            payload = buf[start:stop].tobytes()
+                        pos = stop
+                        if b0 == 0x81:
+                            try:
+                                events.append(payload.decode("utf-8"))
+                            except UnicodeDecodeError as exc:
+                                raise InvalidPayload("invalid UTF-8 in text message") from exc
+                        else:
+                            events.append(payload)
+                        continue
             if self._remaining >= 0:
                 # Inside a data frame whose header was consumed earlier.
                 take = min(self._remaining, end - pos)
@@ -575,11 +731,34 @@ class Connection:
         self._msg_opcode = opcode
         self._msg_parts = []
         self._msg_compressed = bool(compressed)
+        self._msg_masked = [] if opcode == Opcode.BINARY and not compressed else None
         self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
 
     def _payload_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
         """Deliver part of a data frame's payload to the message being reassembled."""
         mask = self._frame_mask
+        masked_parts = self._msg_masked
+        if masked_parts is not None:
+            # Binary, uncompressed: keep the part as it came (a view of the immutable read
+            # when it covers at least half of it, so that memory held stays within twice the
+            # size counted against the limit; a copy otherwise) and unmask everything at the
+            # end, in one pass: one copy of a large message fewer than unmask-then-join.
+            size = len(chunk)
+            if size:
+                if mask is not None:
+                    rotate = self._frame_offset & 3
+                    if rotate:
+                        mask = mask[rotate:] + mask[:rotate]
+                if not (self._read_size and 2 * size >= self._read_size):
+                    chunk = bytes(chunk)
+                masked_parts.append((chunk, mask))
+            self._frame_offset += size
+            self._remaining -= size
+            if self._remaining == 0:
+                self._remaining = -1
+                if self._frame_fin:
+                    self._finish_message()
+            return
         if mask is not None and chunk:
             rotate = self._frame_offset & 3
             if rotate:
@@ -621,7 +800,10 @@ class Connection:
     def _finish_message(self) -> None:
         parts = self._msg_parts
         decoder = self._decoder
-        if decoder is not None:
+        if self._msg_masked is not None:
+            self._events.append(join_masked(self._msg_masked))
+            self._msg_masked = None
+        elif decoder is not None:
             try:
                 tail = decoder.decode(b"", True)
             except UnicodeDecodeError as exc:

@@ -9,18 +9,22 @@ It knows nothing about handshakes, roles or I/O.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+from collections.abc import Callable
 from enum import IntEnum
 
 from .errors import InvalidPayload, ProtocolError
-from .masking import apply_mask
+from .masking import USING_SPEEDUPS, apply_mask
 
 __all__ = [
     "Opcode",
     "DATA_OPCODES",
     "CONTROL_OPCODES",
     "serialize_frame",
+    "build_frame",
+    "build_frame_python",
     "serialize_close",
     "parse_close",
     "is_valid_close_code",
@@ -91,6 +95,29 @@ def serialize_frame(
     if mask_key is None:
         mask_key = os.urandom(4)
     return header + mask_key + apply_mask(payload, mask_key)
+
+
+def build_frame_python(first_byte: int, payload: bytes | bytearray | memoryview, /) -> bytes:
+    """Return an unmasked frame: ``first_byte`` (FIN, RSV, opcode), the length, ``payload``.
+
+    The server's common case, without :func:`serialize_frame`'s options (pure Python; see
+    :data:`build_frame`).
+    """
+    length = len(payload)
+    if length < 126:
+        header = bytes((first_byte, length))
+    elif length < 65536:
+        header = _pack_h16(first_byte, 126, length)
+    else:
+        header = _pack_h64(first_byte, 127, length)
+    return header + payload
+
+
+build_frame: Callable[[int, bytes | bytearray | memoryview], bytes] = build_frame_python
+""":func:`build_frame_python`, in C when ``shakehands._speedups`` is in use."""
+if USING_SPEEDUPS:
+    with contextlib.suppress(ImportError):  # an older build of the extension lacks it
+        from shakehands._speedups import build_frame
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -18,7 +18,14 @@ import os
 from collections.abc import Callable
 from typing import TypeAlias
 
-__all__ = ["USING_SPEEDUPS", "BytesLike", "apply_mask", "apply_mask_python"]
+__all__ = [
+    "USING_SPEEDUPS",
+    "BytesLike",
+    "apply_mask",
+    "apply_mask_python",
+    "join_masked",
+    "join_masked_python",
+]
 
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 """What :func:`apply_mask` accepts for both its data and its mask."""
@@ -48,6 +55,12 @@ def apply_mask_python(data: BytesLike, mask: BytesLike, /) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
+def join_masked_python(parts: list[tuple[BytesLike, bytes | None]], /) -> bytes:
+    """Concatenate ``(data, mask)`` pairs: each ``data`` unmasked with its ``mask`` (or as is
+    when ``mask`` is None). The reassembly of a message received in several chunks."""
+    return b"".join(data if mask is None else apply_mask(data, mask) for data, mask in parts)
+
+
 def _speedups_disabled() -> bool:
     return os.environ.get("SHAKEHANDS_NO_SPEEDUPS", "") not in ("", "0")
 
@@ -70,3 +83,13 @@ else:
     else:
         apply_mask = _c_apply_mask
         USING_SPEEDUPS = True
+
+join_masked: Callable[[list[tuple[BytesLike, bytes | None]]], bytes] = join_masked_python
+"""Reassemble masked parts in one pass: :func:`join_masked_python`, in C when available."""
+if USING_SPEEDUPS:
+    try:
+        from shakehands._speedups import join_masked as _c_join_masked
+    except ImportError:  # an older build of the extension lacks it
+        pass
+    else:
+        join_masked = _c_join_masked

@@ -1,0 +1,1 @@
+"""The shakehands benchmark harness: ``python -m bench`` (see bench/run.py and README.md)."""
