@@ -253,6 +253,18 @@ class Hixie76ServerProtocol(ServerProtocol):
     # Framing: the two seams of Connection
     # -----------------------------------------------------------------------------------------
 
+    # Connection's send fast paths build RFC 6455 frames directly: route draft-76 sends through
+    # _frame below instead.
+    def send_text(self, text: str, *, compress: bool = True) -> None:
+        if not self.hixie76:
+            return super().send_text(text, compress=compress)
+        self._send_data(Opcode.TEXT, text.encode("utf-8"), False)
+
+    def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
+        if not self.hixie76:
+            return super().send_binary(data, compress=compress)
+        self._send_data(Opcode.BINARY, data, False)
+
     def _frame(
         self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
     ) -> None:
@@ -267,11 +279,10 @@ class Hixie76ServerProtocol(ServerProtocol):
             name = Opcode(opcode).name.lower() if opcode in _OPCODES else str(opcode)
             raise InvalidState(f"draft-76 connections send whole text messages only, not {name}")
 
-    def _parse(self, buf: bytes | bytearray | memoryview) -> int:
+    def _parse(self, view: memoryview) -> int:
         if not self.hixie76:
-            return super()._parse(buf)
-        if isinstance(buf, memoryview):
-            buf = bytes(buf)
+            return super()._parse(view)
+        buf = bytes(view)
         limits = [n for n in (self.max_message_size, self.max_frame_size) if n is not None]
         limit = min(limits) if limits else None
         pos, end = 0, len(buf)
