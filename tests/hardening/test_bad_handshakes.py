@@ -80,7 +80,8 @@ CORPUS: dict[str, tuple[Callable[[int], bytes], int | str]] = {
     "CONNECT": (request(line="CONNECT 127.0.0.1:80 HTTP/1.1"), 400),
     "OPTIONS *": (request(line="OPTIONS * HTTP/1.1"), 400),
     "lower-case method": (request(line="get /chat HTTP/1.1"), 405),
-    "absolute-form target": (request(line="GET http://evil.test/chat HTTP/1.1"), 400),
+    # (absolute-form with http/https/ws/wss is valid: RFC 9112 §3.2.2, tested in tests/protocol)
+    "absolute-form, foreign scheme": (request(line="GET ftp://evil.test/chat HTTP/1.1"), 400),
     "two spaces": (request(line="GET  /chat HTTP/1.1"), 400),
     "trailing word": (request(line="GET /chat HTTP/1.1 extra"), 400),
     "tab separator": (request(line="GET\t/chat HTTP/1.1"), 400),
