@@ -28,7 +28,7 @@ from ..protocol.handshake import (
     Response,
     error_response,
 )
-from ..protocol.hixie76 import Hixie76ServerProtocol
+from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import SelectSubprotocol, ServerProtocol
 from .base import TransportProtocol
 from .connection import WebSocketConnection
@@ -97,8 +97,9 @@ class ServerOptions:
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these limits."""
-        factory = Hixie76ServerProtocol if self.legacy_hixie76 else ServerProtocol
-        protocol = factory(
+        return new_server_protocol(
+            legacy_hixie76=self.legacy_hixie76,
+            secure=self.secure,
             origins=self.origins,
             subprotocols=self.subprotocols,
             select_subprotocol=self.select_subprotocol,
@@ -109,9 +110,6 @@ class ServerOptions:
             max_frame_size=self.max_frame_size,
             compression=self.compression,
         )
-        if isinstance(protocol, Hixie76ServerProtocol):
-            protocol.secure = self.secure
-        return protocol
 
 
 class ServerHandshake:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from .connection import DEFAULT_MAX_MESSAGE_SIZE, State
 from .deflate import DeflateOptions
@@ -314,3 +315,16 @@ class Hixie76ServerProtocol(ServerProtocol):
             else:
                 raise ProtocolError(f"unsupported draft-76 frame type {kind:#04x}")
         return pos
+
+
+def new_server_protocol(*, legacy_hixie76: bool, secure: bool, **settings: Any) -> ServerProtocol:
+    """A fresh server protocol: :class:`Hixie76ServerProtocol` when draft-76 is enabled (it
+    speaks RFC 6455 too), else :class:`ServerProtocol`; ``settings`` go to its constructor.
+
+    ``secure``: whether the connection runs over TLS (a draft-76 answer names the scheme).
+    """
+    if not legacy_hixie76:
+        return ServerProtocol(**settings)
+    protocol = Hixie76ServerProtocol(**settings)
+    protocol.secure = secure
+    return protocol

@@ -26,7 +26,7 @@ from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
 from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
-from ..protocol.hixie76 import Hixie76ServerProtocol
+from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import SelectSubprotocol, ServerProtocol
 from .connection import Connection
 
@@ -109,8 +109,9 @@ class ServerOptions:
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these limits."""
-        factory = Hixie76ServerProtocol if self.legacy_hixie76 else ServerProtocol
-        protocol = factory(
+        return new_server_protocol(
+            legacy_hixie76=self.legacy_hixie76,
+            secure=self.ssl is not None,
             origins=self.origins,
             subprotocols=self.subprotocols,
             select_subprotocol=self.select_subprotocol,
@@ -121,9 +122,6 @@ class ServerOptions:
             max_frame_size=self.max_frame_size,
             compression=self.compression,
         )
-        if isinstance(protocol, Hixie76ServerProtocol):
-            protocol.secure = self.ssl is not None
-        return protocol
 
 
 # ---------------------------------------------------------------------------------------------
