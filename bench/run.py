@@ -391,8 +391,8 @@ def write_markdown(
 ) -> None:
     """The report: medians per loop, ratios to each peer, the targets of issue 5.
 
-    ``merged``: the servers measured by this run when it was merged (``--merge``) into the
-    samples of an earlier one; the report then says which numbers come from which run.
+    ``merged``: what this run measured ("server (loop: workloads)") when it was merged
+    (``--merge``) into the samples of an earlier one; the report says which numbers are new.
     """
     lines = [
         "# shakehands benchmark results",
@@ -406,11 +406,10 @@ def write_markdown(
         "",
     ]
     if merged is not None:
-        kept = sorted({s for servers in samples.values() for s in servers} - set(merged))
         lines += [
-            f"Merged run (`--merge`): this run measured only {', '.join(merged)}; "
-            f"the samples of {', '.join(kept) or 'no other server'} are those the previous "
-            "latest.json held (its run is in the git history of bench/results/).",
+            f"Merged run (`--merge`): this run measured only {'; '.join(merged)}. Every other "
+            "number is from the samples the previous latest.json held (its run is in the git "
+            "history of bench/results/).",
             "",
         ]
     lines += [
@@ -624,7 +623,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     merged = None
     if args.merge:
-        merged = sorted({s for servers in samples.values() for s in servers})
+        merged = sorted(
+            f"{server} ({loop}: {', '.join(sorted(works))})"
+            for loop, servers in samples.items()
+            for server, works in servers.items()
+        )
         samples = merge_samples(load_samples(out / "latest.json"), samples)
     (out / "latest.json").write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")
     write_markdown(samples, settings, args.quick, started, out / "latest.md", merged)
