@@ -85,7 +85,8 @@ class Headers:
     # idle connection keeps its request for ``ws.request``; the index would double its size).
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(name, value) for name, value in items]
+        # The pairs as given (the parser's list of tuples is not copied pair by pair).
+        self._items: list[tuple[str, str]] = list(items)
         self._index: dict[str, list[str]] | None = None
 
     def _lookup(self) -> dict[str, list[str]]:
@@ -110,21 +111,21 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._lookup().get(name.lower())
+        values = (self._index or self._lookup()).get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (an empty list if absent)."""
-        return list(self._lookup().get(name.lower(), ()))
+        return list((self._index or self._lookup()).get(name.lower(), ()))
 
     def __getitem__(self, name: str) -> str:
-        values = self._lookup().get(name.lower())
+        values = (self._index or self._lookup()).get(name.lower())
         if not values:
             raise KeyError(name)
         return values[0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return isinstance(name, str) and name.lower() in (self._index or self._lookup())
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._items)
