@@ -68,8 +68,8 @@ PEERS = ["picows", "aiohttp", "websockets", "wsproto", "tornado"]
 CEILING = "raw-tcp"
 LOOP_SERVERS = SHAKEHANDS + PEERS + [CEILING]
 LOOPS = ["asyncio", "uvloop"]
-# Servers on threads (blocking APIs): no event loop. Add "shakehands-sync" once it exists.
-SYNC_SERVERS = ["websockets-sync"]
+# Servers on threads (blocking APIs): no event loop.
+SYNC_SERVERS = ["shakehands-sync", "websockets-sync"]
 # The default configuration (compression on): idle memory only.
 DEFLATE_VARIANT = "shakehands-callback-deflate"
 
@@ -382,8 +382,18 @@ def targets(samples: Samples) -> list[tuple[str, str, str]]:
 
 
 def write_markdown(
-    samples: Samples, settings: Settings, quick: bool, started: str, path: Path
+    samples: Samples,
+    settings: Settings,
+    quick: bool,
+    started: str,
+    path: Path,
+    merged: list[str] | None = None,
 ) -> None:
+    """The report: medians per loop, ratios to each peer, the targets of issue 5.
+
+    ``merged``: what this run measured ("server (loop: workloads)") when it was merged
+    (``--merge``) into the samples of an earlier one; the report says which numbers are new.
+    """
     lines = [
         "# shakehands benchmark results",
         "",
@@ -394,6 +404,15 @@ def write_markdown(
         "to core 1.",
         f"Versions: {versions()}.",
         "",
+    ]
+    if merged is not None:
+        lines += [
+            f"Merged run (`--merge`): this run measured only {'; '.join(merged)}. Every other "
+            "number is from the samples the previous latest.json held (its run is in the git "
+            "history of bench/results/).",
+            "",
+        ]
+    lines += [
         "Every server echoes binary messages with no compression, no size limit, no keepalive. "
         "msg/s counts echoed messages, MB/s echoed payload bytes (10^6) per second, KiB/conn the "
         "server's RSS growth per idle connection (slope between "
@@ -405,7 +424,7 @@ def write_markdown(
         servers = [s for s in samples.get(loop, {}) if s != DEFLATE_VARIANT]
         if not servers:
             continue
-        order = [s for s in [*LOOP_SERVERS, "shakehands-sync", *SYNC_SERVERS] if s in servers]
+        order = [s for s in [*LOOP_SERVERS, *SYNC_SERVERS] if s in servers]
         lines += [
             f"## Medians, {loop}" + (" (blocking APIs)" if loop == "threads" else " loop"),
             "",
@@ -420,7 +439,11 @@ def write_markdown(
         for loop in [*LOOPS, "threads"]:
             if api not in samples.get(loop, {}):
                 continue
-            peers = [p for p in [*PEERS, CEILING, *SYNC_SERVERS] if p in samples.get(loop, {})]
+            peers = [
+                p
+                for p in [*PEERS, CEILING, *SYNC_SERVERS]
+                if p in samples.get(loop, {}) and not p.startswith("shakehands")
+            ]
             lines += [
                 f"## Ratios: {api} / peer, {loop}",
                 "",
@@ -451,7 +474,10 @@ def write_chart(samples: Samples, path: Path) -> bool:
         print("matplotlib is absent: no chart (pip install -e '.[bench]')")
         return False
     loops = [loop for loop in LOOPS if loop in samples]
-    fig, axes = plt.subplots(len(loops), 1, figsize=(13, 4.2 * len(loops)), squeeze=False)
+    threads = samples.get("threads", {})
+    blocking = "shakehands-sync" in threads and "websockets-sync" in threads
+    panels = len(loops) + blocking
+    fig, axes = plt.subplots(panels, 1, figsize=(13, 4.2 * panels), squeeze=False)
     servers = [*SHAKEHANDS, *PEERS, CEILING]
     colors = [
         "#d62728",
@@ -463,7 +489,7 @@ def write_chart(samples: Samples, path: Path) -> bool:
         "#e377c2",
         "#7f7f7f",
     ]
-    for ax, loop in zip(axes[:, 0], loops, strict=True):
+    for ax, loop in zip(axes[: len(loops), 0], loops, strict=True):
         width = 0.8 / len(servers)
         for i, server in enumerate(servers):
             xs, ys = [], []
@@ -481,10 +507,53 @@ def write_chart(samples: Samples, path: Path) -> bool:
         ax.set_ylabel("relative to picows (higher is better)")
         ax.set_title(f"Echo servers, {loop} loop (memory row: picows' KiB / server's KiB)")
         ax.legend(fontsize=8, ncol=4)
+    if blocking:
+        # The blocking APIs against each other: shakehands-sync / websockets-sync.
+        ax = axes[-1, 0]
+        xs, ys = [], []
+        for j, w in enumerate(WORKLOADS):
+            r = ratio(
+                median(samples, "threads", "shakehands-sync", w.key),
+                median(samples, "threads", "websockets-sync", w.key),
+                w,
+            )
+            if r is not None:
+                xs.append(j)
+                ys.append(r)
+        ax.bar(xs, ys, 0.5, color=colors[0], label="shakehands-sync / websockets-sync")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(WORKLOADS)))
+        ax.set_xticklabels([w.label.replace(", ", ",\n", 1) for w in WORKLOADS], fontsize=8)
+        ax.set_ylabel("relative to websockets-sync")
+        ax.set_title("Blocking APIs, a thread per connection (memory row: inverse ratio of KiB)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def load_samples(path: Path) -> Samples:
+    """The samples of an earlier run (its latest.json), or none if there is no such file."""
+    if not path.exists():
+        return {}
+    data: Samples = json.loads(path.read_text())
+    return data
+
+
+def merge_samples(old: Samples, new: Samples) -> Samples:
+    """``old`` with every (loop, server, workload) that ``new`` measured replaced by ``new``'s.
+
+    Samples are replaced, never pooled: the medians of one cell always come from one run.
+    """
+    merged: Samples = {
+        loop: {server: dict(works) for server, works in servers.items()}
+        for loop, servers in old.items()
+    }
+    for loop, servers in new.items():
+        for server, works in servers.items():
+            merged.setdefault(loop, {}).setdefault(server, {}).update(works)
+    return merged
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,6 +570,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", nargs="+", choices=list(WORKLOAD_BY_KEY), help="only these")
     parser.add_argument(
         "--output", type=Path, default=RESULTS, help="where to write latest.md/json/png"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the samples already in OUTPUT/latest.json for every server, loop and "
+        "workload this run does not measure (e.g. with --only: rerun some servers only)",
     )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -546,8 +621,16 @@ def main(argv: list[str] | None = None) -> None:
                     server.stop()
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
+    merged = None
+    if args.merge:
+        merged = sorted(
+            f"{server} ({loop}: {', '.join(sorted(works))})"
+            for loop, servers in samples.items()
+            for server, works in servers.items()
+        )
+        samples = merge_samples(load_samples(out / "latest.json"), samples)
     (out / "latest.json").write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")
-    write_markdown(samples, settings, args.quick, started, out / "latest.md")
+    write_markdown(samples, settings, args.quick, started, out / "latest.md", merged)
     write_chart(samples, out / "latest.png")
     print(f"wrote {out / 'latest.md'}")
     for target, measured, met in targets(samples):

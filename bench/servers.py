@@ -76,9 +76,17 @@ async def shakehands_coroutine(port: int) -> None:
         await _forever()
 
 
-# SLOT: shakehands' blocking API (shakehands.sync) is being written on another branch. When it
-# lands, register it here as @server("shakehands-sync", uses_loop=False), mirroring
-# websockets_sync below, and add it to SYNC_SERVERS in bench/run.py.
+@server("shakehands-sync", uses_loop=False)
+def shakehands_sync(port: int) -> None:
+    # The blocking API: a thread per connection, like websockets' sync server below.
+    from shakehands.sync import serve
+
+    def echo(ws: Any) -> None:
+        for message in ws:
+            ws.send(message)
+
+    with serve(echo, HOST, port, **FAIR) as srv:
+        srv.serve_forever()
 
 
 # --------------------------------------------------------------------------------------------

@@ -86,6 +86,24 @@ def test_headers_multimap() -> None:
     assert h != Headers([("Host", "a")])
 
 
+def test_headers_index_is_lazy_and_can_be_released() -> None:
+    # The lookup index is built on demand and dropped after the handshake (idle memory):
+    # lookups give the same answers before, after and across adds in either state.
+    h = Headers([("Host", "a")])
+    assert h._index is None
+    h.add("X-Thing", "1")
+    assert h.get_all("x-thing") == ["1"]
+    assert h._index is not None
+    h.add("x-THING", "2")  # added to the index that is there
+    assert h.get_all("X-Thing") == ["1", "2"]
+    h._release_index()
+    assert h._index is None
+    h.add("X-Thing", "3")  # added while there is no index
+    assert h.get_all("X-THING") == ["1", "2", "3"]
+    assert h["host"] == "a" and "HOST" in h
+    assert h.items() == [("Host", "a"), ("X-Thing", "1"), ("x-THING", "2"), ("X-Thing", "3")]
+
+
 def test_parse_token_list() -> None:
     assert parse_token_list(["keep-alive, Upgrade", " , foo ,,\tBar"]) == [
         "keep-alive",

@@ -159,6 +159,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
     def _on_connection_lost(self) -> None:
         if self._open_handle is not None:
             self._open_handle.cancel()
+            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
         self.server._connections.discard(self)
         if self._opened:
             self._opened = False

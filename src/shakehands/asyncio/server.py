@@ -208,6 +208,7 @@ class ServerHandshake:
         self.protocol.send_response(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
+            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
         if response.status == 101:
             if getattr(self.protocol, "hixie76", False):
                 self.ping_interval = None  # draft-76 has no ping: no keepalive
@@ -281,6 +282,7 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
         super()._on_connection_lost()
         if self._open_handle is not None:
             self._open_handle.cancel()
+            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
         self.server._connections.discard(self)
 
 

@@ -80,34 +80,52 @@ class Headers:
 
     __slots__ = ("_items", "_index")
 
+    # Memory: the pairs are the headers; the index of lower-cased names is built on the first
+    # lookup only, and dropped again by :meth:`_release_index` once the handshake is over (an
+    # idle connection keeps its request for ``ws.request``; the index would double its size).
+
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
-        for name, value in items:
-            self.add(name, value)
+        # The pairs as given (the parser's list of tuples is not copied pair by pair).
+        self._items: list[tuple[str, str]] = list(items)
+        self._index: dict[str, list[str]] | None = None
+
+    def _lookup(self) -> dict[str, list[str]]:
+        """The index of lower-cased names (built now if it is not there)."""
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._items:
+                index.setdefault(name.lower(), []).append(value)
+            self._index = index
+        return index
+
+    def _release_index(self) -> None:
+        """Drop the index (rebuilt on the next lookup): to keep idle connections small."""
+        self._index = None
 
     def add(self, name: str, value: str) -> None:
         """Append a header, keeping any existing ones of the same name."""
         self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
+        if self._index is not None:
+            self._index.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        values = self._index.get(name.lower())
+        values = (self._index or self._lookup()).get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order (an empty list if absent)."""
-        return list(self._index.get(name.lower(), ()))
+        return list((self._index or self._lookup()).get(name.lower(), ()))
 
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
+        values = (self._index or self._lookup()).get(name.lower())
         if not values:
             raise KeyError(name)
         return values[0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in (self._index or self._lookup())
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._items)

@@ -205,6 +205,10 @@ class ServerProtocol(Connection):
                 and "Sec-WebSocket-Extensions" in response.headers
             ):
                 self.use_deflate(self._negotiated_deflate)
+            # The handshake is over: the headers' lookup indexes would only take memory now.
+            response.headers._release_index()
+            if self.request is not None:
+                self.request.headers._release_index()
             early, self._early = self._early, bytearray()
             if early:
                 self.receive_data(bytes(early))
