@@ -1292,3 +1292,24 @@ async def test_listening_socket_is_loopback(api: str) -> None:
         (sock,) = server.sockets
         assert sock.family == socket.AF_INET
         assert sock.getsockname() == (HOST, server.port)
+
+
+async def test_connections_keep_their_state_in_slots(api: str) -> None:
+    # Idle memory: every attribute of a connection object lives in a slot; an instance dict
+    # (1.5 KiB once past 30 attributes) is only created if the application sets its own
+    # attributes, which stays possible. The request's headers are packed into one string.
+    async with echo_server(api, compression=None) as server:
+        async with shakehands.connect(uri(server, "/room?x=1")) as client:
+            await client.send(b"ping")
+            assert await client.recv() == b"ping"
+            await wait_for_condition(lambda: len(server.connections) == 1)
+            (ws,) = server.connections
+            assert vars(ws) == {} and vars(client) == {}
+            assert isinstance(ws.request.headers._items, str)
+            # Still there for the application, unpacked on access.
+            assert ws.request.path == "/room" and ws.request.headers["Upgrade"] == "websocket"
+            ws.my_state = 42  # type: ignore[union-attr]
+            assert vars(ws) == {"my_state": 42}
+            assert not ws.closed_future.done()
+        await wait_for_condition(lambda: not server.connections)
+        assert ws.closed_future.done()

@@ -119,12 +119,16 @@ def test_valid_request_gets_101(feed: Feed) -> None:
 
 def test_handshake_headers_keep_no_index_after_101() -> None:
     # Idle memory: the request and the response stay (ws.request, ws.response) but not their
-    # lookup indexes; looking a header up afterwards still works.
+    # lookup indexes, and their pairs are packed into one string; looking a header up
+    # afterwards still works.
     server, response = handshake(request_bytes())
     assert_accepted(server, response)
     assert server.request is not None and server.response is not None
     assert server.request.headers._index is None
     assert server.response.headers._index is None
+    assert isinstance(server.request.headers._items, str)
+    assert isinstance(server.response.headers._items, str)
+    assert ("Sec-WebSocket-Version", "13") in server.request.headers.items()
     assert server.request.headers["upgrade"].lower() == "websocket"
     assert server.response.headers.get("sec-websocket-accept") == response.get(
         "Sec-WebSocket-Accept"

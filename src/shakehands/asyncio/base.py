@@ -56,6 +56,34 @@ class TransportProtocol(asyncio.Protocol):
     protocol: Connection
     transport: asyncio.Transport
 
+    # Slots, not a per-instance dict: past 30 attributes CPython gives each instance a full
+    # dict (1.5 KiB), a third of an idle connection. "__dict__" stays in the list so that
+    # applications may still set attributes of their own (the dict is created then only).
+    __slots__ = (
+        "protocol",
+        "transport",
+        "loop",
+        "ping_interval",
+        "ping_timeout",
+        "close_timeout",
+        "write_limit",
+        "_closed_future",
+        "_lost",
+        "_writing_paused",
+        "_drain_waiters",
+        "_pings",
+        "_keepalive_handle",
+        "_keepalive_payload",
+        "_keepalive_deadline",
+        "_abort_handle",
+        "_shutting_down",
+        "_hold_close",
+        "_eof_sent",
+        "_client_wait_handle",
+        "__dict__",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         protocol: Connection,
@@ -71,8 +99,10 @@ class TransportProtocol(asyncio.Protocol):
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.write_limit = write_limit
-        #: Done when the TCP connection is lost.
-        self.closed_future: asyncio.Future[None] = self.loop.create_future()
+        # closed_future is created on first use only (idle memory: most connections never
+        # need it); _lost says the same for code that must not create it.
+        self._closed_future: asyncio.Future[None] | None = None
+        self._lost = False
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
@@ -84,6 +114,16 @@ class TransportProtocol(asyncio.Protocol):
         self._hold_close = False
         self._eof_sent = False
         self._client_wait_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def closed_future(self) -> asyncio.Future[None]:
+        """A future done when the TCP connection is lost."""
+        future = self._closed_future
+        if future is None:
+            future = self._closed_future = self.loop.create_future()
+            if self._lost:
+                future.set_result(None)
+        return future
 
     # -----------------------------------------------------------------------------------------
     # asyncio.Protocol
@@ -116,8 +156,10 @@ class TransportProtocol(asyncio.Protocol):
         if self.protocol.state is not State.CLOSED:
             self.protocol.receive_eof()
         self.protocol.events_received()
-        if not self.closed_future.done():
-            self.closed_future.set_result(None)
+        self._lost = True
+        future = self._closed_future
+        if future is not None and not future.done():
+            future.set_result(None)
         closed = self.protocol.close_exception()
         for _, waiter in self._pings.values():
             if not waiter.done():
@@ -341,14 +383,14 @@ class TransportProtocol(asyncio.Protocol):
     @property
     def close_code(self) -> int | None:
         """The peer's close code once closed (1006 without a close frame), else ``None``."""
-        if self.protocol.state is not State.CLOSED and not self.closed_future.done():
+        if self.protocol.state is not State.CLOSED and not self._lost:
             return None
         return self.protocol.close_code
 
     @property
     def close_reason(self) -> str | None:
         """The peer's close reason once closed, else ``None``."""
-        if self.protocol.state is not State.CLOSED and not self.closed_future.done():
+        if self.protocol.state is not State.CLOSED and not self._lost:
             return None
         return self.protocol.close_reason
 

@@ -56,6 +56,20 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
 
     protocol: ServerProtocol
 
+    __slots__ = (
+        "server",
+        "options",
+        "_open_handle",
+        "_over_limit",
+        "listener",
+        "request",
+        "subprotocol",
+        "context",
+        "_in_batch",
+        "_opened",
+        "_read_paused_for_write",
+    )
+
     def __init__(self, server: Server[Any], listener: Listener, options: ServerOptions) -> None:
         super().__init__(
             options.new_protocol(),
@@ -64,9 +78,8 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
             close_timeout=options.close_timeout,
             write_limit=options.write_limit,
         )
-        self.server = server
+        self._init_handshake(server, options)
         self.listener = listener
-        self.options = options
         self.request: Request | None = None
         self.subprotocol: str | None = None
         #: Free for the application: per-connection state.
@@ -157,10 +170,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
                 self.transport.resume_reading()
 
     def _on_connection_lost(self) -> None:
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        self.server._connections.discard(self)
+        self._unregister()
         if self._opened:
             self._opened = False
             try:

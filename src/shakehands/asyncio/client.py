@@ -28,6 +28,8 @@ class ClientConnection(WebSocketConnection):
 
     protocol: ClientProtocol
 
+    __slots__ = ("handshake_done",)
+
     def __init__(self, protocol: ClientProtocol, **options: Any) -> None:
         super().__init__(protocol, **options)
         self.request = protocol.request

@@ -36,6 +36,20 @@ class WebSocketConnection(TransportProtocol):
 
     answers_later = True
 
+    __slots__ = (
+        "max_queue",
+        "_messages",
+        "_recv_waiter",
+        "_reading_paused",
+        "_unflushed",
+        "_flush_handle",
+        "_close_hold_expired",
+        "_close_hold_timer",
+        "request",
+        "response",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         protocol: Connection,
@@ -60,6 +74,8 @@ class WebSocketConnection(TransportProtocol):
         # Deferred writes: what send() queued since the last write, and the pending flush.
         self._unflushed = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._close_hold_expired = False
+        self._close_hold_timer: asyncio.TimerHandle | None = None
         #: The opening handshake's request (server: the client's; client: ours).
         self.request: Request | None = None
         #: The opening handshake's response.
@@ -98,8 +114,6 @@ class WebSocketConnection(TransportProtocol):
     #: How long an owed close frame waits for the application to read the messages that came
     #: before it (so that its answers go first), in seconds.
     close_hold_limit = 1.0
-    _close_hold_expired = False
-    _close_hold_timer: asyncio.TimerHandle | None = None
 
     def _has_unread_messages(self) -> bool:
         return bool(self._messages)
@@ -151,11 +165,7 @@ class WebSocketConnection(TransportProtocol):
                 if not self.transport.is_closing():
                     self.transport.resume_reading()
             return message
-        if (
-            self.closed_future.done()
-            or self.protocol.close_rcvd is not None
-            or self.protocol.failure is not None
-        ):
+        if self._lost or self.protocol.close_rcvd is not None or self.protocol.failure is not None:
             # No message can come any more: wait for the end, then say how it ended.
             await asyncio.shield(self.closed_future)
             raise self._closed_error()
@@ -298,11 +308,11 @@ class WebSocketConnection(TransportProtocol):
         self._flush()
 
     async def _drain(self) -> None:
-        while self._writing_paused and not self.closed_future.done():
+        while self._writing_paused and not self._lost:
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
-        if self.closed_future.done():
+        if self._lost:
             raise self._closed_error()
 
     async def ping(self, data: bytes | None = None) -> float:
@@ -332,7 +342,7 @@ class WebSocketConnection(TransportProtocol):
         Waits at most ``close_timeout`` for the peer's close frame, then drops the connection.
         Calling it on a closed connection does nothing.
         """
-        if not self.closed_future.done():
+        if not self._lost:
             self._start_close(code, reason)
             await asyncio.shield(self.closed_future)
 

@@ -125,11 +125,20 @@ class ServerHandshake:
     server: Server[Any]
     options: ServerOptions
     ping_interval: float | None
-    closed_future: asyncio.Future[None]
 
-    _open_handle: asyncio.TimerHandle | None = None
+    # No __slots__ here (two bases with slots cannot be mixed): the classes it is mixed into
+    # list "server", "options", "_open_handle" and "_over_limit" in theirs and call
+    # _init_handshake (a slot of theirs would hide a default value set here).
+
+    _open_handle: asyncio.TimerHandle | None
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
-    _over_limit = False
+    _over_limit: bool
+
+    def _init_handshake(self, server: Server[Any], options: ServerOptions) -> None:
+        self.server = server
+        self.options = options
+        self._open_handle = None
+        self._over_limit = False
 
     def _register(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
@@ -139,9 +148,16 @@ class ServerHandshake:
             self._over_limit = True
         else:
             server._admitted.add(self)
-            self.closed_future.add_done_callback(lambda _: server._admitted.discard(self))
         if self.options.open_timeout is not None:
             self._open_handle = self.loop.call_later(self.options.open_timeout, self._open_expired)
+
+    def _unregister(self) -> None:
+        """The TCP connection is gone: forget it (called once, from connection_lost)."""
+        if self._open_handle is not None:
+            self._open_handle.cancel()
+            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
+        self.server._connections.discard(self)
+        self.server._admitted.discard(self)
 
     def _open_expired(self) -> None:
         if self.protocol.state is State.CONNECTING:
@@ -236,6 +252,8 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
 
     protocol: ServerProtocol
 
+    __slots__ = ("server", "options", "_open_handle", "_over_limit", "handler", "handler_task")
+
     def __init__(self, server: Server[Any], handler: Handler, options: ServerOptions) -> None:
         super().__init__(
             options.new_protocol(),
@@ -245,9 +263,8 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
             close_timeout=options.close_timeout,
             write_limit=options.write_limit,
         )
-        self.server = server
+        self._init_handshake(server, options)
         self.handler = handler
-        self.options = options
         self.handler_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -280,10 +297,7 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
 
     def _on_connection_lost(self) -> None:
         super()._on_connection_lost()
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        self.server._connections.discard(self)
+        self._unregister()
 
 
 class Server(Generic[C]):

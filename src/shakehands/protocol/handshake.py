@@ -81,31 +81,59 @@ class Headers:
     __slots__ = ("_items", "_index")
 
     # Memory: the pairs are the headers; the index of lower-cased names is built on the first
-    # lookup only, and dropped again by :meth:`_release_index` once the handshake is over (an
-    # idle connection keeps its request for ``ws.request``; the index would double its size).
+    # lookup only. Once the handshake is over, :meth:`_compact` drops the index and packs the
+    # pairs into one string (an idle connection keeps its request for ``ws.request``: one
+    # string is a fifth of the size of a list of tuples of strings); they are unpacked again on
+    # the next access.
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        # The pairs as given (the parser's list of tuples is not copied pair by pair).
-        self._items: list[tuple[str, str]] = list(items)
+        # The pairs as given (the parser's list of tuples is not copied pair by pair). When
+        # compacted: one string, "name:value" lines joined by "\n" (names are tokens, without
+        # ":"; parsed values never contain "\n", see _VALUE_RE; _compact checks the rest).
+        self._items: list[tuple[str, str]] | str = list(items)
         self._index: dict[str, list[str]] | None = None
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        """The pairs (unpacked now if they were compacted)."""
+        items = self._items
+        if isinstance(items, str):
+            unpacked: list[tuple[str, str]] = []
+            if items:
+                for line in items.split("\n"):
+                    name, _, value = line.partition(":")
+                    unpacked.append((name, value))
+            self._items = items = unpacked
+        return items
 
     def _lookup(self) -> dict[str, list[str]]:
         """The index of lower-cased names (built now if it is not there)."""
         index = self._index
         if index is None:
             index = {}
-            for name, value in self._items:
+            for name, value in self._pairs():
                 index.setdefault(name.lower(), []).append(value)
             self._index = index
         return index
 
-    def _release_index(self) -> None:
-        """Drop the index (rebuilt on the next lookup): to keep idle connections small."""
+    def _compact(self) -> None:
+        """Drop the index and pack the pairs into one string: to keep idle connections small.
+
+        Nothing is lost: the next access unpacks them. Pairs that could not be told apart
+        once packed (a name with ":" or a value with a line feed, only possible for headers
+        built by hand) are left as they are.
+        """
         self._index = None
+        items = self._items
+        if isinstance(items, str):
+            return
+        for name, value in items:
+            if ":" in name or "\n" in name or "\n" in value:
+                return
+        self._items = "\n".join([f"{name}:{value}" for name, value in items])
 
     def add(self, name: str, value: str) -> None:
         """Append a header, keeping any existing ones of the same name."""
-        self._items.append((name, value))
+        self._pairs().append((name, value))
         if self._index is not None:
             self._index.setdefault(name.lower(), []).append(value)
 
@@ -128,22 +156,23 @@ class Headers:
         return isinstance(name, str) and name.lower() in (self._index or self._lookup())
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items)
+        return (name for name, _ in self._pairs())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._pairs())
 
     def items(self) -> list[tuple[str, str]]:
         """All ``(name, value)`` pairs in order, names as received."""
-        return list(self._items)
+        return list(self._pairs())
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._pairs()!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return [(n.lower(), v) for n, v in self._items] == [(n.lower(), v) for n, v in other._items]
+        mine, theirs = self._pairs(), other._pairs()
+        return [(n.lower(), v) for n, v in mine] == [(n.lower(), v) for n, v in theirs]
 
     __hash__ = None  # type: ignore[assignment]
 

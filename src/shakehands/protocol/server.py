@@ -205,10 +205,10 @@ class ServerProtocol(Connection):
                 and "Sec-WebSocket-Extensions" in response.headers
             ):
                 self.use_deflate(self._negotiated_deflate)
-            # The handshake is over: the headers' lookup indexes would only take memory now.
-            response.headers._release_index()
+            # The handshake is over: compact headers (unpacked again if the application asks).
+            response.headers._compact()
             if self.request is not None:
-                self.request.headers._release_index()
+                self.request.headers._compact()
             early, self._early = self._early, bytearray()
             if early:
                 self.receive_data(bytes(early))
