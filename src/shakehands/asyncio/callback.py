@@ -19,7 +19,14 @@ from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
 from ..protocol.server import ServerProtocol
 from .base import TransportProtocol, write_chunks
-from .server import ServeContext, Server, ServerHandshake, ServerOptions, split_server_options
+from .server import (
+    HANDSHAKE_SLOTS,
+    ServeContext,
+    Server,
+    ServerHandshake,
+    ServerOptions,
+    split_server_options,
+)
 
 __all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
 
@@ -57,10 +64,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
     protocol: ServerProtocol
 
     __slots__ = (
-        "server",
-        "options",
-        "_open_handle",
-        "_over_limit",
+        *HANDSHAKE_SLOTS,
         "listener",
         "request",
         "subprotocol",

@@ -112,6 +112,10 @@ class ServerOptions:
         )
 
 
+#: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
+HANDSHAKE_SLOTS = ("server", "options", "_open_handle", "_over_limit")
+
+
 class ServerHandshake:
     """The server side of the opening handshake, mixed into both server connection classes.
 
@@ -127,8 +131,8 @@ class ServerHandshake:
     ping_interval: float | None
 
     # No __slots__ here (two bases with slots cannot be mixed): the classes it is mixed into
-    # list "server", "options", "_open_handle" and "_over_limit" in theirs and call
-    # _init_handshake (a slot of theirs would hide a default value set here).
+    # put HANDSHAKE_SLOTS in theirs and call _init_handshake (a slot of theirs would hide a
+    # default value set here).
 
     _open_handle: asyncio.TimerHandle | None
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
@@ -252,7 +256,7 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
 
     protocol: ServerProtocol
 
-    __slots__ = ("server", "options", "_open_handle", "_over_limit", "handler", "handler_task")
+    __slots__ = (*HANDSHAKE_SLOTS, "handler", "handler_task")
 
     def __init__(self, server: Server[Any], handler: Handler, options: ServerOptions) -> None:
         super().__init__(
