@@ -1,6 +1,6 @@
 """Server memory per connection for each permessage-deflate setting.
 
-    python bench/compression_memory.py [--connections 300]
+    python bench/compression_memory.py [--connections 300] [--message-size 4096]
 
 For each setting, starts an echo server (coroutine API) in a fresh process, opens N client
 connections from this process with the same settings, sends one 4 KiB text message each way on
@@ -25,7 +25,8 @@ from shakehands import DeflateOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SETTINGS: dict[str, str] = {
+#: name -> the server's ``compression=``, or (the server's, the client's) when they differ.
+SETTINGS: dict[str, str | tuple[str, str]] = {
     "compression=None": "None",
     "default (window 12 bits, memLevel 5)": "DeflateOptions()",
     "window 15, memLevel 8 (zlib's defaults)": (
@@ -36,6 +37,12 @@ SETTINGS: dict[str, str] = {
     ),
     "default + both no_context_takeover": (
         "DeflateOptions(server_no_context_takeover=True, client_no_context_takeover=True)"
+    ),
+    # A client that offers a bare permessage-deflate (no client_max_window_bits, as some
+    # libraries do): the server cannot ask for a smaller window and inflates with 15 bits.
+    "default server, client offers no client_max_window_bits": (
+        "DeflateOptions()",
+        "DeflateOptions(client_max_window_bits=15)",
     ),
 }
 
@@ -72,9 +79,13 @@ def free_port() -> int:
 
 
 async def load(
-    port: int, options: DeflateOptions | None, count: int, pid: int
+    port: int, options: DeflateOptions | None, count: int, pid: int, size: int
 ) -> tuple[float, float]:
-    message = ("shakehands measures its memory; " * 128)[:4096]
+    # Text that compresses about as well as JSON does, not a repeated phrase: the inflater's
+    # window is touched (and so resident) only as far as the messages reach into it.
+    phrase = "shakehands measures memory " * size
+    words = [f"{word}{n % 97}" for n, word in enumerate(phrase.split())]
+    message = " ".join(words)[:size]
     connections = []
     for _ in range(count):
         ws = await shakehands.connect(
@@ -94,7 +105,8 @@ async def load(
     return float(idle), float(talked)
 
 
-def measure(options_source: str, count: int) -> tuple[float, float]:
+def measure(setting: str | tuple[str, str], count: int, size: int) -> tuple[float, float]:
+    options_source, client_source = setting if isinstance(setting, tuple) else (setting, setting)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER.replace("{options}", options_source), str(port)],
@@ -107,8 +119,8 @@ def measure(options_source: str, count: int) -> tuple[float, float]:
         assert server.stdout.readline().strip() == "ready"
         time.sleep(0.2)
         base = rss_kib(server.pid)
-        options = eval(options_source, {"DeflateOptions": DeflateOptions})  # noqa: S307
-        idle, talked = asyncio.run(load(port, options, count, server.pid))
+        options = eval(client_source, {"DeflateOptions": DeflateOptions})  # noqa: S307
+        idle, talked = asyncio.run(load(port, options, count, server.pid, size))
         return (idle - base) / count, (talked - base) / count
     finally:
         server.terminate()
@@ -118,14 +130,20 @@ def measure(options_source: str, count: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument(
+        "--message-size", type=int, default=4096, help="characters per message (default 4096)"
+    )
     args = parser.parse_args()
     version = sys.version.split()[0]
-    print(f"Server RSS per connection, {args.connections} connections, Python {version}")
+    print(
+        f"Server RSS per connection, {args.connections} connections, one message of "
+        f"{args.message_size} characters each way, Python {version}"
+    )
     print()
     print("| setting | idle, handshake only (KiB) | after one message each way (KiB) |")
     print("|---|---|---|")
     for name, source in SETTINGS.items():
-        idle, talked = measure(source, args.connections)
+        idle, talked = measure(source, args.connections, args.message_size)
         print(f"| {name} | {idle:.1f} | {talked:.1f} |", flush=True)
 
 
