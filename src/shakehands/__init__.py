@@ -7,6 +7,8 @@ The sans-I/O core lives in :mod:`shakehands.protocol`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .protocol.deflate import DeflateOptions
 from .protocol.errors import (
     CloseCode,
@@ -62,55 +64,100 @@ __all__ = [
     "__version__",
 ]
 
-from .asyncio import (  # noqa: E402
-    CallbackConnection,
-    ClientConnection,
-    Listener,
-    Server,
-    ServerConnection,
-    WebSocketConnection,
-    connect,
-    serve,
-    serve_callbacks,
-)
-
-__all__ += [
-    "CallbackConnection",
-    "ClientConnection",
-    "Listener",
-    "Server",
-    "ServerConnection",
-    "WebSocketConnection",
-    "connect",
-    "serve",
-    "serve_callbacks",
-]
-
-# The blocking API is a subpackage of its own (its serve/connect would clash with the asyncio ones).
-from . import sync  # noqa: E402
-
-__all__ += ["sync"]
-
-from .broadcast import (  # noqa: E402
-    BroadcastResult,
-    ConnectionCounters,
-    SlowClientPolicy,
-    broadcast,
-    broadcast_counters,
-    set_slow_client_policy,
-)
-from .hub import Gap, Hub, MemoryBackend, PublishError, RedisBackend  # noqa: E402
+# Everything below is imported on first use (PEP 562), so that ``import shakehands`` and
+# ``import shakehands.protocol`` stay cheap and the sans-I/O core never pulls in asyncio,
+# threading, socket, selectors or ssl (tests/protocol/test_imports.py checks it).
+_LAZY: dict[str, str] = {
+    # The asyncio API (coroutines and callbacks) and the client.
+    "CallbackConnection": ".asyncio",
+    "ClientConnection": ".asyncio",
+    "Listener": ".asyncio",
+    "Server": ".asyncio",
+    "ServerConnection": ".asyncio",
+    "WebSocketConnection": ".asyncio",
+    "connect": ".asyncio",
+    "serve": ".asyncio",
+    "serve_callbacks": ".asyncio",
+    # Fan-out to many connections.
+    "BroadcastResult": ".broadcast",
+    "ConnectionCounters": ".broadcast",
+    "SlowClientPolicy": ".broadcast",
+    "broadcast": ".broadcast",
+    "broadcast_counters": ".broadcast",
+    "set_slow_client_policy": ".broadcast",
+    # Scale-out across processes.
+    "Gap": ".hub",
+    "Hub": ".hub",
+    "MemoryBackend": ".hub",
+    "PublishError": ".hub",
+    "RedisBackend": ".hub",
+}
+#: Subpackages that ``shakehands.<name>`` reaches without an explicit import. The blocking API is
+#: a subpackage of its own (its serve/connect would clash with the asyncio ones).
+_SUBMODULES = frozenset({"asyncio", "sync", "protocol", "broadcast", "hub"})
 
 __all__ += [
     "BroadcastResult",
+    "CallbackConnection",
+    "ClientConnection",
     "ConnectionCounters",
     "Gap",
     "Hub",
+    "Listener",
     "MemoryBackend",
     "PublishError",
     "RedisBackend",
+    "Server",
+    "ServerConnection",
     "SlowClientPolicy",
+    "WebSocketConnection",
     "broadcast",
     "broadcast_counters",
+    "connect",
+    "serve",
+    "serve_callbacks",
     "set_slow_client_policy",
+    "sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or subpackage) on first use, then keep it in the module."""
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from . import sync
+    from .asyncio import (
+        CallbackConnection,
+        ClientConnection,
+        Listener,
+        Server,
+        ServerConnection,
+        WebSocketConnection,
+        connect,
+        serve,
+        serve_callbacks,
+    )
+    from .broadcast import (
+        BroadcastResult,
+        ConnectionCounters,
+        SlowClientPolicy,
+        broadcast,
+        broadcast_counters,
+        set_slow_client_policy,
+    )
+    from .hub import Gap, Hub, MemoryBackend, PublishError, RedisBackend

@@ -228,6 +228,23 @@ async def test_bad_handshake_responses(response: bytes) -> None:
             assert excinfo.value.response.body == b"hello"
 
 
+async def test_oversized_response_headers_are_an_invalid_response() -> None:
+    # Not HeadersTooLarge ("request headers too large", the server's 431): the server is at
+    # fault, and the client says so in response wording.
+    async def script(conn: RawServerConnection) -> None:
+        await conn.read_request()
+        conn.writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+        )
+        await conn.writer.drain()
+        conn.writer.close()
+
+    async with RawServer(script) as raw, asyncio.timeout(5):
+        with pytest.raises(InvalidResponse, match="response headers too large") as excinfo:
+            await shakehands.connect(raw.uri)
+        assert not isinstance(excinfo.value, shakehands.HeadersTooLarge)
+
+
 async def test_server_picks_subprotocol_not_offered() -> None:
     async def script(conn: RawServerConnection) -> None:
         await conn.accept(b"Sec-WebSocket-Protocol: evil\r\n")

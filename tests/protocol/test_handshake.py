@@ -533,6 +533,40 @@ def test_response_parser_invalid(data: bytes) -> None:
         parse_response(data)
 
 
+@pytest.mark.parametrize("step", [None, 1000])
+@pytest.mark.parametrize(
+    ("extra", "wording"),
+    [
+        (b"X-Big: " + b"a" * 9000 + b"\r\n", "response headers too large"),
+        (b"".join(b"X-%d: 1\r\n" % n for n in range(200)), "too many headers"),
+    ],
+    ids=["bytes", "count"],
+)
+def test_response_parser_limits_are_response_errors(
+    extra: bytes, wording: str, step: int | None
+) -> None:
+    # The server's fault, reported as an invalid response: not the 431 a server answers a
+    # request with (HeadersTooLarge, "request headers too large").
+    data = b"HTTP/1.1 101 Switching Protocols\r\n" + extra + b"\r\n"
+    with pytest.raises(InvalidResponse) as excinfo:
+        parse_response(data, step)
+    assert not isinstance(excinfo.value, HeadersTooLarge)
+    assert wording in str(excinfo.value)
+    assert "request" not in str(excinfo.value)
+
+
+def test_response_parser_long_status_line() -> None:
+    with pytest.raises(InvalidResponse, match="status line too long"):
+        parse_response(b"HTTP/1.1 200 " + b"x" * 9000 + b"\r\n\r\n", 1000)
+
+
+def test_request_parser_limits_stay_431() -> None:
+    parser = RequestParser()
+    with pytest.raises(HeadersTooLarge, match="request headers too large") as excinfo:
+        parser.feed(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+    assert excinfo.value.status == 431
+
+
 def _response_101(**replace: str | None) -> Response:
     headers = {
         "Upgrade": "websocket",

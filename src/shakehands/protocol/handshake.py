@@ -316,6 +316,11 @@ class _HeadParser:
         self._start_checked = False
 
     def _reject(self, reason: str) -> InvalidHandshake:
+        """The error for a malformed head (the wording and class of this side)."""
+        raise NotImplementedError
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        """The error for a head over ``max_headers`` / ``max_header_bytes``."""
         raise NotImplementedError
 
     def _check_start(self, start: bytes | bytearray) -> None:
@@ -347,7 +352,7 @@ class _HeadParser:
                     self._start_checked = True
                     self._check_start_line(bytes(buf[:line_end]))
                 if len(buf) - line_end > self.max_header_bytes + 5:
-                    raise HeadersTooLarge("request headers too large")
+                    raise self._too_large("headers too large")
             return None
         head = bytes(buf[:end])
         rest = bytes(buf[end + 4 :])
@@ -360,7 +365,7 @@ class _HeadParser:
             self._start_checked = True
             self._check_start_line(start)
         if len(field_block) > self.max_header_bytes:
-            raise HeadersTooLarge("request headers too large")
+            raise self._too_large("headers too large")
         return start, self._parse_fields(field_block), rest
 
     def _parse_fields(self, block: bytes) -> list[tuple[str, str]]:
@@ -368,7 +373,7 @@ class _HeadParser:
             return []
         lines = block.split(b"\r\n")
         if len(lines) > self.max_headers:
-            raise HeadersTooLarge(f"too many headers (at most {self.max_headers})")
+            raise self._too_large(f"too many headers (at most {self.max_headers})")
         fields = []
         for line in lines:
             name, colon, value = line.partition(b":")
@@ -407,6 +412,10 @@ class RequestParser(_HeadParser):
 
     def _reject(self, reason: str) -> InvalidHandshake:
         return InvalidRequest(reason)
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        # 431 (RFC 6585 §5): the one limit a client can fix by sending less.
+        return HeadersTooLarge(f"request {reason}")
 
     def _check_start(self, start: bytes | bytearray) -> None:
         # Fail at once on bytes that cannot start a request line (binary garbage, a TLS
@@ -476,7 +485,11 @@ class ResponseParser(_HeadParser):
         self._body_length = 0
 
     def _reject(self, reason: str) -> InvalidHandshake:
-        return InvalidResponse(reason.replace("request", "response"))
+        return InvalidResponse(reason.replace("request line", "status line"))
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        # Not HeadersTooLarge: that is the server's 431 for a request; this is the server's fault.
+        return InvalidResponse(f"response {reason}")
 
     def feed(self, data: bytes) -> Response | None:
         """Add bytes; return the response once complete, else ``None``."""

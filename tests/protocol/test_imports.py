@@ -1,0 +1,89 @@
+"""The sans-I/O core imports no I/O machinery, and ``import shakehands`` stays cheap.
+
+Each check runs in a fresh interpreter, since this test process has imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import shakehands
+
+#: Modules whose presence would mean the core (or the bare package) performs or prepares I/O.
+IO_MODULES = ["asyncio", "threading", "socket", "selectors", "ssl"]
+PROTOCOL_DIR = Path(shakehands.__file__).parent / "protocol"
+PROTOCOL_MODULES = sorted(
+    f"shakehands.protocol.{path.stem}"
+    for path in PROTOCOL_DIR.glob("*.py")
+    if path.stem != "__init__"
+)
+
+
+def imported_after(statements: str) -> set[str]:
+    """Run ``statements`` in a fresh interpreter; return the I/O modules it has loaded."""
+    code = (
+        "import json, sys\n"
+        f"{statements}\n"
+        f"print(json.dumps(sorted(set({IO_MODULES!r}) & set(sys.modules))))\n"
+    )
+    # -I would drop PYTHONPATH and the editable install's path hook; -S is not needed either.
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    return set(json.loads(result.stdout))
+
+
+def test_protocol_modules_are_listed() -> None:
+    assert "shakehands.protocol.connection" in PROTOCOL_MODULES
+    assert "shakehands.protocol.handshake" in PROTOCOL_MODULES
+
+
+@pytest.mark.parametrize("module", ["shakehands.protocol", *PROTOCOL_MODULES])
+def test_protocol_imports_no_io(module: str) -> None:
+    assert imported_after(f"import {module}") == set()
+
+
+def test_every_protocol_module_together_imports_no_io() -> None:
+    statements = "\n".join(f"import {module}" for module in PROTOCOL_MODULES)
+    assert imported_after(statements) == set()
+
+
+def test_import_shakehands_is_lazy() -> None:
+    # The package itself: errors, Headers, Request, Response, DeflateOptions; no asyncio yet.
+    assert imported_after("import shakehands\nshakehands.Response, shakehands.CloseCode") == set()
+
+
+def test_lazy_names_import_on_first_use() -> None:
+    loaded = imported_after("import shakehands\nshakehands.serve")
+    assert "asyncio" in loaded
+    loaded = imported_after("from shakehands import sync\nsync.serve")
+    assert "threading" in loaded
+
+
+def test_every_public_name_resolves() -> None:
+    for name in shakehands.__all__:
+        assert getattr(shakehands, name) is not None, name
+    assert set(shakehands._LAZY) <= set(shakehands.__all__)
+    assert set(shakehands.__all__) <= set(dir(shakehands))
+    with pytest.raises(AttributeError):
+        _ = shakehands.no_such_name  # type: ignore[attr-defined]
+
+
+def test_lazy_names_are_the_objects_of_their_modules() -> None:
+    from shakehands.asyncio.server import serve
+    from shakehands.hub import Hub
+    from shakehands.sync import serve as sync_serve
+
+    assert shakehands.serve is serve
+    assert shakehands.Hub is Hub
+    assert shakehands.sync.serve is sync_serve
