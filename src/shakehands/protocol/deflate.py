@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidPayload, NegotiationError, PayloadTooBig
+from .headers import TOKEN
 
 __all__ = [
     "EXTENSION_NAME",
@@ -31,9 +32,8 @@ EXTENSION_NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
 _STEP = 64 * 1024
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|"(?:[^"\\]|\\.)*"))?\s*')
-_TOKEN_RE = re.compile(_TOKEN)
+_PARAM_RE = re.compile(rf'\s*({TOKEN})\s*(?:=\s*({TOKEN}|"(?:[^"\\]|\\.)*"))?\s*')
+_TOKEN_RE = re.compile(TOKEN)
 
 Params = list[tuple[str, str | None]]
 

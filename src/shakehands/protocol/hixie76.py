@@ -44,10 +44,10 @@ from .handshake import (
     HeadersLike,
     Request,
     Response,
-    _to_headers,
     error_response,
     parse_token_list,
 )
+from .headers import to_headers
 from .server import SelectSubprotocol, ServerProtocol
 
 __all__ = [
@@ -201,7 +201,7 @@ class Hixie76ServerProtocol(ServerProtocol):
         except InvalidHandshake as exc:
             self.handshake_exc = exc
             return error_response(exc.status, exc.reason, exc.headers)
-        for name, value in _to_headers(extra_headers).items():
+        for name, value in to_headers(extra_headers).items():
             response.headers.add(name, value)
         return response
 

@@ -1,0 +1,379 @@
+"""HTTP/1.1 messages of the opening handshake: requests, responses, and their parsers.
+
+This module owns the bytes of an HTTP/1.1 head (RFC 9112): :class:`Request` and
+:class:`Response`, serialising them, and parsing them incrementally under size limits. The
+request parser (server side) raises :class:`~.errors.InvalidRequest` (400) or
+:class:`~.errors.HeadersTooLarge` (431); the response parser (client side) raises
+:class:`~.errors.InvalidResponse` in response wording, since there the server is at fault.
+WebSocket rules (which headers an upgrade needs) are :mod:`.handshake`'s. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from .errors import HeadersTooLarge, InvalidHandshake, InvalidRequest, InvalidResponse
+from .headers import FIELD_VALUE_RE, TOKEN_RE, Headers, parse_token_list, to_headers
+
+__all__ = [
+    "Request",
+    "Response",
+    "RequestParser",
+    "ResponseParser",
+    "error_response",
+    "MAX_LINE",
+    "MAX_HEADERS",
+    "MAX_HEADER_BYTES",
+    "MAX_BODY",
+]
+
+#: Default limits on what the parser buffers (RFC 9112 suggests at least 8000 octets).
+MAX_LINE = 8192
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 8192
+#: A response body read on a refused client handshake is cut at this size.
+MAX_BODY = 65536
+
+# Request target in origin-form: visible ASCII only.
+_TARGET_RE = re.compile(rb"/[\x21-\x7e]*")
+# Absolute-form (RFC 9112 §3.2.2: a server MUST accept it): scheme, authority, then origin-form.
+_ABSOLUTE_TARGET_RE = re.compile(rb"(?i:https?|wss?)://([^/?#\x00-\x20\x7f-\xff]+)([\x21-\x7e]*)")
+
+
+@dataclass
+class Request:
+    """A parsed HTTP request, as the server sees it before answering.
+
+    This is what ``process_request`` hooks receive: the seed's ``getRequest``.
+    """
+
+    method: str
+    target: str
+    headers: Headers
+    version: str = "HTTP/1.1"
+    #: The peer's address, filled in by the I/O layer (``None`` in the sans-I/O core).
+    remote_address: tuple[str, int] | None = None
+    #: The authority of an absolute-form request target (``GET ws://host/path``), else ``None``.
+    authority: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The path of the request target, without the query."""
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        """The query string of the request target ('' when absent)."""
+        return self.target.partition("?")[2]
+
+    @property
+    def host(self) -> str | None:
+        """The ``Host`` header; for an absolute-form target, its authority (RFC 9112 §3.2.2)."""
+        if self.authority is not None:
+            return self.authority
+        return self.headers.get("Host")
+
+    @property
+    def origin(self) -> str | None:
+        """The ``Origin`` header (sent by browsers), or ``None``."""
+        return self.headers.get("Origin")
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """Subprotocols offered in ``Sec-WebSocket-Protocol``, in the client's order."""
+        return [
+            t.strip(" \t")
+            for v in self.headers.get_all("Sec-WebSocket-Protocol")
+            for t in v.split(",")
+            if t.strip(" \t")
+        ]
+
+    @property
+    def is_upgrade(self) -> bool:
+        """Whether the request asks for a WebSocket upgrade at all."""
+        return "websocket" in parse_token_list(self.headers.get_all("Upgrade"))
+
+    def serialize(self) -> bytes:
+        """The request's bytes on the wire."""
+        lines = [f"{self.method} {self.target} {self.version}"]
+        lines.extend(f"{n}: {v}" for n, v in self.headers.items())
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass
+class Response:
+    """An HTTP response: the 101 that accepts an upgrade, or any other answer.
+
+    Returning one from a ``process_request`` hook answers the request with it (the seed's
+    ``putResponse``) instead of upgrading.
+
+    Example:
+        >>> Response(404, body=b"no such room\\n").status
+        404
+    """
+
+    status: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.status = int(self.status)
+        if not isinstance(self.headers, Headers):
+            self.headers = to_headers(self.headers)
+        if not self.reason:
+            try:
+                self.reason = HTTPStatus(self.status).phrase
+            except ValueError:
+                self.reason = ""
+
+    def serialize(self) -> bytes:
+        """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
+        headers = self.headers.items()
+        if self.status != 101 and "Content-Length" not in self.headers:
+            headers.append(("Content-Length", str(len(self.body))))
+        lines = [f"HTTP/1.1 {self.status} {self.reason}"]
+        lines.extend(f"{n}: {v}" for n, v in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+def error_response(status: int, text: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """A plain-text answer that ends the connection: used for every refused handshake."""
+    h = Headers(headers)
+    h.add("Content-Type", "text/plain; charset=utf-8")
+    h.add("Connection", "close")
+    return Response(status, h, (text.rstrip("\n") + "\n").encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental parsing
+# ---------------------------------------------------------------------------------------------
+
+
+class _HeadParser:
+    """Buffers the head of an HTTP message (start line and fields) under limits."""
+
+    def __init__(self, max_line: int, max_headers: int, max_header_bytes: int) -> None:
+        self.max_line = max_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.buffer = bytearray()
+        self._start_checked = False
+
+    def _reject(self, reason: str) -> InvalidHandshake:
+        """The error for a malformed head (the wording and class of this side)."""
+        raise NotImplementedError
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        """The error for a head over ``max_headers`` / ``max_header_bytes``."""
+        raise NotImplementedError
+
+    def _check_start(self, start: bytes | bytearray) -> None:
+        """Cheap checks on the start of a line not yet complete."""
+
+    def _check_start_line(self, line: bytes) -> None:
+        """Checks on the complete start line, made once, before the rest of the head is in."""
+
+    def feed_head(self, data: bytes) -> tuple[bytes, list[tuple[str, str]], bytes] | None:
+        """Add bytes; return ``(start line, fields, rest)`` once the head is complete."""
+        buf = self.buffer
+        searched = max(0, len(buf) - 3)
+        buf += data
+        end = buf.find(b"\r\n\r\n", searched)
+        if end < 0:
+            line_end = buf.find(b"\r\n")
+            # Allow for the start of a CRLF (or CRLFCRLF) split across two reads: the same bytes
+            # must give the same answer however they arrive.
+            if line_end < 0:
+                self._check_start(buf)
+                if len(buf) > self.max_line + 1:
+                    raise self._reject("request line too long")
+            elif line_end > self.max_line:
+                raise self._reject("request line too long")
+            else:
+                if not self._start_checked:
+                    # A start line that can never be valid (an SSH banner, say) fails now
+                    # rather than after open_timeout.
+                    self._start_checked = True
+                    self._check_start_line(bytes(buf[:line_end]))
+                if len(buf) - line_end > self.max_header_bytes + 5:
+                    raise self._too_large("headers too large")
+            return None
+        head = bytes(buf[:end])
+        rest = bytes(buf[end + 4 :])
+        self.buffer = bytearray()
+        start, _, field_block = head.partition(b"\r\n")
+        if len(start) > self.max_line:
+            raise self._reject("request line too long")
+        if not self._start_checked:
+            # The same order of checks as when the head arrives in pieces: same verdict.
+            self._start_checked = True
+            self._check_start_line(start)
+        if len(field_block) > self.max_header_bytes:
+            raise self._too_large("headers too large")
+        return start, self._parse_fields(field_block), rest
+
+    def _parse_fields(self, block: bytes) -> list[tuple[str, str]]:
+        if not block:
+            return []
+        lines = block.split(b"\r\n")
+        if len(lines) > self.max_headers:
+            raise self._too_large(f"too many headers (at most {self.max_headers})")
+        fields = []
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            if not colon or not name:
+                raise self._reject("invalid header line")
+            if line[:1] in (b" ", b"\t"):
+                # RFC 9112 §5.2: obsolete line folding is rejected.
+                raise self._reject("obsolete line folding in headers")
+            if not TOKEN_RE.fullmatch(name):
+                raise self._reject("invalid header name")
+            value = value.strip(b" \t")
+            if not FIELD_VALUE_RE.fullmatch(value):
+                raise self._reject("invalid character in header value")
+            fields.append((name.decode("ascii"), value.decode("latin-1")))
+        return fields
+
+
+class RequestParser(_HeadParser):
+    """Parses one HTTP/1.1 request head, incrementally.
+
+    Feed bytes with :meth:`feed` until it returns a :class:`Request`. Bytes after the head (a client
+    that sends frames before reading the response) are kept in :attr:`rest`.
+
+    Raises:
+        InvalidRequest, HeadersTooLarge: as soon as the bytes cannot be a valid request head.
+    """
+
+    def __init__(
+        self,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
+        super().__init__(max_line, max_headers, max_header_bytes)
+        self.rest = b""
+
+    def _reject(self, reason: str) -> InvalidHandshake:
+        return InvalidRequest(reason)
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        # 431 (RFC 6585 §5): the one limit a client can fix by sending less.
+        return HeadersTooLarge(f"request {reason}")
+
+    def _check_start(self, start: bytes | bytearray) -> None:
+        # Fail at once on bytes that cannot start a request line (binary garbage, a TLS
+        # ClientHello on a plain port) rather than waiting for a CRLF that never comes.
+        # One regex match, in C: a loop in Python over the whole buffer on every read would be
+        # quadratic in CPU for a peer that sends a long token one byte at a time.
+        method = TOKEN_RE.match(start)
+        end = method.end() if method else 0
+        if end < len(start) and (end == 0 or start[end] != 0x20):
+            raise InvalidRequest("invalid request line")
+
+    def feed(self, data: bytes) -> Request | None:
+        """Add bytes; return the request once its head is complete, else ``None``."""
+        parsed = self.feed_head(data)
+        if parsed is None:
+            return None
+        start, fields, self.rest = parsed
+        method, target, authority = self._parse_request_line(start)
+        return Request(method, target, Headers(fields), authority=authority)
+
+    def _check_start_line(self, line: bytes) -> None:
+        self._parse_request_line(line)
+
+    @staticmethod
+    def _parse_request_line(start: bytes) -> tuple[str, str, str | None]:
+        parts = start.split(b" ")
+        if len(parts) != 3:
+            raise InvalidRequest("invalid request line")
+        method, target, version = parts
+        if not TOKEN_RE.fullmatch(method):
+            raise InvalidRequest("invalid request line")
+        if version != b"HTTP/1.1":
+            if re.fullmatch(rb"HTTP/\d\.\d", version):
+                raise InvalidRequest(
+                    f"unsupported HTTP version {version.decode()}: WebSocket needs HTTP/1.1"
+                )
+            raise InvalidRequest("invalid request line")
+        authority = None
+        absolute = _ABSOLUTE_TARGET_RE.fullmatch(target)
+        if absolute is not None:
+            # Kept as origin-form in ``target``, so that ``path`` means the same for every client.
+            authority = absolute.group(1).decode("ascii")
+            target = absolute.group(2)
+            if not target.startswith(b"/"):
+                target = b"/" + target
+        if not _TARGET_RE.fullmatch(target):
+            raise InvalidRequest("invalid request target")
+        return method.decode("ascii"), target.decode("ascii"), authority
+
+
+class ResponseParser(_HeadParser):
+    """Parses one HTTP/1.1 response (client side), incrementally.
+
+    A 101 response is complete at the end of its head; any other status is read with its body
+    (``Content-Length`` bytes, at most :data:`MAX_BODY`), so that the client can report it.
+    """
+
+    def __init__(
+        self,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
+        super().__init__(max_line, max_headers, max_header_bytes)
+        self.rest = b""
+        self._pending: Response | None = None
+        self._body_length = 0
+
+    def _reject(self, reason: str) -> InvalidHandshake:
+        return InvalidResponse(reason.replace("request line", "status line"))
+
+    def _too_large(self, reason: str) -> InvalidHandshake:
+        # Not HeadersTooLarge: that is the server's 431 for a request; this is the server's fault.
+        return InvalidResponse(f"response {reason}")
+
+    def feed(self, data: bytes) -> Response | None:
+        """Add bytes; return the response once complete, else ``None``."""
+        if self._pending is not None:
+            self.rest += data
+            return self._finish_body()
+        parsed = self.feed_head(data)
+        if parsed is None:
+            return None
+        start, fields, self.rest = parsed
+        m = re.fullmatch(rb"HTTP/1\.1 (\d{3})(?: (.*))?", start)
+        if m is None:
+            raise InvalidResponse("invalid status line")
+        response = Response(
+            int(m.group(1)), Headers(fields), reason=(m.group(2) or b"").decode("latin-1")
+        )
+        if response.status == 101:
+            return response
+        try:
+            self._body_length = min(int(response.headers.get("Content-Length", "0") or 0), MAX_BODY)
+        except ValueError:
+            self._body_length = 0
+        self._pending = response
+        return self._finish_body()
+
+    def _finish_body(self) -> Response | None:
+        assert self._pending is not None
+        if len(self.rest) < self._body_length:
+            return None
+        self._pending.body = self.rest[: self._body_length]
+        self.rest = self.rest[self._body_length :]
+        return self._pending
+
+    def feed_eof(self) -> Response | None:
+        """The server closed the connection: return a pending non-101 response, body as read."""
+        if self._pending is not None:
+            self._pending.body = self.rest[: self._body_length]
+            return self._pending
+        return None
