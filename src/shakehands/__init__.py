@@ -7,6 +7,8 @@ The sans-I/O core lives in :mod:`shakehands.protocol`.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from .protocol.deflate import DeflateOptions
@@ -137,6 +139,24 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+
+
+class _Package(types.ModuleType):
+    """This package's module type: ``shakehands.broadcast`` stays the function.
+
+    The import system sets ``shakehands.broadcast`` to the submodule of that name whenever it
+    loads it (``from shakehands.broadcast import ...``); the function is what that name has
+    always meant here, so the submodule is turned into its function on the way in.
+    ``sys.modules["shakehands.broadcast"]`` is the module, as for any submodule.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "broadcast" and isinstance(value, types.ModuleType):
+            value = value.broadcast
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs

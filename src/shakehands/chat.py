@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from .asyncio.server import ServerConnection
 from .hub import Gap, Hub, PublishError
 from .protocol.handshake import Headers, Request, Response
+from .static import page
 
 __all__ = ["ChatServer", "PAGE", "room_of"]
 
@@ -109,72 +110,5 @@ def _json(**fields: Any) -> str:
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>shakehands chat</title>
-<style>
-  body { font-family: sans-serif; max-width: 44em; margin: 2em auto; }
-  #log { border: 1px solid #ccc; padding: .5em; height: 16em; overflow-y: auto;
-         white-space: pre-wrap; }
-  .name { color: #06c; font-weight: bold; } .info { color: #888; } .error { color: #c00; }
-</style>
-</head>
-<body>
-<h1>shakehands chat</h1>
-<form id="join">Room <input id="room" size="12"> Name <input id="name" size="12">
-<button>Join</button></form>
-<div id="log"></div>
-<form id="form"><input id="text" size="50" autocomplete="off"> <button>Send</button></form>
-<script>
-const log = document.getElementById("log");
-function show(parts) {
-  const line = document.createElement("div");
-  for (const [text, cls] of parts) {
-    const span = document.createElement("span");
-    span.className = cls || "";
-    span.textContent = text;
-    line.appendChild(span);
-  }
-  log.appendChild(line);
-  log.scrollTop = log.scrollHeight;
-}
-const params = new URLSearchParams(location.search);
-document.getElementById("room").value = location.pathname.slice(1) || "lobby";
-document.getElementById("name").value = params.get("name") || "";
-let ws = null;
-function join() {
-  if (ws) ws.close();
-  const room = document.getElementById("room").value || "lobby";
-  const name = document.getElementById("name").value;
-  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const query = name ? "?name=" + encodeURIComponent(name) : "";
-  history.replaceState(null, "", "/" + room + query);
-  const socket = new WebSocket(scheme + location.host + "/" + room + query);
-  ws = socket;
-  socket.onmessage = (event) => {
-    const m = JSON.parse(event.data);
-    if (m.type === "message") show([[m.name + ": ", "name"], [m.text]]);
-    else if (m.type === "joined")
-      show([["joined " + m.room + " as " + m.name + " (server " + m.server + ")", "info"]]);
-    else if (m.type === "error") show([["not sent: " + m.error, "error"]]);
-    else if (m.type === "gap")
-      show([["messages of the last " + m.seconds + " s may be missing", "error"]]);
-  };
-  socket.onclose = (event) => {
-    if (ws === socket) show([["disconnected: " + event.code + " " + event.reason, "info"]]);
-  };
-}
-document.getElementById("join").onsubmit = (event) => { event.preventDefault(); join(); };
-document.getElementById("form").onsubmit = (event) => {
-  event.preventDefault();
-  const input = document.getElementById("text");
-  if (ws && ws.readyState === WebSocket.OPEN && input.value) ws.send(input.value);
-  input.value = "";
-};
-join();
-</script>
-</body>
-</html>
-"""
+#: The page served on a plain GET (``static/chat.html``).
+PAGE = page("chat.html")

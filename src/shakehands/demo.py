@@ -12,52 +12,15 @@ from http import HTTPStatus
 
 from .asyncio.server import ServerConnection
 from .protocol.handshake import Headers, Request, Response
+from .static import page
 
 __all__ = ["WELCOME", "MEOW", "meow", "process_request", "PAGE"]
 
 WELCOME = "滴水之恩当以涌泉相报"
 MEOW = ", MEOW!"
 
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>shakehands demo</title>
-<style>
-  body { font-family: sans-serif; max-width: 40em; margin: 2em auto; }
-  #log { border: 1px solid #ccc; padding: .5em; min-height: 10em; white-space: pre-wrap; }
-  .me { color: #06c; } .server { color: #080; } .info { color: #888; }
-</style>
-</head>
-<body>
-<h1>shakehands</h1>
-<p>Type a message: the server answers with <code>, MEOW!</code> appended.</p>
-<form id="form"><input id="text" size="40" autofocus> <button>Send</button></form>
-<div id="log"></div>
-<script>
-const log = document.getElementById("log");
-function show(text, cls) {
-  const line = document.createElement("div");
-  line.className = cls;
-  line.textContent = text;
-  log.appendChild(line);
-}
-const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-const ws = new WebSocket(scheme + location.host + "/");
-ws.onopen = () => show("connected", "info");
-ws.onmessage = (event) => show("< " + event.data, "server");
-ws.onclose = (event) => show("closed: " + event.code + " " + event.reason, "info");
-document.getElementById("form").onsubmit = (event) => {
-  event.preventDefault();
-  const input = document.getElementById("text");
-  ws.send(input.value);
-  show("> " + input.value, "me");
-  input.value = "";
-};
-</script>
-</body>
-</html>
-"""
+#: The page served on a plain GET (``static/demo.html``).
+PAGE = page("demo.html")
 
 
 def process_request(request: Request) -> Response | None:

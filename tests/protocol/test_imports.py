@@ -87,3 +87,17 @@ def test_lazy_names_are_the_objects_of_their_modules() -> None:
     assert shakehands.serve is serve
     assert shakehands.Hub is Hub
     assert shakehands.sync.serve is sync_serve
+
+
+def test_broadcast_names_the_function_whatever_was_imported_first() -> None:
+    # The submodule shakehands.broadcast and the function shakehands.broadcast share a name.
+    code = (
+        "import sys\n"
+        "from shakehands.broadcast import SlowClientPolicy\n"  # the submodule first
+        "import shakehands\n"
+        "from shakehands import broadcast\n"
+        "assert callable(broadcast) and broadcast.__name__ == 'broadcast', broadcast\n"
+        "assert shakehands.broadcast is broadcast\n"
+        "assert sys.modules['shakehands.broadcast'].broadcast is broadcast\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
