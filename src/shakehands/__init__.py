@@ -88,15 +88,15 @@ _LAZY: dict[str, str] = {
     "broadcast_counters": ".broadcast",
     "set_slow_client_policy": ".broadcast",
     # Scale-out across processes.
-    "Gap": ".hub",
-    "Hub": ".hub",
-    "MemoryBackend": ".hub",
-    "PublishError": ".hub",
-    "RedisBackend": ".hub",
+    "Gap": ".pubsub",
+    "Hub": ".pubsub",
+    "MemoryBackend": ".pubsub",
+    "PublishError": ".pubsub",
+    "RedisBackend": ".pubsub",
 }
 #: Subpackages that ``shakehands.<name>`` reaches without an explicit import. The blocking API is
 #: a subpackage of its own (its serve/connect would clash with the asyncio ones).
-_SUBMODULES = frozenset({"asyncio", "sync", "protocol", "broadcast", "hub"})
+_SUBMODULES = frozenset({"asyncio", "sync", "protocol", "broadcast", "hub", "pubsub", "static"})
 
 __all__ += [
     "BroadcastResult",
@@ -180,4 +180,4 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         broadcast_counters,
         set_slow_client_policy,
     )
-    from .hub import Gap, Hub, MemoryBackend, PublishError, RedisBackend
+    from .pubsub import Gap, Hub, MemoryBackend, PublishError, RedisBackend

@@ -31,8 +31,8 @@ from .asyncio.client import connect
 from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
-from .hub import Hub, RedisBackend
 from .protocol.errors import ConnectionClosed, ShakehandsError
+from .pubsub import Hub, RedisBackend
 
 __all__ = ["main"]
 

@@ -28,8 +28,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .asyncio.server import ServerConnection
-from .hub import Gap, Hub, PublishError
 from .protocol.handshake import Headers, Request, Response
+from .pubsub import Gap, Hub, PublishError
 from .static import page
 
 __all__ = ["ChatServer", "PAGE", "room_of"]

@@ -101,3 +101,16 @@ def test_broadcast_names_the_function_whatever_was_imported_first() -> None:
         "assert sys.modules['shakehands.broadcast'].broadcast is broadcast\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hub_module_keeps_its_names() -> None:
+    import shakehands.hub as old
+    import shakehands.pubsub as new
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(new.backend, name, None) or getattr(
+            old, name
+        ) is getattr(new, name), name
+    assert shakehands.Hub is new.Hub is new.hub.Hub
+    assert shakehands.RedisBackend is new.redis.RedisBackend
+    assert old.logger.name == "shakehands.hub"  # deployments filter on it

@@ -1,0 +1,27 @@
+"""Publish/subscribe for connections: topics (rooms) within a process, or across many via Redis.
+
+- :mod:`.hub`: :class:`Hub`, the topics of this process's connections; publishing hands each
+  message to :func:`shakehands.broadcast` for the local subscribers.
+- :mod:`.backend`: the :class:`HubBackend` interface, :class:`Gap`, :class:`PublishError`.
+- :mod:`.memory`: :class:`MemoryBackend` (the default, within one process).
+- :mod:`.redis`: :class:`RedisBackend` (across processes and machines, through Redis pub/sub).
+
+``shakehands.hub`` is this package's former single module; it re-exports the same names.
+"""
+
+from __future__ import annotations
+
+from .backend import Gap, HubBackend, HubCounters, PublishError
+from .hub import Hub
+from .memory import MemoryBackend
+from .redis import RedisBackend
+
+__all__ = [
+    "Hub",
+    "HubBackend",
+    "MemoryBackend",
+    "RedisBackend",
+    "Gap",
+    "HubCounters",
+    "PublishError",
+]
