@@ -338,6 +338,23 @@ async def test_demo_with_the_websockets_client(cli: Callable[..., CLI]) -> None:
     assert_no_traceback(process)
 
 
+def test_minimal_client_example_talks_to_the_demo(cli: Callable[..., CLI]) -> None:
+    # examples/minimal_client.py: the smallest front end (docs/architecture.md), a blocking
+    # client on a raw socket that drives the sans-I/O core directly.
+    demo, port = start_demo(cli)
+    example = Path(__file__).resolve().parent.parent / "examples" / "minimal_client.py"
+    result = subprocess.run(
+        [sys.executable, str(example), ws_uri(port), "hello", "滴水"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [WELCOME, "hello, MEOW!", "滴水, MEOW!"]
+    # The closing handshake was clean: the demo logs the client's departure.
+    assert demo.wait_until(lambda lines: "Client quit, closed handle." in lines, 10) is not None
+
+
 def test_demo_default_port_is_12345(cli: Callable[..., CLI]) -> None:
     if not port_is_free(12345):
         pytest.skip("127.0.0.1:12345 is in use on this machine")
