@@ -6,12 +6,13 @@ server's response and checks it (``Sec-WebSocket-Accept``, subprotocol), then re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Unpack
 from urllib.parse import urlsplit
 
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
-from .deflate import DeflateOptions, client_accept, client_offer
+from .config import ClientConfig, ClientOptions, client_config
+from .connection import Connection, Role, State
+from .deflate import client_accept, client_offer
 from .errors import (
     InvalidHandshake,
     InvalidResponse,
@@ -20,7 +21,6 @@ from .errors import (
     NegotiationError,
 )
 from .handshake import (
-    HeadersLike,
     Request,
     Response,
     ResponseParser,
@@ -73,36 +73,44 @@ class ClientProtocol(Connection):
 
     Call :meth:`send_request` first; feed the server's bytes; a :class:`Response` event means the
     connection is open (check :attr:`handshake_exc` for a refusal).
+
+    Args:
+        uri: ``ws://host[:port]/path`` or ``wss://...``.
+        config: the client's options (:class:`~.config.ClientConfig`); or, instead, the options
+            themselves as keyword arguments: ``origin``, ``subprotocols``, ``extra_headers``,
+            ``max_message_size``, ``max_frame_size``, ``compression`` (see
+            :class:`~.config.ClientConfig`). Used on its own with keyword arguments, the core
+            offers compression only when ``compression`` is given; the front ends default to
+            ``"deflate"``.
     """
 
     def __init__(
-        self,
-        uri: str,
-        *,
-        origin: str | None = None,
-        subprotocols: Sequence[str] | None = None,
-        extra_headers: HeadersLike | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        compression: DeflateOptions | None = None,
+        self, uri: str, config: ClientConfig | None = None, **options: Unpack[ClientOptions]
     ) -> None:
+        if config is None:
+            options.setdefault("compression", None)
+            config = client_config(**options)
+        elif options:
+            raise TypeError("pass a ClientConfig or options as keyword arguments, not both")
         super().__init__(
             Role.CLIENT,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
+            max_message_size=config.max_message_size,
+            max_frame_size=config.max_frame_size,
             state=State.CONNECTING,
         )
+        #: The options.
+        self.config = config
         self.uri = parse_uri(uri)
         self.key = generate_key()
-        self.subprotocols = list(subprotocols or ())
-        self.compression = compression
+        self.subprotocols = list(config.subprotocols)
+        self.compression = config.compression
         self.request: Request = build_request(
             uri,
             self.key,
-            origin=origin,
+            origin=config.origin,
             subprotocols=self.subprotocols,
-            extensions=client_offer(compression) if compression is not None else None,
-            extra_headers=extra_headers,
+            extensions=client_offer(config.compression) if config.compression else None,
+            extra_headers=config.extra_headers,
         )
         self.response: Response | None = None
         self.handshake_exc: InvalidHandshake | None = None

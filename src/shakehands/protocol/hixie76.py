@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
-from typing import Any
+from typing import Unpack
 
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, State
-from .deflate import DeflateOptions
+from .config import ServerConfig, ServerOptions, server_config
+from .connection import State
 from .errors import (
     InvalidHandshake,
     InvalidPayload,
@@ -37,9 +36,6 @@ from .errors import (
 )
 from .frames import Opcode
 from .handshake import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    MAX_LINE,
     Headers,
     HeadersLike,
     Request,
@@ -48,7 +44,7 @@ from .handshake import (
     parse_token_list,
 )
 from .headers import to_headers
-from .server import SelectSubprotocol, ServerProtocol
+from .server import ServerProtocol
 
 __all__ = [
     "Hixie76ServerProtocol",
@@ -132,29 +128,12 @@ class Hixie76ServerProtocol(ServerProtocol):
 
     def __init__(
         self,
+        config: ServerConfig | None = None,
         *,
         secure: bool = False,
-        origins: Sequence[str | None] | None = None,
-        subprotocols: Sequence[str] | None = None,
-        select_subprotocol: SelectSubprotocol | None = None,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        compression: DeflateOptions | None = None,
+        **options: Unpack[ServerOptions],
     ) -> None:
-        super().__init__(
-            origins=origins,
-            subprotocols=subprotocols,
-            select_subprotocol=select_subprotocol,
-            max_line=max_line,
-            max_headers=max_headers,
-            max_header_bytes=max_header_bytes,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
-            compression=compression,
-        )
+        super().__init__(config, **options)
         self.secure = secure
         #: Whether a draft-76 handshake was accepted: frames are draft-76 ones from then on.
         self.hixie76 = False
@@ -317,14 +296,19 @@ class Hixie76ServerProtocol(ServerProtocol):
         return pos
 
 
-def new_server_protocol(*, legacy_hixie76: bool, secure: bool, **settings: Any) -> ServerProtocol:
-    """A fresh server protocol: :class:`Hixie76ServerProtocol` when draft-76 is enabled (it
-    speaks RFC 6455 too), else :class:`ServerProtocol`; ``settings`` go to its constructor.
+def new_server_protocol(
+    config: ServerConfig | None = None, *, secure: bool = False, **options: Unpack[ServerOptions]
+) -> ServerProtocol:
+    """A fresh server protocol for ``config`` (or for the options given as keyword arguments):
+    :class:`Hixie76ServerProtocol` when ``legacy_hixie76`` is set (it speaks RFC 6455 too), else
+    :class:`ServerProtocol`.
 
     ``secure``: whether the connection runs over TLS (a draft-76 answer names the scheme).
     """
-    if not legacy_hixie76:
-        return ServerProtocol(**settings)
-    protocol = Hixie76ServerProtocol(**settings)
-    protocol.secure = secure
-    return protocol
+    if config is None:
+        config = server_config(**options)
+    elif options:
+        raise TypeError("pass a ServerConfig or options as keyword arguments, not both")
+    if not config.legacy_hixie76:
+        return ServerProtocol(config)
+    return Hixie76ServerProtocol(config, secure=secure)

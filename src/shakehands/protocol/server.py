@@ -8,16 +8,15 @@ layer look at it (the seed's ``getRequest``) before answering with :meth:`Server
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Unpack
 
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
+from .config import SelectSubprotocol, ServerConfig, ServerOptions, server_config
+from .connection import Connection, Role, State
 from .deflate import DeflateOptions, PerMessageDeflate, server_negotiate
 from .errors import InvalidHandshake, InvalidOrigin, InvalidRequest, NegotiationError
 from .handshake import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    MAX_LINE,
     HeadersLike,
     Request,
     RequestParser,
@@ -29,8 +28,6 @@ from .handshake import (
 
 __all__ = ["ServerProtocol", "SelectSubprotocol"]
 
-#: ``select_subprotocol(request, offered) -> chosen or None``.
-SelectSubprotocol = Callable[[Request, Sequence[str]], "str | None"]
 
 #: Bytes a client may send after its request, before our answer, that we keep (and then parse).
 MAX_EARLY_DATA = 2**16
@@ -40,41 +37,44 @@ class ServerProtocol(Connection):
     """Sans-I/O server connection: handshake, then frames.
 
     Args:
-        origins: allowed ``Origin`` values; ``None`` allows any. Put ``None`` in the list to allow
-            requests without an ``Origin`` header (non-browser clients).
-        subprotocols: subprotocols this server speaks, in order of preference.
-        select_subprotocol: custom choice among the client's offers (overrides the default: the
-            first of the client's offers that is in ``subprotocols``).
-        max_line, max_headers, max_header_bytes: limits on the request head (400 / 431 beyond).
-        max_message_size, max_frame_size: see :class:`~.connection.Connection`.
-        compression: permessage-deflate settings, or ``None`` to decline every offer.
+        config: the server's options (:class:`~.config.ServerConfig`), shared by all its
+            connections; or, instead, the options themselves as keyword arguments (see
+            :class:`~.config.ServerConfig` for each): ``origins``, ``subprotocols``,
+            ``select_subprotocol``, ``max_line``, ``max_headers``, ``max_header_bytes``,
+            ``max_message_size``, ``max_frame_size``, ``compression``. Used on its own with
+            keyword arguments, the core negotiates compression only when ``compression`` is
+            given; the front ends default to ``"deflate"``.
+
+    Example:
+        >>> p = ServerProtocol(subprotocols=["chat"])
+        >>> p.receive_data(b"GET / HTTP/1.1\\r\\nHost: a\\r\\nUpgrade: websocket\\r\\n"
+        ...     b"Connection: Upgrade\\r\\nSec-WebSocket-Version: 13\\r\\n"
+        ...     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n")
+        >>> p.send_response(p.accept())
+        >>> p.data_to_send()[0].split(b"\\r\\n")[0]
+        b'HTTP/1.1 101 Switching Protocols'
     """
 
     def __init__(
-        self,
-        *,
-        origins: Sequence[str | None] | None = None,
-        subprotocols: Sequence[str] | None = None,
-        select_subprotocol: SelectSubprotocol | None = None,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        compression: DeflateOptions | None = None,
+        self, config: ServerConfig | None = None, **options: Unpack[ServerOptions]
     ) -> None:
+        if config is None:
+            options.setdefault("compression", None)
+            config = server_config(**options)
+        elif options:
+            raise TypeError("pass a ServerConfig or options as keyword arguments, not both")
         super().__init__(
             Role.SERVER,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
+            max_message_size=config.max_message_size,
+            max_frame_size=config.max_frame_size,
             state=State.CONNECTING,
         )
-        self.origins = origins
-        self.subprotocols = list(subprotocols or ())
-        self.select_subprotocol = select_subprotocol
-        self.compression = compression
+        #: The options (shared by every connection of one server).
+        self.config = config
         self._negotiated_deflate: PerMessageDeflate | None = None
-        self._parser: RequestParser | None = RequestParser(max_line, max_headers, max_header_bytes)
+        self._parser: RequestParser | None = RequestParser(
+            config.max_line, config.max_headers, config.max_header_bytes
+        )
         #: The parsed request, once complete.
         self.request: Request | None = None
         #: The response sent, once sent.
@@ -84,6 +84,26 @@ class ServerProtocol(Connection):
         #: The subprotocol agreed on, if any.
         self.subprotocol: str | None = None
         self._early = bytearray()
+
+    @property
+    def origins(self) -> Sequence[str | None] | None:
+        """``config.origins``: allowed ``Origin`` values (``None``: any)."""
+        return self.config.origins
+
+    @property
+    def subprotocols(self) -> Sequence[str]:
+        """``config.subprotocols``: the subprotocols this server speaks, by preference."""
+        return self.config.subprotocols
+
+    @property
+    def select_subprotocol(self) -> SelectSubprotocol | None:
+        """``config.select_subprotocol``."""
+        return self.config.select_subprotocol
+
+    @property
+    def compression(self) -> DeflateOptions | None:
+        """``config.compression``: permessage-deflate settings, ``None`` to decline offers."""
+        return self.config.compression
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes; while CONNECTING they are the request (a :class:`Request` event)."""
