@@ -114,3 +114,30 @@ def test_hub_module_keeps_its_names() -> None:
     assert shakehands.Hub is new.Hub is new.hub.Hub
     assert shakehands.RedisBackend is new.redis.RedisBackend
     assert old.logger.name == "shakehands.hub"  # deployments filter on it
+
+
+def test_one_module_picks_compiled_code() -> None:
+    # protocol/_accel.py decides whether the core uses shakehands._speedups; no other module of
+    # the package imports the extension itself.
+    package = Path(shakehands.__file__).parent
+    imports = ("from shakehands._speedups import", "from shakehands import _speedups")
+    importers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if any(line.strip().startswith(imports) for line in path.read_text("utf-8").splitlines())
+    )
+    assert importers == ["protocol/_accel.py"]
+
+
+@pytest.mark.parametrize("flag", ["1", "yes"])
+def test_no_speedups_flag_turns_off_every_compiled_path(flag: str) -> None:
+    code = (
+        "from shakehands.protocol import _accel, connection, frames, masking\n"
+        "assert _accel.speedups is None and not _accel.USING_SPEEDUPS\n"
+        "assert connection._parse_data_frames is None\n"
+        "assert frames.build_frame is frames.build_frame_python\n"
+        "assert masking.apply_mask is masking.apply_mask_python\n"
+        "assert masking.join_masked is masking.join_masked_python\n"
+    )
+    env = {**os.environ, "SHAKEHANDS_NO_SPEEDUPS": flag}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -29,7 +29,6 @@ in :attr:`State.OPEN` when used directly.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import os
 import struct
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TypeAlias
 
+from ._accel import compiled
 from .deflate import PerMessageDeflate
 from .errors import (
     CloseCode,
@@ -56,13 +56,12 @@ from .frames import (
     serialize_close,
     serialize_frame,
 )
-from .masking import USING_SPEEDUPS, BytesLike, apply_mask, join_masked
+from .masking import BytesLike, apply_mask, join_masked
 
-#: The C version of the receive fast path (see :meth:`Connection._parse`), if built.
-_parse_data_frames: Callable[[memoryview, int, int, int, list[Event]], int] | None = None
-if USING_SPEEDUPS:
-    with contextlib.suppress(ImportError):  # an older build of the extension lacks it
-        from shakehands._speedups import parse_data_frames as _parse_data_frames
+#: The C version of the receive fast path (see :meth:`Connection._parse`), if in use.
+_parse_data_frames: Callable[[memoryview, int, int, int, list[Event]], int] | None = compiled(
+    "parse_data_frames"
+)
 
 __all__ = [
     "Role",

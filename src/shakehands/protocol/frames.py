@@ -9,14 +9,14 @@ It knows nothing about handshakes, roles or I/O.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 from collections.abc import Callable
 from enum import IntEnum
 
+from ._accel import compiled
 from .errors import InvalidPayload, ProtocolError
-from .masking import USING_SPEEDUPS, apply_mask
+from .masking import apply_mask
 
 __all__ = [
     "Opcode",
@@ -113,11 +113,10 @@ def build_frame_python(first_byte: int, payload: bytes | bytearray | memoryview,
     return header + payload
 
 
-build_frame: Callable[[int, bytes | bytearray | memoryview], bytes] = build_frame_python
-""":func:`build_frame_python`, in C when ``shakehands._speedups`` is in use."""
-if USING_SPEEDUPS:
-    with contextlib.suppress(ImportError):  # an older build of the extension lacks it
-        from shakehands._speedups import build_frame
+build_frame: Callable[[int, bytes | bytearray | memoryview], bytes] = (
+    compiled("build_frame") or build_frame_python
+)
+""":func:`build_frame_python`, in C when the core uses ``shakehands._speedups`` (:mod:`._accel`)."""
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -2,21 +2,19 @@
 
 Every frame a client sends is masked: byte ``i`` of the payload is XORed with byte ``i % 4`` of a
 4-byte masking key, and the server unmasks it the same way (masking is its own inverse). This
-module owns that operation and picks its implementation once, at import time:
-
-* the C extension ``shakehands._speedups`` when it was built and can be imported;
-* otherwise :func:`apply_mask_python`, a pure-Python version that is fast enough for small
-  payloads and correct for all of them.
-
-Setting the environment variable ``SHAKEHANDS_NO_SPEEDUPS`` to a non-empty value other than
-``"0"`` forces the pure-Python version. :data:`USING_SPEEDUPS` tells which one was chosen.
+module owns that operation: the C version from ``shakehands._speedups`` when :mod:`._accel`
+(the one place that decides) says the core uses it, otherwise :func:`apply_mask_python`, a
+pure-Python version that is fast enough for small payloads and correct for all of them.
+Setting ``SHAKEHANDS_NO_SPEEDUPS`` to a non-empty value other than ``"0"`` forces the
+pure-Python version. :data:`USING_SPEEDUPS` tells which one was chosen.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeAlias
+
+from ._accel import compiled
 
 __all__ = [
     "USING_SPEEDUPS",
@@ -61,35 +59,13 @@ def join_masked_python(parts: list[tuple[BytesLike, bytes | None]], /) -> bytes:
     return b"".join(data if mask is None else apply_mask(data, mask) for data, mask in parts)
 
 
-def _speedups_disabled() -> bool:
-    return os.environ.get("SHAKEHANDS_NO_SPEEDUPS", "") not in ("", "0")
-
-
-apply_mask: Callable[[BytesLike, BytesLike], bytes]
+apply_mask: Callable[[BytesLike, BytesLike], bytes] = compiled("apply_mask") or apply_mask_python
 """Mask or unmask ``data`` with a 4-byte ``mask``: the C version if available, else Python."""
 
-USING_SPEEDUPS: bool
-"""True when :func:`apply_mask` is the C implementation from ``shakehands._speedups``."""
+#: True when :func:`apply_mask` is the C implementation (see :mod:`._accel`).
+USING_SPEEDUPS: bool = apply_mask is not apply_mask_python
 
-if _speedups_disabled():
-    apply_mask = apply_mask_python
-    USING_SPEEDUPS = False
-else:
-    try:
-        from shakehands._speedups import apply_mask as _c_apply_mask
-    except ImportError:
-        apply_mask = apply_mask_python
-        USING_SPEEDUPS = False
-    else:
-        apply_mask = _c_apply_mask
-        USING_SPEEDUPS = True
-
-join_masked: Callable[[list[tuple[BytesLike, bytes | None]]], bytes] = join_masked_python
+join_masked: Callable[[list[tuple[BytesLike, bytes | None]]], bytes] = (
+    compiled("join_masked") or join_masked_python
+)
 """Reassemble masked parts in one pass: :func:`join_masked_python`, in C when available."""
-if USING_SPEEDUPS:
-    try:
-        from shakehands._speedups import join_masked as _c_join_masked
-    except ImportError:  # an older build of the extension lacks it
-        pass
-    else:
-        join_masked = _c_join_masked
