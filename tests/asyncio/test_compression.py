@@ -10,20 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
-from asyncio_helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    RawClient,
-    close_payload,
-    echo_server,
-    frame,
-    uri,
-)
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 import shakehands
 from shakehands import ConnectionClosedError, DeflateOptions
+
+from ..helpers import OP_BINARY, OP_CLOSE, close_payload, frame
+from .asyncio_helpers import RawClient, echo_server, uri
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,10 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from asyncio_helpers import HOST, RawClient, echo_server, upgrade_request, uri, wait_for_condition
 
 import shakehands
 from shakehands import ConnectionClosedOK, InvalidHandshake, Request
+
+from ..helpers import HOST, upgrade_request
+from .asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
 
 pytestmark = pytest.mark.timeout(30)
 

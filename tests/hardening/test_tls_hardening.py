@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from asyncio_helpers import HOST, RawClient, echo_server, uri, wait_for_condition
 
 import shakehands
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import HOST
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,9 +1,10 @@
-"""Fixtures of the asyncio integration tests (real sockets on 127.0.0.1, no mocks)."""
+"""Fixtures shared by every test folder (real sockets on 127.0.0.1, no mocks)."""
 
 from __future__ import annotations
 
 import pytest
-from asyncio_helpers import APIS
+
+from .helpers import APIS
 
 
 @pytest.fixture(params=APIS)
