@@ -1,18 +1,24 @@
-"""Helpers shared by every test folder: the loopback host, free ports, and RFC 6455 by hand.
+"""Helpers shared by every test folder: the loopback host, free ports, RFC 6455 by hand, TLS.
 
 Nothing here uses shakehands code: the opening-handshake pieces and the frame builders are
 written from RFC 6455 so that the library is checked against a second implementation. What only
 one front end needs (servers in threads, asyncio raw clients, ...) stays in that folder's helper
-module (see ``tests/README.md``).
+module (see ``tests/README.md``). ``make_certificate`` makes the self-signed certificate of the
+TLS tests (the ``certificate`` fixture of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
 import os
+import shutil
 import socket
 import struct
+import subprocess
+from pathlib import Path
 
 HOST = "127.0.0.1"
 APIS = ["coroutine", "callback"]  # the two server APIs of shakehands.asyncio
@@ -123,3 +129,85 @@ def close_code_and_reason(payload: bytes) -> tuple[int, str]:
     if not payload:
         return 1005, ""
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS
+# ---------------------------------------------------------------------------------------------
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path] | None:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, in ``directory``
+    (made with the ``cryptography`` package, else the ``openssl`` command); None if neither
+    works."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    if _make_cert_with_cryptography(cert, key) or _make_cert_with_openssl(cert, key):
+        return cert, key
+    return None
+
+
+def _make_cert_with_cryptography(cert: Path, key: Path) -> bool:
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        return False
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private_key, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return True
+
+
+def _make_cert_with_openssl(cert: Path, key: Path) -> bool:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return False
+    command = [
+        openssl,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        f"subjectAltName=IP:{HOST},DNS:localhost",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+    result = subprocess.run(command, capture_output=True, timeout=30)
+    return result.returncode == 0 and cert.exists() and key.exists()
