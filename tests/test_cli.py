@@ -29,19 +29,13 @@ import pytest
 import shakehands
 from shakehands import ConnectionClosedError, ConnectionClosedOK
 
-HOST = "127.0.0.1"
+from .helpers import APIS, HOST, OP_CLOSE, OP_TEXT, close_payload, frame, free_port, upgrade_request
+
 WELCOME = "滴水之恩当以涌泉相报"
 STARTUP_TIMEOUT = 15.0  # seconds for the interpreter to start and print its banner
 EXIT_TIMEOUT = 5.0  # seconds for a clean exit after a signal or the end of stdin
 KiB = 2**10
 MiB = 2**20
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:
@@ -522,21 +516,10 @@ def test_sigterm_with_a_connection_still_in_the_handshake(
     assert process.stderr == "", process.describe()
 
 
-def _masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (FIN set, masked); payloads under 126 bytes only."""
-    assert len(payload) < 126
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
-
-
 def _raw_handshake(port: int) -> socket.socket:
     """A raw TCP connection that completed the opening handshake."""
     sock = socket.create_connection((HOST, port), timeout=EXIT_TIMEOUT)
-    sock.sendall(
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    sock.sendall(upgrade_request(port))
     response = b""
     while b"\r\n\r\n" not in response:
         chunk = sock.recv(4096)
@@ -557,8 +540,7 @@ def test_message_and_close_in_one_segment(cli: Callable[..., CLI], kind: str) ->
     process, port = SERVERS[kind](cli)
     for _ in range(10):
         with _raw_handshake(port) as sock:
-            close_payload = (1000).to_bytes(2, "big")
-            sock.sendall(_masked_frame(0x1, b"bye") + _masked_frame(0x8, close_payload))
+            sock.sendall(frame(OP_TEXT, b"bye") + frame(OP_CLOSE, close_payload(1000)))
             received = b""
             while chunk := sock.recv(4096):
                 received += chunk
@@ -591,7 +573,6 @@ LOOPS = [
         marks=pytest.mark.skipif(not _uvloop_available(), reason="uvloop is not installed"),
     ),
 ]
-APIS = ["coroutine", "callback"]
 
 _SPRINKLES = ["é", "ß", "滴水", "之恩", "🐱", "😺🎉", "\u2028", "\x00", "\ufeff"]
 

@@ -1,5 +1,6 @@
-"""Shared helpers of the asyncio integration tests: echo servers and a raw-socket client.
+"""Helpers of the asyncio integration tests: echo servers, a raw asyncio client and server.
 
+The handshake and frame builders they use are the shared ones of ``tests/helpers.py``.
 Everything here talks to real sockets on 127.0.0.1. The raw client speaks just enough of RFC 6455
 by hand (no shakehands code) to misbehave on purpose: half requests, unmasked frames, peers that
 never read or never answer.
@@ -8,10 +9,7 @@ never read or never answer.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -19,12 +17,19 @@ from typing import Any
 
 import shakehands
 
-HOST = "127.0.0.1"
-APIS = ["coroutine", "callback"]
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
+from ..helpers import (
+    HOST,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    accept_for,
+    close_code_and_reason,
+    frame,
+    make_key,
+    mask_payload,
+    parse_head,
+    upgrade_request,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Servers
@@ -63,79 +68,6 @@ async def wait_for_condition(predicate: Any, timeout: float = 5.0, interval: flo
 # ---------------------------------------------------------------------------------------------
 # Raw client
 # ---------------------------------------------------------------------------------------------
-
-
-def make_key() -> str:
-    return base64.b64encode(os.urandom(16)).decode()
-
-
-def accept_for(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-
-
-def upgrade_request(
-    port: int,
-    path: str = "/",
-    *,
-    key: str | None = None,
-    method: str = "GET",
-    version: str = "13",
-    extra: list[tuple[str, str]] | None = None,
-    upgrade: bool = True,
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
-    if upgrade:
-        lines += [
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key or make_key()}",
-            f"Sec-WebSocket-Version: {version}",
-        ]
-    lines += [f"{name}: {value}" for name, value in extra or []]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def mask_payload(payload: bytes, mask: bytes) -> bytes:
-    if not payload:
-        return b""
-    repeated = (mask * (len(payload) // 4 + 1))[: len(payload)]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
-        len(payload), "big"
-    )
-
-
-def frame_header(opcode: int, length: int, *, fin: bool = True, mask: bool = True) -> bytes:
-    b0 = opcode | (0x80 if fin else 0)
-    mbit = 0x80 if mask else 0
-    if length < 126:
-        return bytes((b0, mbit | length))
-    if length < 65536:
-        return struct.pack("!BBH", b0, mbit | 126, length)
-    return struct.pack("!BBQ", b0, mbit | 127, length)
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True) -> bytes:
-    """A frame as a client sends it (masked by default)."""
-    header = frame_header(opcode, len(payload), fin=fin, mask=mask)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + mask_payload(payload, key)
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return struct.pack("!H", code) + reason.encode()
-
-
-def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
 
 
 class RawClient:
@@ -191,9 +123,7 @@ class RawClient:
         while True:
             _, opcode, payload = await self.read_frame()
             if opcode == OP_CLOSE:
-                if not payload:
-                    return 1005, ""
-                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+                return close_code_and_reason(payload)
             assert skip_pings and opcode in (OP_PING, OP_PONG), (opcode, payload[:50])
 
     async def read_eof(self) -> bytes:

@@ -9,23 +9,6 @@ import struct
 import time
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    RawServer,
-    RawServerConnection,
-    accept_for,
-    close_payload,
-    echo_handler,
-    echo_server,
-    frame,
-    frame_header,
-    uri,
-)
 
 import shakehands
 from shakehands import (
@@ -35,6 +18,20 @@ from shakehands import (
     InvalidStatus,
     InvalidURI,
 )
+
+from ..helpers import (
+    HOST,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    accept_for,
+    close_payload,
+    frame,
+    frame_header,
+)
+from .asyncio_helpers import RawServer, RawServerConnection, echo_handler, echo_server, uri
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,16 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asyncio_helpers import (
-    OP_CLOSE,
-    OP_TEXT,
-    RawClient,
-    accept_for,
-    close_payload,
-    frame,
-)
 
 import shakehands
+
+from ..helpers import OP_CLOSE, OP_TEXT, accept_for, close_payload, frame
+from .asyncio_helpers import RawClient
 
 pytestmark = pytest.mark.timeout(30)
 

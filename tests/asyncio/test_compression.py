@@ -10,20 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 import websockets
-from asyncio_helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    RawClient,
-    close_payload,
-    echo_server,
-    frame,
-    uri,
-)
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 import shakehands
 from shakehands import ConnectionClosedError, DeflateOptions
+
+from ..helpers import OP_BINARY, OP_CLOSE, accept_for, close_payload, frame
+from .asyncio_helpers import RawClient, echo_server, uri
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -143,8 +137,6 @@ async def test_client_rejects_bad_server_answer() -> None:
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         ][0]
-        from asyncio_helpers import accept_for
-
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_for(key.decode()).encode() + b"\r\n"

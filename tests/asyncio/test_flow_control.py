@@ -9,19 +9,18 @@ import socket
 from typing import Any
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_BINARY,
+
+import shakehands
+from shakehands import ConnectionClosedOK
+
+from ..helpers import HOST, OP_BINARY, frame
+from .asyncio_helpers import (
     echo_server,
-    frame,
     small_buffer_socket,
     sock_handshake,
     uri,
     wait_for_condition,
 )
-
-import shakehands
-from shakehands import ConnectionClosedOK
 
 pytestmark = pytest.mark.timeout(60)
 

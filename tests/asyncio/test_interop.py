@@ -12,12 +12,14 @@ import aiohttp
 import pytest
 import websockets
 from aiohttp import WSMsgType, web
-from asyncio_helpers import HOST, echo_server, uri, wait_for_condition
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 import shakehands
 from shakehands import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+
+from ..helpers import HOST
+from .asyncio_helpers import echo_server, uri, wait_for_condition
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
+
+import shakehands
+from shakehands import ConnectionClosedError
+
+from ..helpers import HOST, OP_CLOSE, OP_PING, OP_PONG
+from .asyncio_helpers import (
     RawClient,
     RawServer,
     RawServerConnection,
@@ -20,9 +21,6 @@ from asyncio_helpers import (
     uri,
     wait_for_condition,
 )
-
-import shakehands
-from shakehands import ConnectionClosedError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,24 +12,6 @@ import time
 from typing import Any
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_TEXT,
-    RawClient,
-    accept_for,
-    close_payload,
-    echo_handler,
-    echo_server,
-    frame,
-    frame_header,
-    make_key,
-    raw_exchange,
-    upgrade_request,
-    uri,
-    wait_for_condition,
-)
 
 import shakehands
 from shakehands import (
@@ -40,6 +22,27 @@ from shakehands import (
     Listener,
     Request,
     Response,
+)
+
+from ..helpers import (
+    HOST,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    accept_for,
+    close_payload,
+    frame,
+    frame_header,
+    make_key,
+    upgrade_request,
+)
+from .asyncio_helpers import (
+    RawClient,
+    echo_handler,
+    echo_server,
+    raw_exchange,
+    uri,
+    wait_for_condition,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -4,109 +4,18 @@ TLS for both server APIs, and TLS failures that leave the server serving."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
-from asyncio_helpers import HOST, RawClient, echo_server, upgrade_request, uri, wait_for_condition
 
 import shakehands
 from shakehands import ConnectionClosedOK, InvalidHandshake, Request
 
+from ..helpers import HOST, upgrade_request
+from .asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+
 pytestmark = pytest.mark.timeout(30)
-
-
-def _make_cert_with_cryptography(cert: Path, key: Path) -> bool:
-    try:
-        import datetime
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        return False
-    private_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(private_key, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return True
-
-
-def _make_cert_with_openssl(cert: Path, key: Path) -> bool:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return False
-    command = [
-        openssl,
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        f"subjectAltName=IP:{HOST},DNS:localhost",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-    ]
-    result = subprocess.run(command, capture_output=True, timeout=30)
-    return result.returncode == 0 and cert.exists() and key.exists()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    if not (_make_cert_with_cryptography(cert, key) or _make_cert_with_openssl(cert, key)):
-        pytest.skip("cannot make a test certificate: neither `cryptography` nor `openssl` works")
-    return cert, key
-
-
-@pytest.fixture
-def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate)
-    return context
-
-
-@pytest.fixture
-def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certificate[0]))
 
 
 async def assert_wss_echo(server: shakehands.Server, client_context: ssl.SSLContext) -> None:

@@ -17,7 +17,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,10 @@ import pytest
 
 from shakehands import sync
 
+from ..helpers import HOST, free_port
+
 pytestmark = pytest.mark.timeout(120)
 
-HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PAGE = (HERE / "page.html").read_bytes()
@@ -67,12 +67,6 @@ FIREFOX_PREFS = {
     "browser.safebrowsing.phishing.enabled": False,
     "browser.tabs.warnOnClose": False,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,19 +11,11 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_TEXT,
-    RawClient,
-    echo_server,
-    frame,
-    make_key,
-    parse_head,
-    uri,
-    wait_for_condition,
-)
 
 import shakehands
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import HOST, OP_TEXT, frame, make_key, parse_head
 
 pytestmark = pytest.mark.timeout(30)
 

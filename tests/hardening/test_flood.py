@@ -19,18 +19,12 @@ import socket
 import time
 
 import pytest
-from asyncio_helpers import (
-    HOST,
-    OP_BINARY,
-    OP_PING,
-    frame,
-    small_buffer_socket,
-    sock_handshake,
-    uri,
-)
-from hardening_helpers import EchoProcess, proc_available
 
 import shakehands
+
+from ..asyncio.asyncio_helpers import small_buffer_socket, sock_handshake, uri
+from ..helpers import HOST, OP_BINARY, OP_PING, frame
+from .hardening_helpers import EchoProcess, proc_available
 
 pytestmark = [
     pytest.mark.timeout(120),

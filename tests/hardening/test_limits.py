@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from asyncio_helpers import RawClient, echo_server, upgrade_request, uri, wait_for_condition
-from hardening_helpers import EchoProcess
 
 import shakehands
 from shakehands import InvalidStatus
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import upgrade_request
+from .hardening_helpers import EchoProcess
 
 pytestmark = pytest.mark.timeout(60)
 

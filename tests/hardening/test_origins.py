@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asyncio_helpers import RawClient, echo_server, upgrade_request, uri, wait_for_condition
 
 import shakehands
 from shakehands import InvalidStatus
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import upgrade_request
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,11 +9,13 @@ import signal
 from typing import Any
 
 import pytest
-from asyncio_helpers import HOST, RawClient, uri
-from hardening_helpers import EchoProcess, gather_limited
 
 import shakehands
 from shakehands import ConnectionClosed
+
+from ..asyncio.asyncio_helpers import RawClient, uri
+from ..helpers import HOST
+from .hardening_helpers import EchoProcess, gather_limited
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -8,20 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from asyncio_helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    RawClient,
-    echo_server,
-    frame_header,
-    upgrade_request,
-    uri,
-    wait_for_condition,
-)
-from hardening_helpers import gather_limited
 
 import shakehands
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import OP_BINARY, OP_CLOSE, OP_PING, frame_header, upgrade_request
+from .hardening_helpers import gather_limited
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,20 +14,11 @@ import zlib
 from typing import Any
 
 import pytest
-from asyncio_helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_TEXT,
-    RawClient,
-    echo_server,
-    frame,
-    frame_header,
-    mask_payload,
-    uri,
-    wait_for_condition,
-)
 
 import shakehands
+
+from ..asyncio.asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..helpers import OP_BINARY, OP_CLOSE, OP_TEXT, frame, frame_header, mask_payload
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the blocking-API tests: a server in a thread and a raw-socket client.
+"""Helpers of the blocking-API tests: a server in a thread and a raw-socket client.
 
 Everything talks to real sockets on 127.0.0.1. The raw client writes RFC 6455 by hand (no
 shakehands code) so that it can misbehave on purpose.
@@ -6,10 +6,7 @@ shakehands code) so that it can misbehave on purpose.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import os
 import socket
 import struct
 import threading
@@ -18,9 +15,18 @@ from typing import Any
 
 from shakehands import sync
 
-HOST = "127.0.0.1"
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from ..helpers import (
+    HOST,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    accept_for,
+    close_code_and_reason,
+    frame,
+    make_key,
+    parse_head,
+    upgrade_request,
+)
 
 
 def echo(ws: sync.ServerConnection) -> None:
@@ -43,53 +49,6 @@ def running(handler: Any = echo, **options: Any) -> Iterator[sync.Server]:
 
 def uri(server: sync.Server, path: str = "/", scheme: str = "ws") -> str:
     return f"{scheme}://{HOST}:{server.port}{path}"
-
-
-def make_key() -> str:
-    return base64.b64encode(os.urandom(16)).decode()
-
-
-def accept_for(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-
-
-def upgrade_request(
-    port: int,
-    path: str = "/",
-    *,
-    key: str | None = None,
-    version: str = "13",
-    extra: list[tuple[str, str]] | None = None,
-    upgrade: bool = True,
-) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}"]
-    if upgrade:
-        lines += [
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key or make_key()}",
-            f"Sec-WebSocket-Version: {version}",
-        ]
-    lines += [f"{name}: {value}" for name, value in extra or []]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True) -> bytes:
-    """A frame as a client sends it (masked by default)."""
-    b0 = opcode | (0x80 if fin else 0)
-    mbit = 0x80 if mask else 0
-    n = len(payload)
-    if n < 126:
-        header = bytes((b0, mbit | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        header = struct.pack("!BBQ", b0, mbit | 127, n)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + masked
 
 
 class RawClient:
@@ -126,12 +85,7 @@ class RawClient:
                 raise EOFError("connection closed before the response")
             self.buffer += data
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = parse_head(head)
         body = self._read(int(headers.get("content-length", "0")))
         return status, headers, body
 
@@ -159,9 +113,7 @@ class RawClient:
         while True:
             _, opcode, payload = self.read_frame()
             if opcode == OP_CLOSE:
-                if not payload:
-                    return 1005, ""
-                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+                return close_code_and_reason(payload)
             assert opcode in (OP_PING, OP_PONG), (opcode, payload[:50])
 
     def read_eof(self) -> None:

@@ -9,11 +9,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sync_helpers import HOST, RawClient, running
 
 import shakehands
 from shakehands import sync
 from shakehands.demo import MEOW, WELCOME
+
+from ..helpers import HOST
+from .sync_helpers import RawClient, running
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -12,19 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sync_helpers import HOST, RawClient, upgrade_request
 
 from shakehands import sync
+
+from ..helpers import HOST, free_port, upgrade_request
+from .sync_helpers import RawClient
 
 pytestmark = pytest.mark.timeout(60)
 
 MEOW_PY = Path(__file__).resolve().parents[2] / "examples" / "meow.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Program:

@@ -10,9 +10,11 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
-from sync_helpers import HOST, OP_CLOSE, OP_TEXT, RawClient, frame, upgrade_request
 
 from shakehands import InvalidStatus, Response, UnsupportedVersion, sync
+
+from ..helpers import HOST, OP_CLOSE, OP_TEXT, frame, upgrade_request
+from .sync_helpers import RawClient
 
 pytestmark = pytest.mark.timeout(60)
 

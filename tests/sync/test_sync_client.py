@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sync_helpers import HOST, running, uri
 
 import shakehands
 from shakehands import ConnectionClosedOK, InvalidURI, sync
+
+from ..helpers import HOST
+from .sync_helpers import running, uri
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,17 +12,6 @@ import threading
 from http import HTTPStatus
 
 import pytest
-from sync_helpers import (
-    OP_CLOSE,
-    OP_PING,
-    OP_TEXT,
-    RawClient,
-    echo,
-    frame,
-    running,
-    upgrade_request,
-    uri,
-)
 
 import shakehands
 from shakehands import (
@@ -33,6 +22,9 @@ from shakehands import (
     Response,
     sync,
 )
+
+from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, frame, upgrade_request
+from .sync_helpers import RawClient, echo, running, uri
 
 pytestmark = pytest.mark.timeout(60)
 

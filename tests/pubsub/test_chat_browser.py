@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scaleout_helpers import ChatProcess, RedisServer
 
 import shakehands
+
+from .pubsub_helpers import ChatProcess, RedisServer
 
 
 def find_chromium() -> str | None:

@@ -23,13 +23,7 @@ from shakehands import (
     set_slow_client_policy,
 )
 
-HOST = "127.0.0.1"
-APIS = ["coroutine", "callback"]
-
-
-@pytest.fixture(params=APIS)
-def api(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+from .helpers import HOST
 
 
 async def hold(ws: shakehands.ServerConnection) -> None:

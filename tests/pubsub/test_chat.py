@@ -18,9 +18,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from scaleout_helpers import HOST, ChatProcess, RedisServer, free_port
 
 import shakehands
+
+from ..helpers import HOST, free_port
+from .pubsub_helpers import ChatProcess, RedisServer
 
 
 async def join(uri: str) -> tuple[Any, dict[str, Any]]:

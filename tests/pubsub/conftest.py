@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scaleout_helpers import ChatProcess, RedisServer
+
+from .pubsub_helpers import ChatProcess, RedisServer
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from scaleout_helpers import RedisServer
 
 import shakehands
 from shakehands import Gap, Hub, PublishError, RedisBackend
+
+from .pubsub_helpers import RedisServer
 
 HOST = "127.0.0.1"
 

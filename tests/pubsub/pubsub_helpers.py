@@ -1,4 +1,4 @@
-"""Helpers of the scale-out tests: a real redis-server process, chat server processes."""
+"""Helpers of the pub/sub (Hub) tests: a real redis-server process, chat server processes."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from ..helpers import HOST, free_port
+
 STARTUP_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_ping(port: int) -> bool:

@@ -1,0 +1,39 @@
+"""Fixtures shared by every test folder (real sockets on 127.0.0.1, no mocks)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from .helpers import APIS, make_certificate
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Which server API a test runs against: ``"coroutine"`` (serve) or ``"callback"``."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files), made at test time."""
+    made = make_certificate(tmp_path_factory.mktemp("tls"))
+    if made is None:
+        pytest.skip("cannot make a test certificate: neither `cryptography` nor `openssl` works")
+    return made
+
+
+@pytest.fixture
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """Python's defaults (TLS 1.2 at least) with the test certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.fixture
+def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A client context that trusts the test certificate only."""
+    return ssl.create_default_context(cafile=str(certificate[0]))
