@@ -782,6 +782,10 @@ class Connection:
                     if not (self._read_size and 2 * size >= self._read_size):
                         chunk = bytes(chunk)
                     masked_parts.append((chunk, mask))
+                elif small is None and masked_parts and len(masked_parts[-1][0]) >= _KEEP_PART:
+                    # Right after a large part (typically the end of a large fragment, cut by
+                    # a read), which pays for it: kept as it came, at most one per large part.
+                    masked_parts.append((bytes(chunk), mask))
                 else:
                     if small is None:
                         small = self._msg_bytes = io.BytesIO()
@@ -832,29 +836,37 @@ class Connection:
                 self._finish_message()
 
     def _add_text(self, text: str) -> None:
-        """Add decoded text to the message: large pieces as they are, small ones by batches."""
+        """Add decoded text to the message: large pieces as they are, small ones by batches
+        (but one right after a large piece as it is, as for binary)."""
         small = self._msg_text
+        parts = self._msg_parts
         if len(text) >= _KEEP_PART:
             if small:
-                self._msg_parts.append("".join(small))  # type: ignore[arg-type]
+                parts.append("".join(small))  # type: ignore[arg-type]
                 small.clear()
-            self._msg_parts.append(text)  # type: ignore[arg-type]
+            parts.append(text)  # type: ignore[arg-type]
+        elif not small and parts and len(parts[-1]) >= _KEEP_PART:
+            parts.append(text)  # type: ignore[arg-type]
         elif small is None:
             self._msg_text = [text]
         else:
             small.append(text)
             if len(small) >= _TEXT_BATCH:
-                self._msg_parts.append("".join(small))  # type: ignore[arg-type]
+                parts.append("".join(small))  # type: ignore[arg-type]
                 small.clear()
 
     def _add_bytes(self, data: bytes) -> None:
-        """Add inflated bytes to a compressed binary message (large parts as they are)."""
+        """Add inflated bytes to a compressed binary message (large parts as they are, and
+        one right after a large one, as for uncompressed binary)."""
         small = self._msg_bytes
+        parts = self._msg_parts
         if len(data) >= _KEEP_PART:
             if small is not None:
-                self._msg_parts.append(small.getvalue())  # type: ignore[arg-type]
+                parts.append(small.getvalue())  # type: ignore[arg-type]
                 self._msg_bytes = None
-            self._msg_parts.append(data)  # type: ignore[arg-type]
+            parts.append(data)  # type: ignore[arg-type]
+        elif small is None and parts and len(parts[-1]) >= _KEEP_PART:
+            parts.append(data)  # type: ignore[arg-type]
         else:
             if small is None:
                 small = self._msg_bytes = io.BytesIO()
