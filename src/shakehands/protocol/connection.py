@@ -29,6 +29,7 @@ in :attr:`State.OPEN` when used directly.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import struct
 from collections.abc import Callable
@@ -84,6 +85,14 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 #: Payloads at least this large (and immutable) are queued apart from their frame header, to
 #: spare a copy; smaller ones are joined to it, one chunk per frame.
 _SEPARATE_PAYLOAD = 2**16
+#: Parts of a message in several chunks at least this large are kept as they come (a view of the
+#: read, or the decoded text) and joined at the end; smaller ones are coalesced as they arrive,
+#: so that a message of a million one-byte fragments costs about its size, not a Python object
+#: per fragment. Large enough that a kept part's own overhead (a few hundred bytes) stays under
+#: 2 % of what it holds.
+_KEEP_PART = 2**14
+#: Small pieces of text (decoded chunks under _KEEP_PART) are joined by batches of this many.
+_TEXT_BATCH = 256
 _VALID_OPCODES = frozenset(int(op) for op in Opcode)
 
 
@@ -167,6 +176,8 @@ class Connection:
         "_msg_opcode",
         "_msg_parts",
         "_msg_masked",
+        "_msg_bytes",
+        "_msg_text",
         "_read_size",
         "_msg_size",
         "_decoder",
@@ -211,12 +222,18 @@ class Connection:
         self._frame_fin = False
         self._frame_mask: bytes | None = None
         self._frame_offset = 0
-        # The message being reassembled: _msg_opcode 0 means none.
+        # The message being reassembled: _msg_opcode 0 means none. Its large parts are kept in
+        # _msg_parts (text, compressed binary) or _msg_masked, in order; the small ones since
+        # the last large part are coalesced in _msg_bytes or _msg_text (see _payload_chunk).
         self._msg_opcode = 0
         self._msg_parts: list[bytes] | list[str] = []
-        # A binary, uncompressed message in several chunks: its parts still masked, unmasked
-        # and joined in one pass at the end (see _payload_chunk).
+        # A binary, uncompressed message in several chunks: its large parts still masked,
+        # unmasked and joined in one pass at the end.
         self._msg_masked: list[tuple[BytesLike, bytes | None]] | None = None
+        # Binary: the small parts, unmasked (and inflated), in one growing buffer.
+        self._msg_bytes: io.BytesIO | None = None
+        # Text: the small pieces decoded since the last batch was joined (< _TEXT_BATCH).
+        self._msg_text: list[str] | None = None
         # The size of the bytes object being parsed, whose slices may be kept; 0 otherwise.
         self._read_size = 0
         self._msg_size = 0
@@ -729,28 +746,49 @@ class Connection:
     def _start_message(self, opcode: int, compressed: int) -> None:
         self._msg_opcode = opcode
         self._msg_parts = []
+        self._msg_bytes = None
+        self._msg_text = None
         self._msg_compressed = bool(compressed)
         self._msg_masked = [] if opcode == Opcode.BINARY and not compressed else None
         self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
 
     def _payload_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Deliver part of a data frame's payload to the message being reassembled."""
+        """Deliver part of a data frame's payload to the message being reassembled.
+
+        What a message in several chunks holds stays within a small factor of its size (counted
+        against ``max_message_size``), however many fragments it comes in: parts of at least
+        ``_KEEP_PART`` bytes are kept whole; smaller ones are appended to one buffer as they
+        arrive (binary) or joined by batches (text), never kept one object per fragment.
+        """
         mask = self._frame_mask
         masked_parts = self._msg_masked
         if masked_parts is not None:
-            # Binary, uncompressed: keep the part as it came (a view of the immutable read
+            # Binary, uncompressed: keep a large part as it came (a view of the immutable read
             # when it covers at least half of it, so that memory held stays within twice the
-            # size counted against the limit; a copy otherwise) and unmask everything at the
-            # end, in one pass: one copy of a large message fewer than unmask-then-join.
+            # size counted against the limit; a copy otherwise) and unmask the large parts at
+            # the end, in one pass: one copy of a large message fewer than unmask-then-join.
             size = len(chunk)
             if size:
                 if mask is not None:
                     rotate = self._frame_offset & 3
                     if rotate:
                         mask = mask[rotate:] + mask[:rotate]
-                if not (self._read_size and 2 * size >= self._read_size):
-                    chunk = bytes(chunk)
-                masked_parts.append((chunk, mask))
+                small = self._msg_bytes
+                if size >= _KEEP_PART:
+                    if small is not None:
+                        masked_parts.append((small.getvalue(), None))
+                        self._msg_bytes = None
+                    if not (self._read_size and 2 * size >= self._read_size):
+                        chunk = bytes(chunk)
+                    masked_parts.append((chunk, mask))
+                elif small is None and masked_parts and len(masked_parts[-1][0]) >= _KEEP_PART:
+                    # Right after a large part (typically the end of a large fragment, cut by
+                    # a read), which pays for it: kept as it came, at most one per large part.
+                    masked_parts.append((bytes(chunk), mask))
+                else:
+                    if small is None:
+                        small = self._msg_bytes = io.BytesIO()
+                    small.write(chunk if mask is None else apply_mask(chunk, mask))
             self._frame_offset += size
             self._remaining -= size
             if self._remaining == 0:
@@ -788,30 +826,87 @@ class Connection:
             if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
                 raise InvalidPayload("invalid UTF-8 in text message")
             if text:
-                self._msg_parts.append(text)  # type: ignore[arg-type]
+                self._add_text(text)
         elif data:
-            self._msg_parts.append(data)  # type: ignore[arg-type]
+            self._add_bytes(data)
         if self._remaining == 0:
             self._remaining = -1
             if self._frame_fin:
                 self._finish_message()
 
+    def _add_text(self, text: str) -> None:
+        """Add decoded text to the message: large pieces as they are, small ones by batches
+        (but one right after a large piece as it is, as for binary)."""
+        small = self._msg_text
+        parts = self._msg_parts
+        if len(text) >= _KEEP_PART:
+            if small:
+                parts.append("".join(small))  # type: ignore[arg-type]
+                small.clear()
+            parts.append(text)  # type: ignore[arg-type]
+        elif not small and parts and len(parts[-1]) >= _KEEP_PART:
+            parts.append(text)  # type: ignore[arg-type]
+        elif small is None:
+            self._msg_text = [text]
+        else:
+            small.append(text)
+            if len(small) >= _TEXT_BATCH:
+                parts.append("".join(small))  # type: ignore[arg-type]
+                small.clear()
+
+    def _add_bytes(self, data: bytes) -> None:
+        """Add inflated bytes to a compressed binary message (large parts as they are, and
+        one right after a large one, as for uncompressed binary)."""
+        small = self._msg_bytes
+        parts = self._msg_parts
+        if len(data) >= _KEEP_PART:
+            if small is not None:
+                parts.append(small.getvalue())  # type: ignore[arg-type]
+                self._msg_bytes = None
+            parts.append(data)  # type: ignore[arg-type]
+        elif small is None and parts and len(parts[-1]) >= _KEEP_PART:
+            parts.append(data)  # type: ignore[arg-type]
+        else:
+            if small is None:
+                small = self._msg_bytes = io.BytesIO()
+            small.write(data)
+
     def _finish_message(self) -> None:
         parts = self._msg_parts
-        decoder = self._decoder
+        small = self._msg_bytes
+        message: str | bytes
         if self._msg_masked is not None:
-            self._events.append(join_masked(self._msg_masked))
+            masked_parts = self._msg_masked
+            if small is not None:
+                if not masked_parts:
+                    # Only small parts: the buffer is the message, without a copy.
+                    message = small.getvalue()
+                else:
+                    masked_parts.append((small.getvalue(), None))
+                    message = join_masked(masked_parts)
+            else:
+                message = join_masked(masked_parts)
             self._msg_masked = None
-        elif decoder is not None:
+        elif self._decoder is not None:
             try:
-                tail = decoder.decode(b"", True)
+                tail = self._decoder.decode(b"", True)
             except UnicodeDecodeError as exc:
                 raise InvalidPayload("text message ends inside a UTF-8 sequence") from exc
-            self._events.append("".join(parts) + tail)  # type: ignore[arg-type]
+            if self._msg_text:
+                parts.append("".join(self._msg_text))  # type: ignore[arg-type]
+                self._msg_text = None
+            message = "".join(parts) + tail  # type: ignore[arg-type]
+        elif small is not None and not parts:
+            message = small.getvalue()
         else:
-            self._events.append(b"".join(parts))  # type: ignore[arg-type]
+            if small is not None:
+                parts.append(small.getvalue())  # type: ignore[arg-type]
+            message = b"".join(parts)  # type: ignore[arg-type]
+        self._events.append(message)
         self._msg_opcode = 0
         self._msg_parts = []
+        self._msg_bytes = None
+        self._msg_text = None
         self._msg_size = 0
         self._decoder = None
 
