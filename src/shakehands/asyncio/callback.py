@@ -101,6 +101,9 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         self._register(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._eof_sent:
+            self._linger(len(data))  # the lingering close after a refusal or a failure
+            return
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
