@@ -291,3 +291,27 @@ async def test_linger_is_bounded_in_bytes(api: str) -> None:
                 assert sent > LINGER_LIMIT
                 assert elapsed < close_timeout / 2
             await wait_for_condition(lambda: server.fds() == baseline, timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shutdown: lingering connections do not hold server.close() beyond close_timeout
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_server_close_waits_for_lingering_peers_at_most_close_timeout(api: str) -> None:
+    close_timeout = 2.0
+    server = await echo_server(api, close_timeout=close_timeout)
+    async with asyncio.timeout(30):
+        answered = [asyncio.Event() for _ in range(3)]
+        senders = [
+            asyncio.ensure_future(refused_sender(server.port, b"z" * 100, 0.05, event))
+            for event in answered
+        ]
+        await asyncio.gather(*(event.wait() for event in answered))
+        await wait_for_condition(lambda: len(server.connections) == 3)
+        start = time.monotonic()
+        server.close()
+        await server.wait_closed()
+        assert time.monotonic() - start < close_timeout + 2
+        assert not server.connections
+        await asyncio.gather(*senders)  # each was dropped (and had its 400 first)
