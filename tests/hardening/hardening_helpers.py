@@ -22,10 +22,13 @@ class EchoProcess:
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
 
+    def command(self) -> list[str]:
+        """The child's command line; its first line of output must end with ``:PORT.``"""
+        return [sys.executable, "-m", "shakehands", "echo", "--port", "0", *self.args]
+
     def __enter__(self) -> EchoProcess:
-        command = [sys.executable, "-m", "shakehands", "echo", "--port", "0", *self.args]
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

@@ -79,6 +79,7 @@ class TransportProtocol(asyncio.Protocol):
         "_shutting_down",
         "_hold_close",
         "_eof_sent",
+        "_lingered",
         "_client_wait_handle",
         "__dict__",
         "__weakref__",
@@ -113,6 +114,7 @@ class TransportProtocol(asyncio.Protocol):
         self._shutting_down = False
         self._hold_close = False
         self._eof_sent = False
+        self._lingered = 0
         self._client_wait_handle: asyncio.TimerHandle | None = None
 
     @property
@@ -135,6 +137,9 @@ class TransportProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=self.write_limit)
 
     def data_received(self, data: bytes) -> None:
+        if self._eof_sent:
+            self._linger(len(data))
+            return
         self.protocol.receive_data(data)
         self._process()
 
@@ -260,9 +265,25 @@ class TransportProtocol(asyncio.Protocol):
                 self.close_timeout, self._shutdown_transport
             )
 
+    #: The lingering close: after a refused handshake or a failed connection, the most bytes the
+    #: peer may still send (read and dropped) before we close anyway. It covers what a peer that
+    #: was still talking has in flight when our answer reaches it (socket buffers: a few hundred
+    #: KiB on common systems), while a peer that never stops costs at most this much reading;
+    #: the time is bounded by ``close_timeout`` (the abort timer).
+    linger_limit = 2**20
+
     def _shutdown_transport(self) -> None:
-        """Close the TCP connection, gracefully if possible, by force after ``close_timeout``."""
+        """Close the TCP connection, gracefully if possible, by force after ``close_timeout``.
+
+        After a failure (a refused handshake, a protocol violation) the close is a lingering
+        one: half-close, then read and drop what the peer still sends until its EOF, at most
+        ``linger_limit`` bytes and ``close_timeout`` seconds, then close. Closing a socket with
+        unread bytes sends a RST, which destroys our answer in the peer's receive buffer.
+        """
         if self._shutting_down:
+            return
+        if self._eof_sent and not self.protocol.eof_received:
+            # Lingering: the peer's EOF, linger_limit or the abort timer ends it.
             return
         self._shutting_down = True
         transport = self.transport
@@ -276,12 +297,13 @@ class TransportProtocol(asyncio.Protocol):
             and not self.protocol.eof_received
             and transport.can_write_eof()
         ):
-            # The peer may still be sending: half-close, so that our close frame or error
-            # response is not destroyed by a RST when unread bytes meet close(); the peer's EOF
-            # (or the timeout below) finishes the job.
+            # No write_eof on TLS transports: they close at once, as below.
             transport.write_eof()
             self._eof_sent = True
             self._shutting_down = False
+            if not transport.is_reading():
+                # Paused (a full queue, backpressure): the peer's EOF must be read now.
+                transport.resume_reading()
         else:
             transport.close()
             if not transport.get_write_buffer_size():
@@ -290,6 +312,14 @@ class TransportProtocol(asyncio.Protocol):
                 # handshakes per second).
                 return
         self._start_abort_timer()
+
+    def _linger(self, size: int) -> None:
+        """Drop ``size`` bytes read after our half-close; close past ``linger_limit``."""
+        self._lingered += size
+        if self._lingered > self.linger_limit and not self.transport.is_closing():
+            logger.debug("lingering close: the peer sent over %d bytes; closing", self.linger_limit)
+            self._shutting_down = True
+            self.transport.close()
 
     def _start_abort_timer(self) -> None:
         if self._abort_handle is None:

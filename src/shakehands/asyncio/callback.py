@@ -3,7 +3,10 @@ Future or task is created per message.
 
 Incoming bytes are parsed in one go, every complete message is handed to
 :meth:`Listener.on_message` in the same call, and whatever the listener sends meanwhile leaves in
-a single socket write at the end of the batch. Backpressure: while the transport's write buffer
+a single socket write at the end of the batch. A read with more than
+:attr:`CallbackConnection.batch_limit` messages (a flood of tiny ones) is delivered that many per
+loop iteration, with reading from that peer paused until it is all delivered, so that other
+connections are served in between. Backpressure: while the transport's write buffer
 is above its high-water mark, reading from the peer is paused, so a peer that does not read what
 it asked for cannot grow the server's memory.
 """
@@ -33,6 +36,9 @@ __all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
 logger = logging.getLogger("shakehands.server")
 
 _BytesLike = (bytes, bytearray, memoryview)
+
+# What CallbackConnection._deliver did with a batch of events.
+_DONE, _STOPPED, _FAILED = 0, 1, 2
 
 
 class Listener:
@@ -72,6 +78,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         "_in_batch",
         "_opened",
         "_read_paused_for_write",
+        "_backlog",
     )
 
     def __init__(self, server: Server[Any], listener: Listener, options: ServerOptions) -> None:
@@ -91,6 +98,8 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         self._in_batch = False
         self._opened = False
         self._read_paused_for_write = False
+        # The events of a large read not delivered yet, and where to go on (see batch_limit).
+        self._backlog: tuple[list[Any], int] | None = None
 
     # -----------------------------------------------------------------------------------------
     # Transport events
@@ -100,29 +109,81 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         super().connection_made(transport)
         self._register(transport)
 
+    #: The most events handed to the listener in one step of the event loop. One socket read
+    #: (up to 256 KiB) can hold 40 000 tiny messages, a hundred milliseconds of listener calls
+    #: during which no other connection is served; beyond this many, the rest are delivered
+    #: over the next loop iterations, this many at a time, and reading from this peer pauses
+    #: until they are all delivered.
+    batch_limit = 1024
+
     def data_received(self, data: bytes) -> None:
+        if self._eof_sent:
+            self._linger(len(data))  # the lingering close after a refusal or a failure
+            return
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
         if events:
-            self._in_batch = True
-            listener = self.listener
-            try:
-                for event in events:
-                    kind = type(event)
-                    if kind is str or kind is bytes:
-                        listener.on_message(self, event)  # type: ignore[arg-type]
-                    else:
-                        self._on_other_event(event)
-            except ConnectionClosed:
-                # The listener sent on a connection the same batch closed: nothing to report.
-                self._in_batch = False
-            except Exception:
-                logger.exception("listener failed")
-                self._in_batch = False
-                self._fail(CloseCode.INTERNAL_ERROR, "")
+            if len(events) > self.batch_limit:
+                # Pause reading (what comes next waits for these), and hold the close frame a
+                # failure or the peer's close owes until the answers to these are queued.
+                self.transport.pause_reading()
+                self._hold_close = True
+                self._backlog = (events, 0)
+                self._deliver_backlog()
                 return
+            if self._deliver(events) == _FAILED:
+                return
+        out = protocol.data_to_send()
+        if out:
+            write_chunks(self.transport, out)
+        if protocol.state is State.CLOSED:
+            self._closing_handshake_done()
+
+    def _deliver(self, events: list[Any]) -> int:
+        """Hand ``events`` to the listener; whatever it sends leaves after the batch."""
+        self._in_batch = True
+        listener = self.listener
+        try:
+            for event in events:
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    listener.on_message(self, event)
+                else:
+                    self._on_other_event(event)
+        except ConnectionClosed:
+            # The listener sent on a connection the same batch closed: nothing to report.
             self._in_batch = False
+            return _STOPPED
+        except Exception:
+            logger.exception("listener failed")
+            self._in_batch = False
+            self._fail(CloseCode.INTERNAL_ERROR, "")
+            return _FAILED
+        self._in_batch = False
+        return _DONE
+
+    def _deliver_backlog(self) -> None:
+        """Deliver the next ``batch_limit`` events of a large read; schedule the rest."""
+        if self._backlog is None:
+            return  # delivered when the connection was lost
+        events, start = self._backlog
+        end = start + self.batch_limit
+        outcome = self._deliver(events[start:end])
+        protocol = self.protocol
+        if outcome == _DONE and end < len(events):
+            self._backlog = (events, end)
+            out = protocol.data_to_send(send_close=False)
+            if out:
+                write_chunks(self.transport, out)
+            self.loop.call_soon(self._deliver_backlog)
+            return
+        self._backlog = None
+        self._hold_close = False
+        if outcome == _FAILED:
+            return
+        if not self._read_paused_for_write and not self.transport.is_closing():
+            self.transport.resume_reading()
         out = protocol.data_to_send()
         if out:
             write_chunks(self.transport, out)
@@ -170,10 +231,16 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         super().resume_writing()
         if self._read_paused_for_write:
             self._read_paused_for_write = False
-            if not self.transport.is_closing():
+            if not self.transport.is_closing() and self._backlog is None:
                 self.transport.resume_reading()
 
     def _on_connection_lost(self) -> None:
+        if self._backlog is not None:
+            # Messages received before the end are delivered before on_close.
+            events, start = self._backlog
+            self._backlog = None
+            self._hold_close = False
+            self._deliver(events[start:])
         self._unregister()
         if self._opened:
             self._opened = False

@@ -3,7 +3,9 @@
 :class:`WebSocketConnection` adds to the transport plumbing a bounded queue of received messages
 (reading from the socket pauses when it is full), ``send`` that waits while the transport's write
 buffer is above its high-water mark, pings that resolve on their pong, and the closing handshake.
-A message already buffered is returned by ``recv`` without suspending.
+A message already buffered is returned by ``recv`` without suspending (but for one yield to
+the loop every ``recv_burst`` messages of a backlog beyond ``max_queue``, so that one flooding
+peer cannot hold the loop).
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class WebSocketConnection(TransportProtocol):
         else:
             self._on_handshake_event(event)
 
+    #: While reading is paused for a full queue (``max_queue``: one read can add 40 000 tiny
+    #: messages at once), :meth:`recv` yields to the event loop once every this many messages,
+    #: so that a handler working through the backlog of a flood does not hold the loop (other
+    #: connections' handshakes and messages) for its whole run.
+    recv_burst = 256
+
     #: How long an owed close frame waits for the application to read the messages that came
     #: before it (so that its answers go first), in seconds.
     close_hold_limit = 1.0
@@ -155,6 +163,12 @@ class WebSocketConnection(TransportProtocol):
         """
         messages = self._messages
         if messages:
+            if self._reading_paused and len(messages) % self.recv_burst == 0:
+                # A backlog beyond max_queue: let the other connections have a turn of the
+                # loop every recv_burst messages.
+                await asyncio.sleep(0)
+                if not messages:
+                    return await self.recv()
             message = messages.popleft()
             if not messages and self._hold_close:
                 # The last message read before the peer's close or violation: let the answer
