@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any, cast
 
+from ..protocol.config import Config
 from ..protocol.connection import Close, Connection, Ping, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 
@@ -63,10 +64,8 @@ class TransportProtocol(asyncio.Protocol):
         "protocol",
         "transport",
         "loop",
+        "config",
         "ping_interval",
-        "ping_timeout",
-        "close_timeout",
-        "write_limit",
         "_closed_future",
         "_lost",
         "_writing_paused",
@@ -85,21 +84,15 @@ class TransportProtocol(asyncio.Protocol):
         "__weakref__",
     )
 
-    def __init__(
-        self,
-        protocol: Connection,
-        *,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        write_limit: int = 2**16,
-    ) -> None:
+    def __init__(self, protocol: Connection, config: Config) -> None:
         self.protocol = protocol
         self.loop = asyncio.get_running_loop()
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.write_limit = write_limit
+        #: The options (:class:`~shakehands.protocol.config.Config`), shared with every
+        #: connection of the same server.
+        self.config = config
+        #: Seconds between keepalive pings, or ``None``: the option, unless the connection
+        #: cannot ping (a draft-76 connection has no ping frame).
+        self.ping_interval = config.ping_interval
         # closed_future is created on first use only (idle memory: most connections never
         # need it); _lost says the same for code that must not create it.
         self._closed_future: asyncio.Future[None] | None = None
@@ -116,6 +109,21 @@ class TransportProtocol(asyncio.Protocol):
         self._eof_sent = False
         self._lingered = 0
         self._client_wait_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def ping_timeout(self) -> float | None:
+        """Seconds to wait for a keepalive pong (``config.ping_timeout``)."""
+        return self.config.ping_timeout
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds for the closing handshake (``config.close_timeout``)."""
+        return self.config.close_timeout
+
+    @property
+    def write_limit(self) -> int:
+        """High-water mark of the write buffer, in bytes (``config.write_limit``)."""
+        return self.config.write_limit
 
     @property
     def closed_future(self) -> asyncio.Future[None]:

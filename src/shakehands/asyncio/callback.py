@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Unpack
 
 from ..protocol.connection import Close, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
@@ -25,9 +25,9 @@ from .base import TransportProtocol, write_chunks
 from .server import (
     HANDSHAKE_SLOTS,
     ServeContext,
+    ServeOptions,
     Server,
     ServerHandshake,
-    ServerOptions,
     split_server_options,
 )
 
@@ -81,15 +81,9 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         "_backlog",
     )
 
-    def __init__(self, server: Server[Any], listener: Listener, options: ServerOptions) -> None:
-        super().__init__(
-            options.new_protocol(),
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            close_timeout=options.close_timeout,
-            write_limit=options.write_limit,
-        )
-        self._init_handshake(server, options)
+    def __init__(self, server: Server[Any], listener: Listener) -> None:
+        super().__init__(server.new_protocol(), server.config)
+        self._init_handshake(server)
         self.listener = listener
         self.request: Request | None = None
         self.subprotocol: str | None = None
@@ -301,7 +295,7 @@ def serve_callbacks(
     listener: Listener,
     host: str | None = None,
     port: int | None = None,
-    **options: Any,
+    **options: Unpack[ServeOptions],
 ) -> ServeContext[CallbackConnection]:
     """Start a WebSocket server driven by a :class:`Listener`: the fast path.
 
@@ -317,10 +311,10 @@ def serve_callbacks(
         async with serve_callbacks(Echo(), "127.0.0.1", 8765) as server:
             await server.serve_forever()
     """
-    ws_options, create_kwargs = split_server_options(dict(options))
-    server: Server[CallbackConnection] = Server(ws_options.close_timeout)
+    config, secure, create_kwargs = split_server_options(options)
+    server: Server[CallbackConnection] = Server(config, secure=secure)
     return ServeContext(
-        lambda srv: CallbackConnection(srv, listener, ws_options),
+        lambda srv: CallbackConnection(srv, listener),
         server,
         host,
         port,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from ..protocol.client import ClientProtocol, parse_uri
-from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
-from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.config import ClientConfig, ClientOptions, client_config
 from ..protocol.errors import InvalidResponse
-from ..protocol.handshake import HeadersLike, Response
+from ..protocol.handshake import Response
 from .connection import WebSocketConnection
 
 __all__ = ["connect", "ClientConnection"]
@@ -30,8 +28,8 @@ class ClientConnection(WebSocketConnection):
 
     __slots__ = ("handshake_done",)
 
-    def __init__(self, protocol: ClientProtocol, **options: Any) -> None:
-        super().__init__(protocol, **options)
+    def __init__(self, protocol: ClientProtocol, config: ClientConfig) -> None:
+        super().__init__(protocol, config)
         self.request = protocol.request
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
 
@@ -93,39 +91,15 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         self,
         uri: str,
         *,
-        origin: str | None = None,
-        subprotocols: Sequence[str] | None = None,
-        extra_headers: HeadersLike | None = None,
-        open_timeout: float | None = 10.0,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        max_queue: int = 32,
-        write_limit: int = 2**16,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        compression: str | DeflateOptions | None = "deflate",
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.uri = uri
         self.wsuri = parse_uri(uri)
-        self.open_timeout = open_timeout
-        self._protocol_kwargs: dict[str, Any] = dict(
-            origin=origin,
-            subprotocols=subprotocols,
-            extra_headers=extra_headers,
-            max_message_size=max_message_size,
-            max_frame_size=max_frame_size,
-            compression=compression_options(compression),
-        )
-        self._connection_kwargs: dict[str, Any] = dict(
-            max_queue=max_queue,
-            write_limit=write_limit,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-        )
+        #: The options (validated when ``connect`` is called, before any I/O).
+        self.config = client_config(**options)
+        self.open_timeout = self.config.open_timeout
         if self.wsuri.secure and ssl is None:
             ssl = ssl_module.create_default_context()
         elif not self.wsuri.secure and ssl is not None:
@@ -139,8 +113,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         wsuri = self.wsuri
 
         def factory() -> ClientConnection:
-            protocol = ClientProtocol(self.uri, **self._protocol_kwargs)
-            return ClientConnection(protocol, **self._connection_kwargs)
+            return ClientConnection(ClientProtocol(self.uri, self.config), self.config)
 
         kwargs: dict[str, Any] = {}
         if self.ssl is not None:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
+from ..protocol.config import Config
 from ..protocol.connection import Close, Connection, State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
@@ -39,7 +40,6 @@ class WebSocketConnection(TransportProtocol):
     answers_later = True
 
     __slots__ = (
-        "max_queue",
         "_messages",
         "_recv_waiter",
         "_reading_paused",
@@ -52,24 +52,8 @@ class WebSocketConnection(TransportProtocol):
         "subprotocol",
     )
 
-    def __init__(
-        self,
-        protocol: Connection,
-        *,
-        max_queue: int = 32,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        write_limit: int = 2**16,
-    ) -> None:
-        super().__init__(
-            protocol,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            write_limit=write_limit,
-        )
-        self.max_queue = max(1, max_queue)
+    def __init__(self, protocol: Connection, config: Config) -> None:
+        super().__init__(protocol, config)
         self._messages: deque[Data] = deque()
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
@@ -84,6 +68,11 @@ class WebSocketConnection(TransportProtocol):
         self.response: Response | None = None
         #: The subprotocol agreed on, or ``None``.
         self.subprotocol: str | None = None
+
+    @property
+    def max_queue(self) -> int:
+        """Messages buffered before reading pauses (``config.max_queue``)."""
+        return self.config.max_queue
 
     # -----------------------------------------------------------------------------------------
     # Events from the core

@@ -13,23 +13,20 @@ import inspect
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE, State
-from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.config import ServerConfig, ServerOptions, server_config
+from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import (
-    MAX_HEADER_BYTES,
-    MAX_HEADERS,
-    MAX_LINE,
     Request,
     Response,
     error_response,
 )
 from ..protocol.hixie76 import new_server_protocol
-from ..protocol.server import SelectSubprotocol, ServerProtocol
+from ..protocol.server import ServerProtocol
 from .base import TransportProtocol
 from .connection import WebSocketConnection
 
@@ -46,74 +43,8 @@ Handler = Callable[["ServerConnection"], Awaitable[Any]]
 C = TypeVar("C", bound=TransportProtocol)
 
 
-class ServerOptions:
-    """What every server connection of one server shares (built by :func:`serve`)."""
-
-    def __init__(
-        self,
-        *,
-        process_request: ProcessRequest | None = None,
-        origins: Sequence[str | None] | None = None,
-        subprotocols: Sequence[str] | None = None,
-        select_subprotocol: SelectSubprotocol | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-        max_queue: int = 32,
-        write_limit: int = 2**16,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        open_timeout: float | None = 10.0,
-        close_timeout: float | None = 10.0,
-        compression: str | DeflateOptions | None = "deflate",
-        legacy_hixie76: bool = False,
-        max_connections: int | None = None,
-    ) -> None:
-        if max_connections is not None and max_connections < 1:
-            raise ValueError("max_connections must be at least 1 (or None: no limit)")
-        self.process_request = process_request
-        self.compression = compression_options(compression)
-        self.origins = origins
-        self.subprotocols = subprotocols
-        self.select_subprotocol = select_subprotocol
-        self.max_message_size = max_message_size
-        self.max_frame_size = max_frame_size
-        self.max_line = max_line
-        self.max_headers = max_headers
-        self.max_header_bytes = max_header_bytes
-        self.max_queue = max_queue
-        self.write_limit = write_limit
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
-        #: Accept draft-76 handshakes too (:mod:`shakehands.protocol.hixie76`); off by default.
-        self.legacy_hixie76 = legacy_hixie76
-        #: Whether the server runs TLS (draft-76 answers name the scheme); set by ``serve``.
-        self.secure = False
-        self.max_connections = max_connections
-
-    def new_protocol(self) -> ServerProtocol:
-        """A fresh sans-I/O server connection with these limits."""
-        return new_server_protocol(
-            legacy_hixie76=self.legacy_hixie76,
-            secure=self.secure,
-            origins=self.origins,
-            subprotocols=self.subprotocols,
-            select_subprotocol=self.select_subprotocol,
-            max_line=self.max_line,
-            max_headers=self.max_headers,
-            max_header_bytes=self.max_header_bytes,
-            max_message_size=self.max_message_size,
-            max_frame_size=self.max_frame_size,
-            compression=self.compression,
-        )
-
-
 #: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
-HANDSHAKE_SLOTS = ("server", "options", "_open_handle", "_over_limit")
+HANDSHAKE_SLOTS = ("server", "_open_handle", "_over_limit")
 
 
 class ServerHandshake:
@@ -127,7 +58,6 @@ class ServerHandshake:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     server: Server[Any]
-    options: ServerOptions
     ping_interval: float | None
 
     # No __slots__ here (two bases with slots cannot be mixed): the classes it is mixed into
@@ -138,22 +68,23 @@ class ServerHandshake:
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
     _over_limit: bool
 
-    def _init_handshake(self, server: Server[Any], options: ServerOptions) -> None:
+    def _init_handshake(self, server: Server[Any]) -> None:
         self.server = server
-        self.options = options
         self._open_handle = None
         self._over_limit = False
 
     def _register(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
         server._connections.add(self)
-        limit = self.options.max_connections
+        limit = self.server.config.max_connections
         if limit is not None and len(server._admitted) >= limit:
             self._over_limit = True
         else:
             server._admitted.add(self)
-        if self.options.open_timeout is not None:
-            self._open_handle = self.loop.call_later(self.options.open_timeout, self._open_expired)
+        if self.server.config.open_timeout is not None:
+            self._open_handle = self.loop.call_later(
+                self.server.config.open_timeout, self._open_expired
+            )
 
     def _unregister(self) -> None:
         """The TCP connection is gone: forget it (called once, from connection_lost)."""
@@ -183,7 +114,7 @@ class ServerHandshake:
                 )
             )
             return
-        hook = self.options.process_request
+        hook = self.server.config.process_request
         if hook is None:
             self._answer(None)
             return
@@ -258,16 +189,9 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
 
     __slots__ = (*HANDSHAKE_SLOTS, "handler", "handler_task")
 
-    def __init__(self, server: Server[Any], handler: Handler, options: ServerOptions) -> None:
-        super().__init__(
-            options.new_protocol(),
-            max_queue=options.max_queue,
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            close_timeout=options.close_timeout,
-            write_limit=options.write_limit,
-        )
-        self._init_handshake(server, options)
+    def __init__(self, server: Server[Any], handler: Handler) -> None:
+        super().__init__(server.new_protocol(), server.config)
+        self._init_handshake(server)
         self.handler = handler
         self.handler_task: asyncio.Task[None] | None = None
 
@@ -311,8 +235,12 @@ class Server(Generic[C]):
     closes it gracefully.
     """
 
-    def __init__(self, close_timeout: float | None) -> None:
-        self.close_timeout = close_timeout
+    def __init__(self, config: ServerConfig, *, secure: bool = False) -> None:
+        #: The options of this server, shared by all its connections.
+        self.config = config
+        #: Whether the server runs TLS (a draft-76 answer names the scheme).
+        self.secure = secure
+        self.close_timeout = config.close_timeout
         self._server: asyncio.Server | None = None
         #: Live connections (handshake in progress or open).
         self._connections: set[C] = set()
@@ -320,6 +248,10 @@ class Server(Generic[C]):
         self._admitted: set[C] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
+
+    def new_protocol(self) -> ServerProtocol:
+        """A fresh sans-I/O server connection with this server's options."""
+        return new_server_protocol(self.config, secure=self.secure)
 
     @property
     def connections(self) -> set[C]:
@@ -431,38 +363,54 @@ class ServeContext(Generic[C]):
         await self._server.__aexit__(exc_type, exc, tb)
 
 
+class CreateServerOptions(TypedDict, total=False):
+    """The keyword arguments of ``serve`` and ``serve_callbacks`` that go to
+    ``loop.create_server`` (see the asyncio documentation)."""
+
+    ssl: ssl_module.SSLContext | None
+    ssl_handshake_timeout: float | None
+    sock: socket.socket | None
+    reuse_port: bool | None
+    reuse_address: bool | None
+    backlog: int
+    family: int
+    flags: int
+
+
+class ServeOptions(ServerOptions, CreateServerOptions, total=False):
+    """Every keyword argument of :func:`serve` and ``serve_callbacks``: the WebSocket options
+    (:class:`~shakehands.protocol.config.ServerConfig`) and ``loop.create_server``'s."""
+
+
+_CREATE_SERVER_KEYS = frozenset(CreateServerOptions.__annotations__)
+
+
 def split_server_options(
-    options: dict[str, Any],
-) -> tuple[ServerOptions, dict[str, Any]]:
-    """Separate WebSocket options from ``loop.create_server`` ones (ssl, sock, reuse_port...)."""
-    create_keys = {
-        "ssl",
-        "ssl_handshake_timeout",
-        "sock",
-        "reuse_port",
-        "reuse_address",
-        "backlog",
-        "family",
-        "flags",
-    }
-    create = {k: options.pop(k) for k in list(options) if k in create_keys}
+    options: ServeOptions,
+) -> tuple[ServerConfig, bool, dict[str, Any]]:
+    """Map ``serve``'s keyword arguments: ``(config, secure, loop.create_server kwargs)``.
+
+    Raises:
+        TypeError, ValueError: an unknown option, or a bad value (named in the message).
+    """
+    ws_options: dict[str, Any] = dict(options)
+    create = {k: ws_options.pop(k) for k in list(ws_options) if k in _CREATE_SERVER_KEYS}
     ssl_context = create.get("ssl")
     if ssl_context is not None and not isinstance(ssl_context, ssl_module.SSLContext):
-        raise TypeError("ssl must be an ssl.SSLContext")
-    ws_options = ServerOptions(**options)
-    ws_options.secure = ssl_context is not None
+        raise TypeError(f"ssl must be an ssl.SSLContext, got {ssl_context!r}")
+    config = server_config(**ws_options)
     if ssl_context is not None and "ssl_handshake_timeout" not in create:
         # The TLS handshake runs before connection_made, so open_timeout cannot see it: bound it
         # with the same value rather than asyncio's default of 60 s.
-        create["ssl_handshake_timeout"] = ws_options.open_timeout
-    return ws_options, create
+        create["ssl_handshake_timeout"] = config.open_timeout
+    return config, ssl_context is not None, create
 
 
 def serve(
     handler: Handler,
     host: str | None = None,
     port: int | None = None,
-    **options: Any,
+    **options: Unpack[ServeOptions],
 ) -> ServeContext[ServerConnection]:
     """Start a WebSocket server that runs ``handler(ws)`` for every connection.
 
@@ -501,10 +449,10 @@ def serve(
         async with serve(echo, "127.0.0.1", 8765) as server:
             await server.serve_forever()
     """
-    ws_options, create_kwargs = split_server_options(dict(options))
-    server: Server[ServerConnection] = Server(ws_options.close_timeout)
+    config, secure, create_kwargs = split_server_options(options)
+    server: Server[ServerConnection] = Server(config, secure=secure)
     return ServeContext(
-        lambda srv: ServerConnection(srv, handler, ws_options),
+        lambda srv: ServerConnection(srv, handler),
         server,
         host,
         port,
