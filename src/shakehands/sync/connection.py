@@ -180,6 +180,9 @@ class Connection:
         self._next_keepalive: float | None = None
         self._close_deadline: float | None = None
         self._lingered = 0
+        # Server shutdown: the close to start, left by a thread that could not take the core
+        # lock at once; applied by whichever thread takes it next.
+        self._close_requested: tuple[int, str] | None = None
         try:
             self.remote_address: Any = sock.getpeername()
             self.local_address: Any = sock.getsockname()
@@ -322,6 +325,9 @@ class Connection:
         return waiter
 
     def _check_open(self) -> None:
+        """Raise if messages cannot be sent (core lock held)."""
+        if self._close_requested is not None and not self._close_called:
+            self._close_locked(*self._close_requested)  # written by the next flush
         if self.protocol.state is not State.OPEN:
             raise self.protocol.close_exception()
 
@@ -420,12 +426,13 @@ class Connection:
             self.socket.shutdown(how)
 
     def _abort(self) -> None:
-        """Drop the TCP connection now (RST); wakes every thread waiting on the socket."""
-        with self._lock:
-            self._aborted = True
-            self._write_shut = True
-            self._outgoing.clear()
-            self._out_size = 0
+        """Drop the TCP connection now (RST); wakes every thread waiting on the socket.
+
+        Takes no lock (the server's shutdown calls it on many connections): the writers see
+        ``_write_shut`` and the reader, woken, ends and empties the buffer.
+        """
+        self._aborted = True
+        self._write_shut = True
         with contextlib.suppress(OSError, ValueError):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._shutdown_socket(socket.SHUT_RDWR)
@@ -466,17 +473,44 @@ class Connection:
     def _start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Queue our close frame (after everything accepted before it); never blocks long."""
         with self._lock:
-            self._close_called = True
-            if self.protocol.state is State.OPEN:
-                self.protocol.send_close(code, reason)
-                self._close_deadline = time.monotonic() + (
-                    self.close_timeout if self.close_timeout is not None else 10.0
-                )
-            self._holding_close = False
-            self._enqueue()
+            self._close_locked(code, reason)
         with self._inbox_cond:
             self._inbox_cond.notify_all()
         self._write_out(wait=False)
+
+    def _close_locked(self, code: int, reason: str) -> None:
+        self._close_called = True
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(code, reason)
+            self._close_deadline = time.monotonic() + (
+                self.close_timeout if self.close_timeout is not None else 10.0
+            )
+        self._holding_close = False
+        self._enqueue()
+
+    def _try_start_close(self, code: int, reason: str) -> bool:
+        """:meth:`_start_close` if the core lock is free; else leave the request to the thread
+        that holds it (the reader or a sender applies it when they next take the lock).
+
+        For the server's shutdown, which closes many connections from one thread while their
+        own threads compete for the GIL: nothing here waits for a lock. Returns whether the
+        close frame was queued.
+        """
+        self._close_requested = (code, reason)
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._close_locked(code, reason)
+        finally:
+            self._lock.release()
+        cond = self._inbox_cond
+        if cond.acquire(blocking=False):
+            try:
+                cond.notify_all()
+            finally:
+                cond.release()
+        self._write_out(wait=False)
+        return True
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the TCP connection is closed; return whether it is."""
@@ -535,6 +569,8 @@ class Connection:
             self._write_out(wait=False)
             self._dispatch(events)
             while True:
+                if self._close_requested is not None and not self._close_called:
+                    self._start_close(*self._close_requested)
                 if self._waiting_for_application():
                     # A full inbox or a held close frame: no reading until the application
                     # moves, but timers run and leftover bytes are retried.

@@ -451,14 +451,22 @@ class Server:
         self._stopped.wait()
         timeout = self.options.close_timeout
         deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
-        # Queue every close frame first (never blocks), then wait for them all together.
+        # One thread queues (and starts writing) every close frame, waiting for no lock: a
+        # connection whose core lock is busy gets a request that its busy thread applies. The
+        # old way, a closer thread per connection, each waiting for a lock held by a handler
+        # blocked in a write, made a thousand threads wait for the GIL together (shutdown took
+        # 5 to 40 s with 1 000 busy clients).
+        pending = [c for c in connections if not c._try_start_close(code, reason)]
+        for connection in pending:
+            connection._start_close(code, reason)  # the lock's holder is not waiting for I/O
         for connection in connections:
-            connection._start_close(code, reason)
-        for connection in connections:
-            if not connection.wait_closed(max(0.0, deadline - time.monotonic())):
-                connection._abort()
-        for connection in connections:
-            connection.wait_closed(1.0)
+            connection.wait_closed(max(0.0, deadline - time.monotonic()))
+        # The readers abort at their own close deadline; the rest are aborted from here.
+        stragglers = [c for c in connections if not c._reader_done.is_set()]
+        for connection in stragglers:
+            connection._abort()
+        for connection in stragglers:
+            connection.wait_closed(max(0.0, deadline + 1.0 - time.monotonic()))
         with self._lock:
             threads = list(self._threads)
         # Handlers see their connection closed; give them a moment to return.
