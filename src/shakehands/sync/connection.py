@@ -15,7 +15,8 @@ Two locks, and no thread ever waits for the network while holding either:
   non-blocking sends only: it writes what the kernel takes and leaves the rest.
 
 A thread in :meth:`~Connection.send` waits for the socket to become writable (``poll``) with no
-lock held, until the buffer is down to ``write_limit``; the reader only ever tries to write, and
+lock held, until the buffer is written; the reader only ever tries to write (it does not even
+wait for the write lock: the thread holding it looks at the buffer again after releasing it), and
 asks ``poll`` for writability while bytes are left over. So the reader keeps reading, answering
 and running keepalive whatever the peer does with its receive window. While the buffer is above
 ``write_limit``, the core answers only the latest ping (``defer_pongs``): a ping flood from a
@@ -256,9 +257,10 @@ class Connection:
 
         An iterable of ``str`` (or of bytes) is sent as one fragmented message, a frame per item.
         With permessage-deflate negotiated, ``compress=False`` sends this message uncompressed.
-        Blocks while more than ``write_limit`` bytes wait for the peer to read them; a peer that
-        never reads is dropped by keepalive (or the closing handshake's timeout), and then this
-        raises :class:`~shakehands.ConnectionClosedError`.
+        Blocks until the message is written to the socket (while the peer does not read, the
+        socket's buffer is full); a peer that never reads is dropped by keepalive (or the
+        closing handshake's timeout), and then this raises
+        :class:`~shakehands.ConnectionClosedError`.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
@@ -349,8 +351,9 @@ class Connection:
         if self.protocol.state is State.CLOSED:
             self._closing_handshake_done()
 
-    def _write_some(self) -> None:
-        """Write from the front of the buffer what the kernel takes (write lock held)."""
+    def _write_some(self) -> bool:
+        """Write from the front of the buffer what the kernel takes (write lock held); return
+        whether the kernel's buffer is full (bytes are left)."""
         sock = self.socket
         while True:
             with self._lock:
@@ -359,12 +362,13 @@ class Connection:
                     self._out_size = 0
                     if self._half_close_pending and not self._write_shut:
                         self._half_close()
-                    return
+                    self._half_close_pending = False
+                    return False
                 chunk = self._outgoing[0]
             try:
                 sent = sock.send(chunk)
             except _WOULD_BLOCK:
-                return
+                return True
             except (OSError, ValueError):
                 # The peer is gone; the reader sees it too and ends the connection.
                 with self._lock:
@@ -372,8 +376,10 @@ class Connection:
                     self._outgoing.clear()
                     self._out_size = 0
                 self._shutdown_socket(socket.SHUT_RDWR)
-                return
+                return False
             with self._lock:
+                if not self._outgoing or self._outgoing[0] is not chunk:
+                    return False  # emptied meanwhile (the connection ended)
                 if sent >= len(chunk):
                     self._outgoing.popleft()
                 else:
@@ -385,31 +391,38 @@ class Connection:
                     self._enqueue()
 
     def _write_out(self, *, wait: bool) -> None:
-        """Write what can be written; with ``wait``, until ``write_limit`` bytes at most remain.
+        """Write the buffer; with ``wait``, until it is all written (``send()``), else only
+        what the kernel takes now and without waiting for the write lock either.
 
         Waits (for ``poll`` to say the socket is writable) without holding any lock. Raises
         :class:`~shakehands.ConnectionClosedError` if the connection is aborted meanwhile.
         """
         poller: Any = None
-        while True:
-            with self._write_lock:
-                self._write_some()
-            if not wait or self._out_size <= self.write_limit:
+        while self._out_size or self._half_close_pending:
+            if not self._write_lock.acquire(blocking=wait):
+                # Another thread is writing; it looks at the buffer again after releasing the
+                # lock, so it writes what we queued before we got here.
                 return
+            try:
+                full = self._write_some()
+            finally:
+                self._write_lock.release()
+            if not full:
+                continue  # look again: bytes queued while we held the lock
+            if not wait:
+                return  # the reader asks poll for writability while bytes are left
             if self._aborted or self._reader_done.is_set():
-                with self._lock:
-                    self._write_shut = True
-                    self._outgoing.clear()
-                    self._out_size = 0
-                raise self.protocol.close_exception()
+                break
             if poller is None:
                 poller = select.poll()
                 try:
                     poller.register(self.socket, _POLL_OUT)
                 except (OSError, ValueError):
-                    continue  # closed under us: the next round raises
+                    continue  # closed under us: the next round sees it
             with contextlib.suppress(OSError, ValueError):
                 poller.poll(1000)  # the abort wakes us too (POLLHUP); 1 s just in case
+        if wait and self._aborted:
+            raise self.protocol.close_exception()
 
     def _half_close(self) -> None:
         # RFC 6455 §7.1.1: the server closes TCP first. A half-close, so that the peer reads
