@@ -314,16 +314,35 @@ def test_f3_keepalive_runs_on_descriptors_above_1023() -> None:
 # ---------------------------------------------------------------------------------------------
 
 BUSY = 1000
+STUCK = 5  # of which raw peers that send but never read: their handlers block in send()
 CLOSE_TIMEOUT = 3.0
 PAD = "x" * 1000
 INTERVAL = 1.0  # each client sends a message a second: 1 000 messages a second in all
+
+
+def stuck_peer(port: int) -> socket.socket:
+    """A peer that sends until the server's echoes fill every buffer, and never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # less to send before that
+    sock.settimeout(10)
+    sock.connect((HOST, port))
+    sock.sendall(upgrade_request(port, "/?stuck"))
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)  # byte by byte: nothing of the frames after it
+    assert response.startswith(b"HTTP/1.1 101"), response
+    fill_until_blocked(sock, big_frame(2**16))
+    return sock
 
 
 async def busy_clients(port: int, process: subprocess.Popen[str]) -> tuple[list[Any], float]:
     async def open_client(cid: int) -> shakehands.ClientConnection:
         return await shakehands.connect(f"ws://{HOST}:{port}/?{cid}", max_queue=100000)
 
-    clients = await gather_limited([lambda cid=cid: open_client(cid) for cid in range(BUSY)])
+    clients = await gather_limited(
+        [lambda cid=cid: open_client(cid) for cid in range(BUSY - STUCK)]
+    )
+    stuck = [stuck_peer(port) for _ in range(STUCK)]
     stop = asyncio.Event()
 
     async def stream(cid: int, ws: shakehands.ClientConnection) -> None:
@@ -353,7 +372,7 @@ async def busy_clients(port: int, process: subprocess.Popen[str]) -> tuple[list[
     process.send_signal(signal.SIGTERM)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        await loop.run_in_executor(None, process.wait, 40)
+        await loop.run_in_executor(None, process.wait, CLOSE_TIMEOUT + 12)
     elapsed = time.monotonic() - start
     stop.set()
     for task in senders:
@@ -364,6 +383,8 @@ async def busy_clients(port: int, process: subprocess.Popen[str]) -> tuple[list[
         task.cancel()
     for ws in clients:
         await ws.close()
+    for sock in stuck:
+        sock.close()
     return [(ws, received) for ws, received in zip(clients, results, strict=True)], elapsed
 
 
@@ -383,10 +404,11 @@ def test_f4_sigterm_with_1000_busy_clients() -> None:
             codes[ws.close_code] = codes.get(ws.close_code, 0) + 1
         total = sum(len(received or []) for _, received in pairs)
         print(
-            f"\n[F4] SIGTERM -> exit {elapsed:.2f} s (shutdown() {report['shutdown']}), "
+            f"\n[F4] {BUSY - STUCK} busy + {STUCK} stuck: SIGTERM -> exit {elapsed:.2f} s "
+            f"(shutdown() {report['shutdown']}), "
             f"close codes {codes}, {total} echoes"
         )
-        assert not alive, "the server was still running 40 s after SIGTERM"
+        assert not alive, f"the server was still running {elapsed:.0f} s after SIGTERM"
         assert server.process.returncode == 0
         assert "Traceback" not in err
         assert elapsed < CLOSE_TIMEOUT + 2
