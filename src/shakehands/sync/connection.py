@@ -25,6 +25,10 @@ when the ping times out and our close frame cannot be written either, the TCP co
 aborted (RST) at once, and a :meth:`~Connection.send` waiting on it raises
 :class:`~shakehands.ConnectionClosedError`. The closing handshake's timeout aborts the same way.
 
+The server's shutdown closes every connection from one thread: it queues each close frame
+itself when the core lock is free, and otherwise leaves a request that the thread holding the lock
+(busy, so soon back) applies. It never waits for a connection's lock, and starts no thread.
+
 Two rules:
 
 1. Frames leave in the order the core queued them, whichever thread queued them: the core lock
@@ -166,6 +170,8 @@ class Connection:
         self._deferring_pongs = False
         self._half_close_pending = False
         self._aborted = False
+        self._queued_total = 0  # bytes ever put in the buffer
+        self._written_total = 0  # bytes ever written from it
         self._inbox: deque[Data] = deque()
         self._inbox_cond = threading.Condition(threading.Lock())
         self._receivers_waiting = 0
@@ -271,7 +277,8 @@ class Connection:
                 self._check_open()
                 self.protocol.send_message(message, compress=compress)
                 self._enqueue()
-            self._write_out(wait=True)
+                target = self._queued_total
+            self._write_out(wait=True, target=target)
             return
         if not isinstance(message, Iterable):
             raise TypeError(f"cannot send {type(message).__name__}")
@@ -300,7 +307,8 @@ class Connection:
             self._check_open()
             self.protocol.send_fragment(fragment, fin=fin, compress=compress)
             self._enqueue()
-        self._write_out(wait=True)
+            target = self._queued_total
+        self._write_out(wait=True, target=target)
 
     def ping(self, data: bytes | None = None) -> PongWaiter:
         """Send a ping; ``ping().wait(timeout)`` blocks for the pong and returns the latency.
@@ -323,7 +331,8 @@ class Connection:
             self.protocol.send_ping(data)
             self._pings[data] = waiter
             self._enqueue()
-        self._write_out(wait=True)
+            target = self._queued_total
+        self._write_out(wait=True, target=target)
         return waiter
 
     def _check_open(self) -> None:
@@ -344,6 +353,7 @@ class Connection:
             data = out[0] if len(out) == 1 else b"".join(out)
             self._outgoing.append(data)
             self._out_size += len(data)
+            self._queued_total += len(data)
             if self._out_size > self.write_limit and not self._deferring_pongs:
                 # RFC 6455 §5.5.3: while the peer does not read, answer only the latest ping.
                 self._deferring_pongs = True
@@ -358,8 +368,7 @@ class Connection:
         while True:
             with self._lock:
                 if not self._outgoing or self._write_shut:
-                    self._outgoing.clear()
-                    self._out_size = 0
+                    self._discard_outgoing()
                     if self._half_close_pending and not self._write_shut:
                         self._half_close()
                     self._half_close_pending = False
@@ -373,11 +382,11 @@ class Connection:
                 # The peer is gone; the reader sees it too and ends the connection.
                 with self._lock:
                     self._write_shut = True
-                    self._outgoing.clear()
-                    self._out_size = 0
+                    self._discard_outgoing()
                 self._shutdown_socket(socket.SHUT_RDWR)
                 return False
             with self._lock:
+                self._written_total += sent
                 if not self._outgoing or self._outgoing[0] is not chunk:
                     return False  # emptied meanwhile (the connection ended)
                 if sent >= len(chunk):
@@ -390,9 +399,15 @@ class Connection:
                     self.protocol.defer_pongs(False)  # queues the latest ping's pong, if any
                     self._enqueue()
 
-    def _write_out(self, *, wait: bool) -> None:
-        """Write the buffer; with ``wait``, until it is all written (``send()``), else only
-        what the kernel takes now and without waiting for the write lock either.
+    def _discard_outgoing(self) -> None:
+        """Drop the buffer: the connection cannot write any more (core lock held)."""
+        self._outgoing.clear()
+        self._out_size = 0
+
+    def _write_out(self, *, wait: bool, target: int = 0) -> None:
+        """Write the buffer; with ``wait``, until its first ``target`` bytes ever queued are
+        written (``send()``), else only what the kernel takes now and without waiting for the
+        write lock either.
 
         Waits (for ``poll`` to say the socket is writable) without holding any lock. Raises
         :class:`~shakehands.ConnectionClosedError` if the connection is aborted meanwhile.
@@ -409,7 +424,7 @@ class Connection:
                 self._write_lock.release()
             if not full:
                 continue  # look again: bytes queued while we held the lock
-            if not wait:
+            if not wait or self._written_total >= target:
                 return  # the reader asks poll for writability while bytes are left
             if self._aborted or self._reader_done.is_set():
                 break
@@ -421,8 +436,8 @@ class Connection:
                     continue  # closed under us: the next round sees it
             with contextlib.suppress(OSError, ValueError):
                 poller.poll(1000)  # the abort wakes us too (POLLHUP); 1 s just in case
-        if wait and self._aborted:
-            raise self.protocol.close_exception()
+        if wait and self._written_total < target:
+            raise self.protocol.close_exception()  # dropped before it was all written
 
     def _half_close(self) -> None:
         # RFC 6455 §7.1.1: the server closes TCP first. A half-close, so that the peer reads
@@ -643,8 +658,7 @@ class Connection:
                     self.protocol.receive_eof()
                 self.protocol.events_received()
                 self._write_shut = True
-                self._outgoing.clear()
-                self._out_size = 0
+                self._discard_outgoing()
             with self._write_lock, contextlib.suppress(OSError):
                 sock.close()
             self._reader_done.set()
