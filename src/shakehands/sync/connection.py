@@ -365,8 +365,11 @@ class Connection:
         """Write from the front of the buffer what the kernel takes (write lock held); return
         whether the kernel's buffer is full (bytes are left)."""
         sock = self.socket
-        while True:
-            with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
+            while True:
+                # Core lock held here: take the front chunk, or finish.
                 if not self._outgoing or self._write_shut:
                     self._discard_outgoing()
                     if self._half_close_pending and not self._write_shut:
@@ -374,18 +377,18 @@ class Connection:
                     self._half_close_pending = False
                     return False
                 chunk = self._outgoing[0]
-            try:
-                sent = sock.send(chunk)
-            except _WOULD_BLOCK:
-                return True
-            except (OSError, ValueError):
-                # The peer is gone; the reader sees it too and ends the connection.
-                with self._lock:
+                lock.release()
+                try:
+                    sent = sock.send(chunk)
+                except _WOULD_BLOCK:
+                    return True
+                except (OSError, ValueError):
+                    # The peer is gone; the reader sees it too and ends the connection.
                     self._write_shut = True
-                    self._discard_outgoing()
-                self._shutdown_socket(socket.SHUT_RDWR)
-                return False
-            with self._lock:
+                    self._shutdown_socket(socket.SHUT_RDWR)
+                    return False
+                finally:
+                    lock.acquire()
                 self._written_total += sent
                 if not self._outgoing or self._outgoing[0] is not chunk:
                     return False  # emptied meanwhile (the connection ended)
@@ -398,6 +401,10 @@ class Connection:
                     self._deferring_pongs = False
                     self.protocol.defer_pongs(False)  # queues the latest ping's pong, if any
                     self._enqueue()
+        finally:
+            if self._write_shut:
+                self._discard_outgoing()
+            lock.release()
 
     def _discard_outgoing(self) -> None:
         """Drop the buffer: the connection cannot write any more (core lock held)."""
@@ -730,17 +737,16 @@ class Connection:
         return False
 
     def _timer_timeout(self) -> float | None:
-        timers = [
-            t
-            for t in (
-                self._close_deadline,
-                self._keepalive_deadline,
-                self._next_keepalive,
-                self._hold_deadline,
-            )
-            if t is not None
-        ]
-        return None if not timers else max(0.0, min(timers) - time.monotonic())
+        first = None
+        for t in (
+            self._close_deadline,
+            self._keepalive_deadline,
+            self._next_keepalive,
+            self._hold_deadline,
+        ):
+            if t is not None and (first is None or t < first):
+                first = t
+        return None if first is None else max(0.0, first - time.monotonic())
 
     def _run_timers(self) -> bool:
         """Run the timers that are due; ``True`` ends the reader (the peer is unresponsive)."""
