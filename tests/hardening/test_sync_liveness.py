@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,22 @@ class SyncEchoProcess:
         self.process.communicate(timeout=30)
 
 
+@contextlib.contextmanager
+def bounded_server(handler: Any, **options: Any) -> Iterator[sync.Server]:
+    """Like ``sync_helpers.running``, but a ``shutdown()`` that hangs fails the test in 10 s
+    instead of hanging it until pytest-timeout (it did, before the fix of F2)."""
+    server = sync.serve(handler, HOST, 0, **options)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield server
+    finally:
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive(), "shutdown() hangs"
+
+
 def big_frame(payload_size: int) -> bytes:
     """A masked binary frame with a zero mask key (the payload goes out as is: no XOR cost)."""
     return struct.pack("!BBQ", 0x82, 0x80 | 127, payload_size) + b"\0\0\0\0" + b"x" * payload_size
@@ -158,7 +175,9 @@ def wait_for(predicate: Any, timeout: float) -> bool:
 
 def test_f2_keepalive_drops_a_peer_that_never_reads() -> None:
     outcome = Outcome()
-    with running(outcome.handler, ping_interval=1, ping_timeout=1, close_timeout=1) as server:
+    with bounded_server(
+        outcome.handler, ping_interval=1, ping_timeout=1, close_timeout=1
+    ) as server:
         raw = RawClient(server.port)
         raw.handshake()
         assert outcome.started.wait(5)
@@ -178,7 +197,9 @@ def test_f2_keepalive_drops_a_peer_that_never_reads() -> None:
 
 def test_f2_ping_flood_from_a_peer_that_never_reads() -> None:
     outcome = Outcome()
-    with running(outcome.handler, ping_interval=1, ping_timeout=1, close_timeout=1) as server:
+    with bounded_server(
+        outcome.handler, ping_interval=1, ping_timeout=1, close_timeout=1
+    ) as server:
         raw = RawClient(server.port)
         raw.handshake()
         assert outcome.started.wait(5)
