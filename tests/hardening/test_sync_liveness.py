@@ -5,9 +5,15 @@ refusal. Each test reproduces an attack on real sockets on 127.0.0.1.
 - F2: a peer that never reads is dropped by keepalive, a ``send()`` blocked on it raises, a ping
   flood does not stop the reader, and ``shutdown()`` returns within ``close_timeout``;
 - F3: connections whose file descriptor is above 1 023 still get keepalive and timers;
-- F4: SIGTERM with 1 000 busy clients exits within ``close_timeout`` plus a margin, every client
-  getting 1001 after every echo that ``send()`` accepted;
-- F5: a refused peer that keeps sending still reads the whole answer (no reset).
+- F4: SIGTERM with 1 000 clients (995 streaming, 5 that never read) exits within
+  ``close_timeout`` plus a margin, every streaming client getting 1001 after every echo that
+  ``send()`` accepted;
+- F5: a refused peer that keeps sending still reads the whole answer (no reset), and a peer
+  failed for a protocol violation still reads its close frame.
+
+The servers run in a child process (``sync_echo_server.py``) where the test needs their exit,
+their descriptor limit or their memory; in a thread otherwise. Each F test failed on the tree
+before the fix (the F5 violation test is a regression guard: that path already lingered).
 """
 
 from __future__ import annotations
