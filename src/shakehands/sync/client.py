@@ -17,7 +17,7 @@ from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from ..protocol.deflate import DeflateOptions, compression_options
 from ..protocol.errors import InvalidResponse
 from ..protocol.handshake import HeadersLike
-from .connection import Connection
+from .connection import DEFAULT_WRITE_LIMIT, Connection
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -46,6 +46,7 @@ def connect(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     close_timeout: float | None = 10.0,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
     compression: str | DeflateOptions | None = "deflate",
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
@@ -58,7 +59,7 @@ def connect(
         open_timeout: seconds for TCP, TLS and the handshake together (10).
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
         max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
-        close_timeout, compression: as for :func:`~shakehands.sync.serve`.
+        close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`.
 
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
@@ -129,6 +130,7 @@ def connect(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
+        write_limit=write_limit,
     )
     connection.request = protocol.request
     connection.response = protocol.response

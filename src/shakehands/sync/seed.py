@@ -65,7 +65,7 @@ def get_request(sock: socket.socket, **options: Any) -> Request:
     opts = ServerOptions(**options)
     protocol = opts.new_protocol()
     deadline = None if opts.open_timeout is None else time.monotonic() + opts.open_timeout
-    request = read_request(sock, protocol, deadline=deadline)
+    request = read_request(sock, protocol, deadline=deadline, close_timeout=opts.close_timeout)
     with _pending_lock:
         _pending[sock] = (protocol, opts, deadline)
     return request
@@ -96,6 +96,7 @@ def put_response(sock: socket.socket, response: Response | None = None) -> Serve
         ping_interval=opts.ping_interval,
         ping_timeout=opts.ping_timeout,
         close_timeout=opts.close_timeout,
+        write_limit=opts.write_limit,
     )
 
 
