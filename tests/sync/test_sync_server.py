@@ -226,6 +226,33 @@ def test_process_request_that_raises_gets_500() -> None:
         assert info.value.response.status == 500  # type: ignore[attr-defined]
 
 
+def test_max_connections_answers_503_and_keeps_serving() -> None:
+    # As in the asyncio servers: handshakes count; beyond the limit, 503 with Retry-After.
+    with running(max_connections=2) as server:
+        first = sync.connect(uri(server))
+        second = sync.connect(uri(server))
+        with pytest.raises(InvalidStatus) as info:
+            sync.connect(uri(server))
+        response = info.value.response  # type: ignore[attr-defined]
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        assert b"server full" in response.body
+        for ws in (first, second):
+            ws.send("still served")
+            assert ws.recv() == "still served"
+        first.close()
+        first.wait_closed(5)
+        # A slot is free again once a connection has gone.
+        for _ in range(50):
+            if len(server.connections) < 2:
+                break
+            threading.Event().wait(0.05)
+        with sync.connect(uri(server)) as third:
+            third.send("in")
+            assert third.recv() == "in"
+        second.close()
+
+
 def test_origins_and_subprotocols() -> None:
     with running(origins=["https://ok.example"], subprotocols=["chat.v2", "chat.v1"]) as server:
         with pytest.raises(InvalidStatus) as info:

@@ -23,7 +23,6 @@ from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import (
     Request,
     Response,
-    error_response,
 )
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
@@ -106,13 +105,7 @@ class ServerHandshake:
         request.remote_address = self._peer()
         if self._over_limit:
             logger.info("server full (max_connections); refusing %s with 503", self._peer())
-            self._answer(
-                error_response(
-                    503,
-                    "server full: too many connections, try again later",
-                    [("Retry-After", "1")],
-                )
-            )
+            self._answer(self.protocol.reject_busy())
             return
         hook = self.server.config.process_request
         if hook is None:

@@ -182,6 +182,13 @@ class ServerProtocol(Connection):
         header, self._negotiated_deflate = negotiated
         return header
 
+    def reject_busy(self) -> Response:
+        """The answer when the server holds ``max_connections`` already: ``503 Service
+        Unavailable`` with ``Retry-After: 1``, to pass to :meth:`send_response`."""
+        text = "server full: too many connections, try again later"
+        self.handshake_exc = InvalidHandshake(text, HTTPStatus.SERVICE_UNAVAILABLE)
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, text, [("Retry-After", "1")])
+
     def reject(self, status: int | HTTPStatus, text: str) -> Response:
         """A plain-text refusal, to pass to :meth:`send_response`."""
         self.handshake_exc = InvalidHandshake(text, HTTPStatus(status))

@@ -10,14 +10,12 @@ from __future__ import annotations
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Sequence
+from typing import Unpack
 
 from ..protocol.client import ClientProtocol, parse_uri
-from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
-from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.config import ClientOptions, client_config
 from ..protocol.errors import InvalidResponse
-from ..protocol.handshake import HeadersLike
-from .connection import DEFAULT_WRITE_LIMIT, Connection
+from .connection import Connection
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -34,20 +32,9 @@ class ClientConnection(Connection):
 def connect(
     uri: str,
     *,
-    origin: str | None = None,
-    subprotocols: Sequence[str] | None = None,
-    extra_headers: HeadersLike | None = None,
-    open_timeout: float | None = 10.0,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    max_frame_size: int | None = None,
-    max_queue: int = 32,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    close_timeout: float | None = 10.0,
-    write_limit: int = DEFAULT_WRITE_LIMIT,
-    compression: str | DeflateOptions | None = "deflate",
+    **options: Unpack[ClientOptions],
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
 
@@ -58,8 +45,11 @@ def connect(
         extra_headers: more request headers.
         open_timeout: seconds for TCP, TLS and the handshake together (10).
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
+        server_hostname: the name to check the server's certificate against (default: the
+            URI's host).
         max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
-        close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`.
+        close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`;
+            every option is defined in :class:`~shakehands.protocol.config.ClientConfig`.
 
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
@@ -74,20 +64,14 @@ def connect(
         with connect("ws://127.0.0.1:12345/") as ws:
             print(ws.recv())
     """
+    config = client_config(**options)
+    open_timeout = config.open_timeout
     wsuri = parse_uri(uri)
     if wsuri.secure and ssl is None:
         ssl = ssl_module.create_default_context()
     elif not wsuri.secure and ssl is not None:
         raise ValueError("an ssl context needs a wss:// URI")
-    protocol = ClientProtocol(
-        uri,
-        origin=origin,
-        subprotocols=subprotocols,
-        extra_headers=extra_headers,
-        max_message_size=max_message_size,
-        max_frame_size=max_frame_size,
-        compression=compression_options(compression),
-    )
+    protocol = ClientProtocol(uri, config)
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
 
     def remaining() -> float | None:
@@ -123,15 +107,7 @@ def connect(
     except BaseException:
         sock.close()
         raise
-    connection = ClientConnection(
-        sock,
-        protocol,
-        max_queue=max_queue,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        close_timeout=close_timeout,
-        write_limit=write_limit,
-    )
+    connection = ClientConnection(sock, protocol, config)
     connection.request = protocol.request
     connection.response = protocol.response
     connection.subprotocol = protocol.subprotocol

@@ -62,12 +62,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..protocol.config import Config
 from ..protocol.connection import Connection as Protocol
 from ..protocol.connection import Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 
-__all__ = ["Connection", "Data", "PongWaiter", "DEFAULT_WRITE_LIMIT", "LINGER_BYTES"]
+__all__ = ["Connection", "Data", "PongWaiter", "LINGER_BYTES"]
 
 logger = logging.getLogger("shakehands.sync")
 
@@ -76,8 +77,6 @@ Data = str | bytes
 
 _BytesLike = (bytes, bytearray, memoryview)
 _READ_SIZE = 2**16
-#: Bytes buffered for the peer above which ``send()`` waits and pongs are deferred.
-DEFAULT_WRITE_LIMIT = 2**16
 #: Bytes read and discarded at most, after a failure or our half-close, waiting for the EOF.
 LINGER_BYTES = 4 * 2**20
 # How long the reader waits for the application (full inbox, held close frame) at a time while
@@ -138,24 +137,15 @@ class Connection:
     add the opening handshake's :attr:`request`, :attr:`response` and :attr:`subprotocol`.
     """
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        protocol: Protocol,
-        *,
-        max_queue: int = 32,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        close_timeout: float | None = 10.0,
-        write_limit: int = DEFAULT_WRITE_LIMIT,
-    ) -> None:
+    def __init__(self, sock: socket.socket, protocol: Protocol, config: Config) -> None:
         self.socket = sock
         self.protocol = protocol
-        self.max_queue = max(1, max_queue)
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.close_timeout = close_timeout
-        self.write_limit = max(0, write_limit)
+        #: The options (:class:`~shakehands.protocol.config.Config`), shared with every
+        #: connection of the same server.
+        self.config = config
+        #: Seconds between keepalive pings, or ``None``: the option, unless the connection
+        #: cannot ping (a draft-76 connection has no ping frame).
+        self.ping_interval = config.ping_interval
         #: The opening handshake's request (server: the client's; client: ours).
         self.request: Request | None = None
         #: The opening handshake's response.
@@ -199,6 +189,26 @@ class Connection:
         self._reader = threading.Thread(
             target=self._read_loop, name=f"shakehands-reader-{self.remote_address}", daemon=True
         )
+
+    @property
+    def max_queue(self) -> int:
+        """Messages buffered before the reader stops reading (``config.max_queue``)."""
+        return self.config.max_queue
+
+    @property
+    def ping_timeout(self) -> float | None:
+        """Seconds to wait for a keepalive pong (``config.ping_timeout``)."""
+        return self.config.ping_timeout
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds for the closing handshake (``config.close_timeout``)."""
+        return self.config.close_timeout
+
+    @property
+    def write_limit(self) -> int:
+        """Bytes buffered for the peer above which ``send()`` waits (``config.write_limit``)."""
+        return self.config.write_limit
 
     def _start(self) -> None:
         """Start the reader thread (called once the handshake is done)."""

@@ -21,13 +21,15 @@ import threading
 import time
 import weakref
 from http import HTTPStatus
-from typing import Any
+from typing import Unpack
 
+from ..protocol.config import ServerOptions, server_config
 from ..protocol.errors import ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import Request, Response, error_response
+from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
 from .connection import Connection, Data
-from .server import ServerConnection, ServerOptions, answer_request, read_request
+from .server import ServerConnection, answer_request, read_request
 
 __all__ = [
     "HandshakeError",
@@ -44,14 +46,12 @@ __all__ = [
 HandshakeError = InvalidHandshake
 
 # The handshake in progress on each socket, between get_request and put_response.
-_pending: weakref.WeakKeyDictionary[
-    socket.socket, tuple[ServerProtocol, ServerOptions, float | None]
-]
+_pending: weakref.WeakKeyDictionary[socket.socket, tuple[ServerProtocol, float | None]]
 _pending = weakref.WeakKeyDictionary()
 _pending_lock = threading.Lock()
 
 
-def get_request(sock: socket.socket, **options: Any) -> Request:
+def get_request(sock: socket.socket, **options: Unpack[ServerOptions]) -> Request:
     """Read and parse the opening request on ``sock``, without answering it.
 
     Answer with :func:`put_response` (upgrade, or any response) or :func:`reject`. ``options``
@@ -62,12 +62,12 @@ def get_request(sock: socket.socket, **options: Any) -> Request:
         HandshakeError: the bytes are not a valid HTTP request (answered 400 / 431, closed).
         TimeoutError: no whole request within ``open_timeout``.
     """
-    opts = ServerOptions(**options)
-    protocol = opts.new_protocol()
-    deadline = None if opts.open_timeout is None else time.monotonic() + opts.open_timeout
-    request = read_request(sock, protocol, deadline=deadline, close_timeout=opts.close_timeout)
+    config = server_config(**options)
+    protocol = new_server_protocol(config, secure=False)
+    deadline = None if config.open_timeout is None else time.monotonic() + config.open_timeout
+    request = read_request(sock, protocol, deadline=deadline, close_timeout=config.close_timeout)
     with _pending_lock:
-        _pending[sock] = (protocol, opts, deadline)
+        _pending[sock] = (protocol, deadline)
     return request
 
 
@@ -86,18 +86,8 @@ def put_response(sock: socket.socket, response: Response | None = None) -> Serve
         pending = _pending.pop(sock, None)
     if pending is None:
         raise RuntimeError("put_response needs a request read with get_request first")
-    protocol, opts, deadline = pending
-    return answer_request(
-        sock,
-        protocol,
-        response,
-        deadline=deadline,
-        max_queue=opts.max_queue,
-        ping_interval=opts.ping_interval,
-        ping_timeout=opts.ping_timeout,
-        close_timeout=opts.close_timeout,
-        write_limit=opts.write_limit,
-    )
+    protocol, deadline = pending
+    return answer_request(sock, protocol, response, deadline=deadline)
 
 
 def reject(
@@ -108,7 +98,7 @@ def reject(
     put_response(sock, error_response(status, text or status.phrase))
 
 
-def shake_hands(sock: socket.socket, **options: Any) -> ServerConnection:
+def shake_hands(sock: socket.socket, **options: Unpack[ServerOptions]) -> ServerConnection:
     """Validate and answer the opening handshake on ``sock``; return the open connection.
 
     ``options`` are those of :func:`get_request`.

@@ -17,18 +17,18 @@ import socket
 import ssl as ssl_module
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
-from ..protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
-from ..protocol.deflate import DeflateOptions, compression_options
+from ..protocol.config import ServerConfig, server_config
+from ..protocol.config import ServerOptions as ServerKeywords
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
-from ..protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from ..protocol.handshake import Request, Response
 from ..protocol.hixie76 import new_server_protocol
-from ..protocol.server import SelectSubprotocol, ServerProtocol
-from .connection import DEFAULT_WRITE_LIMIT, Connection
+from ..protocol.server import ServerProtocol
+from .connection import Connection
 
 __all__ = [
     "serve",
@@ -65,67 +65,34 @@ class ServerConnection(Connection):
 
 
 class ServerOptions:
-    """What every connection of one blocking server shares (built by :func:`serve`)."""
+    """What every connection of one blocking server shares: its options and its TLS context.
+
+    Built by :func:`serve` from its keyword arguments. ``config`` is the
+    :class:`~shakehands.protocol.config.ServerConfig` (every option, validated); ``ssl`` the
+    ``ssl.SSLContext`` that wraps each accepted socket, or ``None``.
+    """
+
+    __slots__ = ("config", "ssl")
 
     def __init__(
         self,
+        config: ServerConfig | None = None,
         *,
-        process_request: ProcessRequest | None = None,
-        origins: Sequence[str | None] | None = None,
-        subprotocols: Sequence[str] | None = None,
-        select_subprotocol: SelectSubprotocol | None = None,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-        max_frame_size: int | None = None,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-        max_queue: int = 32,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
-        open_timeout: float | None = 10.0,
-        close_timeout: float | None = 10.0,
-        write_limit: int = DEFAULT_WRITE_LIMIT,
-        compression: str | DeflateOptions | None = "deflate",
         ssl: ssl_module.SSLContext | None = None,
-        legacy_hixie76: bool = False,
+        **options: Unpack[ServerKeywords],
     ) -> None:
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
-            raise TypeError("ssl must be an ssl.SSLContext")
-        self.process_request = process_request
-        self.origins = origins
-        self.subprotocols = subprotocols
-        self.select_subprotocol = select_subprotocol
-        self.max_message_size = max_message_size
-        self.max_frame_size = max_frame_size
-        self.max_line = max_line
-        self.max_headers = max_headers
-        self.max_header_bytes = max_header_bytes
-        self.max_queue = max_queue
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
-        self.write_limit = write_limit
-        self.compression = compression_options(compression)
+            raise TypeError(f"ssl must be an ssl.SSLContext, got {ssl!r}")
+        if config is None:
+            config = server_config(**options)
+        elif options:
+            raise TypeError("pass a ServerConfig or options as keyword arguments, not both")
+        self.config = config
         self.ssl = ssl
-        #: Accept draft-76 handshakes too (:mod:`shakehands.protocol.hixie76`); off by default.
-        self.legacy_hixie76 = legacy_hixie76
 
     def new_protocol(self) -> ServerProtocol:
-        """A fresh sans-I/O server connection with these limits."""
-        return new_server_protocol(
-            legacy_hixie76=self.legacy_hixie76,
-            secure=self.ssl is not None,
-            origins=self.origins,
-            subprotocols=self.subprotocols,
-            select_subprotocol=self.select_subprotocol,
-            max_line=self.max_line,
-            max_headers=self.max_headers,
-            max_header_bytes=self.max_header_bytes,
-            max_message_size=self.max_message_size,
-            max_frame_size=self.max_frame_size,
-            compression=self.compression,
-        )
+        """A fresh sans-I/O server connection with these options."""
+        return new_server_protocol(self.config, secure=self.ssl is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,23 +201,21 @@ def answer_request(
     response: Response | None = None,
     *,
     deadline: float | None = None,
-    max_queue: int = 32,
-    ping_interval: float | None = 20.0,
-    ping_timeout: float | None = 20.0,
-    close_timeout: float | None = 10.0,
-    write_limit: int = DEFAULT_WRITE_LIMIT,
 ) -> ServerConnection | None:
     """Answer the request read by :func:`read_request` (the seed's ``putResponse``).
 
     ``response`` ``None`` validates the request and upgrades (a 101), or answers the error it
     deserves; any other :class:`Response` is sent as is. Returns the open connection after a
-    101; ``None`` after another response (the socket is then closed).
+    101, with the options of ``protocol.config``; ``None`` after another response (the socket
+    is then closed).
 
     Raises:
         InvalidHandshake: the request could not be upgraded; it was answered with
             :attr:`~shakehands.InvalidHandshake.status` and the socket closed.
     """
     upgrade = response is None
+    config = protocol.config
+    close_timeout = config.close_timeout
     if response is None:
         response = protocol.accept()
     if response.status != 101 and "Connection" not in response.headers:
@@ -272,17 +237,9 @@ def answer_request(
         if upgrade and exc is not None:
             raise exc
         return None
+    connection = ServerConnection(sock, protocol, config)
     if getattr(protocol, "hixie76", False):
-        ping_interval = None  # draft-76 has no ping: no keepalive
-    connection = ServerConnection(
-        sock,
-        protocol,
-        max_queue=max_queue,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        close_timeout=close_timeout,
-        write_limit=write_limit,
-    )
+        connection.ping_interval = None  # draft-76 has no ping: no keepalive
     connection.request = protocol.request
     connection.response = protocol.response
     connection.subprotocol = protocol.subprotocol
@@ -290,13 +247,16 @@ def answer_request(
     return connection
 
 
-def server_handshake(sock: socket.socket, options: ServerOptions) -> ServerConnection | None:
+def server_handshake(
+    sock: socket.socket, options: ServerOptions, *, busy: bool = False
+) -> ServerConnection | None:
     """Run the whole opening handshake on an accepted socket (TLS included).
 
     Returns the open connection, or ``None`` when ``process_request`` answered with its own
     response. Raises :class:`InvalidHandshake` (after answering it) or ``TimeoutError``.
     """
-    deadline = _deadline(options.open_timeout)
+    config = options.config
+    deadline = _deadline(config.open_timeout)
     if options.ssl is not None:
         try:
             _set_timeout(sock, deadline)
@@ -305,28 +265,21 @@ def server_handshake(sock: socket.socket, options: ServerOptions) -> ServerConne
             sock.close()
             raise
     protocol = options.new_protocol()
-    request = read_request(sock, protocol, deadline=deadline, close_timeout=options.close_timeout)
+    request = read_request(sock, protocol, deadline=deadline, close_timeout=config.close_timeout)
     response: Response | None = None
-    if options.process_request is not None:
+    if busy:
+        logger.info("server full (max_connections); refusing %s with 503", _peer(sock))
+        response = protocol.reject_busy()
+    elif config.process_request is not None:
         try:
-            response = options.process_request(request)
+            response = config.process_request(request)  # type: ignore[assignment]
         except Exception:
             logger.exception("process_request failed")
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
         if response is not None and not isinstance(response, Response):
             logger.error("process_request returned %r, not a Response or None", response)
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
-    return answer_request(
-        sock,
-        protocol,
-        response,
-        deadline=deadline,
-        max_queue=options.max_queue,
-        ping_interval=options.ping_interval,
-        ping_timeout=options.ping_timeout,
-        close_timeout=options.close_timeout,
-        write_limit=options.write_limit,
-    )
+    return answer_request(sock, protocol, response, deadline=deadline)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +298,8 @@ class Server:
         self.socket = sock
         self.handler = handler
         self.options = options
+        #: The options of this server, shared by all its connections.
+        self.config = options.config
         self._connections: set[ServerConnection] = set()
         self._threads: set[threading.Thread] = set()
         self._handshaking: set[socket.socket] = set()
@@ -395,9 +350,14 @@ class Server:
                 if self._stopping:
                     sock.close()
                     return
+                limit = self.config.max_connections
+                # Handshakes count, as in the asyncio servers: beyond the limit, a 503.
+                busy = limit is not None and (
+                    len(self._connections) + len(self._handshaking) >= limit
+                )
                 self._handshaking.add(sock)
             try:
-                connection = server_handshake(sock, self.options)
+                connection = server_handshake(sock, self.options, busy=busy)
             except (InvalidHandshake, TimeoutError, OSError) as exc:
                 logger.info("handshake failed: %s", exc)
                 return
@@ -449,7 +409,7 @@ class Server:
             with contextlib.suppress(OSError):
                 self._stop_w.send(b"x")
         self._stopped.wait()
-        timeout = self.options.close_timeout
+        timeout = self.config.close_timeout
         deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
         # One thread queues (and starts writing) every close frame, waiting for no lock: a
         # connection whose core lock is busy gets a request that its busy thread applies. The
@@ -498,7 +458,8 @@ def serve(
     *,
     sock: socket.socket | None = None,
     backlog: int = 128,
-    **options: Any,
+    ssl: ssl_module.SSLContext | None = None,
+    **options: Unpack[ServerKeywords],
 ) -> Server:
     """Listen for WebSocket connections and run ``handler(ws)`` for each one, in its thread.
 
@@ -525,6 +486,10 @@ def serve(
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
         legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
             default; see :mod:`shakehands.protocol.hixie76`).
+        max_connections: most connections held at once, handshakes included (default no
+            limit); beyond it a request gets ``503 Service Unavailable`` with ``Retry-After: 1``.
+
+    Every option is defined in :class:`~shakehands.protocol.config.ServerConfig`.
 
     Example::
 
@@ -537,7 +502,7 @@ def serve(
         with serve(echo, "127.0.0.1", 8765) as server:
             server.serve_forever()
     """
-    ws_options = ServerOptions(**options)
+    ws_options = ServerOptions(ssl=ssl, **options)
     if sock is None:
         sock = socket.create_server(
             (host or "", port or 0),
