@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from ..protocol.config import Config
-from ..protocol.connection import Close, Connection, State
+from ..protocol.connection import Close, Connection, State, close_hold_limit
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 from .base import TransportProtocol
@@ -108,10 +108,6 @@ class WebSocketConnection(TransportProtocol):
     #: connections' handshakes and messages) for its whole run.
     recv_burst = 256
 
-    #: How long an owed close frame waits for the application to read the messages that came
-    #: before it (so that its answers go first), in seconds.
-    close_hold_limit = 1.0
-
     def _has_unread_messages(self) -> bool:
         return bool(self._messages)
 
@@ -119,8 +115,9 @@ class WebSocketConnection(TransportProtocol):
         if not self._messages or self._close_hold_expired or self.transport.is_closing():
             return False
         if self._close_hold_timer is None:
+            # Rule 3 of the core: the same bound in every layer.
             self._close_hold_timer = self.loop.call_later(
-                self.close_hold_limit, self._close_hold_expire
+                close_hold_limit(self.close_timeout), self._close_hold_expire
             )
         return True
 

@@ -117,7 +117,7 @@ class ServerHandshake:
             result = hook(request)
         except Exception:
             logger.exception("process_request failed")
-            self._answer(Response(500, body=b"Internal Server Error\n"))
+            self._answer(self.protocol.internal_error())
             return
         if inspect.isawaitable(result):
             task = self.loop.create_task(self._await_hook(result))
@@ -128,13 +128,13 @@ class ServerHandshake:
 
     async def _await_hook(self, result: Awaitable[Response | None]) -> None:
         try:
-            response = await result
+            response: object = await result
         except Exception:
             logger.exception("process_request failed")
-            response = Response(500, body=b"Internal Server Error\n")
+            response = self.protocol.internal_error()
         self._answer(response)
 
-    def _answer(self, response: Response | None) -> None:
+    def _answer(self, response: object) -> None:
         if self.transport.is_closing():
             return
         if self.protocol.state is not State.CONNECTING:
@@ -142,20 +142,16 @@ class ServerHandshake:
             # read again, or the peer's EOF that ends the half-close would never be seen.
             self.transport.resume_reading()
             return
-        if response is None:
-            response = self.protocol.accept()
-        elif not isinstance(response, Response):
+        if response is not None and not isinstance(response, Response):
             logger.error("process_request returned %r, not a Response or None", response)
-            response = Response(500, body=b"Internal Server Error\n")
-        if response.status != 101 and "Connection" not in response.headers:
-            response.headers.add("Connection", "close")
-        self.protocol.send_response(response)
+        # The core decides: a 101, the 4xx the request deserves, the hook's answer, or a 500.
+        response = self.protocol.answer(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
             self._open_handle = None  # a cancelled timer kept alive costs memory per connection
         if response.status == 101:
-            if getattr(self.protocol, "hixie76", False):
-                self.ping_interval = None  # draft-76 has no ping: no keepalive
+            if not self.protocol.can_ping:
+                self.ping_interval = None  # draft-76: no keepalive
             self._handshake_complete()
         else:
             exc = self.protocol.handshake_exc

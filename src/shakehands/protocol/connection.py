@@ -5,7 +5,7 @@ Theory of operation. A :class:`Connection` is fed the bytes read from the socket
 (:meth:`~Connection.events_received`) and what to write (:meth:`~Connection.data_to_send`). Send
 calls (:meth:`~Connection.send_text`, :meth:`~Connection.send_close`, ...) only queue bytes. The I/O
 layer writes the queued bytes, delivers the events, and closes the TCP connection when
-:meth:`~Connection.close_expected` says so. Two rules:
+:meth:`~Connection.close_expected` says so. Three rules:
 
 1. Everything the peer can do wrong is decided here, and mapped to a close code: the I/O layers
    never inspect frames.
@@ -15,7 +15,10 @@ layer writes the queued bytes, delivers the events, and closes the TCP connectio
 3. A failure or the peer's close frame stops parsing at once, but our close frame (the error
    code, or the echo) is queued by the next :meth:`~Connection.data_to_send`, so whatever the
    application sends in answer to the messages that came before it leaves first (RFC 6455 §5.5.1
-   lets an endpoint finish its current message before answering a close).
+   lets an endpoint finish its current message before answering a close). An I/O layer that
+   queues messages for the application (the coroutine and blocking APIs) asks for it with
+   ``data_to_send(send_close=False)`` while the application has not read them, for at most
+   :func:`close_hold_limit` seconds: the same rule, and the same bound, in every layer.
 
 Extensions wrap the message path: permessage-deflate (:mod:`.deflate`) claims RSV1, inflates what
 comes in and deflates what goes out; nothing else here knows about compression.
@@ -73,10 +76,26 @@ __all__ = [
     "Event",
     "Connection",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "CLOSE_HOLD_LIMIT",
+    "close_hold_limit",
 ]
 
 #: Default ``max_message_size``: 1 MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
+
+#: Rule 3: the longest an owed close frame waits for the application to read the messages that
+#: came before it, in seconds. Short, because the peer is waiting for our answer: a peer whose
+#: own close timeout ran out would see an abnormal closure.
+CLOSE_HOLD_LIMIT = 1.0
+
+
+def close_hold_limit(close_timeout: float | None) -> float:
+    """Rule 3's bound for a connection with this ``close_timeout``: at most
+    :data:`CLOSE_HOLD_LIMIT`, and never beyond the closing handshake's own timeout."""
+    if close_timeout is None:
+        return CLOSE_HOLD_LIMIT
+    return min(CLOSE_HOLD_LIMIT, close_timeout)
+
 
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
@@ -281,6 +300,12 @@ class Connection:
             self._send_pending_close()
         out, self._out = self._out, []
         return out
+
+    @property
+    def can_ping(self) -> bool:
+        """Whether this connection has ping frames, so that keepalive can run (draft-76 has
+        none: see :mod:`.hixie76`)."""
+        return True
 
     @property
     def close_pending(self) -> bool:

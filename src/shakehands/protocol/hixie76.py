@@ -141,6 +141,11 @@ class Hixie76ServerProtocol(ServerProtocol):
         self._request_released = False
         self._scanned = 0  # bytes of the current text frame already searched for 0xFF
 
+    @property
+    def can_ping(self) -> bool:
+        """A draft-76 connection has no ping frame (and so no keepalive)."""
+        return not self.hixie76
+
     # -----------------------------------------------------------------------------------------
     # Handshake
     # -----------------------------------------------------------------------------------------

@@ -182,6 +182,37 @@ class ServerProtocol(Connection):
         header, self._negotiated_deflate = negotiated
         return header
 
+    def answer(self, response: object = None) -> Response:
+        """Send the answer to the request: the server's handshake policy, in one place.
+
+        ``response`` is what the application decided (``process_request``'s result):
+
+        - ``None``: validate the request and upgrade (a 101), or send the 4xx it deserves
+          (:meth:`accept`);
+        - a :class:`Response`: sent as it is (the seed's ``putResponse``);
+        - anything else (a hook that returned something else): 500.
+
+        Every answer other than a 101 ends the connection and says so with
+        ``Connection: close`` (unless it has a ``Connection`` header already). Returns the
+        response sent; when it is not a 101, :attr:`handshake_exc` says why.
+        """
+        if response is None:
+            response = self.accept()
+        elif not isinstance(response, Response):
+            response = self.internal_error(
+                f"process_request returned {response!r}, not a Response or None"
+            )
+        if response.status != 101 and "Connection" not in response.headers:
+            response.headers.add("Connection", "close")
+        self.send_response(response)
+        return response
+
+    def internal_error(self, reason: str = "process_request failed") -> Response:
+        """The answer when the server could not decide (``process_request`` raised, or returned
+        something else): ``500 Internal Server Error``, to pass to :meth:`answer`."""
+        self.handshake_exc = InvalidHandshake(reason, HTTPStatus.INTERNAL_SERVER_ERROR)
+        return Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
+
     def reject_busy(self) -> Response:
         """The answer when the server holds ``max_connections`` already: ``503 Service
         Unavailable`` with ``Retry-After: 1``, to pass to :meth:`send_response`."""

@@ -34,8 +34,10 @@ Two rules:
 1. Frames leave in the order the core queued them, whichever thread queued them: the core lock
    makes queueing and appending to the outgoing buffer one step, and only its front is written.
 2. When the peer's close frame follows messages that the application has not read yet, our close
-   frame waits until the application asks for a message that is not there (or closes, or
-   ``close_timeout`` passes): its answers to those messages leave first, as in the asyncio layer.
+   frame waits until the application asks for a message that is not there (or closes, or the
+   core's :func:`~shakehands.protocol.connection.close_hold_limit` passes: 1 s, or
+   ``close_timeout`` if shorter): its answers to those messages leave first. This is the core's
+   rule 3, with the same bound as in the asyncio layer.
 
 The inbox is bounded (``max_queue``): when it is full the reader stops reading from the socket
 (it keeps its timers), so a peer that sends faster than the application reads is slowed down by
@@ -64,7 +66,7 @@ from typing import Any
 
 from ..protocol.config import Config
 from ..protocol.connection import Connection as Protocol
-from ..protocol.connection import Pong, State
+from ..protocol.connection import Pong, State, close_hold_limit
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 
@@ -701,7 +703,7 @@ class Connection:
                 or any(type(e) is str or type(e) is bytes for e in events)
             ):
                 self._holding_close = True
-                self._hold_deadline = time.monotonic() + (self.close_timeout or 10.0)
+                self._hold_deadline = time.monotonic() + close_hold_limit(self.close_timeout)
             self._enqueue()
         self._write_out(wait=False)
         self._dispatch(events)

@@ -18,7 +18,6 @@ import ssl as ssl_module
 import threading
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -216,11 +215,8 @@ def answer_request(
     upgrade = response is None
     config = protocol.config
     close_timeout = config.close_timeout
-    if response is None:
-        response = protocol.accept()
-    if response.status != 101 and "Connection" not in response.headers:
-        response.headers.add("Connection", "close")
-    protocol.send_response(response)
+    # The core decides: a 101, the 4xx the request deserves, the given answer, or a 500.
+    response = protocol.answer(response)
     try:
         _set_timeout(sock, deadline)
         _write(sock, protocol)
@@ -238,8 +234,8 @@ def answer_request(
             raise exc
         return None
     connection = ServerConnection(sock, protocol, config)
-    if getattr(protocol, "hixie76", False):
-        connection.ping_interval = None  # draft-76 has no ping: no keepalive
+    if not protocol.can_ping:
+        connection.ping_interval = None  # draft-76: no keepalive
     connection.request = protocol.request
     connection.response = protocol.response
     connection.subprotocol = protocol.subprotocol
@@ -275,10 +271,9 @@ def server_handshake(
             response = config.process_request(request)  # type: ignore[assignment]
         except Exception:
             logger.exception("process_request failed")
-            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
+            response = protocol.internal_error()
         if response is not None and not isinstance(response, Response):
             logger.error("process_request returned %r, not a Response or None", response)
-            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, body=b"Internal Server Error\n")
     return answer_request(sock, protocol, response, deadline=deadline)
 
 
