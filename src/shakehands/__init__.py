@@ -81,12 +81,12 @@ _LAZY: dict[str, str] = {
     "serve": ".asyncio",
     "serve_callbacks": ".asyncio",
     # Fan-out to many connections.
-    "BroadcastResult": ".broadcast",
-    "ConnectionCounters": ".broadcast",
-    "SlowClientPolicy": ".broadcast",
-    "broadcast": ".broadcast",
-    "broadcast_counters": ".broadcast",
-    "set_slow_client_policy": ".broadcast",
+    "BroadcastResult": ".asyncio.broadcast",
+    "ConnectionCounters": ".asyncio.broadcast",
+    "SlowClientPolicy": ".asyncio.broadcast",
+    "broadcast": ".asyncio.broadcast",
+    "broadcast_counters": ".asyncio.broadcast",
+    "set_slow_client_policy": ".asyncio.broadcast",
     # Scale-out across processes.
     "Gap": ".pubsub",
     "Hub": ".pubsub",

@@ -80,6 +80,8 @@ class TransportProtocol(asyncio.Protocol):
         "_eof_sent",
         "_lingered",
         "_client_wait_handle",
+        "broadcast_policy",
+        "broadcast_dropped",
         "__dict__",
         "__weakref__",
     )
@@ -109,6 +111,12 @@ class TransportProtocol(asyncio.Protocol):
         self._eof_sent = False
         self._lingered = 0
         self._client_wait_handle: asyncio.TimerHandle | None = None
+        #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
+        #: see :func:`shakehands.set_slow_client_policy`).
+        self.broadcast_policy: Any = None
+        #: What broadcasts dropped for this connection, once they dropped something (see
+        #: :func:`shakehands.broadcast_counters`).
+        self.broadcast_dropped: Any = None
 
     @property
     def ping_timeout(self) -> float | None:
@@ -333,6 +341,40 @@ class TransportProtocol(asyncio.Protocol):
         if self._abort_handle is None:
             delay = self.close_timeout if self.close_timeout is not None else 10.0
             self._abort_handle = self.loop.call_later(delay, self.transport.abort)
+
+    # -----------------------------------------------------------------------------------------
+    # What broadcast() writes through (asyncio/broadcast.py): it queues frames on the core and
+    # calls these, and never touches the transport or this class's private state.
+    # -----------------------------------------------------------------------------------------
+
+    def can_take_messages(self) -> bool:
+        """Open, with no close frame owed and the transport not closing: a message queued now
+        will be sent."""
+        protocol = self.protocol
+        return (
+            protocol.state is State.OPEN
+            and not protocol.close_pending
+            and not self.transport.is_closing()
+        )
+
+    def write_buffer_size(self, size_if_over: int) -> int:
+        """Bytes waiting in the transport's write buffer, or 0 while it is under ``write_limit``
+        and ``size_if_over`` is at least ``write_limit`` (the sum over the buffer costs as much
+        as a delivery: skip it when the answer cannot matter)."""
+        if not self._writing_paused and size_if_over >= self.write_limit:
+            return 0
+        return self.transport.get_write_buffer_size()
+
+    def write_queued(self) -> None:
+        """Write now what the core has queued (never an owed close frame: see rule 3)."""
+        out = self.protocol.data_to_send(send_close=False)
+        if out:
+            write_chunks(self.transport, out)
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection from our side: close frame ``code`` behind what is buffered,
+        then the TCP connection, aborted after ``close_timeout`` if the peer never reads."""
+        self._fail(code, reason)
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection from our side (keepalive timeout, handler error, shutdown)."""

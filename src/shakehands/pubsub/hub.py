@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from ..asyncio.base import TransportProtocol
-from ..broadcast import BroadcastResult, SlowClientPolicy, broadcast
+from ..asyncio.broadcast import BroadcastResult, SlowClientPolicy, broadcast
 from .backend import Gap, HubBackend, HubCounters, Message, PublishError, logger
 from .memory import MemoryBackend
 
