@@ -40,6 +40,7 @@ class WebSocketConnection(TransportProtocol):
     answers_later = True
 
     __slots__ = (
+        "max_queue",
         "_messages",
         "_recv_waiter",
         "_reading_paused",
@@ -54,6 +55,9 @@ class WebSocketConnection(TransportProtocol):
 
     def __init__(self, protocol: Connection, config: Config) -> None:
         super().__init__(protocol, config)
+        #: Messages buffered before reading pauses (``config.max_queue``, kept here: it is read
+        #: for every message).
+        self.max_queue = config.max_queue
         self._messages: deque[Data] = deque()
         self._recv_waiter: asyncio.Future[Data] | None = None
         self._reading_paused = False
@@ -68,11 +72,6 @@ class WebSocketConnection(TransportProtocol):
         self.response: Response | None = None
         #: The subprotocol agreed on, or ``None``.
         self.subprotocol: str | None = None
-
-    @property
-    def max_queue(self) -> int:
-        """Messages buffered before reading pauses (``config.max_queue``)."""
-        return self.config.max_queue
 
     # -----------------------------------------------------------------------------------------
     # Events from the core
