@@ -92,6 +92,29 @@ def test_shake_hands_get_frame_put_frame(acceptor: Any) -> None:
     assert a.results == [["Hello", b"\x00"]]
 
 
+def talk_to_with_message_names(sock: socket.socket) -> list[str | bytes]:
+    """talk_to with get_message / put_message, the names that say what they return."""
+    ws = sync.shake_hands(sock)
+    sync.put_message(ws, "滴水之恩当以涌泉相报")
+    received: list[str | bytes] = []
+    while (message := sync.get_message(ws)) is not None:
+        received.append(message)
+        sync.put_message(ws, message + (", MEOW!" if isinstance(message, str) else b", MEOW!"))
+    ws.close()
+    return received
+
+
+def test_get_message_put_message_are_get_frame_put_frame(acceptor: Any) -> None:
+    # A "frame" of the seed is a whole message: a fragmented one comes back as one.
+    a = acceptor(talk_to_with_message_names)
+    with sync.connect(f"ws://{HOST}:{a.port}/") as ws:
+        assert ws.recv() == "滴水之恩当以涌泉相报"
+        ws.send(["Hel", "lo"])  # two frames, one message
+        assert ws.recv() == "Hello, MEOW!"
+    a.wait()
+    assert a.results == [["Hello"]]
+
+
 def test_empty_message_is_not_a_disconnect(acceptor: Any) -> None:
     """The seed's flaw: an empty message looked like the peer leaving. Here it is ''."""
     a = acceptor(talk_to)

@@ -39,6 +39,8 @@ __all__ = [
     "reject",
     "get_frame",
     "put_frame",
+    "get_message",
+    "put_message",
 ]
 
 #: What :func:`shake_hands` and :func:`put_response` raise: the handshake failed. ``reason`` is
@@ -114,7 +116,7 @@ def shake_hands(sock: socket.socket, **options: Unpack[ServerOptions]) -> Server
     return connection
 
 
-def get_frame(ws: Connection) -> Data | None:
+def get_message(ws: Connection) -> Data | None:
     """The next message (``str`` or ``bytes``); ``None`` once the peer has gone."""
     try:
         return ws.recv()
@@ -122,10 +124,28 @@ def get_frame(ws: Connection) -> Data | None:
         return None
 
 
-def put_frame(ws: Connection, data: Data | bytearray | memoryview) -> None:
+def put_message(ws: Connection, data: Data | bytearray | memoryview) -> None:
     """Send a message: ``str`` as text, bytes-like as binary.
 
     Raises:
         ConnectionClosed: the connection is closed.
     """
     ws.send(data)
+
+
+def get_frame(ws: Connection) -> Data | None:
+    """The seed's ``getFrame``: :func:`get_message` under its 2010 name.
+
+    Kept for the seed's programs, with a note: it returns a whole *message* (however many
+    frames it came in), not a frame; new code calls :func:`get_message`.
+    """
+    return get_message(ws)
+
+
+def put_frame(ws: Connection, data: Data | bytearray | memoryview) -> None:
+    """The seed's ``putFrame``: :func:`put_message` under its 2010 name.
+
+    Kept for the seed's programs, with a note: it sends a whole *message* (one frame, or several
+    for an iterable), not a raw frame; new code calls :func:`put_message`.
+    """
+    put_message(ws, data)
