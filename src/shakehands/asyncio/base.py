@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Any, cast
 
-from ..protocol.config import Config
+from ..protocol.config import Config, ConfiguredConnection
 from ..protocol.connection import Close, Connection, Ping, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 
@@ -51,7 +51,7 @@ def write_chunks(transport: asyncio.Transport, out: list[bytes]) -> None:
         transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
-class TransportProtocol(asyncio.Protocol):
+class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     """An ``asyncio.Protocol`` driving one sans-I/O :class:`Connection`."""
 
     protocol: Connection
@@ -117,21 +117,6 @@ class TransportProtocol(asyncio.Protocol):
         #: What broadcasts dropped for this connection, once they dropped something (see
         #: :func:`shakehands.broadcast_counters`).
         self.broadcast_dropped: Any = None
-
-    @property
-    def ping_timeout(self) -> float | None:
-        """Seconds to wait for a keepalive pong (``config.ping_timeout``)."""
-        return self.config.ping_timeout
-
-    @property
-    def close_timeout(self) -> float | None:
-        """Seconds for the closing handshake (``config.close_timeout``)."""
-        return self.config.close_timeout
-
-    @property
-    def write_limit(self) -> int:
-        """High-water mark of the write buffer, in bytes (``config.write_limit``)."""
-        return self.config.write_limit
 
     @property
     def closed_future(self) -> asyncio.Future[None]:

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "server_config",
     "client_config",
+    "ConfiguredConnection",
 ]
 
 #: Default ``max_message_size``: 1 MiB.
@@ -309,3 +310,27 @@ def _resolved(config: type[Config], options: dict[str, Any]) -> dict[str, Any]:
     if options.get("subprotocols", ()) is None:
         options["subprotocols"] = ()
     return options
+
+
+class ConfiguredConnection:
+    """What an I/O layer's connection reads from its :class:`Config` (both the asyncio and the
+    blocking connections mix this in, so that the two layers expose the same attributes)."""
+
+    __slots__ = ()
+
+    config: Config
+
+    @property
+    def ping_timeout(self) -> float | None:
+        """Seconds to wait for a keepalive pong (``config.ping_timeout``)."""
+        return self.config.ping_timeout
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds for the closing handshake (``config.close_timeout``)."""
+        return self.config.close_timeout
+
+    @property
+    def write_limit(self) -> int:
+        """Bytes buffered for the peer above which sending waits (``config.write_limit``)."""
+        return self.config.write_limit

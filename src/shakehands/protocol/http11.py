@@ -156,7 +156,12 @@ def error_response(status: int, text: str, headers: Iterable[tuple[str, str]] = 
 class _HeadParser:
     """Buffers the head of an HTTP message (start line and fields) under limits."""
 
-    def __init__(self, max_line: int, max_headers: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        max_line: int = MAX_LINE,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
         self.max_line = max_line
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
@@ -249,14 +254,8 @@ class RequestParser(_HeadParser):
         InvalidRequest, HeadersTooLarge: as soon as the bytes cannot be a valid request head.
     """
 
-    def __init__(
-        self,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-    ) -> None:
-        super().__init__(max_line, max_headers, max_header_bytes)
-        self.rest = b""
+    #: Bytes after the head (frames a client sent before reading the response).
+    rest = b""
 
     def _reject(self, reason: str) -> InvalidHandshake:
         return InvalidRequest(reason)
@@ -321,16 +320,10 @@ class ResponseParser(_HeadParser):
     (``Content-Length`` bytes, at most :data:`MAX_BODY`), so that the client can report it.
     """
 
-    def __init__(
-        self,
-        max_line: int = MAX_LINE,
-        max_headers: int = MAX_HEADERS,
-        max_header_bytes: int = MAX_HEADER_BYTES,
-    ) -> None:
-        super().__init__(max_line, max_headers, max_header_bytes)
-        self.rest = b""
-        self._pending: Response | None = None
-        self._body_length = 0
+    #: Bytes after the response (frames the server sent right after its 101).
+    rest = b""
+    _pending: Response | None = None
+    _body_length = 0
 
     def _reject(self, reason: str) -> InvalidHandshake:
         return InvalidResponse(reason.replace("request line", "status line"))

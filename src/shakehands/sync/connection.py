@@ -64,7 +64,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..protocol.config import Config
+from ..protocol.config import Config, ConfiguredConnection
 from ..protocol.connection import Connection as Protocol
 from ..protocol.connection import Pong, State, close_hold_limit
 from ..protocol.errors import CloseCode, ConnectionClosedOK
@@ -128,7 +128,7 @@ class PongWaiter:
         return self._latency
 
 
-class Connection:
+class Connection(ConfiguredConnection):
     """An open WebSocket connection, used from threads.
 
     Receive with :meth:`recv` or ``for message in ws``; send with :meth:`send`; end with
@@ -196,21 +196,6 @@ class Connection:
     def max_queue(self) -> int:
         """Messages buffered before the reader stops reading (``config.max_queue``)."""
         return self.config.max_queue
-
-    @property
-    def ping_timeout(self) -> float | None:
-        """Seconds to wait for a keepalive pong (``config.ping_timeout``)."""
-        return self.config.ping_timeout
-
-    @property
-    def close_timeout(self) -> float | None:
-        """Seconds for the closing handshake (``config.close_timeout``)."""
-        return self.config.close_timeout
-
-    @property
-    def write_limit(self) -> int:
-        """Bytes buffered for the peer above which ``send()`` waits (``config.write_limit``)."""
-        return self.config.write_limit
 
     def _start(self) -> None:
         """Start the reader thread (called once the handshake is done)."""
