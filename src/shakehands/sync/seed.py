@@ -67,7 +67,7 @@ def get_request(sock: socket.socket, **options: Unpack[ServerOptions]) -> Reques
     config = server_config(**options)
     protocol = new_server_protocol(config, secure=False)
     deadline = None if config.open_timeout is None else time.monotonic() + config.open_timeout
-    request = read_request(sock, protocol, deadline=deadline, close_timeout=config.close_timeout)
+    request = read_request(sock, protocol, deadline=deadline)
     with _pending_lock:
         _pending[sock] = (protocol, deadline)
     return request

@@ -119,7 +119,7 @@ def _write(sock: socket.socket, protocol: ServerProtocol) -> None:
         sock.sendall(b"".join(out))
 
 
-def _end_refused(sock: socket.socket, close_timeout: float | None = 10.0) -> None:
+def _end_refused(sock: socket.socket, close_timeout: float | None) -> None:
     """After an error response: a lingering close.
 
     Half-close, then read and discard until the peer's EOF, for at most ``close_timeout`` (10 s
@@ -151,7 +151,6 @@ def read_request(
     protocol: ServerProtocol,
     *,
     deadline: float | None = None,
-    close_timeout: float | None = 10.0,
 ) -> Request:
     """Read the opening request from ``sock`` into ``protocol`` (the seed's ``getRequest``).
 
@@ -180,7 +179,7 @@ def read_request(
             _write(sock, protocol)
         except OSError:
             pass
-        _end_refused(sock, close_timeout)
+        _end_refused(sock, protocol.config.close_timeout)
         raise protocol.handshake_exc
     assert protocol.request is not None
     protocol.request.remote_address = _peer(sock)
@@ -261,7 +260,7 @@ def server_handshake(
             sock.close()
             raise
     protocol = options.new_protocol()
-    request = read_request(sock, protocol, deadline=deadline, close_timeout=config.close_timeout)
+    request = read_request(sock, protocol, deadline=deadline)
     response: Response | None = None
     if busy:
         logger.info("server full (max_connections); refusing %s with 503", _peer(sock))
