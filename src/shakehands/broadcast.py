@@ -38,8 +38,8 @@ from typing import Literal
 
 from .asyncio.base import TransportProtocol
 from .protocol.connection import Role, State
-from .protocol.deflate import PerMessageDeflate
 from .protocol.errors import CloseCode, InvalidState
+from .protocol.extensions.permessage_deflate import PerMessageDeflate
 from .protocol.frames import Opcode, is_valid_close_code, serialize_frame
 
 __all__ = [
