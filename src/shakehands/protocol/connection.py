@@ -46,7 +46,7 @@ from .errors import (
     ProtocolError,
 )
 from .events import Close, Event, Ping, Pong, Role, State
-from .extensions import ExtensionHost
+from .extensions import Extension, ExtensionHost
 from .frames import (
     MAX_CONTROL_PAYLOAD,
     Opcode,
@@ -123,6 +123,7 @@ class Connection(FrameReader, ExtensionHost):
         "_out",
         "_send_opcode",
         "_send_extended",
+        "_encoders",
         "_close_pending",
         "_defer_pongs",
         "_pending_pong",
@@ -154,6 +155,9 @@ class Connection(FrameReader, ExtensionHost):
         self._send_opcode = 0
         # Whether the extensions encode it.
         self._send_extended = False
+        # The extensions that encode outgoing messages, in order; None rather than empty, so
+        # that the send fast paths test it as cheaply as anything.
+        self._encoders: tuple[Extension, ...] | None = None
         # Our close frame, owed but not queued yet (see rule 3): (code or None, reason).
         self._close_pending: tuple[int | None, str] | None = None
 
@@ -246,6 +250,12 @@ class Connection(FrameReader, ExtensionHost):
             cls = ConnectionClosedOK
         return cls(self.close_code, self.close_reason, sent)
 
+    def use_extension(self, extension: Extension) -> None:
+        """Turn on an extension negotiated in the handshake (see
+        :meth:`.FrameReader.use_extension`); outgoing messages are encoded in this order."""
+        super().use_extension(extension)
+        self._encoders = self.extensions
+
     # -----------------------------------------------------------------------------------------
     # Sending
     # -----------------------------------------------------------------------------------------
@@ -276,8 +286,9 @@ class Connection(FrameReader, ExtensionHost):
         if not extend:
             self._frame(opcode, payload, fin)
             return
+        assert self._encoders is not None
         rsv = 0
-        for extension in self.extensions:
+        for extension in self._encoders:
             payload = extension.encode(payload, fin)
             rsv |= extension.rsv_bits
         b_mask = os.urandom(4) if self._mask_out else None
@@ -310,7 +321,7 @@ class Connection(FrameReader, ExtensionHost):
             self.state is not State.OPEN
             or self._send_opcode
             or self._mask_out
-            or (compress and self.extensions)
+            or (compress and self._encoders is not None)
         ):
             self._send_data(Opcode.TEXT, text.encode("utf-8"), compress)
             return
@@ -328,7 +339,7 @@ class Connection(FrameReader, ExtensionHost):
             self.state is not State.OPEN
             or self._send_opcode
             or self._mask_out
-            or (compress and self.extensions)
+            or (compress and self._encoders is not None)
         ):
             self._send_data(Opcode.BINARY, data, compress)
             return
@@ -344,7 +355,7 @@ class Connection(FrameReader, ExtensionHost):
         self._check_open()
         if self._send_opcode:
             raise InvalidState("a fragmented message is being sent")
-        self._data_frame(opcode, payload, True, compress and bool(self.extensions))
+        self._data_frame(opcode, payload, True, compress and self._encoders is not None)
 
     def send_message(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
@@ -391,7 +402,7 @@ class Connection(FrameReader, ExtensionHost):
         else:
             opcode = Opcode.TEXT if text else Opcode.BINARY
             self._send_opcode = opcode
-            self._send_extended = compress and bool(self.extensions)
+            self._send_extended = compress and self._encoders is not None
         if fin:
             self._send_opcode = 0
         self._data_frame(opcode, payload, fin, self._send_extended)

@@ -326,13 +326,17 @@ class FrameReader:
                 pos += length
                 if mask is not None:
                     payload = apply_mask(payload, mask)
-                if self._msg_decoders:
-                    payload = self._decode(payload, True)
+                # A new message: nothing counted yet, the whole limit is the decoders'.
+                for extension in self._msg_decoders:
+                    payload = extension.decode(payload, True, max_message)
                 self._msg_opcode = 0
                 self._msg_size = 0
                 if opcode == Opcode.TEXT:
                     self._decoder = None
-                    self._events.append(decode_utf8(payload))
+                    try:
+                        self._events.append(payload.decode("utf-8"))
+                    except UnicodeDecodeError as exc:
+                        raise InvalidPayload(INVALID_UTF8) from exc
                 else:
                     self._events.append(payload)
                 continue
@@ -390,7 +394,13 @@ class FrameReader:
         self._msg_text = None
         decoders: tuple[Extension, ...] = ()
         if rsv:
-            decoders = tuple(ext for ext in reversed(self.extensions) if ext.applies(rsv))
+            extensions = self.extensions
+            if len(extensions) == 1:
+                # The common case, without building a tuple.
+                if extensions[0].applies(rsv):
+                    decoders = extensions
+            else:
+                decoders = tuple(ext for ext in reversed(extensions) if ext.applies(rsv))
         self._msg_decoders = decoders
         self._msg_masked = [] if opcode == Opcode.BINARY and not decoders else None
         self._decoder = _Utf8Decoder() if opcode == Opcode.TEXT else None
