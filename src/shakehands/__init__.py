@@ -11,7 +11,6 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from .protocol.deflate import DeflateOptions
 from .protocol.errors import (
     CloseCode,
     ConnectionClosed,
@@ -34,6 +33,7 @@ from .protocol.errors import (
     ShakehandsError,
     UnsupportedVersion,
 )
+from .protocol.extensions.permessage_deflate import DeflateOptions
 from .protocol.handshake import Headers, Request, Response
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shakehands.protocol import connection as connection_module
+from shakehands.protocol import reader as reader_module
 from shakehands.protocol.connection import Connection, Role
 from shakehands.protocol.frames import serialize_close, serialize_frame
 
@@ -59,7 +60,7 @@ def run(
     """
     with pytest.MonkeyPatch.context() as patch:
         if not fast:
-            patch.setattr(connection_module, "_parse_data_frames", None)
+            patch.setattr(reader_module, "_parse_data_frames", None)
         conn = Connection(Role.SERVER, max_message_size=kw.get("max_message_size"))
         events: list[object] = []
         last = 0

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..protocol.connection import Role
-from ..protocol.deflate import PerMessageDeflate
 from ..protocol.errors import CloseCode, InvalidState
+from ..protocol.extensions.permessage_deflate import PerMessageDeflate
 from ..protocol.frames import Opcode, is_valid_close_code, serialize_frame
 from .base import TransportProtocol
 

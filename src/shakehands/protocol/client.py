@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from .config import ClientConfig, ClientOptions, client_config
 from .connection import Connection, Role, State
-from .deflate import client_accept, client_offer
 from .errors import (
     InvalidHandshake,
     InvalidResponse,
@@ -20,6 +19,7 @@ from .errors import (
     InvalidURI,
     NegotiationError,
 )
+from .extensions.permessage_deflate import client_accept, client_offer
 from .handshake import (
     Request,
     Response,

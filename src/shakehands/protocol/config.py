@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, Unpack
 
-from .deflate import DeflateOptions
+from .extensions.permessage_deflate import DeflateOptions
 from .headers import HeadersLike
 from .http11 import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
 

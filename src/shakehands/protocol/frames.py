@@ -61,6 +61,7 @@ def serialize_frame(
     *,
     fin: bool = True,
     rsv1: bool = False,
+    rsv: int = 0,
     mask: bool = False,
     mask_key: bytes | None = None,
 ) -> bytes:
@@ -71,6 +72,7 @@ def serialize_frame(
         payload: the (unmasked) payload.
         fin: whether this is the last frame of its message.
         rsv1: the RSV1 bit, claimed by permessage-deflate.
+        rsv: RSV bits to set (``0x40`` RSV1, ``0x20`` RSV2, ``0x10`` RSV3), as extensions claim.
         mask: whether to mask the payload (clients must, servers must not).
         mask_key: a 4-byte key; random when ``mask`` is true and no key is given.
 
@@ -81,7 +83,7 @@ def serialize_frame(
         >>> serialize_frame(Opcode.TEXT, b"Hello")
         b'\\x81\\x05Hello'
     """
-    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0) | rsv
     length = len(payload)
     mask_bit = 0x80 if mask else 0
     if length < 126:

@@ -27,7 +27,6 @@ from .config import ServerConfig, ServerOptions, server_config
 from .connection import State
 from .errors import (
     InvalidHandshake,
-    InvalidPayload,
     InvalidRequest,
     InvalidState,
     InvalidUpgrade,
@@ -44,6 +43,7 @@ from .handshake import (
     parse_token_list,
 )
 from .headers import to_headers
+from .reader import decode_utf8
 from .server import ServerProtocol
 
 __all__ = [
@@ -283,10 +283,7 @@ class Hixie76ServerProtocol(ServerProtocol):
                 self._scanned = 0
                 if limit is not None and stop - pos - 1 > limit:
                     raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
-                try:
-                    text = bytes(buf[pos + 1 : stop]).decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InvalidPayload("invalid UTF-8 in text message") from exc
+                text = decode_utf8(bytes(buf[pos + 1 : stop]))
                 self._events.append(text)
                 pos = stop + 1
             elif kind == _SENTINEL:

@@ -14,8 +14,8 @@ from typing import Unpack
 
 from .config import SelectSubprotocol, ServerConfig, ServerOptions, server_config
 from .connection import Connection, Role, State
-from .deflate import DeflateOptions, PerMessageDeflate, server_negotiate
 from .errors import InvalidHandshake, InvalidOrigin, InvalidRequest, NegotiationError
+from .extensions.permessage_deflate import DeflateOptions, PerMessageDeflate, server_negotiate
 from .handshake import (
     HeadersLike,
     Request,
