@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict, Unpack
 
-from .extensions.permessage_deflate import DeflateOptions
+from .extensions.permessage_deflate import DeflateOptions, compression_options
 from .headers import HeadersLike
 from .http11 import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
 
@@ -97,14 +97,6 @@ def _strings(name: str, value: object, *, allow_none_items: bool) -> tuple[Any, 
     return items
 
 
-def _compression(value: object) -> DeflateOptions | None:
-    if value is None or isinstance(value, DeflateOptions):
-        return value
-    if value == "deflate":
-        return DeflateOptions()
-    raise ValueError(f'compression must be "deflate", a DeflateOptions or None, got {value!r}')
-
-
 # ---------------------------------------------------------------------------------------------
 # The options
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +148,7 @@ class Config:
         _check_int("write_limit", self.write_limit, minimum=1, optional=False)
         for name in ("ping_interval", "ping_timeout", "open_timeout", "close_timeout"):
             _check_seconds(name, getattr(self, name))
-        self._set("compression", _compression(self.compression))
+        self._set("compression", compression_options(self.compression))
 
     def _set(self, name: str, value: object) -> None:
         """Store a normalised value in this frozen instance (validation only)."""
@@ -305,10 +297,7 @@ def _resolved(config: type[Config], options: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(
             f"unknown {role} option{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"
         )
-    if "compression" in options:
-        options["compression"] = _compression(options["compression"])
-    if options.get("subprotocols", ()) is None:
-        options["subprotocols"] = ()
+    # "deflate" and subprotocols=None are resolved by the dataclass itself (__post_init__).
     return options
 
 

@@ -239,14 +239,18 @@ class PerMessageDeflate:
     decode = decompress
 
 
-def compression_options(value: str | DeflateOptions | None) -> DeflateOptions | None:
+def compression_options(value: object) -> DeflateOptions | None:
     """Resolve the public ``compression=`` option: ``"deflate"``, a :class:`DeflateOptions`,
-    or ``None`` (no compression)."""
+    or ``None`` (no compression).
+
+    Raises:
+        ValueError: anything else (the message names the option and the value).
+    """
     if value is None or isinstance(value, DeflateOptions):
         return value
     if value == "deflate":
         return DeflateOptions()
-    raise ValueError(f"unsupported compression {value!r}: use 'deflate' or None")
+    raise ValueError(f'compression must be "deflate", a DeflateOptions or None, got {value!r}')
 
 
 def _window_bits(value: str | None, *, optional: bool) -> int | None:
