@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ..protocol.config import ServerConfig, ServerOptions, server_config
+from ..protocol.config import ProcessRequest, ServerConfig, ServerOptions, server_config
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import (
@@ -33,9 +33,6 @@ __all__ = ["serve", "Server", "ServerConnection", "ProcessRequest", "Handler"]
 
 logger = logging.getLogger("shakehands.server")
 
-#: ``process_request(request)``: return ``None`` to go on with the upgrade, or a
-#: :class:`Response` to answer with instead. May be a coroutine function.
-ProcessRequest = Callable[[Request], "Response | None | Awaitable[Response | None]"]
 #: ``handler(ws)``: the coroutine run for each connection.
 Handler = Callable[["ServerConnection"], Awaitable[Any]]
 
@@ -229,7 +226,6 @@ class Server(Generic[C]):
         self.config = config
         #: Whether the server runs TLS (a draft-76 answer names the scheme).
         self.secure = secure
-        self.close_timeout = config.close_timeout
         self._server: asyncio.Server | None = None
         #: Live connections (handshake in progress or open).
         self._connections: set[C] = set()
@@ -237,6 +233,11 @@ class Server(Generic[C]):
         self._admitted: set[C] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def close_timeout(self) -> float | None:
+        """Seconds that closing waits for the clients' answers (``config.close_timeout``)."""
+        return self.config.close_timeout
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with this server's options."""
