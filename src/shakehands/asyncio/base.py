@@ -324,8 +324,7 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
 
     def _start_abort_timer(self) -> None:
         if self._abort_handle is None:
-            delay = self.close_timeout if self.close_timeout is not None else 10.0
-            self._abort_handle = self.loop.call_later(delay, self.transport.abort)
+            self._abort_handle = self.loop.call_later(self.config.close_limit, self.transport.abort)
 
     # -----------------------------------------------------------------------------------------
     # What broadcast() writes through (asyncio/broadcast.py): it queues frames on the core and

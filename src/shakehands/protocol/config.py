@@ -150,6 +150,13 @@ class Config:
             _check_seconds(name, getattr(self, name))
         self._set("compression", compression_options(self.compression))
 
+    @property
+    def close_limit(self) -> float:
+        """The seconds after which a connection that is closing is dropped for good:
+        ``close_timeout``, or 10 s when it is ``None`` (a closing handshake or a lingering close
+        must end; an abort is never put off forever)."""
+        return self.close_timeout if self.close_timeout is not None else 10.0
+
     def _set(self, name: str, value: object) -> None:
         """Store a normalised value in this frozen instance (validation only)."""
         object.__setattr__(self, name, value)

@@ -473,9 +473,7 @@ class Connection(ConfiguredConnection):
         """The core is CLOSED (core lock held): the server half-closes once the buffer is out,
         and both wait for the peer's EOF."""
         if self._close_deadline is None:
-            self._close_deadline = time.monotonic() + (
-                self.close_timeout if self.close_timeout is not None else 10.0
-            )
+            self._close_deadline = time.monotonic() + self.config.close_limit
         if self.protocol.close_expected() and not self._write_shut:
             self._half_close_pending = True
 
@@ -497,8 +495,7 @@ class Connection(ConfiguredConnection):
         closed connection does nothing.
         """
         self._start_close(code, reason)
-        timeout = self.close_timeout if self.close_timeout is not None else 10.0
-        if not self.wait_closed(timeout + 0.1):
+        if not self.wait_closed(self.config.close_limit + 0.1):
             self._abort()
             self.wait_closed()
 
@@ -514,9 +511,7 @@ class Connection(ConfiguredConnection):
         self._close_called = True
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
-            self._close_deadline = time.monotonic() + (
-                self.close_timeout if self.close_timeout is not None else 10.0
-            )
+            self._close_deadline = time.monotonic() + self.config.close_limit
         self._holding_close = False
         self._enqueue()
 

@@ -119,17 +119,18 @@ def _write(sock: socket.socket, protocol: ServerProtocol) -> None:
         sock.sendall(b"".join(out))
 
 
-def _end_refused(sock: socket.socket, close_timeout: float | None) -> None:
+def _end_refused(sock: socket.socket, close_limit: float) -> None:
     """After an error response: a lingering close.
 
-    Half-close, then read and discard until the peer's EOF, for at most ``close_timeout`` (10 s
-    if ``None``) and :data:`REFUSAL_LINGER_BYTES`, then close. Closing at once, with bytes of a
+    Half-close, then read and discard until the peer's EOF, for at most ``close_limit`` seconds
+    (the config's :attr:`~shakehands.protocol.config.Config.close_limit`) and
+    :data:`REFUSAL_LINGER_BYTES`, then close. Closing at once, with bytes of a
     peer that is still sending unread, would reset the connection, and a reset destroys the
     answer before the peer reads it.
     """
     try:
         sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + (close_timeout if close_timeout is not None else 10.0)
+        deadline = time.monotonic() + close_limit
         left = REFUSAL_LINGER_BYTES
         while left > 0:
             remaining = deadline - time.monotonic()
@@ -179,7 +180,7 @@ def read_request(
             _write(sock, protocol)
         except OSError:
             pass
-        _end_refused(sock, protocol.config.close_timeout)
+        _end_refused(sock, protocol.config.close_limit)
         raise protocol.handshake_exc
     assert protocol.request is not None
     protocol.request.remote_address = _peer(sock)
@@ -213,7 +214,6 @@ def answer_request(
     """
     upgrade = response is None
     config = protocol.config
-    close_timeout = config.close_timeout
     # The core decides: a 101, the 4xx the request deserves, the given answer, or a 500.
     response = protocol.answer(response)
     try:
@@ -228,7 +228,7 @@ def answer_request(
         exc = protocol.handshake_exc
         if response.status >= 400 and exc is not None:
             logger.info("refused %s: %d %s", _peer(sock), response.status, exc.reason)
-        _end_refused(sock, close_timeout)
+        _end_refused(sock, config.close_limit)
         if upgrade and exc is not None:
             raise exc
         return None
@@ -403,8 +403,7 @@ class Server:
             with contextlib.suppress(OSError):
                 self._stop_w.send(b"x")
         self._stopped.wait()
-        timeout = self.config.close_timeout
-        deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
+        deadline = time.monotonic() + self.config.close_limit
         # One thread queues (and starts writing) every close frame, waiting for no lock: a
         # connection whose core lock is busy gets a request that its busy thread applies. The
         # old way, a closer thread per connection, each waiting for a lock held by a handler
