@@ -68,16 +68,27 @@ def acceptor() -> Iterator[Callable[[Callable[[socket.socket], Any]], Acceptor]]
         a.close()
 
 
-def talk_to(sock: socket.socket) -> list[str | bytes]:
-    """The seed's talkTo, collecting what it received."""
-    ws = sync.shake_hands(sock)
-    sync.put_frame(ws, "滴水之恩当以涌泉相报")
-    received: list[str | bytes] = []
-    while (message := sync.get_frame(ws)) is not None:
-        received.append(message)
-        sync.put_frame(ws, message + (", MEOW!" if isinstance(message, str) else b", MEOW!"))
-    ws.close()
-    return received
+def talk_with(
+    get: Callable[[sync.Connection], str | bytes | None],
+    put: Callable[[sync.Connection, str | bytes], None],
+) -> Callable[[socket.socket], list[str | bytes]]:
+    """The seed's talkTo on the given message functions, collecting what it received."""
+
+    def talk(sock: socket.socket) -> list[str | bytes]:
+        ws = sync.shake_hands(sock)
+        put(ws, "滴水之恩当以涌泉相报")
+        received: list[str | bytes] = []
+        while (message := get(ws)) is not None:
+            received.append(message)
+            put(ws, message + (", MEOW!" if isinstance(message, str) else b", MEOW!"))
+        ws.close()
+        return received
+
+    return talk
+
+
+#: The seed's talkTo, with its own names (get_frame / put_frame).
+talk_to = talk_with(sync.get_frame, sync.put_frame)
 
 
 def test_shake_hands_get_frame_put_frame(acceptor: Any) -> None:
@@ -92,21 +103,9 @@ def test_shake_hands_get_frame_put_frame(acceptor: Any) -> None:
     assert a.results == [["Hello", b"\x00"]]
 
 
-def talk_to_with_message_names(sock: socket.socket) -> list[str | bytes]:
-    """talk_to with get_message / put_message, the names that say what they return."""
-    ws = sync.shake_hands(sock)
-    sync.put_message(ws, "滴水之恩当以涌泉相报")
-    received: list[str | bytes] = []
-    while (message := sync.get_message(ws)) is not None:
-        received.append(message)
-        sync.put_message(ws, message + (", MEOW!" if isinstance(message, str) else b", MEOW!"))
-    ws.close()
-    return received
-
-
 def test_get_message_put_message_are_get_frame_put_frame(acceptor: Any) -> None:
     # A "frame" of the seed is a whole message: a fragmented one comes back as one.
-    a = acceptor(talk_to_with_message_names)
+    a = acceptor(talk_with(sync.get_message, sync.put_message))
     with sync.connect(f"ws://{HOST}:{a.port}/") as ws:
         assert ws.recv() == "滴水之恩当以涌泉相报"
         ws.send(["Hel", "lo"])  # two frames, one message
