@@ -9,7 +9,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
+
+import shakehands
 
 T = TypeVar("T")
 
@@ -27,8 +30,12 @@ class EchoProcess:
         return [sys.executable, "-m", "shakehands", "echo", "--port", "0", *self.args]
 
     def __enter__(self) -> EchoProcess:
+        # The child imports the very copy of shakehands that the tests use.
+        env = dict(os.environ)
+        src = str(Path(shakehands.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -43,11 +50,13 @@ class EchoProcess:
         return self.process.pid
 
     def status(self, field: str) -> int:
-        """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in bytes."""
+        """A ``/proc/PID/status`` field: memory ones (``VmRSS``, ``VmHWM``) in bytes, counts
+        (``Threads``) as they are."""
         with open(f"/proc/{self.pid}/status") as status:
             for line in status:
                 if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
+                    value, *unit = line.split()[1:]
+                    return int(value) * (1024 if unit == ["kB"] else 1)
         raise KeyError(field)
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -1,10 +1,10 @@
 """A blocking echo server (``shakehands.sync``) in its own process, for the liveness tests.
 
 ``python sync_echo_server.py '{"ping_interval": 1, ...}'`` serves on a free port of 127.0.0.1,
-prints ``listening on PORT.``, and on SIGTERM shuts down (1001 to every client) and exits 0 after
-printing one JSON line: how long ``shutdown()`` took and, per connection (keyed by the request's
-query string), how many echoes ``send()`` accepted. The soft ``RLIMIT_NOFILE`` is raised to the
-hard limit (at most 20 000) first, for the tests with more than 1 024 connections.
+prints ``listening on 127.0.0.1:PORT.``, and on SIGTERM shuts down (1001 to every client) and
+exits 0 after printing one JSON line: how long ``shutdown()`` took and, per connection (keyed by
+the request's query string), how many echoes ``send()`` accepted. The soft ``RLIMIT_NOFILE`` is
+raised to the hard limit (at most 20 000) first, for the tests with more than 1 024 connections.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
 
     stopper = threading.Thread(target=stop)
     signal.signal(signal.SIGTERM, lambda signum, frame: stopper.start())
-    print(f"listening on {server.port}.", flush=True)
+    print(f"listening on 127.0.0.1:{server.port}.", flush=True)
     server.serve_forever()
     stopper.join()
     with lock:

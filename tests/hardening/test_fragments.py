@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import struct
-import subprocess
 import sys
 import time
 
@@ -63,19 +61,8 @@ server.serve_forever()
 class SyncEchoProcess(EchoProcess):
     """An echo server of the blocking API (``shakehands.sync.serve``) in a child process."""
 
-    def __enter__(self) -> SyncEchoProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SYNC_ECHO],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r":(\d+)\.$", line.strip())
-        assert match, f"unexpected first line from the echo server: {line!r}"
-        self.port = int(match.group(1))
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", SYNC_ECHO]
 
 
 @pytest.fixture(params=["coroutine", "callback", "blocking"])

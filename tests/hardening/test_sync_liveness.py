@@ -44,7 +44,7 @@ from shakehands import ConnectionClosedError, sync
 
 from ..helpers import HOST, OP_CLOSE, OP_PING, upgrade_request
 from ..sync.sync_helpers import RawClient, running
-from .hardening_helpers import gather_limited, proc_available
+from .hardening_helpers import EchoProcess, gather_limited, proc_available
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,45 +58,15 @@ def raise_nofile(target: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-class SyncEchoProcess:
+class SyncEchoProcess(EchoProcess):
     """``sync_echo_server.py`` in a child process: its port, its pid, its exit."""
 
     def __init__(self, **options: Any) -> None:
+        super().__init__()
         self.options = options
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
 
-    def __enter__(self) -> SyncEchoProcess:
-        env = dict(os.environ)
-        src = str(Path(shakehands.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), json.dumps(self.options)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (\d+)\.", line)
-        assert match, f"unexpected first line from the server: {line!r}"
-        self.port = int(match.group(1))
-        return self
-
-    def status(self, field: str) -> int:
-        assert self.process is not None
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise KeyError(field)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate(timeout=30)
+    def command(self) -> list[str]:
+        return [sys.executable, str(SERVER_SCRIPT), json.dumps(self.options)]
 
 
 @contextlib.contextmanager
@@ -545,7 +515,7 @@ def test_idle_memory_per_connection() -> None:
             return rss, threads
 
         after, threads = asyncio.run(run())
-    per_connection = (after - before) / count
+    per_connection = (after - before) / count / 1024  # KiB
     print(
         f"\n[idle] {count} connections: {per_connection:.1f} KiB RSS and "
         f"{(threads - threads_before) / count:.1f} threads per connection"
