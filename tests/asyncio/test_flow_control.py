@@ -94,7 +94,7 @@ async def test_non_reading_client_cannot_grow_server_memory(api: str) -> None:
                 if api == "coroutine":
                     # The handler waits in send(); its queue is bounded by max_queue (plus what
                     # one read from the socket may hold).
-                    assert len(conn._messages) <= 4 + 2**18 // size
+                    assert len(conn._inbox) <= 4 + 2**18 // size
                 else:
                     assert not conn.writable
                 # Not everything we sent is buffered somewhere: pushing stopped early.
@@ -239,13 +239,13 @@ async def test_server_stops_reading_after_max_queue_messages() -> None:
         for i in range(max_queue):
             assert conn.transport.is_reading()
             await ws.send(f"m{i}")
-            await wait_for_condition(lambda i=i: len(conn._messages) == i + 1)
+            await wait_for_condition(lambda i=i: len(conn._inbox) == i + 1)
         assert not conn.transport.is_reading()
         # More messages wait in the socket buffers, not in the server's queue.
         for i in range(max_queue, 50):
             await ws.send(f"m{i}")
         await asyncio.sleep(0.1)
-        assert len(conn._messages) == max_queue
+        assert len(conn._inbox) == max_queue
         release.set()
         await wait_for_condition(lambda: len(received) == 50)
         assert received == [f"m{i}" for i in range(50)]

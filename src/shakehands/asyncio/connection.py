@@ -1,18 +1,18 @@
 """The coroutine API of a connection: ``await ws.recv()``, ``await ws.send()``, ``async for``.
 
-:class:`WebSocketConnection` adds to the transport plumbing a bounded queue of received messages
-(reading from the socket pauses when it is full), ``send`` that waits while the transport's write
-buffer is above its high-water mark, pings that resolve on their pong, and the closing handshake.
-A message already buffered is returned by ``recv`` without suspending (but for one yield to
-the loop every ``recv_burst`` messages of a backlog beyond ``max_queue``, so that one flooding
-peer cannot hold the loop).
+Twin of :mod:`shakehands.sync.connection` (same methods, in the same order; only the waiting
+differs). :class:`WebSocketConnection` adds to the transport plumbing of :mod:`.base` the inbox of
+received messages (:mod:`.messages`: bounded, reading pauses when it is full), ``send`` that waits
+while the transport's write buffer is above its high-water mark, pings that resolve on their
+pong, and the closing handshake. A message already buffered is returned by ``recv`` without
+suspending (but for one yield to the loop every ``Inbox.burst`` messages of a backlog beyond
+``max_queue``, so that one flooding peer cannot hold the loop).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 from ..protocol.config import Config
@@ -20,11 +20,9 @@ from ..protocol.connection import Close, Connection, State, close_hold_limit
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 from .base import TransportProtocol
+from .messages import Data, Inbox
 
 __all__ = ["WebSocketConnection", "Data"]
-
-#: A message: ``str`` for text, ``bytes`` for binary.
-Data = str | bytes
 
 _BytesLike = (bytes, bytearray, memoryview)
 
@@ -40,10 +38,7 @@ class WebSocketConnection(TransportProtocol):
     answers_later = True
 
     __slots__ = (
-        "max_queue",
-        "_messages",
-        "_recv_waiter",
-        "_reading_paused",
+        "_inbox",
         "_unflushed",
         "_flush_handle",
         "_close_hold_expired",
@@ -55,63 +50,71 @@ class WebSocketConnection(TransportProtocol):
 
     def __init__(self, protocol: Connection, config: Config) -> None:
         super().__init__(protocol, config)
-        #: Messages buffered before reading pauses (``config.max_queue``, kept here: it is read
-        #: for every message).
-        self.max_queue = config.max_queue
-        self._messages: deque[Data] = deque()
-        self._recv_waiter: asyncio.Future[Data] | None = None
-        self._reading_paused = False
-        # Deferred writes: what send() queued since the last write, and the pending flush.
-        self._unflushed = 0
-        self._flush_handle: asyncio.Handle | None = None
-        self._close_hold_expired = False
-        self._close_hold_timer: asyncio.TimerHandle | None = None
         #: The opening handshake's request (server: the client's; client: ours).
         self.request: Request | None = None
         #: The opening handshake's response.
         self.response: Response | None = None
         #: The subprotocol agreed on, or ``None``.
         self.subprotocol: str | None = None
+        self._inbox = Inbox(self, config.max_queue)
+        # Deferred writes: what send() queued since the last write, and the pending flush.
+        self._unflushed = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._close_hold_expired = False
+        self._close_hold_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def max_queue(self) -> int:
+        """Messages buffered before reading pauses (``config.max_queue``)."""
+        return self._inbox.max_queue
 
     # -----------------------------------------------------------------------------------------
-    # Events from the core
+    # Events from the core, and what the inbox asks of the connection
     # -----------------------------------------------------------------------------------------
 
     def _on_event(self, event: object) -> None:
         if type(event) is str or type(event) is bytes:
-            waiter = self._recv_waiter
-            if waiter is not None and not waiter.done() and not self._messages:
-                self._recv_waiter = None
-                waiter.set_result(event)
-                if self._flush_handle is None:
-                    # Scheduled after the waiter's task: it runs in the same loop iteration as
-                    # the handler's answer and writes it, without a loop iteration of its own.
-                    self._flush_handle = self.loop.call_soon(self._deferred_flush)
-                return
-            self._messages.append(event)
-            if (
-                len(self._messages) >= self.max_queue
-                and not self._reading_paused
-                and self.protocol.state is State.OPEN
-            ):
-                self._reading_paused = True
-                self.transport.pause_reading()
+            self._inbox.put(event)
         elif type(event) is Close:
             pass
         else:
             self._on_handshake_event(event)
 
-    #: While reading is paused for a full queue (``max_queue``: one read can add 40 000 tiny
-    #: messages at once), :meth:`recv` yields to the event loop once every this many messages,
-    #: so that a handler working through the backlog of a flood does not hold the loop (other
-    #: connections' handshakes and messages) for its whole run.
-    recv_burst = 256
+    def _on_handshake_event(self, event: object) -> None:
+        """Request / Response events: handled by the server and client subclasses."""
+
+    def _message_handed_over(self) -> None:
+        # A waiting recv() got a message: the flush is scheduled after its task, so that it
+        # runs in the same loop iteration as the handler's answer and writes it, without a loop
+        # iteration of its own.
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._deferred_flush)
+
+    def _pause_reading(self) -> bool:
+        if self.protocol.state is not State.OPEN:
+            return False  # closing: the peer's close frame must still be read
+        self.transport.pause_reading()
+        return True
+
+    def _resume_reading(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _inbox_emptied(self) -> None:
+        if self._hold_close:
+            # The last message read before the peer's close or violation: let the answer the
+            # caller is about to send leave before our close frame.
+            self.loop.call_soon(self._release_close)
+
+    def _no_more_messages(self) -> bool:
+        protocol = self.protocol
+        return self._lost or protocol.close_rcvd is not None or protocol.failure is not None
 
     def _has_unread_messages(self) -> bool:
-        return bool(self._messages)
+        return bool(self._inbox.messages)
 
     def _close_waits_for_reader(self) -> bool:
-        if not self._messages or self._close_hold_expired or self.transport.is_closing():
+        if not self._inbox.messages or self._close_hold_expired or self.transport.is_closing():
             return False
         if self._close_hold_timer is None:
             # Rule 3 of the core: the same bound in every layer.
@@ -124,74 +127,36 @@ class WebSocketConnection(TransportProtocol):
         self._close_hold_expired = True
         self._release_close()
 
-    def _on_handshake_event(self, event: object) -> None:
-        """Request / Response events: handled by the server and client subclasses."""
-
     def _on_connection_lost(self) -> None:
         if self._close_hold_timer is not None:
             self._close_hold_timer.cancel()
-        waiter, self._recv_waiter = self._recv_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(self._closed_error())
+        self._inbox.close(self._closed_error())
 
     # -----------------------------------------------------------------------------------------
     # Receiving
     # -----------------------------------------------------------------------------------------
 
-    async def recv(self) -> Data:
-        """Return the next message: ``str`` for text, ``bytes`` for binary.
+    def recv(self) -> Coroutine[Any, Any, Data]:
+        """Return the next message: ``str`` for text, ``bytes`` for binary (a coroutine:
+        ``await ws.recv()``).
 
         Raises:
             ConnectionClosedOK: the connection closed cleanly (and no message is left).
             ConnectionClosedError: it closed with an error, or without a closing handshake.
             RuntimeError: another coroutine is already waiting in ``recv``.
         """
-        messages = self._messages
-        if messages:
-            if self._reading_paused and len(messages) % self.recv_burst == 0:
-                # A backlog beyond max_queue: let the other connections have a turn of the
-                # loop every recv_burst messages.
-                await asyncio.sleep(0)
-                if not messages:
-                    return await self.recv()
-            message = messages.popleft()
-            if not messages and self._hold_close:
-                # The last message read before the peer's close or violation: let the answer
-                # the caller is about to send leave before our close frame.
-                self.loop.call_soon(self._release_close)
-            if self._reading_paused and len(messages) <= self.max_queue // 4:
-                self._reading_paused = False
-                if not self.transport.is_closing():
-                    self.transport.resume_reading()
-            return message
-        if self._lost or self.protocol.close_rcvd is not None or self.protocol.failure is not None:
-            # No message can come any more: wait for the end, then say how it ended.
-            await asyncio.shield(self.closed_future)
-            raise self._closed_error()
-        if self._recv_waiter is not None:
-            raise RuntimeError("another coroutine is already waiting for the next message")
-        waiter: asyncio.Future[Data] = self.loop.create_future()
-        self._recv_waiter = waiter
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Cancelled (a timeout) after _on_event handed us a message: keep it for the next
-            # recv rather than lose it.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._messages.appendleft(waiter.result())
-            raise
-        finally:
-            if self._recv_waiter is waiter:
-                self._recv_waiter = None
+        # The inbox's coroutine itself, not one that awaits it: one frame less per message.
+        return self._inbox.get()
 
     def __aiter__(self) -> AsyncIterator[Data]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Data]:
         """Yield messages until the connection closes; a clean close ends the loop quietly."""
+        get = self._inbox.get
         try:
             while True:
-                yield await self.recv()
+                yield await get()
         except ConnectionClosedOK:
             return
 
@@ -327,12 +292,9 @@ class WebSocketConnection(TransportProtocol):
     # -----------------------------------------------------------------------------------------
 
     def _start_close(self, code: int | None, reason: str) -> None:
-        # The peer's close frame must be read even if the queue of messages is full (while
-        # closing, _on_event no longer pauses reading).
-        if self._reading_paused:
-            self._reading_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+        # The peer's close frame must be read even if the inbox is full (while closing, the
+        # inbox no longer pauses reading).
+        self._inbox.resume()
         super()._start_close(code, reason)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
