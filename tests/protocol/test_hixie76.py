@@ -1,5 +1,6 @@
 """draft-hixie-thewebsocketprotocol-76, sans-I/O: the draft's own example handshake, framing,
-limits and clean errors; and the RFC 6455 path of the same class left untouched."""
+limits and clean errors; the framing object installed after a draft-76 101 (and only then); and
+the RFC 6455 path of the same class left untouched."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from shakehands.protocol.errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from shakehands.protocol.handshake import Request, accept_key
+from shakehands.protocol.frames import Opcode, serialize_frame
+from shakehands.protocol.handshake import Request, Response, accept_key
 from shakehands.protocol.hixie76 import (
+    Hixie76Framing,
     Hixie76ServerProtocol,
     challenge_response,
     is_hixie76_request,
@@ -270,21 +273,181 @@ def test_without_the_option_a_draft76_request_gets_426() -> None:
     assert response.headers["Sec-WebSocket-Version"] == "13"
 
 
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RFC6455_REQUEST = (
+    "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
+    f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+).encode()
+
+
 def test_rfc6455_requests_are_unchanged() -> None:
     p = Hixie76ServerProtocol()
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    p.receive_data(
-        (
-            "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    p.receive_data(RFC6455_REQUEST)
     assert len(p.events_received()) == 1
     p.send_response(p.accept())
     wire = b"".join(p.data_to_send())
-    assert f"Sec-WebSocket-Accept: {accept_key(key)}".encode() in wire
+    assert f"Sec-WebSocket-Accept: {accept_key(KEY)}".encode() in wire
     assert not p.hixie76
     p.send_text("hi")
     assert p.data_to_send() == [b"\x81\x02hi"]
     p.receive_data(b"\x81\x82\x00\x00\x00\x00ok")
     assert p.events_received() == ["ok"]
+
+
+# -------------------------------------------------------------------------------------------------
+# The framing object: installed after a draft-76 101, and only then
+# -------------------------------------------------------------------------------------------------
+
+
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    return serialize_frame(opcode, payload, fin=fin, mask=True, mask_key=b"\x01\x02\x03\x04")
+
+
+def test_an_rfc6455_connection_has_no_framing_installed() -> None:
+    p = Hixie76ServerProtocol()
+    p.receive_data(RFC6455_REQUEST)
+    p.send_response(p.accept())
+    assert p._framing is None and not p.hixie76 and p.can_ping
+    # Nothing shadows the RFC 6455 code, in the class or in the instance.
+    assert not set(Hixie76Framing.SEAMS) & vars(p).keys()
+    for name in (*Hixie76Framing.SEAMS, "receive_data"):
+        assert getattr(Hixie76ServerProtocol, name) is getattr(ServerProtocol, name)
+
+
+def test_an_rfc6455_connection_behaves_as_serverprotocol() -> None:
+    """The same bytes in and the same calls give the same events and bytes out."""
+    incoming = [
+        RFC6455_REQUEST,
+        masked(Opcode.TEXT, "滴水".encode()) + masked(Opcode.BINARY, b"\x00\xff"),
+        masked(Opcode.TEXT, b"frag", fin=False),
+        masked(Opcode.PING, b"p") + masked(Opcode.CONT, b"ment"),
+        masked(Opcode.BINARY, b"x" * 70_000)[:1000],
+        masked(Opcode.BINARY, b"x" * 70_000)[1000:],
+        masked(Opcode.CLOSE, b"\x03\xe8bye"),
+    ]
+    results = []
+    for cls in (ServerProtocol, Hixie76ServerProtocol):
+        p = cls()
+        trace: list[object] = []
+        for i, data in enumerate(incoming):
+            p.receive_data(data)
+            trace += p.events_received()
+            if i == 0:
+                p.send_response(p.accept())
+            elif i == 1:
+                p.send_text("hi")
+                p.send_text("y" * 70_000)
+                p.send_binary(b"\x00")
+                p.send_message(b"z" * 70_000)
+                p.send_ping(b"k")
+                p.send_fragment("a", fin=False)
+                p.send_fragment("b", fin=True)
+            trace += p.data_to_send()
+        trace += [p.state, p.close_code, p.can_ping]
+        results.append(trace)
+    assert results[0] == results[1]
+    assert results[0][-3:] == [State.CLOSED, 1000, True]
+
+
+def test_a_draft76_connection_has_its_framing_installed() -> None:
+    p = opened()
+    framing = p._framing
+    assert isinstance(framing, Hixie76Framing)
+    assert p.hixie76 and not p.can_ping
+    for name in Hixie76Framing.SEAMS:
+        bound = vars(p)[name]
+        assert bound.__self__ is framing
+    # Only those: the state machine and the rest are the connection's own.
+    methods = {name for name, value in vars(p).items() if callable(value)}
+    assert methods == set(Hixie76Framing.SEAMS)
+
+
+def test_hixie76_is_read_only() -> None:
+    p = opened()
+    with pytest.raises(AttributeError):
+        p.hixie76 = False  # type: ignore[misc]
+
+
+def test_a_draft76_request_answered_otherwise_installs_nothing() -> None:
+    p = Hixie76ServerProtocol()
+    p.receive_data(EXAMPLE + b"\x00early\xff")
+    p.events_received()
+    assert p.accept().status == 101
+    assert p.hixie76  # accepted, not sent yet
+    p.send_response(Response(403, body=b"no\n"))
+    assert not p.hixie76 and p._framing is None and p.can_ping
+    assert not set(Hixie76Framing.SEAMS) & vars(p).keys()
+    assert p.state is State.CLOSED and p.events_received() == []
+
+
+def test_framing_parses_split_frames_without_rescanning() -> None:
+    p = opened()
+    framing = p._framing
+    assert framing is not None
+    assert framing.parse(memoryview(b"\x00abc")) == 0
+    assert framing._scanned == 3 and p.events_received() == []
+    # The connection keeps the unconsumed bytes and hands them back with the next read.
+    assert framing.parse(memoryview(b"\x00abcd\xff\x00ef\xff\xff")) == 10
+    assert framing._scanned == 0
+    assert p.events_received() == ["abcd", "ef"]
+    assert framing.parse(memoryview(b"\xff\x00")) == 2
+    assert p.events_received() == [Close(1005, "")]
+
+
+@pytest.mark.parametrize(
+    ("options", "data"),
+    [
+        ({"max_message_size": 3}, b"\x00abcd\xff"),  # whole, too big
+        ({"max_message_size": 3}, b"\x00abcd"),  # not all here, too big already
+        ({"max_frame_size": 3, "max_message_size": None}, b"\x00abcd"),
+    ],
+)
+def test_framing_enforces_limits(options: dict[str, int | None], data: bytes) -> None:
+    p = opened(**options)
+    framing = p._framing
+    assert framing is not None
+    with pytest.raises(PayloadTooBig, match="limit of 3 bytes"):
+        framing.parse(memoryview(data))
+
+
+def test_framing_without_limits() -> None:
+    p = opened(max_message_size=None)
+    p.receive_data(b"\x00" + b"x" * 100_000 + b"\xff")
+    assert p.events_received() == ["x" * 100_000]
+
+
+@pytest.mark.parametrize(
+    ("opcode", "fin", "name"),
+    [
+        (Opcode.BINARY, True, "binary"),
+        (Opcode.PING, True, "ping"),
+        (Opcode.PONG, True, "pong"),
+        (Opcode.TEXT, False, "text"),
+        (Opcode.CONT, True, "cont"),
+        (3, True, "3"),
+    ],
+)
+def test_framing_writes_text_and_close_only(opcode: int, fin: bool, name: str) -> None:
+    p = opened()
+    framing = p._framing
+    assert framing is not None
+    with pytest.raises(InvalidState, match=f"whole text messages only, not {name}$"):
+        framing.frame(opcode, b"x", fin)
+    framing.frame(Opcode.TEXT, b"ok")
+    framing.frame(Opcode.CLOSE, b"\x03\xe8ignored")
+    assert p.data_to_send() == [b"\x00ok\xff", b"\xff\x00"]
+
+
+def test_a_draft76_connection_refuses_binary_and_pings_through_any_api() -> None:
+    p = opened()
+    for send in (
+        lambda: p.send_binary(b"x"),
+        lambda: p.send_message(b"x"),
+        lambda: p.send_ping(),
+        lambda: p.send_pong(),
+    ):
+        with pytest.raises(InvalidState):
+            send()
+    p.send_message("still open")
+    assert p.data_to_send() == [b"\x00still open\xff"]
+    assert p.state is State.OPEN

@@ -6,15 +6,27 @@ No browser has spoken draft-76 since 2012; servers enable it with ``legacy_hixie
 draft's way: ``0x00`` UTF-8 text ``0xFF``, and ``0xFF 0x00`` to close. Any other request goes to
 :class:`~.server.ServerProtocol` unchanged, so one server speaks both.
 
-Theory of operation. The class is a :class:`~.server.ServerProtocol`: the request head is parsed
-under the same limits, origins and subprotocols are checked by the same code, and the state
-machine, close bookkeeping and failure handling of :class:`~.connection.Connection` are reused.
-Only two seams differ once a draft-76 handshake is accepted: :meth:`_parse` (bytes in) and
-:meth:`_frame` (bytes out). Limits are those of RFC 6455: a text frame larger than
-``max_message_size`` (or ``max_frame_size``) fails the connection before it is buffered further,
-invalid UTF-8 fails it, and so does any frame type but ``0x00`` text and the ``0xFF 0x00`` close.
-Draft-76 has no close codes, no binary messages, no fragments and no pings: sending one raises
-:class:`~.errors.InvalidState`; the close frame received is reported as code 1005 (no status).
+Theory of operation. The handshake is :class:`Hixie76ServerProtocol`'s, a
+:class:`~.server.ServerProtocol`: the request head is parsed under the same limits, origins and
+subprotocols are checked by the same code, and the state machine, close bookkeeping and failure
+handling of :class:`~.connection.Connection` are reused. It differs in three handshake-only
+places: a draft-76 request is held back (through the server's ``_request_received`` and
+``_early_data_received`` hooks) until its 8 bytes of key3 are in;
+:meth:`~Hixie76ServerProtocol.accept` answers it with the challenge response; and
+:meth:`~Hixie76ServerProtocol.send_response` consumes key3 and, for a 101, installs a
+:class:`Hixie76Framing` before any byte that followed the request is parsed.
+
+The framing is that object's, chosen once, after the handshake: it holds the draft's receive
+parser (with its state) and frame writer, and :meth:`Hixie76Framing.install` binds them over the
+connection's RFC 6455 ones (``_parse``, ``_frame``, ``send_text``, ``send_binary``) as instance
+attributes. So the RFC 6455 code has no draft-76 branch and tests no flag, and an RFC 6455
+connection of a ``legacy_hixie76`` server runs exactly what a :class:`~.server.ServerProtocol`
+runs. Limits are those of RFC 6455: a text frame larger than ``max_message_size`` (or
+``max_frame_size``) fails the connection before it is buffered further, invalid UTF-8 fails it,
+and so does any frame type but ``0x00`` text and the ``0xFF 0x00`` close. Draft-76 has no close
+codes, no binary messages, no fragments and no pings: sending one raises
+:class:`~.errors.InvalidState` (and :attr:`~Hixie76ServerProtocol.can_ping` is false); the close
+frame received is reported as code 1005 (no status).
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import struct
 from typing import Unpack
 
 from .config import ServerConfig, ServerOptions, server_config
-from .connection import State
+from .connection import Connection, State
 from .errors import (
     InvalidHandshake,
     InvalidRequest,
@@ -48,6 +60,7 @@ from .server import ServerProtocol
 
 __all__ = [
     "Hixie76ServerProtocol",
+    "Hixie76Framing",
     "is_hixie76_request",
     "key_number",
     "challenge_response",
@@ -108,6 +121,121 @@ def challenge_response(key1: str, key2: str, key3: bytes) -> bytes:
     return hashlib.md5(challenge, usedforsecurity=False).digest()
 
 
+class Hixie76Framing:
+    """Draft-76 frames for one connection: the receive parser and the frame writer.
+
+    :class:`Hixie76ServerProtocol` makes one when it sends its draft-76 101 and
+    :meth:`installs <install>` it: its methods become instance attributes of the connection,
+    over the RFC 6455 ones of :class:`~.connection.Connection` and :class:`~.reader.FrameReader`
+    that they replace (:attr:`SEAMS`). The RFC 6455 code is left as it is and tests no flag:
+    a connection without an installed framing object runs exactly the code a
+    :class:`~.server.ServerProtocol` runs. What the connection's state machine does (the
+    closing handshake, failures, limits' close codes) is unchanged: only bytes in and bytes out
+    are the draft's.
+
+    Args:
+        connection: the connection it frames for; it must have an instance dictionary (every
+            protocol class but :class:`~.connection.Connection` itself, which has slots only).
+    """
+
+    __slots__ = ("_connection", "_scanned")
+
+    #: The connection's methods that :meth:`install` replaces with this object's.
+    SEAMS = ("_parse", "_frame", "send_text", "send_binary")
+    #: Draft-76 has no ping frame, and so no keepalive.
+    can_ping = False
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        # Bytes of the current text frame already searched for 0xFF (a frame split across
+        # reads is not searched again from its start).
+        self._scanned = 0
+
+    def install(self) -> None:
+        """Frame the connection's traffic the draft's way from now on (there is no way back).
+
+        The connection then refers to this object and this object to it: a cycle, freed by the
+        garbage collector once the connection is dropped.
+        """
+        # Bound methods in the instance's dictionary shadow the class's: lookups of these names
+        # on any other connection, and the code of the RFC 6455 paths, are unchanged.
+        connection = self._connection
+        connection._parse = self.parse  # type: ignore[method-assign]
+        connection._frame = self.frame  # type: ignore[method-assign]
+        connection.send_text = self.send_text  # type: ignore[method-assign]
+        connection.send_binary = self.send_binary  # type: ignore[method-assign]
+
+    # -----------------------------------------------------------------------------------------
+    # Sending
+    # -----------------------------------------------------------------------------------------
+
+    # Connection's send fast paths build RFC 6455 frames directly: these go through frame().
+    def send_text(self, text: str, *, compress: bool = True) -> None:
+        """Queue a text message: ``0x00``, its UTF-8, ``0xFF`` (never compressed)."""
+        self._connection._send_data(Opcode.TEXT, text.encode("utf-8"), False)
+
+    def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
+        """Raise :class:`~.errors.InvalidState`: the draft has no binary messages."""
+        self._connection._send_data(Opcode.BINARY, data, False)
+
+    def frame(self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True) -> None:
+        """Queue a frame: a whole text message or the close frame; anything else is refused."""
+        if opcode == Opcode.CLOSE:
+            # Draft-76 closes carry no code or reason.
+            self._connection._out.append(_CLOSE_FRAME)
+        elif opcode == Opcode.TEXT and fin:
+            # UTF-8 never contains 0xFF, so the sentinel cannot occur inside the text.
+            self._connection._out.append(b"\x00" + bytes(payload) + b"\xff")
+        else:
+            name = Opcode(opcode).name.lower() if opcode in _OPCODES else str(opcode)
+            raise InvalidState(f"draft-76 connections send whole text messages only, not {name}")
+
+    # -----------------------------------------------------------------------------------------
+    # Receiving
+    # -----------------------------------------------------------------------------------------
+
+    def parse(self, buf: memoryview) -> int:
+        """Consume the whole frames ``buf`` holds; return the end of the last one.
+
+        Raises:
+            PayloadTooBig: a text frame is larger than the limits, whole or not yet.
+            InvalidPayload: a text frame is not UTF-8.
+            ProtocolError: a frame type other than text and close.
+        """
+        connection = self._connection
+        data = bytes(buf)
+        limits = [
+            n for n in (connection.max_message_size, connection.max_frame_size) if n is not None
+        ]
+        limit = min(limits) if limits else None
+        pos, end = 0, len(data)
+        while pos < end and not connection._discard:
+            kind = data[pos]
+            if kind == _TEXT_START:
+                stop = data.find(b"\xff", pos + 1 + self._scanned)
+                if stop < 0:
+                    self._scanned = end - pos - 1
+                    if limit is not None and self._scanned > limit:
+                        raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
+                    return pos
+                self._scanned = 0
+                if limit is not None and stop - pos - 1 > limit:
+                    raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
+                text = decode_utf8(data[pos + 1 : stop])
+                connection._events.append(text)
+                pos = stop + 1
+            elif kind == _SENTINEL:
+                if end - pos < 2:
+                    return pos
+                if data[pos + 1] != 0x00:
+                    raise ProtocolError("unsupported draft-76 frame: 0xff with a length")
+                pos += 2
+                connection._control_frame(Opcode.CLOSE, b"")
+            else:
+                raise ProtocolError(f"unsupported draft-76 frame type {kind:#04x}")
+        return pos
+
+
 class Hixie76ServerProtocol(ServerProtocol):
     """A :class:`~.server.ServerProtocol` that also accepts draft-76 clients.
 
@@ -135,40 +263,40 @@ class Hixie76ServerProtocol(ServerProtocol):
     ) -> None:
         super().__init__(config, **options)
         self.secure = secure
-        #: Whether a draft-76 handshake was accepted: frames are draft-76 ones from then on.
-        self.hixie76 = False
+        # A draft-76 request, reported once its key3 is in too.
         self._held_request: Request | None = None
-        self._request_released = False
-        self._scanned = 0  # bytes of the current text frame already searched for 0xFF
+        # accept() built a draft-76 101 that is not sent yet.
+        self._draft76_answer = False
+        # The draft-76 framing, installed when that 101 is sent; None on an RFC 6455 connection.
+        self._framing: Hixie76Framing | None = None
+
+    @property
+    def hixie76(self) -> bool:
+        """Whether a draft-76 handshake was accepted: frames are draft-76 ones from then on."""
+        return self._draft76_answer or self._framing is not None
 
     @property
     def can_ping(self) -> bool:
         """A draft-76 connection has no ping frame (and so no keepalive)."""
-        return not self.hixie76
+        framing = self._framing
+        return True if framing is None else framing.can_ping
 
     # -----------------------------------------------------------------------------------------
-    # Handshake
+    # Handshake (the framing is Hixie76Framing's, installed by send_response)
     # -----------------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes; a draft-76 request is reported once its 8 bytes of key3 are in too."""
-        if self.state is not State.CONNECTING:
-            super().receive_data(data)
-            return
-        super().receive_data(data)
-        if self._request_released or self.handshake_exc is not None:
-            return
-        if self._held_request is None and self.request is not None:
-            if not is_hixie76_request(self.request):
-                self._request_released = True
-                return
-            # Hold the Request event (and the attribute) until key3 is complete.
-            self._held_request, self.request = self.request, None
-            self._events = [e for e in self._events if e is not self._held_request]
-        if self._held_request is not None and len(self._early) >= KEY3_LENGTH:
-            self.request, self._held_request = self._held_request, None
-            self._request_released = True
-            self._events.append(self.request)
+    def _request_received(self, request: Request) -> None:
+        """A draft-76 request is held (event and attribute) until its 8 bytes of key3 are in."""
+        if is_hixie76_request(request):
+            self._held_request = request
+        else:
+            super()._request_received(request)
+
+    def _early_data_received(self) -> None:
+        held = self._held_request
+        if held is not None and len(self._early) >= KEY3_LENGTH and self.handshake_exc is None:
+            self._held_request = None
+            super()._request_received(held)
 
     def accept(
         self,
@@ -178,18 +306,22 @@ class Hixie76ServerProtocol(ServerProtocol):
     ) -> Response:
         """Validate and answer: draft-76 for a Key1/Key2 request, RFC 6455 otherwise."""
         request = request or self.request
-        if request is None or not is_hixie76_request(request):
-            return super().accept(request, extra_headers=extra_headers)
+        if request is not None and is_hixie76_request(request):
+            return self._accept_hixie76(request, extra_headers)
+        return super().accept(request, extra_headers=extra_headers)
+
+    def _accept_hixie76(self, request: Request, extra_headers: HeadersLike | None) -> Response:
         try:
-            response = self._accept_hixie76(request)
+            response = self._hixie76_response(request)
         except InvalidHandshake as exc:
             self.handshake_exc = exc
             return error_response(exc.status, exc.reason, exc.headers)
         for name, value in to_headers(extra_headers).items():
             response.headers.add(name, value)
+        self._draft76_answer = True
         return response
 
-    def _accept_hixie76(self, request: Request) -> Response:
+    def _hixie76_response(self, request: Request) -> Response:
         headers = request.headers
         if request.method != "GET":
             raise InvalidRequest(f"draft-76 handshakes use GET, not {request.method}")
@@ -213,7 +345,6 @@ class Hixie76ServerProtocol(ServerProtocol):
         ]
         if self.subprotocol is not None:
             fields.append(("Sec-WebSocket-Protocol", self.subprotocol))
-        self.hixie76 = True
         return Response(101, Headers(fields), answer, "WebSocket Protocol Handshake")
 
     @staticmethod
@@ -226,76 +357,15 @@ class Hixie76ServerProtocol(ServerProtocol):
         return values[0]
 
     def send_response(self, response: Response) -> None:
-        """Queue the response; after a draft-76 101, key3 is consumed, not parsed as frames."""
-        if self.hixie76:
+        """Queue the response. After a draft-76 101, key3 is consumed, and a
+        :class:`Hixie76Framing` is installed before any byte that followed it is parsed."""
+        if self._draft76_answer and self.state is State.CONNECTING:
+            self._draft76_answer = False
             if response.status == 101:
                 del self._early[:KEY3_LENGTH]
-            else:
-                self.hixie76 = False
+                self._framing = Hixie76Framing(self)
+                self._framing.install()
         super().send_response(response)
-
-    # -----------------------------------------------------------------------------------------
-    # Framing: the two seams of Connection
-    # -----------------------------------------------------------------------------------------
-
-    # Connection's send fast paths build RFC 6455 frames directly: route draft-76 sends through
-    # _frame below instead.
-    def send_text(self, text: str, *, compress: bool = True) -> None:
-        if not self.hixie76:
-            return super().send_text(text, compress=compress)
-        self._send_data(Opcode.TEXT, text.encode("utf-8"), False)
-
-    def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
-        if not self.hixie76:
-            return super().send_binary(data, compress=compress)
-        self._send_data(Opcode.BINARY, data, False)
-
-    def _frame(
-        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
-    ) -> None:
-        if not self.hixie76:
-            super()._frame(opcode, payload, fin)
-        elif opcode == Opcode.CLOSE:
-            self._out.append(_CLOSE_FRAME)  # draft-76 closes carry no code or reason
-        elif opcode == Opcode.TEXT and fin:
-            # UTF-8 never contains 0xFF, so the sentinel cannot occur inside the text.
-            self._out.append(b"\x00" + bytes(payload) + b"\xff")
-        else:
-            name = Opcode(opcode).name.lower() if opcode in _OPCODES else str(opcode)
-            raise InvalidState(f"draft-76 connections send whole text messages only, not {name}")
-
-    def _parse(self, view: memoryview) -> int:
-        if not self.hixie76:
-            return super()._parse(view)
-        buf = bytes(view)
-        limits = [n for n in (self.max_message_size, self.max_frame_size) if n is not None]
-        limit = min(limits) if limits else None
-        pos, end = 0, len(buf)
-        while pos < end and not self._discard:
-            kind = buf[pos]
-            if kind == _TEXT_START:
-                stop = buf.find(b"\xff", pos + 1 + self._scanned)
-                if stop < 0:
-                    self._scanned = end - pos - 1
-                    if limit is not None and self._scanned > limit:
-                        raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
-                    return pos
-                self._scanned = 0
-                if limit is not None and stop - pos - 1 > limit:
-                    raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
-                text = decode_utf8(bytes(buf[pos + 1 : stop]))
-                self._events.append(text)
-                pos = stop + 1
-            elif kind == _SENTINEL:
-                if end - pos < 2:
-                    return pos
-                if buf[pos + 1] != 0x00:
-                    raise ProtocolError("unsupported draft-76 frame: 0xff with a length")
-                pos += 2
-                self._control_frame(Opcode.CLOSE, b"")
-            else:
-                raise ProtocolError(f"unsupported draft-76 frame type {kind:#04x}")
-        return pos
 
 
 def new_server_protocol(

@@ -115,6 +115,8 @@ class ServerProtocol(Connection):
             self._early += data
             if len(self._early) > MAX_EARLY_DATA:
                 self._refuse(InvalidRequest("too much data before the handshake completed"))
+            else:
+                self._early_data_received()
             return
         try:
             request = self._parser.feed(bytes(data))
@@ -124,11 +126,21 @@ class ServerProtocol(Connection):
         if request is not None:
             rest = self._parser.rest
             self._parser = None
-            self.request = request
-            self._events.append(request)
+            self._request_received(request)
             if rest:
                 # Bytes that came with the request count against the early-data bound too.
                 self.receive_data(rest)
+
+    # Two handshake-only hooks, for a subclass whose requests carry a body (draft-76's key3:
+    # see :mod:`.hixie76`). Neither is called once the connection is open.
+
+    def _request_received(self, request: Request) -> None:
+        """The request head is parsed: report it (a :class:`Request` event)."""
+        self.request = request
+        self._events.append(request)
+
+    def _early_data_received(self) -> None:
+        """More bytes followed the request head; they are in :attr:`_early`."""
 
     def receive_eof(self) -> None:
         """The peer closed its side; during the handshake that abandons it."""
