@@ -1,5 +1,8 @@
 """Transport plumbing shared by every asyncio connection class.
 
+Twin of :mod:`shakehands.sync.base` (what a socket and a reader thread do for the blocking layer,
+an asyncio transport and the event loop do here).
+
 :class:`TransportProtocol` owns an ``asyncio.Transport`` and a sans-I/O connection: it feeds the
 bytes read to the core, writes what the core queued, closes the TCP connection when the core says
 so (the server first, RFC 6455 §7.1.1), and runs the timers the core cannot have: keepalive pings,

@@ -179,11 +179,6 @@ class SocketProtocol(ConfiguredConnection):
             target=self._read_loop, name=f"shakehands-reader-{self.remote_address}", daemon=True
         )
 
-    @property
-    def max_queue(self) -> int:
-        """Messages buffered before the reader stops reading (``config.max_queue``)."""
-        return self._inbox.max_queue
-
     def _start(self) -> None:
         """Start the reader thread (called once the handshake is done)."""
         if self.ping_interval is not None:

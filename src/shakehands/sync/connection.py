@@ -44,6 +44,11 @@ class Connection(SocketProtocol):
         #: The subprotocol agreed on, or ``None``.
         self.subprotocol: str | None = None
 
+    @property
+    def max_queue(self) -> int:
+        """Messages buffered before the reader stops reading (``config.max_queue``)."""
+        return self._inbox.max_queue
+
     # -----------------------------------------------------------------------------------------
     # Receiving
     # -----------------------------------------------------------------------------------------

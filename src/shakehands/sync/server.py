@@ -304,15 +304,29 @@ class Server:
         self._stopped.set()
 
     @property
-    def port(self) -> int:
-        """The listening port (useful with ``port=0``)."""
-        return int(self.socket.getsockname()[1])
+    def close_timeout(self) -> float | None:
+        """The ``close_timeout`` option of this server's connections."""
+        return self.config.close_timeout
+
+    def new_protocol(self) -> ServerProtocol:
+        """A fresh sans-I/O server connection with this server's options."""
+        return self.options.new_protocol()
 
     @property
     def connections(self) -> set[ServerConnection]:
         """The open connections (a copy)."""
         with self._lock:
             return set(self._connections)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening socket (a tuple, as for the asyncio server)."""
+        return (self.socket,)
+
+    @property
+    def port(self) -> int:
+        """The listening port (useful with ``port=0``)."""
+        return int(self.socket.getsockname()[1])
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown`; each gets its own thread."""
