@@ -180,3 +180,50 @@ def test_rfc6455_clients_still_work_with_the_option(kind: str) -> None:
         ws.send("hi")
         assert ws.recv(timeout=10) == "hi" + MEOW
         assert ws.ping().wait(10) >= 0
+
+
+def test_broadcast_frames_the_draft76_way_for_draft76_clients() -> None:
+    """broadcast() shares RFC 6455 frames among RFC 6455 connections; a draft-76 connection
+    gets the text framed its own way, and a binary message (the draft has none) skips it."""
+    ready = threading.Event()
+    state: list[object] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            if message == "go":
+                text = shakehands.broadcast(server.connections, "to everyone")
+                binary = shakehands.broadcast(server.connections, b"\x01\x02")
+                await ws.send(f"{text.sent} {binary.sent} {binary.skipped}")
+
+    async def main() -> None:
+        nonlocal server
+        async with shakehands.serve(handler, HOST, 0, legacy_hixie76=True) as server:
+            stop = asyncio.Event()
+            state.extend([server.port, asyncio.get_running_loop(), stop])
+            ready.set()
+            await stop.wait()
+
+    server: shakehands.Server[shakehands.ServerConnection]
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    port = int(state[0])  # type: ignore[call-overload]
+    try:
+        raw = RawClient(port)
+        raw.send(draft76_request(port))
+        assert raw.read_response()[0] == 101
+        assert raw._read(16) == ANSWER
+        with sync.connect(f"ws://{HOST}:{port}/") as ws:
+            ws.send("go")
+            assert ws.recv(timeout=10) == "to everyone"
+            assert ws.recv(timeout=10) == b"\x01\x02"
+            # Text to both; binary to the RFC 6455 client only, the draft-76 one skipped.
+            assert ws.recv(timeout=10) == "2 1 1"
+            assert read_text_frame(raw) == "to everyone"
+            raw.send(b"\xff\x00")
+            assert read_text_frame(raw) is None  # nothing but the text came before the close
+        raw.close()
+    finally:
+        loop, stop = state[1], state[2]
+        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
+        thread.join(10)

@@ -146,8 +146,8 @@ _OWN: tuple[str, ...] = ()  # this connection frames for itself (client, or defl
 
 def _framing_key(connection: TransportProtocol, compress: bool) -> tuple[object, ...]:
     protocol = connection.protocol
-    if protocol.role is Role.CLIENT:
-        return _OWN
+    if protocol.role is Role.CLIENT or not protocol.shares_frames:
+        return _OWN  # a client masks each frame; draft-76 frames differ
     codec = protocol.deflate
     if codec is None or not compress:
         return _PLAIN

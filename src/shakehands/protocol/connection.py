@@ -112,8 +112,6 @@ class Connection(FrameReader, ExtensionHost):
     """
 
     # Slots: a server holds one of these per connection, and past 30 attributes CPython gives
-    # each instance a full dict (about 800 bytes more per idle connection).
-    # Slots: a server holds one of these per connection, and past 30 attributes CPython gives
     # each instance a full dict (about 800 bytes more per idle connection). The receive state's
     # slots are FrameReader's.
     __slots__ = (
@@ -195,6 +193,10 @@ class Connection(FrameReader, ExtensionHost):
             self._send_pending_close()
         out, self._out = self._out, []
         return out
+
+    #: Whether this connection's data frames are RFC 6455 frames that a broadcast may build once
+    #: for many connections (:meth:`send_serialized`); not on a draft-76 connection.
+    shares_frames = True
 
     @property
     def can_ping(self) -> bool:

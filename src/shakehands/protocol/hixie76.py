@@ -141,7 +141,7 @@ class Hixie76Framing:
     __slots__ = ("_connection", "_scanned")
 
     #: The connection's methods that :meth:`install` replaces with this object's.
-    SEAMS = ("_parse", "_frame", "send_text", "send_binary")
+    SEAMS = ("_parse", "_frame", "send_text", "send_binary", "send_fragment", "send_serialized")
     #: Draft-76 has no ping frame, and so no keepalive.
     can_ping = False
 
@@ -164,6 +164,11 @@ class Hixie76Framing:
         connection._frame = self.frame  # type: ignore[method-assign]
         connection.send_text = self.send_text  # type: ignore[method-assign]
         connection.send_binary = self.send_binary  # type: ignore[method-assign]
+        connection.send_fragment = self.send_fragment  # type: ignore[method-assign]
+        connection.send_serialized = self.send_serialized  # type: ignore[method-assign]
+        # Broadcasts frame a message for it on its own, through send_text (set on the instance:
+        # a ServerProtocol has a __dict__, unlike the slotted Connection the type says).
+        connection.shares_frames = False  # type: ignore[misc]
 
     # -----------------------------------------------------------------------------------------
     # Sending
@@ -177,6 +182,16 @@ class Hixie76Framing:
     def send_binary(self, data: bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Raise :class:`~.errors.InvalidState`: the draft has no binary messages."""
         self._connection._send_data(Opcode.BINARY, data, False)
+
+    def send_fragment(
+        self, data: str | bytes | bytearray | memoryview, *, fin: bool, compress: bool = True
+    ) -> None:
+        """Raise :class:`~.errors.InvalidState`, changing nothing: the draft has no fragments."""
+        raise InvalidState("draft-76 connections send whole text messages only, not fragments")
+
+    def send_serialized(self, frames: bytes) -> None:
+        """Raise :class:`~.errors.InvalidState`: shared frames are RFC 6455 frames."""
+        raise InvalidState("draft-76 connections cannot take RFC 6455 frames")
 
     def frame(self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True) -> None:
         """Queue a frame: a whole text message or the close frame; anything else is refused."""
