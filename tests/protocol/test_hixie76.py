@@ -172,6 +172,9 @@ def test_sending_text_and_what_cannot_be_sent() -> None:
         p.send_fragment("part", fin=False)
     assert p.data_to_send() == []
     assert p.state is State.OPEN
+    # A refusal changes nothing: whole text messages still go.
+    p.send_text("still")
+    assert p.data_to_send() == [b"\x00still\xff"]
 
 
 def test_client_closes() -> None:
