@@ -213,3 +213,23 @@ def test_mypy_catches_a_misspelt_option(tmp_path: Path) -> None:
     for name in ("max_mesage_size", "ping_intervall", "orign", "close_timout", "max_queu"):
         assert f'"{name}"' in result.stdout, (name, result.stdout)
     assert 'Argument "max_queue"' in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "function",
+    [shakehands.serve, shakehands.serve_callbacks, sync.serve, shakehands.connect, sync.connect],
+    ids=lambda f: f"{f.__module__}.{f.__qualname__}",
+)
+def test_front_ends_do_not_restate_defaults(function: Any) -> None:
+    """A default is written once, in the configuration (and the README's table, checked above):
+    the front ends' docstrings describe options without quoting their defaults again."""
+    options = {f.name for f in dataclasses.fields(ServerConfig)} | {
+        f.name for f in dataclasses.fields(ClientConfig)
+    }
+    # The Args entries of options: "name[, name]: text", with its indented continuation lines.
+    entries = re.findall(r"^ {8}([\w, ]+): (.*(?:\n {12}.*)*)", function.__doc__ or "", re.M)
+    for names, text in entries:
+        if not {n.strip() for n in names.split(",")} & options:
+            continue
+        quoted = re.findall(r"\(\d+(?:\.\d+)?(?: ?[KM]iB| s)?[);]|by default|\(default", text)
+        assert not quoted, (names, quoted)

@@ -70,10 +70,13 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         origin: an ``Origin`` header to send.
         subprotocols: subprotocols to offer, in order of preference.
         extra_headers: more request headers.
-        open_timeout: seconds for TCP, TLS and the handshake together (10).
+        open_timeout: seconds for TCP, TLS and the handshake together.
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
         max_message_size, max_frame_size, max_queue, write_limit, ping_interval, ping_timeout,
         close_timeout, compression: as for :func:`~shakehands.serve`.
+
+    Every option is defined, with its default, in
+    :class:`~shakehands.protocol.config.ClientConfig` (and the README's options table).
 
     Raises:
         InvalidURI: the URI is not ws:// or wss://.

@@ -411,24 +411,27 @@ def serve(
         process_request: ``process_request(request)`` sees every request before any answer
             and may return a :class:`~shakehands.Response` to answer it instead of upgrading.
         origins: allowed ``Origin`` values (``None`` in the list allows a missing header);
-            others get 403. Default: any origin.
+            others get 403.
         subprotocols, select_subprotocol: subprotocol negotiation.
-        max_message_size: 1 MiB by default (``None`` for no limit); larger messages: 1009.
-        max_frame_size: limit per frame (default none).
-        max_queue: received messages buffered before reading pauses (32).
-        write_limit: high-water mark of the write buffer above which ``send`` waits (64 KiB).
-        ping_interval, ping_timeout: keepalive (20 s / 20 s; ``None`` disables).
-        open_timeout: seconds to complete the handshake (10).
-        close_timeout: seconds to wait for the closing handshake (10).
-        max_connections: most connections held at once (handshakes included; default no
-            limit). Beyond it a request is answered ``503 Service Unavailable`` with
-            ``Retry-After: 1`` and the connection closed; the server keeps serving.
-        compression: ``"deflate"`` (default: permessage-deflate, RFC 7692, with
+        max_message_size: largest message (``None`` for no limit); larger messages: 1009.
+        max_frame_size: largest frame (``None`` for no limit).
+        max_queue: received messages buffered before reading pauses.
+        write_limit: high-water mark of the write buffer above which ``send`` waits.
+        ping_interval, ping_timeout: keepalive (``None`` disables).
+        open_timeout: seconds to complete the handshake.
+        close_timeout: seconds to wait for the closing handshake.
+        max_connections: most connections held at once (handshakes included). Beyond it
+            a request is answered ``503 Service Unavailable`` with ``Retry-After: 1`` and the
+            connection closed; the server keeps serving.
+        compression: ``"deflate"`` (permessage-deflate, RFC 7692, with
             :class:`~shakehands.DeflateOptions` defaults), a ``DeflateOptions``, or ``None``.
-        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
-            default; see :mod:`shakehands.protocol.hixie76`).
+        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; see
+            :mod:`shakehands.protocol.hixie76`).
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
         sock, reuse_port, backlog: passed to ``loop.create_server``.
+
+    Every option is defined, with its default, in
+    :class:`~shakehands.protocol.config.ServerConfig` (and the README's options table).
 
     Example::
 

@@ -43,7 +43,7 @@ def connect(
         origin: an ``Origin`` header to send.
         subprotocols: subprotocols to offer, in order of preference.
         extra_headers: more request headers.
-        open_timeout: seconds for TCP, TLS and the handshake together (10).
+        open_timeout: seconds for TCP, TLS and the handshake together.
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
         server_hostname: the name to check the server's certificate against (default: the
             URI's host).

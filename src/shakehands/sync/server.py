@@ -478,25 +478,25 @@ def serve(
         process_request: ``process_request(request)`` sees every request before any answer and
             may return a :class:`~shakehands.Response` to answer it instead of upgrading.
         origins: allowed ``Origin`` values (``None`` in the list allows a missing header);
-            others get 403. Default: any origin.
+            others get 403.
         subprotocols, select_subprotocol: subprotocol negotiation.
-        max_message_size: 1 MiB by default (``None`` for no limit); larger messages: 1009.
+        max_message_size: largest message (``None`` for no limit); larger messages: 1009.
         max_frame_size, max_line, max_headers, max_header_bytes: as for the asyncio server.
-        max_queue: received messages buffered before reading from the socket pauses (32).
-        ping_interval, ping_timeout: keepalive (20 s / 20 s; ``None`` disables).
-        open_timeout: seconds to complete the handshake, TLS included (10).
+        max_queue: received messages buffered before reading from the socket pauses.
+        ping_interval, ping_timeout: keepalive (``None`` disables).
+        open_timeout: seconds to complete the handshake, TLS included.
         close_timeout: seconds to wait for the closing handshake, and for the peer's EOF after
-            a refusal or a failure (10).
+            a refusal or a failure.
         write_limit: bytes buffered for the peer above which ``send()`` waits and pongs are
-            deferred (64 KiB).
-        compression: ``"deflate"`` (default), a :class:`~shakehands.DeflateOptions`, or ``None``.
+            deferred.
+        compression: ``"deflate"``, a :class:`~shakehands.DeflateOptions`, or ``None``.
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
-        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; off by
-            default; see :mod:`shakehands.protocol.hixie76`).
-        max_connections: most connections held at once, handshakes included (default no
-            limit); beyond it a request gets ``503 Service Unavailable`` with ``Retry-After: 1``.
-
-    Every option is defined in :class:`~shakehands.protocol.config.ServerConfig`.
+        legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; see
+            :mod:`shakehands.protocol.hixie76`).
+        max_connections: most connections held at once, handshakes included; beyond it a
+            request gets ``503 Service Unavailable`` with ``Retry-After: 1``.
+    Every option is defined, with its default, in
+    :class:`~shakehands.protocol.config.ServerConfig` (and the README's options table).
 
     Example::
 
