@@ -20,6 +20,7 @@ from typing import Any, Unpack
 from ..protocol.connection import Close, Pong, State
 from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
+from ..protocol.messages import unsendable
 from ..protocol.server import ServerProtocol
 from .base import TransportProtocol, write_chunks
 from .server import (
@@ -267,7 +268,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         elif isinstance(message, _BytesLike):
             protocol.send_binary(message, compress=compress)
         else:
-            raise TypeError(f"cannot send {type(message).__name__}")
+            raise unsendable(message, fragments=False)
         if not self._in_batch:
             self._flush()
 

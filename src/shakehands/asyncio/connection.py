@@ -19,6 +19,7 @@ from ..protocol.config import Config
 from ..protocol.connection import Close, Connection, State, close_hold_limit
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
+from ..protocol.messages import Fragment, Message, is_fragments, unsendable
 from .base import TransportProtocol
 from .messages import Data, Inbox
 
@@ -166,20 +167,21 @@ class WebSocketConnection(TransportProtocol):
 
     async def send(
         self,
-        message: Data | bytearray | memoryview | Iterable[Data] | AsyncIterable[Data],
+        message: Message | AsyncIterable[Fragment],
         *,
         compress: bool = True,
     ) -> None:
         """Send a message; waits while the write buffer is above its high-water mark.
 
-        ``str`` is sent as text, bytes-like as binary; an iterable (or async iterable) of
-        ``str`` or of bytes is sent as one fragmented message, a frame per item. With
+        ``str`` is sent as text, bytes-like as binary; a sequence, iterator or async iterable
+        of ``str`` or of bytes is sent as one fragmented message, a frame per item (a ``dict``
+        or a ``set`` is refused: serialise it first). With
         permessage-deflate negotiated, ``compress=False`` sends this message uncompressed
         (for data that is already compressed, or too small to gain).
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
-            TypeError: ``message`` is of no supported type.
+            TypeError: ``message`` is of no supported type (a ``dict``, a ``set``, ...).
         """
         protocol = self.protocol
         if protocol.state is not State.OPEN:
@@ -188,14 +190,15 @@ class WebSocketConnection(TransportProtocol):
             protocol.send_text(message, compress=compress)
         elif isinstance(message, _BytesLike):
             protocol.send_binary(message, compress=compress)
+        elif not is_fragments(message):
+            # A dict or a set is iterable too, but of its keys: never a message's fragments.
+            raise unsendable(message)
         elif isinstance(message, AsyncIterable):
             await self._send_fragments_async(message, compress)
             return
-        elif isinstance(message, Iterable):
+        else:
             await self._send_fragments(message, compress)
             return
-        else:
-            raise TypeError(f"cannot send {type(message).__name__}")
         # The messages sent during one step of the event loop leave in one write at its end (a
         # handler answering a burst of buffered messages makes one system call, not one per
         # message), or at once past write_limit bytes, so that backpressure still applies.

@@ -14,13 +14,12 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
+from ..protocol.messages import Data
+
 if TYPE_CHECKING:
     from .connection import WebSocketConnection
 
 __all__ = ["Data", "Inbox"]
-
-#: A message: ``str`` for text, ``bytes`` for binary.
-Data = str | bytes
 
 
 class Inbox:

@@ -18,6 +18,7 @@ from ..protocol.connection import Connection as Protocol
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
+from ..protocol.messages import Message, is_fragments, unsendable
 from .base import LINGER_BYTES, PongWaiter, SocketProtocol
 from .messages import Data
 
@@ -81,13 +82,14 @@ class Connection(SocketProtocol):
 
     def send(
         self,
-        message: Data | bytearray | memoryview | Iterable[Data],
+        message: Message,
         *,
         compress: bool = True,
     ) -> None:
         """Send a message: ``str`` as text, bytes-like as binary.
 
-        An iterable of ``str`` (or of bytes) is sent as one fragmented message, a frame per item.
+        A sequence or an iterator of ``str`` (or of bytes) is sent as one fragmented message, a
+        frame per item (a ``dict`` or a ``set`` is refused: serialise it first).
         With permessage-deflate negotiated, ``compress=False`` sends this message uncompressed.
         Blocks until the message is written to the socket (while the peer does not read, the
         socket's buffer is full); a peer that never reads is dropped by keepalive (or the
@@ -96,7 +98,7 @@ class Connection(SocketProtocol):
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
-            TypeError: ``message`` is of no supported type.
+            TypeError: ``message`` is of no supported type (a ``dict``, a ``set``, ...).
         """
         if isinstance(message, str | bytes | bytearray | memoryview):
             with self._lock:
@@ -106,8 +108,9 @@ class Connection(SocketProtocol):
                 target = self._queued_total
             self._write_out(wait=True, target=target)
             return
-        if not isinstance(message, Iterable):
-            raise TypeError(f"cannot send {type(message).__name__}")
+        if not is_fragments(message) or not isinstance(message, Iterable):
+            # A dict or a set is iterable too, but of its keys: never a message's fragments.
+            raise unsendable(message)
         iterator = iter(message)
         try:
             previous = next(iterator)

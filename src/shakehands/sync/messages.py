@@ -14,10 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-__all__ = ["Data", "Inbox"]
+from ..protocol.messages import Data
 
-#: A message: ``str`` for text, ``bytes`` for binary.
-Data = str | bytes
+__all__ = ["Data", "Inbox"]
 
 
 class Inbox:
