@@ -10,14 +10,14 @@ import shakehands
 
 class Echo(shakehands.Listener):
     def on_open(self, ws: shakehands.CallbackConnection) -> None:
-        ws.context = 0  # per-connection state: messages seen
+        ws.context["seen"] = 0  # per-connection state: messages seen
 
     def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
-        ws.context += 1
+        ws.context["seen"] += 1
         ws.send(message)
 
     def on_close(self, ws: shakehands.CallbackConnection, code: int, reason: str) -> None:
-        print(f"closed with {code} after {ws.context} messages", flush=True)
+        print(f"closed with {code} after {ws.context['seen']} messages", flush=True)
 
 
 async def main() -> None:

@@ -46,7 +46,7 @@ class Listener:
     """Override the methods you need; one listener serves every connection of a server.
 
     Callbacks run on the event loop: they must not block. Per-connection state can live in
-    ``ws.context``.
+    ``ws.context``, a dictionary (what ``process_request`` put in ``request.context``).
 
     Example::
 
@@ -75,7 +75,6 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         "listener",
         "request",
         "subprotocol",
-        "context",
         "_in_batch",
         "_opened",
         "_read_paused_for_write",
@@ -88,8 +87,6 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         self.listener = listener
         self.request: Request | None = None
         self.subprotocol: str | None = None
-        #: Free for the application: per-connection state.
-        self.context: Any = None
         self._in_batch = False
         self._opened = False
         self._read_paused_for_write = False

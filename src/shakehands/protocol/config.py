@@ -315,6 +315,27 @@ class ConfiguredConnection:
     __slots__ = ()
 
     config: Config
+    #: The opening handshake's request (server: the client's; client: ours).
+    request: Request | None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Application state for this connection: the dictionary ``process_request`` filled in
+        as ``request.context`` (:attr:`Request.context <shakehands.Request.context>`), the same
+        in every API; empty until something is put in it."""
+        request = self.request
+        if request is None:
+            raise AttributeError("no context before the opening handshake")
+        return request.context
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        request = self.request
+        if request is None:
+            raise AttributeError("no context before the opening handshake")
+        # Any value is kept at run time: code written when the callback API's ws.context was a
+        # free attribute (ws.context = 0) goes on working; the type says what new code stores.
+        request._context = value
 
     @property
     def ping_timeout(self) -> float | None:

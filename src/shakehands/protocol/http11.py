@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 
 from .errors import HeadersTooLarge, InvalidHandshake, InvalidRequest, InvalidResponse
 from .headers import FIELD_VALUE_RE, TOKEN_RE, Headers, parse_token_list, to_headers
@@ -58,6 +59,8 @@ class Request:
     remote_address: tuple[str, int] | None = None
     #: The authority of an absolute-form request target (``GET ws://host/path``), else ``None``.
     authority: str | None = None
+    # Application state (see :attr:`context`), made on first use: most connections need none.
+    _context: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -68,6 +71,26 @@ class Request:
     def query(self) -> str:
         """The query string of the request target ('' when absent)."""
         return self.target.partition("?")[2]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Application state for this connection, set by ``process_request`` and read by the
+        handler as ``ws.context`` (the same dictionary): who authenticated, what they asked.
+
+        Example::
+
+            def process_request(request):
+                user = users.get(request.headers.get("Authorization"))
+                if user is None:
+                    return Response(401, body=b"who are you?")
+                request.context["user"] = user
+
+            async def handler(ws):
+                await ws.send(f"hello {ws.context['user']}")
+        """
+        if self._context is None:
+            self._context = {}
+        return self._context
 
     @property
     def host(self) -> str | None:
