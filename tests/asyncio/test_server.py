@@ -303,6 +303,27 @@ async def test_process_request_404_client_raises_invalid_status(api: str, is_asy
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_process_request_str_body_and_dict_headers_reach_the_client(
+    api: str, is_async: bool
+) -> None:
+    def refuse(request: Request) -> Response:
+        return Response(401, {"WWW-Authenticate": "Bearer"}, "missing token")
+
+    async def refuse_async(request: Request) -> Response:
+        return refuse(request)
+
+    async with echo_server(api, process_request=refuse_async if is_async else refuse) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(InvalidStatus) as excinfo:
+                await shakehands.connect(uri(server))
+            response = excinfo.value.response
+            assert response.status == 401
+            assert response.body == b"missing token"
+            assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 async def test_refused_connection_is_released_promptly(api: str, is_async: bool) -> None:
     """After a refusal, the server's end goes as soon as the client goes, not after
     close_timeout: the connection leaves server.connections."""

@@ -216,6 +216,20 @@ def test_process_request_answers_plain_http_and_sees_the_request() -> None:
         assert seen[-1].remote_address is not None
 
 
+def test_process_request_str_body_and_dict_headers_reach_the_client() -> None:
+    def refuse(request: Request) -> Response:
+        return Response(401, {"WWW-Authenticate": "Bearer"}, "missing token")
+
+    with running(process_request=refuse) as server:
+        with pytest.raises(InvalidStatus) as excinfo:
+            sync.connect(uri(server))
+        response = excinfo.value.response
+        assert response.status == 401
+        assert response.body == b"missing token"
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
 def test_process_request_that_raises_gets_500() -> None:
     def process_request(request: Request) -> Response | None:
         raise ValueError("bug")
