@@ -4,6 +4,7 @@ TLS for both server APIs, and TLS failures that leave the server serving."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
@@ -163,3 +164,31 @@ async def test_tls_client_on_plain_port_gets_400(api: str, client_context: ssl.S
 async def test_serve_rejects_non_context_ssl() -> None:
     with pytest.raises(TypeError):
         shakehands.serve(lambda ws: asyncio.sleep(0), HOST, 0, ssl=True)
+
+
+async def test_normal_wss_close_logs_no_warning(
+    api: str,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Closing over TLS is quiet: asyncio warns when eof_received() returns True under TLS
+    ("has no effect when using ssl"); neither end may do that on a normal close."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    async with echo_server(api, ssl=server_context) as server:
+        # The client closes first, then the server closes first (a handler that returns).
+        await assert_wss_echo(server, client_context)
+        await wait_for_condition(lambda: not server.connections)
+        async with (
+            asyncio.timeout(5),
+            shakehands.connect(uri(server, scheme="wss"), ssl=client_context) as ws,
+        ):
+            (conn,) = server.connections
+            closing = conn.close()
+            if closing is not None:  # the coroutine API's close() is a coroutine
+                await closing
+            await ws.wait_closed()
+        assert ws.close_code == 1000
+        await wait_for_condition(lambda: not server.connections)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []

@@ -147,8 +147,10 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
         self._process()
-        # Keep the transport: _process closes it once what we owe the peer is written.
-        return True
+        # Keep the transport: _process closes it once what we owe the peer is written. Not
+        # under TLS: there is no half-close, the transport closes anyway, and asyncio warns
+        # that returning True "has no effect when using ssl".
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         for handle in (
