@@ -323,6 +323,30 @@ async def test_process_request_str_body_and_dict_headers_reach_the_client(
             assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+async def test_query_params_reach_process_request_and_the_handler() -> None:
+    seen: list[dict[str, list[str]]] = []
+
+    def process_request(request: Request) -> Response | None:
+        seen.append(request.params)
+        if request.param("token") != "s3cret":
+            return Response(401, body="missing token")
+        return None
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(repr(sorted(ws.request.params.items())))
+
+    async with shakehands.serve(handler, HOST, 0, process_request=process_request) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(InvalidStatus):
+                await shakehands.connect(uri(server, "/notify?room=a"))
+            async with shakehands.connect(
+                uri(server, "/notify?token=s3cret&room=a&room=b%20c")
+            ) as ws:
+                assert await ws.recv() == repr([("room", ["a", "b c"]), ("token", ["s3cret"])])
+    assert seen == [{"room": ["a"]}, {"token": ["s3cret"], "room": ["a", "b c"]}]
+
+
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
 async def test_refused_connection_is_released_promptly(api: str, is_async: bool) -> None:
     """After a refusal, the server's end goes as soon as the client goes, not after

@@ -537,6 +537,26 @@ def test_response_parser_reports_an_out_of_range_status_as_invalid_response() ->
         ResponseParser().feed(b"HTTP/1.1 999 Nope\r\n\r\n")
 
 
+def test_request_params_are_the_parsed_query() -> None:
+    parser = RequestParser()
+    request = parser.feed(
+        b"GET /notify?token=a%2Fb&room=one&room=two+three&flag&name=%C3%A9 HTTP/1.1\r\n"
+        b"Host: example.com\r\n\r\n"
+    )
+    assert request is not None
+    assert request.query == "token=a%2Fb&room=one&room=two+three&flag&name=%C3%A9"
+    assert request.params == {
+        "token": ["a/b"],
+        "room": ["one", "two three"],
+        "flag": [""],
+        "name": ["é"],
+    }
+    assert request.param("room") == "one"
+    assert request.param("missing") is None
+    assert request.param("missing", "default") == "default"
+    assert Request("GET", "/", Headers()).params == {}
+
+
 def parse_response(data: bytes, step: int | None = None) -> tuple[Response | None, ResponseParser]:
     parser = ResponseParser()
     step = step or max(len(data), 1)

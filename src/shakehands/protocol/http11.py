@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypeAlias
+from urllib.parse import parse_qsl
 
 from .errors import HeadersTooLarge, InvalidHandshake, InvalidRequest, InvalidResponse
 from .headers import (
@@ -77,6 +78,32 @@ class Request:
     def query(self) -> str:
         """The query string of the request target ('' when absent)."""
         return self.target.partition("?")[2]
+
+    @property
+    def params(self) -> dict[str, list[str]]:
+        """The query parameters: each name with all its values, in order.
+
+        Names and values are percent-decoded (as UTF-8; ``+`` is a space) and parameters
+        without a value are kept with ``""``. A new ``dict`` on each access: change it freely.
+        :meth:`param` gives the first value of one name.
+
+        Example:
+            >>> request = Request("GET", "/chat?token=abc&room=a&room=b%20c&flag", Headers())
+            >>> request.params
+            {'token': ['abc'], 'room': ['a', 'b c'], 'flag': ['']}
+            >>> request.param("token"), request.param("missing")
+            ('abc', None)
+        """
+        params: dict[str, list[str]] = {}
+        for name, value in parse_qsl(self.query, keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+        return params
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of the query parameter ``name`` (see :attr:`params`), or
+        ``default`` when the query has no such parameter."""
+        values = self.params.get(name)
+        return values[0] if values else default
 
     @property
     def host(self) -> str | None:
