@@ -7,8 +7,10 @@ Every test that applies to both server APIs runs against ``serve`` (coroutine ha
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,7 @@ from ..helpers import (
     make_key,
     upgrade_request,
 )
+from ..test_docs import README_SERVERS, start_server_block, stop
 from .asyncio_helpers import (
     RawClient,
     echo_handler,
@@ -1361,3 +1364,48 @@ async def test_connections_keep_their_state_in_slots(api: str) -> None:
             assert not ws.closed_future.done()
         await wait_for_condition(lambda: not server.connections)
         assert ws.closed_future.done()
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: README's first server program shuts down gracefully
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_readme_server_closes_clients_with_1001_on_a_signal(
+    signum: int, tmp_path: Path
+) -> None:
+    """``asyncio.run(main())`` with ``serve_forever()``: a signal (docker stop, Ctrl-C) closes
+    every client with 1001 and the program exits with status 0."""
+    block = README_SERVERS[0]
+    assert "asyncio.run(" in block.code and "serve_forever()" in block.code, block.name
+    process, address = await asyncio.to_thread(start_server_block, block, tmp_path)
+    try:
+        async with shakehands.connect(address) as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            process.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+        assert ws.close_code == 1001
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    finally:
+        out, err = stop(process)
+    assert "Traceback" not in err, err
+
+
+async def test_serve_forever_puts_back_the_signal_handlers_it_replaced() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    async with echo_server("coroutine") as server:
+        serving = asyncio.create_task(server.serve_forever())
+        await wait_for_condition(lambda: signal.getsignal(signal.SIGTERM) != before)
+        server.close()
+        await serving
+    assert signal.getsignal(signal.SIGTERM) == before
+    async with echo_server("coroutine") as server:
+        serving = asyncio.create_task(server.serve_forever(stop_signals=()))
+        await assert_echo(server)
+        assert signal.getsignal(signal.SIGTERM) == before
+        server.close()
+        await serving

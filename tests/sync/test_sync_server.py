@@ -7,9 +7,11 @@ asyncio client of the same library.
 from __future__ import annotations
 
 import asyncio
+import signal
 import struct
 import threading
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,8 @@ from shakehands import (
     sync,
 )
 
-from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, frame, upgrade_request
+from ..helpers import HOST, OP_CLOSE, OP_PING, OP_TEXT, frame, upgrade_request
+from ..test_docs import README_SERVERS, start_server_block, stop
 from .sync_helpers import RawClient, echo, running, uri
 
 pytestmark = pytest.mark.timeout(60)
@@ -477,3 +480,38 @@ def test_shutdown_drops_handshakes_in_progress() -> None:
     assert not thread.is_alive()
     raw.read_eof()  # the half-made connection was dropped (RawClient's socket timeout: 10 s)
     raw.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_readme_server_closes_clients_with_1001_on_a_signal(signum: int, tmp_path: Path) -> None:
+    """README's blocking server program: a signal closes every client with 1001 and the
+    program exits with status 0."""
+    block = README_SERVERS[1]
+    assert "from shakehands.sync import serve" in block.code, block.name
+    process, address = start_server_block(block, tmp_path)
+    try:
+        with sync.connect(address) as ws:
+            ws.send("before")
+            assert ws.recv() == "before"
+            process.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv()
+        assert ws.close_code == 1001
+        assert process.wait(60) == 0
+    finally:
+        out, err = stop(process)
+    assert "Traceback" not in err, err
+
+
+def test_serve_forever_in_the_main_thread_puts_back_the_signal_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with sync.serve(echo, HOST, 0) as server:
+        stopper = threading.Thread(target=server.shutdown)
+        # serve_forever runs here, in the main thread; shutdown() from another one ends it.
+        timer = threading.Timer(0.1, stopper.start)
+        timer.start()
+        server.serve_forever()
+        timer.join()
+        stopper.join(30)
+    assert signal.getsignal(signal.SIGTERM) == before

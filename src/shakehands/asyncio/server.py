@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
@@ -259,14 +261,43 @@ class Server(Generic[C]):
         """The port of the first listening socket (useful with ``port=0``)."""
         return int(self.sockets[0].getsockname()[1])
 
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` is called (or the task is cancelled)."""
+    async def serve_forever(
+        self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Serve until :meth:`close` is called, or one of ``stop_signals`` arrives.
+
+        SIGINT (Ctrl-C) and SIGTERM (``kill``, ``docker stop``) shut the server down
+        gracefully, as :meth:`close` does: every client gets a 1001 close frame, the handlers
+        finish, and this returns once all is closed, so that ``asyncio.run(main())`` exits
+        normally. The handlers are the event loop's (``loop.add_signal_handler``), installed
+        for the duration of the call only when it runs in the main thread (where Python
+        delivers signals; not on Windows); pass ``stop_signals=()`` to handle signals yourself.
+        Returns after :meth:`close` too; cancelling the task stops serving without the
+        graceful close.
+        """
         assert self._server is not None
+        loop = asyncio.get_running_loop()
+        installed: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous = signal.getsignal(signum)
+                try:
+                    loop.add_signal_handler(signum, self.close)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue
+                installed.append((signum, previous))
         try:
             await self._server.serve_forever()
         except asyncio.CancelledError:
             if self._closing is None:
                 raise
+        finally:
+            for signum, previous in installed:
+                loop.remove_signal_handler(signum)
+                if previous is not None:
+                    # What was there before (asyncio.run's own Ctrl-C handler, say).
+                    signal.signal(signum, previous)
+        await self.wait_closed()
 
     def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Stop accepting; close every connection with ``code`` (1001 by default).

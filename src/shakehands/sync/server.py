@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
+import signal
 import socket
 import ssl as ssl_module
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -314,8 +315,39 @@ class Server:
         with self._lock:
             return set(self._connections)
 
-    def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`; each gets its own thread."""
+    def serve_forever(
+        self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Accept connections until :meth:`shutdown`, or one of ``stop_signals`` arrives; each
+        connection gets its own thread.
+
+        SIGINT (Ctrl-C) and SIGTERM (``kill``, ``docker stop``) shut the server down
+        gracefully: this stops accepting, then runs :meth:`shutdown` (every client gets a 1001
+        close frame) and returns, so that the program exits normally. The handlers are
+        installed for the duration of the call only when it runs in the main thread (the only
+        one where Python delivers signals); pass ``stop_signals=()`` to handle signals yourself.
+        """
+        signalled = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal signalled
+            signalled = True
+            with contextlib.suppress(OSError):
+                self._stop_w.send(b"x")
+
+        previous: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous.append((signum, signal.signal(signum, stop)))
+        try:
+            self._accept_until_stopped()
+        finally:
+            for signum, handler in previous:
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if signalled and not self._stopping:
+            self.shutdown()
+
+    def _accept_until_stopped(self) -> None:
         self._stopped.clear()
         try:
             with selectors.DefaultSelector() as selector:
