@@ -1409,3 +1409,51 @@ async def test_serve_forever_puts_back_the_signal_handlers_it_replaced() -> None
         assert signal.getsignal(signal.SIGTERM) == before
         server.close()
         await serving
+
+
+# ---------------------------------------------------------------------------------------------
+# A handler of the wrong shape is refused by serve(), not at the first connection
+# ---------------------------------------------------------------------------------------------
+
+
+async def _two_arguments(ws: Any, path: str) -> None:
+    await ws.send(path)
+
+
+def _plain(ws: Any) -> None:
+    ws.send("hi")
+
+
+async def _no_argument() -> None:
+    pass
+
+
+class _AsyncCallable:
+    async def __call__(self, ws: shakehands.ServerConnection) -> None:
+        await ws.send("callable")
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        (_two_arguments, r"_two_arguments\(ws: 'Any', path: 'str'\).*one argument"),
+        (_no_argument, "one argument"),
+        (_plain, "not a coroutine function"),
+        (lambda ws: asyncio.sleep(0), "not a coroutine function"),
+        ("echo", "must be a function"),
+    ],
+    ids=["handler(ws, path)", "handler()", "plain def", "lambda", "not callable"],
+)
+async def test_serve_refuses_a_handler_of_the_wrong_shape(handler: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match) as excinfo:
+        shakehands.serve(handler, HOST, 0)
+    assert "async def handler(ws)" in str(excinfo.value)
+
+
+async def test_serve_accepts_an_object_with_an_async_call() -> None:
+    async with (
+        shakehands.serve(_AsyncCallable(), HOST, 0) as server,
+        asyncio.timeout(5),
+        shakehands.connect(uri(server)) as ws,
+    ):
+        assert await ws.recv() == "callable"

@@ -515,3 +515,26 @@ def test_serve_forever_in_the_main_thread_puts_back_the_signal_handlers() -> Non
         timer.join()
         stopper.join(30)
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+async def _coroutine_handler(ws: object) -> None:
+    pass
+
+
+def _two_arguments(ws: object, path: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        (_two_arguments, r"_two_arguments\(ws: 'object', path: 'str'\).*one argument"),
+        (_coroutine_handler, "is a coroutine function"),
+        (None, "must be a function"),
+    ],
+    ids=["handler(ws, path)", "async def", "not callable"],
+)
+def test_serve_refuses_a_handler_of_the_wrong_shape(handler: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match) as excinfo:
+        sync.serve(handler, HOST, 0)  # type: ignore[arg-type]
+    assert "def handler(ws)" in str(excinfo.value)

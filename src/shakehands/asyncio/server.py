@@ -19,7 +19,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ..protocol.config import ProcessRequest, ServerConfig, ServerOptions, server_config
+from ..protocol.config import (
+    ProcessRequest,
+    ServerConfig,
+    ServerOptions,
+    check_handler,
+    server_config,
+)
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import (
@@ -437,7 +443,8 @@ def serve(
 
     Args:
         handler: coroutine function taking a :class:`ServerConnection`; the connection closes
-            (1000) when it returns, or with 1011 if it raises.
+            (1000) when it returns, or with 1011 if it raises. Checked here: anything else
+            (a plain ``def``, a lambda, ``handler(ws, path)``) raises ``TypeError``.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         process_request: ``process_request(request)`` sees every request before any answer
             and may return a :class:`~shakehands.Response` to answer it instead of upgrading.
@@ -471,6 +478,7 @@ def serve(
             await server.serve_forever()
     """
     config, secure, create_kwargs = split_server_options(options)
+    check_handler(handler, coroutine=True, expected="async def handler(ws): ...")
     server: Server[ServerConnection] = Server(config, secure=secure)
     return ServeContext(
         lambda srv: ServerConnection(srv, handler),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Unpack
 
-from ..protocol.config import ServerConfig, server_config
+from ..protocol.config import ServerConfig, check_handler, server_config
 from ..protocol.config import ServerOptions as ServerKeywords
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
 from ..protocol.handshake import Request, Response
@@ -490,7 +490,8 @@ def serve(
 
     Args:
         handler: a function taking a :class:`ServerConnection`; the connection closes (1000)
-            when it returns, or with 1011 if it raises.
+            when it returns, or with 1011 if it raises. Checked here: an ``async def`` or a
+            function of another number of arguments raises ``TypeError``.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         sock: an already bound listening socket, instead of ``host`` and ``port``.
         process_request: ``process_request(request)`` sees every request before any answer and
@@ -528,6 +529,7 @@ def serve(
             server.serve_forever()
     """
     ws_options = ServerOptions(ssl=ssl, **options)
+    check_handler(handler, coroutine=False, expected="def handler(ws): ...")
     if sock is None:
         sock = socket.create_server(
             (host or "", port or 0),
