@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -136,7 +137,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         self.connection = connection
         return connection
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._open().__await__()
 
     async def __aenter__(self) -> ClientConnection:

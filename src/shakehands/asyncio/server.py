@@ -15,7 +15,7 @@ import signal
 import socket
 import ssl as ssl_module
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
@@ -375,7 +375,7 @@ class ServeContext(Generic[C]):
         )
         return server
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Server[C]]:
         return self._start().__await__()
 
     async def __aenter__(self) -> Server[C]:

@@ -8,6 +8,10 @@ connection is open (:class:`ProtocolError` and its subclasses). This module know
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # http11 imports this module: the class is only needed for annotations
+    from .http11 import Response
 
 __all__ = [
     "ShakehandsError",
@@ -127,9 +131,10 @@ class InvalidStatus(InvalidResponse):
     :attr:`response` holds the full :class:`~shakehands.protocol.handshake.Response`.
     """
 
-    def __init__(self, reason: str, response: object) -> None:
+    def __init__(self, reason: str, response: Response) -> None:
         super().__init__(reason)
-        self.response = response
+        #: The server's response: ``status``, ``headers``, ``body`` (read up to 64 KiB).
+        self.response: Response = response
 
 
 class InvalidURI(ShakehandsError):
