@@ -434,8 +434,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
 
     def _keepalive_timeout(self) -> None:
-        logger.info("keepalive ping timeout; closing the connection")
-        self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        reason = f"keepalive ping not answered within {self.ping_timeout:g} s"
+        logger.info("%s; closing the connection", reason)
+        self._fail(CloseCode.INTERNAL_ERROR, reason)
 
     # -----------------------------------------------------------------------------------------
     # Introspection

@@ -178,14 +178,24 @@ class ConnectionClosed(ShakehandsError):
     """The connection is closed; raised by ``recv``/``send`` after the close.
 
     :attr:`code` and :attr:`reason` are those of the close frame received from the peer (1006 and
-    ``""`` when none was received); :attr:`sent_code` is the code we sent, if any.
+    ``""`` when none was received); :attr:`sent_code` and :attr:`sent_reason` those of the close
+    frame we sent, if any. Without a close frame from the peer, the message says why we closed
+    (``keepalive ping not answered within 20 s``, say).
     """
 
-    def __init__(self, code: int, reason: str, sent_code: int | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, sent_code: int | None = None, sent_reason: str = ""
+    ) -> None:
         self.code = code
         self.reason = reason
         self.sent_code = sent_code
-        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.sent_reason = sent_reason
+        message = f"connection closed: {code} {reason}".rstrip()
+        if code == CloseCode.ABNORMAL_CLOSURE and sent_code is not None:
+            message += f" (no close frame from the peer); sent {sent_code}"
+            if sent_reason:
+                message += f" ({sent_reason})"
+        super().__init__(message)
 
 
 class ConnectionClosedOK(ConnectionClosed):

@@ -403,6 +403,20 @@ class RequestParser(_HeadParser):
         return method.decode("ascii"), target.decode("ascii"), authority
 
 
+_STATUS_PREFIX = b"HTTP/1.1 "
+_STATUS_LINE_RE = re.compile(rb"HTTP/1\.1 (\d{3})(?: (.*))?")
+#: The most bytes of a bad status line quoted in the error.
+_EXCERPT = 60
+
+
+def invalid_status_line(line: bytes | bytearray) -> InvalidResponse:
+    """The error for a response that does not start with a valid status line: it quotes the
+    line (cut short), so that what answered can be recognised."""
+    line = bytes(line).partition(b"\r\n")[0]
+    excerpt = repr(line[:_EXCERPT]) + ("..." if len(line) > _EXCERPT else "")
+    return InvalidResponse(f"invalid status line: {excerpt}")
+
+
 class ResponseParser(_HeadParser):
     """Parses one HTTP/1.1 response (client side), incrementally.
 
@@ -422,6 +436,16 @@ class ResponseParser(_HeadParser):
         # Not HeadersTooLarge: that is the server's 431 for a request; this is the server's fault.
         return InvalidResponse(f"response {reason}")
 
+    def _check_start(self, start: bytes | bytearray) -> None:
+        # Fail at once on bytes that cannot start "HTTP/1.1 " (a TLS record, an SSH banner)
+        # rather than waiting for a line end that may never come.
+        if not _STATUS_PREFIX.startswith(bytes(start[: len(_STATUS_PREFIX)])):
+            raise invalid_status_line(start)
+
+    def _check_start_line(self, line: bytes) -> None:
+        if _STATUS_LINE_RE.fullmatch(line) is None:
+            raise invalid_status_line(line)
+
     def feed(self, data: bytes) -> Response | None:
         """Add bytes; return the response once complete, else ``None``."""
         if self._pending is not None:
@@ -431,15 +455,15 @@ class ResponseParser(_HeadParser):
         if parsed is None:
             return None
         start, fields, self.rest = parsed
-        m = re.fullmatch(rb"HTTP/1\.1 (\d{3})(?: (.*))?", start)
+        m = _STATUS_LINE_RE.fullmatch(start)
         if m is None:
-            raise InvalidResponse("invalid status line")
+            raise invalid_status_line(start)
         try:
             response = Response(
                 int(m.group(1)), Headers(fields), reason=(m.group(2) or b"").decode("latin-1")
             )
         except ValueError:  # a status out of range, a control character in the reason
-            raise InvalidResponse("invalid status line") from None
+            raise invalid_status_line(start) from None
         if response.status == 101:
             return response
         try:
