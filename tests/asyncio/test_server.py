@@ -1457,3 +1457,20 @@ async def test_serve_accepts_an_object_with_an_async_call() -> None:
         shakehands.connect(uri(server)) as ws,
     ):
         assert await ws.recv() == "callable"
+
+
+async def test_serve_forever_leaves_a_signal_handler_of_the_program_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        async with echo_server("coroutine") as server:
+            serving = asyncio.create_task(server.serve_forever())
+            await assert_echo(server)
+            assert signal.getsignal(signal.SIGTERM) is own
+            server.close()
+            await serving
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -538,3 +538,27 @@ def test_serve_refuses_a_handler_of_the_wrong_shape(handler: object, match: str)
     with pytest.raises(TypeError, match=match) as excinfo:
         sync.serve(handler, HOST, 0)  # type: ignore[arg-type]
     assert "def handler(ws)" in str(excinfo.value)
+
+
+def test_serve_forever_leaves_a_signal_handler_of_the_program_alone() -> None:
+    seen: list[object] = []
+
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    def look_then_stop(server: sync.Server) -> None:
+        with sync.connect(uri(server)):  # serving: the handlers are in place by now
+            seen.append(signal.getsignal(signal.SIGTERM))
+        server.shutdown()
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with sync.serve(echo, HOST, 0) as server:
+            stopper = threading.Thread(target=look_then_stop, args=(server,))
+            stopper.start()
+            server.serve_forever()
+            stopper.join(30)
+        assert seen == [own]
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -172,6 +172,15 @@ class ServerHandshake:
         raise NotImplementedError
 
 
+def _default_handler(handler: object) -> bool:
+    """Whether ``handler`` (a ``signal.getsignal`` result) is one that ``serve_forever`` may
+    replace for the time it serves: Python's default, or ``asyncio.run``'s for Ctrl-C."""
+    if handler in (signal.SIG_DFL, signal.default_int_handler, None):
+        return True
+    method = getattr(handler, "func", None)  # asyncio.Runner installs a partial of _on_sigint
+    return getattr(method, "__func__", None) is getattr(asyncio.Runner, "_on_sigint", ())
+
+
 class ServerConnection(ServerHandshake, WebSocketConnection):
     """A server-side connection of the coroutine API: what ``handler(ws)`` receives.
 
@@ -277,7 +286,9 @@ class Server(Generic[C]):
         finish, and this returns once all is closed, so that ``asyncio.run(main())`` exits
         normally. The handlers are the event loop's (``loop.add_signal_handler``), installed
         for the duration of the call only when it runs in the main thread (where Python
-        delivers signals; not on Windows); pass ``stop_signals=()`` to handle signals yourself.
+        delivers signals; not on Windows), and only for a signal that still has its default
+        handler (or ``asyncio.run``'s Ctrl-C handler): a handler the program set itself, or
+        an ignored signal, is left alone. Pass ``stop_signals=()`` to handle signals yourself.
         Returns after :meth:`close` too; cancelling the task stops serving without the
         graceful close.
         """
@@ -287,6 +298,8 @@ class Server(Generic[C]):
         if threading.current_thread() is threading.main_thread():
             for signum in stop_signals:
                 previous = signal.getsignal(signum)
+                if not _default_handler(previous):
+                    continue  # the program handles (or ignores) this signal itself
                 try:
                     loop.add_signal_handler(signum, self.close)
                 except (NotImplementedError, RuntimeError, ValueError):

@@ -325,7 +325,9 @@ class Server:
         gracefully: this stops accepting, then runs :meth:`shutdown` (every client gets a 1001
         close frame) and returns, so that the program exits normally. The handlers are
         installed for the duration of the call only when it runs in the main thread (the only
-        one where Python delivers signals); pass ``stop_signals=()`` to handle signals yourself.
+        one where Python delivers signals), and only for a signal that still has its default
+        handler: a handler the program set itself, or an ignored signal, is left alone. Pass
+        ``stop_signals=()`` to handle signals yourself.
         """
         signalled = False
 
@@ -338,7 +340,9 @@ class Server:
         previous: list[tuple[int, Any]] = []
         if threading.current_thread() is threading.main_thread():
             for signum in stop_signals:
-                previous.append((signum, signal.signal(signum, stop)))
+                handler = signal.getsignal(signum)
+                if handler in (signal.SIG_DFL, signal.default_int_handler, None):
+                    previous.append((signum, signal.signal(signum, stop)))
         try:
             self._accept_until_stopped()
         finally:
