@@ -18,6 +18,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -211,3 +212,23 @@ def _make_cert_with_openssl(cert: Path, key: Path) -> bool:
     ]
     result = subprocess.run(command, capture_output=True, timeout=30)
     return result.returncode == 0 and cert.exists() and key.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Type checking a user's program
+# ---------------------------------------------------------------------------------------------
+
+
+def run_mypy(program: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    """``mypy --strict`` on ``program`` (in its own folder, without this project's settings),
+    with the package found in ``source`` (the ``src`` folder of the tree under test: an
+    installed copy of the package elsewhere must not be the one checked)."""
+    environment = dict(os.environ, MYPYPATH=str(source))
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
+        capture_output=True,
+        text=True,
+        cwd=program.parent,
+        env=environment,
+        timeout=600,
+    )

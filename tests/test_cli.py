@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import shakehands
-from shakehands import ConnectionClosedError, ConnectionClosedOK
+from shakehands import ConnectionClosedError, ConnectionClosedOK, Request, Response, sync
 
 from .helpers import APIS, HOST, OP_CLOSE, OP_TEXT, close_payload, frame, free_port, upgrade_request
 
@@ -818,6 +818,26 @@ def test_client_refused_by_an_http_server(cli: Callable[..., CLI]) -> None:
         httpd.server_close()
     assert client.stderr.startswith("shakehands:"), client.describe()
     assert "404" in client.stderr
+    assert_no_traceback(client)
+
+
+def test_client_shows_the_body_of_a_refusal(cli: Callable[..., CLI]) -> None:
+    """The server's reason for a refusal (its body) is what a user needs to see."""
+
+    def process_request(request: Request) -> Response:
+        return Response(401, body="missing token: add ?token=... to the URI\n")
+
+    with sync.serve(lambda ws: None, HOST, 0, process_request=process_request) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            client = cli("client", ws_uri(server.port), stdin=True)
+            assert client.wait(STARTUP_TIMEOUT) == 1, client.describe()
+        finally:
+            server.shutdown()
+            thread.join(10)
+    assert client.stderr.startswith("shakehands: server refused the upgrade: HTTP 401")
+    assert "missing token: add ?token=... to the URI" in client.stderr, client.describe()
     assert_no_traceback(client)
 
 

@@ -185,6 +185,29 @@ def demo_port() -> Iterator[int]:
 
 
 RUN = [block for block in BLOCKS if block.mode in ("run", "server")]
+#: README's server programs, in order: the asyncio one first, then the blocking one
+#: (tests/asyncio/test_server.py and tests/sync/test_sync_server.py stop them with signals).
+README_SERVERS = [
+    block for block in BLOCKS if block.mode == "server" and block.path.name == "README.md"
+]
+
+
+def start_server_block(block: Block, directory: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start a ``server`` block as a program on a free port, once it accepts a WebSocket
+    connection: the process and its URI."""
+    assert block.mode == "server" and "port" in block.options, block.name
+    port = free_port()
+    code = re.sub(rf"\b{block.options['port']}\b", str(port), block.code)
+    program = directory / "block.py"
+    program.write_text(f"# {block.name}\n{code}", encoding="utf-8")
+    process = start([str(program)], directory)
+    uri = f"ws://{HOST}:{port}{block.options.get('path', '/')}"
+    try:
+        wait_for_websocket(process, uri)
+    except BaseException:
+        stop(process)
+        raise
+    return process, uri
 
 
 @pytest.mark.parametrize("block", RUN, ids=lambda block: block.name)

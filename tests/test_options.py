@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import shakehands
 from shakehands import DeflateOptions, Request, Response, sync
 from shakehands.protocol.config import ClientConfig, ServerConfig
 
-from .helpers import HOST
+from .helpers import HOST, run_mypy
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONT_ENDS = ["serve", "serve_callbacks", "sync.serve", "connect"]
@@ -204,12 +202,7 @@ def test_mypy_catches_a_misspelt_option(tmp_path: Path) -> None:
         "sync.connect('ws://x/', max_queu=1)\n"
         "shakehands.serve(handler, max_queue='many')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(program)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_mypy(program, Path(shakehands.__file__).resolve().parent.parent)
     for name in ("max_mesage_size", "ping_intervall", "orign", "close_timout", "max_queu"):
         assert f'"{name}"' in result.stdout, (name, result.stdout)
     assert 'Argument "max_queue"' in result.stdout, result.stdout

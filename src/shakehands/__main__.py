@@ -31,10 +31,13 @@ from .asyncio.client import connect
 from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
-from .protocol.errors import ConnectionClosed, ShakehandsError
+from .protocol.errors import ConnectionClosed, InvalidStatus, ShakehandsError
 from .pubsub import Hub, RedisBackend
 
 __all__ = ["main"]
+
+#: The most bytes of a refusal's body that ``shakehands client`` prints.
+_MAX_BODY_SHOWN = 2000
 
 
 async def _run_until_signalled(server: Server[Any], started: Callable[[], None]) -> None:
@@ -337,6 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (OSError, ShakehandsError, TimeoutError) as exc:
         print(f"shakehands: {exc}", file=sys.stderr)
+        if isinstance(exc, InvalidStatus) and exc.response.body:
+            # The server's own words about the refusal ("missing token"), cut short.
+            body = exc.response.body[:_MAX_BODY_SHOWN].decode("utf-8", "replace").rstrip()
+            cut = "\n[...]" if len(exc.response.body) > _MAX_BODY_SHOWN else ""
+            print(f"{body}{cut}", file=sys.stderr)
         return 1
     return 0
 

@@ -405,3 +405,35 @@ async def test_client_against_shakehands_server_many_sizes() -> None:
             payload = bytes([size % 251]) * size
             await ws.send(payload)
             assert await ws.recv() == payload
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.0 200 OK\r\n\r\n", b"\x00\x01garbage"],
+    ids=["ssh", "http/1.0", "binary"],
+)
+async def test_invalid_status_line_is_quoted(answer: bytes) -> None:
+    """``invalid status line`` shows what came instead (cut short), at once."""
+
+    async def script(conn: RawServerConnection) -> None:
+        await conn.read_request()
+        conn.writer.write(answer)
+        await conn.reader.read()  # hold the connection open until the client leaves
+
+    async with RawServer(script) as raw, asyncio.timeout(5):
+        with pytest.raises(InvalidResponse) as excinfo:
+            await shakehands.connect(raw.uri)
+    line = answer.partition(b"\r\n")[0]
+    assert str(excinfo.value) == f"invalid status line: {line!r}"
+
+
+async def test_a_long_invalid_status_line_is_cut_short() -> None:
+    async def script(conn: RawServerConnection) -> None:
+        await conn.read_request()
+        conn.writer.write(b"NOPE " + b"x" * 500 + b"\r\n\r\n")
+        await conn.reader.read()
+
+    async with RawServer(script) as raw, asyncio.timeout(5):
+        with pytest.raises(InvalidResponse) as excinfo:
+            await shakehands.connect(raw.uri)
+    assert str(excinfo.value) == "invalid status line: " + repr(b"NOPE " + b"x" * 55) + "..."

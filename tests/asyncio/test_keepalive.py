@@ -69,6 +69,8 @@ async def test_handler_sees_connection_closed_after_keepalive_timeout() -> None:
                 exc = await result
                 assert isinstance(exc, ConnectionClosedError)
                 assert exc.sent_code == 1011
+                # The error says what happened, not only "1006".
+                assert "keepalive ping not answered within 0.1 s" in str(exc), str(exc)
         finally:
             await client.close()
 
@@ -140,6 +142,10 @@ async def test_client_keepalive_drops_silent_server() -> None:
         with pytest.raises(ConnectionClosedError) as excinfo:
             await ws.recv()
         assert excinfo.value.sent_code == 1011
+        assert str(excinfo.value) == (
+            "connection closed: 1006 (no close frame from the peer); "
+            "sent 1011 (keepalive ping not answered within 0.1 s)"
+        )
         await raw.finished()
 
 

@@ -7,8 +7,10 @@ Every test that applies to both server APIs runs against ``serve`` (coroutine ha
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,7 @@ from ..helpers import (
     make_key,
     upgrade_request,
 )
+from ..test_docs import README_SERVERS, start_server_block, stop
 from .asyncio_helpers import (
     RawClient,
     echo_handler,
@@ -300,6 +303,51 @@ async def test_process_request_404_client_raises_invalid_status(api: str, is_asy
                 await shakehands.connect(uri(server))
             assert excinfo.value.response.status == 404
             assert excinfo.value.response.body == b"not here\n"
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_process_request_str_body_and_dict_headers_reach_the_client(
+    api: str, is_async: bool
+) -> None:
+    def refuse(request: Request) -> Response:
+        return Response(401, {"WWW-Authenticate": "Bearer"}, "missing token")
+
+    async def refuse_async(request: Request) -> Response:
+        return refuse(request)
+
+    async with echo_server(api, process_request=refuse_async if is_async else refuse) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(InvalidStatus) as excinfo:
+                await shakehands.connect(uri(server))
+            response = excinfo.value.response
+            assert response.status == 401
+            assert response.body == b"missing token"
+            assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_query_params_reach_process_request_and_the_handler() -> None:
+    seen: list[dict[str, list[str]]] = []
+
+    def process_request(request: Request) -> Response | None:
+        seen.append(request.params)
+        if request.param("token") != "s3cret":
+            return Response(401, body="missing token")
+        return None
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
+        await ws.send(repr(sorted(ws.request.params.items())))
+
+    async with shakehands.serve(handler, HOST, 0, process_request=process_request) as server:
+        async with asyncio.timeout(5):
+            with pytest.raises(InvalidStatus):
+                await shakehands.connect(uri(server, "/notify?room=a"))
+            async with shakehands.connect(
+                uri(server, "/notify?token=s3cret&room=a&room=b%20c")
+            ) as ws:
+                assert await ws.recv() == repr([("room", ["a", "b c"]), ("token", ["s3cret"])])
+    assert seen == [{"room": ["a"]}, {"token": ["s3cret"], "room": ["a", "b c"]}]
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -1316,3 +1364,113 @@ async def test_connections_keep_their_state_in_slots(api: str) -> None:
             assert not ws.closed_future.done()
         await wait_for_condition(lambda: not server.connections)
         assert ws.closed_future.done()
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals: README's first server program shuts down gracefully
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_readme_server_closes_clients_with_1001_on_a_signal(
+    signum: int, tmp_path: Path
+) -> None:
+    """``asyncio.run(main())`` with ``serve_forever()``: a signal (docker stop, Ctrl-C) closes
+    every client with 1001 and the program exits with status 0."""
+    block = README_SERVERS[0]
+    assert "asyncio.run(" in block.code and "serve_forever()" in block.code, block.name
+    process, address = await asyncio.to_thread(start_server_block, block, tmp_path)
+    try:
+        async with shakehands.connect(address) as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            process.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+        assert ws.close_code == 1001
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    finally:
+        out, err = stop(process)
+    assert "Traceback" not in err, err
+
+
+async def test_serve_forever_puts_back_the_signal_handlers_it_replaced() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    async with echo_server("coroutine") as server:
+        serving = asyncio.create_task(server.serve_forever())
+        await wait_for_condition(lambda: signal.getsignal(signal.SIGTERM) != before)
+        server.close()
+        await serving
+    assert signal.getsignal(signal.SIGTERM) == before
+    async with echo_server("coroutine") as server:
+        serving = asyncio.create_task(server.serve_forever(stop_signals=()))
+        await assert_echo(server)
+        assert signal.getsignal(signal.SIGTERM) == before
+        server.close()
+        await serving
+
+
+# ---------------------------------------------------------------------------------------------
+# A handler of the wrong shape is refused by serve(), not at the first connection
+# ---------------------------------------------------------------------------------------------
+
+
+async def _two_arguments(ws: Any, path: str) -> None:
+    await ws.send(path)
+
+
+def _plain(ws: Any) -> None:
+    ws.send("hi")
+
+
+async def _no_argument() -> None:
+    pass
+
+
+class _AsyncCallable:
+    async def __call__(self, ws: shakehands.ServerConnection) -> None:
+        await ws.send("callable")
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        (_two_arguments, r"_two_arguments\(ws: 'Any', path: 'str'\).*one argument"),
+        (_no_argument, "one argument"),
+        (_plain, "not a coroutine function"),
+        (lambda ws: asyncio.sleep(0), "not a coroutine function"),
+        ("echo", "must be a function"),
+    ],
+    ids=["handler(ws, path)", "handler()", "plain def", "lambda", "not callable"],
+)
+async def test_serve_refuses_a_handler_of_the_wrong_shape(handler: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match) as excinfo:
+        shakehands.serve(handler, HOST, 0)
+    assert "async def handler(ws)" in str(excinfo.value)
+
+
+async def test_serve_accepts_an_object_with_an_async_call() -> None:
+    async with (
+        shakehands.serve(_AsyncCallable(), HOST, 0) as server,
+        asyncio.timeout(5),
+        shakehands.connect(uri(server)) as ws,
+    ):
+        assert await ws.recv() == "callable"
+
+
+async def test_serve_forever_leaves_a_signal_handler_of_the_program_alone() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        async with echo_server("coroutine") as server:
+            serving = asyncio.create_task(server.serve_forever())
+            await assert_echo(server)
+            assert signal.getsignal(signal.SIGTERM) is own
+            server.close()
+            await serving
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

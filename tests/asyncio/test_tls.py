@@ -4,6 +4,7 @@ TLS for both server APIs, and TLS failures that leave the server serving."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
@@ -13,7 +14,15 @@ import shakehands
 from shakehands import ConnectionClosedOK, InvalidHandshake, Request
 
 from ..helpers import HOST, upgrade_request
-from .asyncio_helpers import RawClient, echo_server, uri, wait_for_condition
+from ..sync.sync_helpers import running
+from .asyncio_helpers import (
+    RawClient,
+    RawServer,
+    RawServerConnection,
+    echo_server,
+    uri,
+    wait_for_condition,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -141,7 +150,7 @@ async def test_plain_client_on_tls_port_fails_and_server_stays_up(
 ) -> None:
     async with echo_server(api, ssl=server_context) as server:
         async with asyncio.timeout(5):
-            with pytest.raises((InvalidHandshake, OSError)):
+            with pytest.raises(InvalidHandshake, match="expects TLS: use a wss:// URI, not ws://"):
                 await shakehands.connect(uri(server))
             raw = await RawClient.open(server.port)
             raw.send(upgrade_request(server.port))
@@ -150,11 +159,17 @@ async def test_plain_client_on_tls_port_fails_and_server_stays_up(
             await assert_wss_echo(server, client_context)
 
 
-async def test_tls_client_on_plain_port_gets_400(api: str, client_context: ssl.SSLContext) -> None:
+async def test_tls_client_on_plain_port_is_told_to_use_ws(
+    api: str, client_context: ssl.SSLContext
+) -> None:
     async with echo_server(api) as server:
         async with asyncio.timeout(5):
-            with pytest.raises(ssl.SSLError):
+            # Not a raw ssl.SSLError (WRONG_VERSION_NUMBER): the scheme to use.
+            with pytest.raises(
+                InvalidHandshake, match="does not speak TLS: use a ws:// URI, not wss://"
+            ) as excinfo:
                 await shakehands.connect(uri(server, scheme="wss"), ssl=client_context)
+            assert isinstance(excinfo.value.__cause__, ssl.SSLError)
             async with shakehands.connect(uri(server)) as ws:
                 await ws.send("plain")
                 assert await ws.recv() == "plain"
@@ -163,3 +178,54 @@ async def test_tls_client_on_plain_port_gets_400(api: str, client_context: ssl.S
 async def test_serve_rejects_non_context_ssl() -> None:
     with pytest.raises(TypeError):
         shakehands.serve(lambda ws: asyncio.sleep(0), HOST, 0, ssl=True)
+
+
+async def test_normal_wss_close_logs_no_warning(
+    api: str,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Closing over TLS is quiet: asyncio warns when eof_received() returns True under TLS
+    ("has no effect when using ssl"); neither end may do that on a normal close."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    async with echo_server(api, ssl=server_context) as server:
+        # The client closes first, then the server closes first (a handler that returns).
+        await assert_wss_echo(server, client_context)
+        await wait_for_condition(lambda: not server.connections)
+        async with (
+            asyncio.timeout(5),
+            shakehands.connect(uri(server, scheme="wss"), ssl=client_context) as ws,
+        ):
+            (conn,) = server.connections
+            closing = conn.close()
+            if closing is not None:  # the coroutine API's close() is a coroutine
+                await closing
+            await ws.wait_closed()
+        assert ws.close_code == 1000
+        await wait_for_condition(lambda: not server.connections)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+
+
+async def test_asyncio_client_recognises_the_blocking_servers_scheme(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """ws:// to the blocking TLS server (it resets the connection), wss:// to a plain one."""
+    with running(ssl=server_context) as tls, running() as plain:
+        async with asyncio.timeout(10):
+            with pytest.raises(InvalidHandshake, match="use a wss:// URI, not ws://"):
+                await shakehands.connect(f"ws://{HOST}:{tls.port}/")
+            with pytest.raises(InvalidHandshake, match="use a ws:// URI, not wss://"):
+                await shakehands.connect(f"wss://{HOST}:{plain.port}/", ssl=client_context)
+
+
+async def test_a_plain_server_that_closes_without_a_word_is_not_taken_for_tls() -> None:
+    async def script(conn: RawServerConnection) -> None:
+        await conn.reader.read(1)  # then close, whatever was sent (a request, a TLS hello)
+
+    async with RawServer(script) as raw, asyncio.timeout(10):
+        with pytest.raises(InvalidHandshake) as excinfo:
+            await shakehands.connect(raw.uri)
+        assert "wss://" not in str(excinfo.value)
+        assert str(excinfo.value) == "connection closed before any response"

@@ -478,6 +478,85 @@ def test_response_serialize_keeps_explicit_content_length() -> None:
     assert Response(404, {"A": "b"}).headers["a"] == "b"
 
 
+def test_response_str_body_is_utf8_text_plain() -> None:
+    response = Response(401, body="missing token: é")
+    assert response.body == "missing token: é".encode()
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    parsed = read_response(response.serialize())
+    assert parsed.status == 401
+    assert parsed.body == "missing token: é".encode()
+    # A Content-Type given is kept.
+    html = Response(200, {"Content-Type": "text/html; charset=utf-8"}, "<p>hi</p>")
+    assert html.headers.get_all("Content-Type") == ["text/html; charset=utf-8"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"WWW-Authenticate": "Bearer", "X-A": "1"},
+        [("WWW-Authenticate", "Bearer"), ("X-A", "1")],
+        (("WWW-Authenticate", "Bearer"), ("X-A", "1")),
+        Headers([("WWW-Authenticate", "Bearer"), ("X-A", "1")]),
+    ],
+    ids=["dict", "list", "tuple", "Headers"],
+)
+def test_response_headers_in_every_common_shape(headers: object) -> None:
+    response = Response(401, headers, b"")  # type: ignore[arg-type]
+    assert response.headers.items() == [("WWW-Authenticate", "Bearer"), ("X-A", "1")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"status": "404"}, TypeError, "status must be an int"),
+        ({"status": 404.0}, TypeError, "status must be an int"),
+        ({"status": True}, TypeError, "status must be an int"),
+        ({"status": 42}, ValueError, "from 100 to 599"),
+        ({"status": 600}, ValueError, "from 100 to 599"),
+        ({"status": 200, "body": {"a": 1}}, TypeError, "body must be bytes or str"),
+        ({"status": 200, "body": 3}, TypeError, "body must be bytes or str"),
+        ({"status": 200, "headers": "X-A: 1"}, TypeError, "headers must be a dict"),
+        ({"status": 200, "headers": {"X-A": 1}}, TypeError, "must be str"),
+        ({"status": 200, "headers": [("X-A",)]}, TypeError, "pairs"),
+        ({"status": 200, "headers": {"X A": "1"}}, ValueError, "invalid header name"),
+        ({"status": 200, "headers": {"X-A": "1\r\nSet-Cookie: x"}}, ValueError, "invalid value"),
+        ({"status": 200, "headers": {"X-A": "€"}}, ValueError, "invalid value"),
+        ({"status": 200, "reason": 3}, TypeError, "reason must be a str"),
+        ({"status": 200, "reason": "OK\r\nX: y"}, ValueError, "line breaks"),
+    ],
+)
+def test_response_arguments_are_checked_when_it_is_built(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        Response(**kwargs)  # type: ignore[arg-type]
+
+
+def test_response_parser_reports_an_out_of_range_status_as_invalid_response() -> None:
+    with pytest.raises(InvalidResponse):
+        ResponseParser().feed(b"HTTP/1.1 999 Nope\r\n\r\n")
+
+
+def test_request_params_are_the_parsed_query() -> None:
+    parser = RequestParser()
+    request = parser.feed(
+        b"GET /notify?token=a%2Fb&room=one&room=two+three&flag&name=%C3%A9 HTTP/1.1\r\n"
+        b"Host: example.com\r\n\r\n"
+    )
+    assert request is not None
+    assert request.query == "token=a%2Fb&room=one&room=two+three&flag&name=%C3%A9"
+    assert request.params == {
+        "token": ["a/b"],
+        "room": ["one", "two three"],
+        "flag": [""],
+        "name": ["é"],
+    }
+    assert request.param("room") == "one"
+    assert request.param("missing") is None
+    assert request.param("missing", "default") == "default"
+    assert Request("GET", "/", Headers()).params == {}
+
+
 def parse_response(data: bytes, step: int | None = None) -> tuple[Response | None, ResponseParser]:
     parser = ResponseParser()
     step = step or max(len(data), 1)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 import shakehands
-from shakehands import ConnectionClosedOK, InvalidURI, sync
+from shakehands import ConnectionClosedError, ConnectionClosedOK, InvalidHandshake, InvalidURI, sync
 
-from ..helpers import HOST
+from ..helpers import HOST, accept_for, make_certificate
 from .sync_helpers import running, uri
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,3 +131,75 @@ def test_tls_echo(tmp_path: Path) -> None:
         with sync.connect(uri(server, scheme="wss"), ssl=client_context) as ws:
             ws.send("again")
             assert ws.recv(timeout=10) == "again"
+
+
+def test_wrong_scheme_is_named(tmp_path: Path) -> None:
+    """ws:// to a TLS server and wss:// to a plain one: an error that names the scheme to use,
+    for the blocking and the asyncio servers."""
+    certificate = make_certificate(tmp_path)
+    if certificate is None:
+        pytest.skip("cannot make a test certificate")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(*certificate)
+    client_context = ssl.create_default_context(cafile=str(certificate[0]))
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        await ws.send("hi")
+
+    async def check_asyncio_servers() -> None:
+        async with (
+            shakehands.serve(handler, HOST, 0, ssl=server_context) as tls,
+            shakehands.serve(handler, HOST, 0) as plain,
+        ):
+            await asyncio.to_thread(check, tls.port, plain.port)
+
+    def check(tls_port: int, plain_port: int) -> None:
+        with pytest.raises(InvalidHandshake, match="use a wss:// URI, not ws://"):
+            sync.connect(f"ws://{HOST}:{tls_port}/")
+        with pytest.raises(InvalidHandshake, match="use a ws:// URI, not wss://"):
+            sync.connect(f"wss://{HOST}:{plain_port}/", ssl=client_context)
+
+    with running(ssl=server_context) as tls, running() as plain:
+        check(tls.port, plain.port)
+    asyncio.run(check_asyncio_servers())
+
+
+def test_keepalive_timeout_says_so() -> None:
+    """A server that never answers pings: the error names the keepalive ping."""
+    release = threading.Event()
+    listener = socket.create_server((HOST, 0))
+    port = listener.getsockname()[1]
+
+    def serve_raw() -> None:
+        sock, _ = listener.accept()
+        with sock:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += sock.recv(4096)
+            key = [
+                line.split(b":", 1)[1].strip()
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            ][0]
+            sock.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_for(key.decode()).encode()
+                + b"\r\n\r\n"
+            )
+            release.wait(30)  # read nothing more: pings go unanswered
+
+    thread = threading.Thread(target=serve_raw, daemon=True)
+    thread.start()
+    try:
+        with (
+            sync.connect(f"ws://{HOST}:{port}/", ping_interval=0.1, ping_timeout=0.1) as ws,
+            pytest.raises(ConnectionClosedError) as excinfo,
+        ):
+            ws.recv()
+        assert excinfo.value.sent_code == 1011
+        assert "keepalive ping not answered within 0.1 s" in str(excinfo.value), str(excinfo.value)
+    finally:
+        release.set()
+        thread.join(10)
+        listener.close()

@@ -7,9 +7,11 @@ asyncio client of the same library.
 from __future__ import annotations
 
 import asyncio
+import signal
 import struct
 import threading
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,8 @@ from shakehands import (
     sync,
 )
 
-from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, frame, upgrade_request
+from ..helpers import HOST, OP_CLOSE, OP_PING, OP_TEXT, frame, upgrade_request
+from ..test_docs import README_SERVERS, start_server_block, stop
 from .sync_helpers import RawClient, echo, running, uri
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,6 +217,20 @@ def test_process_request_answers_plain_http_and_sees_the_request() -> None:
         assert seen[-1].path == "/chat"
         assert seen[-1].query == "x=1"
         assert seen[-1].remote_address is not None
+
+
+def test_process_request_str_body_and_dict_headers_reach_the_client() -> None:
+    def refuse(request: Request) -> Response:
+        return Response(401, {"WWW-Authenticate": "Bearer"}, "missing token")
+
+    with running(process_request=refuse) as server:
+        with pytest.raises(InvalidStatus) as excinfo:
+            sync.connect(uri(server))
+        response = excinfo.value.response
+        assert response.status == 401
+        assert response.body == b"missing token"
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 def test_process_request_that_raises_gets_500() -> None:
@@ -463,3 +480,85 @@ def test_shutdown_drops_handshakes_in_progress() -> None:
     assert not thread.is_alive()
     raw.read_eof()  # the half-made connection was dropped (RawClient's socket timeout: 10 s)
     raw.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_readme_server_closes_clients_with_1001_on_a_signal(signum: int, tmp_path: Path) -> None:
+    """README's blocking server program: a signal closes every client with 1001 and the
+    program exits with status 0."""
+    block = README_SERVERS[1]
+    assert "from shakehands.sync import serve" in block.code, block.name
+    process, address = start_server_block(block, tmp_path)
+    try:
+        with sync.connect(address) as ws:
+            ws.send("before")
+            assert ws.recv() == "before"
+            process.send_signal(signum)
+            with pytest.raises(ConnectionClosedOK):
+                ws.recv()
+        assert ws.close_code == 1001
+        assert process.wait(60) == 0
+    finally:
+        out, err = stop(process)
+    assert "Traceback" not in err, err
+
+
+def test_serve_forever_in_the_main_thread_puts_back_the_signal_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with sync.serve(echo, HOST, 0) as server:
+        stopper = threading.Thread(target=server.shutdown)
+        # serve_forever runs here, in the main thread; shutdown() from another one ends it.
+        timer = threading.Timer(0.1, stopper.start)
+        timer.start()
+        server.serve_forever()
+        timer.join()
+        stopper.join(30)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+async def _coroutine_handler(ws: object) -> None:
+    pass
+
+
+def _two_arguments(ws: object, path: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        (_two_arguments, r"_two_arguments\(ws: 'object', path: 'str'\).*one argument"),
+        (_coroutine_handler, "is a coroutine function"),
+        (None, "must be a function"),
+    ],
+    ids=["handler(ws, path)", "async def", "not callable"],
+)
+def test_serve_refuses_a_handler_of_the_wrong_shape(handler: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match) as excinfo:
+        sync.serve(handler, HOST, 0)  # type: ignore[arg-type]
+    assert "def handler(ws)" in str(excinfo.value)
+
+
+def test_serve_forever_leaves_a_signal_handler_of_the_program_alone() -> None:
+    seen: list[object] = []
+
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    def look_then_stop(server: sync.Server) -> None:
+        with sync.connect(uri(server)):  # serving: the handlers are in place by now
+            seen.append(signal.getsignal(signal.SIGTERM))
+        server.shutdown()
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        with sync.serve(echo, HOST, 0) as server:
+            stopper = threading.Thread(target=look_then_stop, args=(server,))
+            stopper.start()
+            server.serve_forever()
+            stopper.join(30)
+        assert seen == [own]
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,6 +4,7 @@ Thin layers over :mod:`shakehands.protocol`: they move bytes between a transport
 core, and turn its events into awaitables or callbacks. No framing or handshake logic lives here.
 """
 
+from .base import TransportProtocol
 from .callback import CallbackConnection, Listener, serve_callbacks
 from .client import ClientConnection, connect
 from .connection import WebSocketConnection
@@ -15,6 +16,7 @@ __all__ = [
     "Listener",
     "Server",
     "ServerConnection",
+    "TransportProtocol",
     "WebSocketConnection",
     "connect",
     "serve",

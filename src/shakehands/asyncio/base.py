@@ -150,8 +150,10 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
         self._process()
-        # Keep the transport: _process closes it once what we owe the peer is written.
-        return True
+        # Keep the transport: _process closes it once what we owe the peer is written. Not
+        # under TLS: there is no half-close, the transport closes anyway, and asyncio warns
+        # that returning True "has no effect when using ssl".
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         for handle in (
@@ -435,8 +437,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
 
     def _keepalive_timeout(self) -> None:
-        logger.info("keepalive ping timeout; closing the connection")
-        self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        reason = f"keepalive ping not answered within {self.ping_timeout:g} s"
+        logger.info("%s; closing the connection", reason)
+        self._fail(CloseCode.INTERNAL_ERROR, reason)
 
     # -----------------------------------------------------------------------------------------
     # Introspection

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any, Unpack
 
-from ..protocol.client import ClientProtocol, parse_uri
+from ..protocol.client import NOT_TLS_REASONS, ClientProtocol, parse_uri, wrong_scheme
 from ..protocol.config import ClientConfig, ClientOptions, client_config
-from ..protocol.errors import InvalidResponse
+from ..protocol.errors import InvalidHandshake, InvalidResponse
 from ..protocol.handshake import Response
 from .connection import WebSocketConnection
 
@@ -62,6 +63,27 @@ class ClientConnection(WebSocketConnection):
             self.handshake_done.exception()
 
 
+#: Seconds at most for the TLS probe of a ws:// server that closed without a word.
+_PROBE_TIMEOUT = 2.0
+
+
+async def _speaks_tls(host: str, port: int) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (its certificate unchecked: nothing is
+    sent over the connection, which is closed at once)."""
+    context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl_module.CERT_NONE
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            transport, _ = await asyncio.get_running_loop().create_connection(
+                asyncio.Protocol, host, port, ssl=context
+            )
+    except (OSError, TimeoutError):
+        return False
+    transport.abort()
+    return True
+
+
 class connect:  # noqa: N801 - used like a function, as in `async with connect(uri)`
     """Open a client connection; await it, or use it as an async context manager.
 
@@ -81,7 +103,9 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
         InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
-            carries its response) or answered wrongly.
+            carries its response) or answered wrongly; :class:`~shakehands.InvalidResponse`
+            also for a ws:// URI of a TLS server or a wss:// URI of a plain one (the message
+            names the scheme to use).
         OSError, TimeoutError: the connection could not be made in time.
 
     Example::
@@ -124,11 +148,25 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             kwargs["server_hostname"] = self.server_hostname or wsuri.host
 
         async def handshake() -> ClientConnection:
-            _, connection = await loop.create_connection(factory, wsuri.host, wsuri.port, **kwargs)
+            try:
+                _, connection = await loop.create_connection(
+                    factory, wsuri.host, wsuri.port, **kwargs
+                )
+            except ssl_module.SSLError as exc:
+                if exc.reason in NOT_TLS_REASONS:
+                    raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
+                raise
             try:
                 await connection.handshake_done
-            except BaseException:
+            except BaseException as exc:
                 connection.transport.abort()
+                if (
+                    isinstance(exc, (InvalidHandshake, OSError))
+                    and not wsuri.secure
+                    and connection.protocol.nothing_received
+                    and await _speaks_tls(wsuri.host, wsuri.port)
+                ):
+                    raise wrong_scheme(wsuri, server_speaks_tls=True) from exc
                 raise
             return connection
 
@@ -139,7 +177,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         self.connection = connection
         return connection
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._open().__await__()
 
     async def __aenter__(self) -> ClientConnection:

@@ -11,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 import socket
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
-from ..protocol.config import ProcessRequest, ServerConfig, ServerOptions, server_config
+from ..protocol.config import (
+    ProcessRequest,
+    ServerConfig,
+    ServerOptions,
+    check_handler,
+    server_config,
+)
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import (
@@ -164,6 +172,15 @@ class ServerHandshake:
         raise NotImplementedError
 
 
+def _default_handler(handler: object) -> bool:
+    """Whether ``handler`` (a ``signal.getsignal`` result) is one that ``serve_forever`` may
+    replace for the time it serves: Python's default, or ``asyncio.run``'s for Ctrl-C."""
+    if handler in (signal.SIG_DFL, signal.default_int_handler, None):
+        return True
+    method = getattr(handler, "func", None)  # asyncio.Runner installs a partial of _on_sigint
+    return getattr(method, "__func__", None) is getattr(asyncio.Runner, "_on_sigint", ())
+
+
 class ServerConnection(ServerHandshake, WebSocketConnection):
     """A server-side connection of the coroutine API: what ``handler(ws)`` receives.
 
@@ -259,14 +276,47 @@ class Server(Generic[C]):
         """The port of the first listening socket (useful with ``port=0``)."""
         return int(self.sockets[0].getsockname()[1])
 
-    async def serve_forever(self) -> None:
-        """Serve until :meth:`close` is called (or the task is cancelled)."""
+    async def serve_forever(
+        self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Serve until :meth:`close` is called, or one of ``stop_signals`` arrives.
+
+        SIGINT (Ctrl-C) and SIGTERM (``kill``, ``docker stop``) shut the server down
+        gracefully, as :meth:`close` does: every client gets a 1001 close frame, the handlers
+        finish, and this returns once all is closed, so that ``asyncio.run(main())`` exits
+        normally. The handlers are the event loop's (``loop.add_signal_handler``), installed
+        for the duration of the call only when it runs in the main thread (where Python
+        delivers signals; not on Windows), and only for a signal that still has its default
+        handler (or ``asyncio.run``'s Ctrl-C handler): a handler the program set itself, or
+        an ignored signal, is left alone. Pass ``stop_signals=()`` to handle signals yourself.
+        Returns after :meth:`close` too; cancelling the task stops serving without the
+        graceful close.
+        """
         assert self._server is not None
+        loop = asyncio.get_running_loop()
+        installed: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                previous = signal.getsignal(signum)
+                if not _default_handler(previous):
+                    continue  # the program handles (or ignores) this signal itself
+                try:
+                    loop.add_signal_handler(signum, self.close)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue
+                installed.append((signum, previous))
         try:
             await self._server.serve_forever()
         except asyncio.CancelledError:
             if self._closing is None:
                 raise
+        finally:
+            for signum, previous in installed:
+                loop.remove_signal_handler(signum)
+                if previous is not None:
+                    # What was there before (asyncio.run's own Ctrl-C handler, say).
+                    signal.signal(signum, previous)
+        await self.wait_closed()
 
     def close(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> None:
         """Stop accepting; close every connection with ``code`` (1001 by default).
@@ -338,7 +388,7 @@ class ServeContext(Generic[C]):
         )
         return server
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, Server[C]]:
         return self._start().__await__()
 
     async def __aenter__(self) -> Server[C]:
@@ -406,7 +456,8 @@ def serve(
 
     Args:
         handler: coroutine function taking a :class:`ServerConnection`; the connection closes
-            (1000) when it returns, or with 1011 if it raises.
+            (1000) when it returns, or with 1011 if it raises. Checked here: anything else
+            (a plain ``def``, a lambda, ``handler(ws, path)``) raises ``TypeError``.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         process_request: ``process_request(request)`` sees every request before any answer
             and may return a :class:`~shakehands.Response` to answer it instead of upgrading.
@@ -443,6 +494,7 @@ def serve(
             await server.serve_forever()
     """
     config, secure, create_kwargs = split_server_options(options)
+    check_handler(handler, coroutine=True, expected="async def handler(ws): ...")
     server: Server[ServerConnection] = Server(config, secure=secure)
     return ServeContext(
         lambda srv: ServerConnection(srv, handler),

@@ -29,7 +29,13 @@ from .handshake import (
     generate_key,
 )
 
-__all__ = ["ClientProtocol", "WebSocketURI", "parse_uri"]
+__all__ = ["ClientProtocol", "WebSocketURI", "parse_uri", "wrong_scheme", "NOT_TLS_REASONS"]
+
+#: OpenSSL's reasons (``ssl.SSLError.reason``) for a TLS handshake answered with something that
+#: is not TLS: a wss:// URI for a plain-text server (its ``400 Bad Request``, say).
+NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"}
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,20 @@ def parse_uri(uri: str) -> WebSocketURI:
     secure = parts.scheme == "wss"
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
+
+
+def wrong_scheme(uri: WebSocketURI, *, server_speaks_tls: bool) -> InvalidResponse:
+    """The error for a URI of the wrong scheme: ws:// for a TLS server (``server_speaks_tls``)
+    or wss:// for a plain-text one. It says which scheme to use."""
+    where = f"{uri.host}:{uri.port}"
+    if server_speaks_tls:
+        return InvalidResponse(f"{where} expects TLS: use a wss:// URI, not ws://")
+    return InvalidResponse(f"{where} does not speak TLS: use a ws:// URI, not wss://")
+
+
+def _looks_like_tls(data: bytes) -> bool:
+    """Whether ``data`` starts like a TLS record (a handshake or an alert, TLS 1.x)."""
+    return len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03
 
 
 class ClientProtocol(Connection):
@@ -115,6 +135,9 @@ class ClientProtocol(Connection):
         self.response: Response | None = None
         self.handshake_exc: InvalidHandshake | None = None
         self.subprotocol: str | None = None
+        #: Whether the server has sent nothing yet. A ws:// connection closed before any byte
+        #: may have reached a TLS server: the I/O layers then check (see :func:`wrong_scheme`).
+        self.nothing_received = True
         self._parser = ResponseParser()
 
     def send_request(self) -> None:
@@ -126,10 +149,15 @@ class ClientProtocol(Connection):
         if self.state is not State.CONNECTING:
             super().receive_data(data)
             return
+        data = bytes(data)
+        first = self.nothing_received
+        if data:
+            self.nothing_received = False
         try:
-            response = self._parser.feed(bytes(data))
+            response = self._parser.feed(data)
         except InvalidHandshake as exc:
-            self._handshake_failed(exc)
+            tls = first and not self.uri.secure and _looks_like_tls(data)
+            self._handshake_failed(wrong_scheme(self.uri, server_speaks_tls=True) if tls else exc)
             return
         if response is not None:
             self._got_response(response)
@@ -170,7 +198,11 @@ class ClientProtocol(Connection):
             if response is not None:
                 self._got_response(response)
             if self.handshake_exc is None:
-                self.handshake_exc = InvalidResponse("connection closed during the handshake")
+                self.handshake_exc = InvalidResponse(
+                    "connection closed before any response"
+                    if self.nothing_received
+                    else "connection closed during the handshake"
+                )
         super().receive_eof()
 
     def close_expected(self) -> bool:

@@ -21,6 +21,7 @@ imports nothing from the I/O layers.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
     "server_config",
     "client_config",
     "ConfiguredConnection",
+    "check_handler",
 ]
 
 #: Default ``max_message_size``: 1 MiB.
@@ -95,6 +97,43 @@ def _strings(name: str, value: object, *, allow_none_items: bool) -> tuple[Any, 
         if not (isinstance(item, str) or (item is None and allow_none_items)):
             raise TypeError(f"{name} must hold {kinds}, got {item!r}")
     return items
+
+
+def check_handler(handler: object, *, coroutine: bool, expected: str) -> None:
+    """Check a connection handler's shape when the server is made, not at the first connection.
+
+    It must be callable with one positional argument (the connection); ``coroutine``: it must
+    be an ``async def`` function (or an object whose ``__call__`` is one), else it must not be.
+
+    Raises:
+        TypeError: naming the handler and the ``expected`` signature.
+    """
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    if not callable(handler):
+        raise TypeError(f"handler must be a function {expected}, got {handler!r}")
+    is_coroutine = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - the method, to inspect it
+    )
+    if coroutine and not is_coroutine:
+        raise TypeError(
+            f"handler {name} is not a coroutine function: expected {expected} "
+            "(use shakehands.sync.serve for a plain function)"
+        )
+    if not coroutine and is_coroutine:
+        raise TypeError(
+            f"handler {name} is a coroutine function: the blocking server runs {expected} "
+            "in a thread (use shakehands.serve for async def)"
+        )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"handler {name}{signature} must take one argument, the connection: expected {expected}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

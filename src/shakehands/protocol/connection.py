@@ -250,7 +250,8 @@ class Connection(FrameReader, ExtensionHost):
             and (sent is None or sent in ok_codes)
         ):
             cls = ConnectionClosedOK
-        return cls(self.close_code, self.close_reason, sent)
+        sent_reason = self.close_sent.reason if self.close_sent is not None else ""
+        return cls(self.close_code, self.close_reason, sent, sent_reason)
 
     def use_extension(self, extension: Extension) -> None:
         """Turn on an extension negotiated in the handshake (see

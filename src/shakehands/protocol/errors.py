@@ -8,6 +8,10 @@ connection is open (:class:`ProtocolError` and its subclasses). This module know
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # http11 imports this module: the class is only needed for annotations
+    from .http11 import Response
 
 __all__ = [
     "ShakehandsError",
@@ -127,9 +131,10 @@ class InvalidStatus(InvalidResponse):
     :attr:`response` holds the full :class:`~shakehands.protocol.handshake.Response`.
     """
 
-    def __init__(self, reason: str, response: object) -> None:
+    def __init__(self, reason: str, response: Response) -> None:
         super().__init__(reason)
-        self.response = response
+        #: The server's response: ``status``, ``headers``, ``body`` (read up to 64 KiB).
+        self.response: Response = response
 
 
 class InvalidURI(ShakehandsError):
@@ -173,14 +178,24 @@ class ConnectionClosed(ShakehandsError):
     """The connection is closed; raised by ``recv``/``send`` after the close.
 
     :attr:`code` and :attr:`reason` are those of the close frame received from the peer (1006 and
-    ``""`` when none was received); :attr:`sent_code` is the code we sent, if any.
+    ``""`` when none was received); :attr:`sent_code` and :attr:`sent_reason` those of the close
+    frame we sent, if any. Without a close frame from the peer, the message says why we closed
+    (``keepalive ping not answered within 20 s``, say).
     """
 
-    def __init__(self, code: int, reason: str, sent_code: int | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, sent_code: int | None = None, sent_reason: str = ""
+    ) -> None:
         self.code = code
         self.reason = reason
         self.sent_code = sent_code
-        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.sent_reason = sent_reason
+        message = f"connection closed: {code} {reason}".rstrip()
+        if code == CloseCode.ABNORMAL_CLOSURE and sent_code is not None:
+            message += f" (no close frame from the peer); sent {sent_code}"
+            if sent_reason:
+                message += f" ({sent_reason})"
+        super().__init__(message)
 
 
 class ConnectionClosedOK(ConnectionClosed):

@@ -10,7 +10,7 @@ RFC 9110 §5 defines them (``token``, field values), the case-insensitive ordere
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeAlias
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "FIELD_VALUE_RE",
     "parse_token_list",
     "to_headers",
+    "check_headers",
 ]
 
 #: RFC 9110 §5.6.2: ``token = 1*tchar``, as a pattern to embed in other patterns (str).
@@ -140,7 +141,10 @@ class Headers:
     __hash__ = None  # type: ignore[assignment]
 
 
-HeadersLike: TypeAlias = Headers | dict[str, str] | Iterable[tuple[str, str]]
+#: What every ``headers=`` / ``extra_headers=`` argument accepts: a :class:`Headers`, a mapping
+#: of names to values (``{"Content-Type": "text/plain"}``), or ``(name, value)`` pairs (which
+#: may repeat a name).
+HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def to_headers(headers: HeadersLike | None) -> Headers:
@@ -149,9 +153,42 @@ def to_headers(headers: HeadersLike | None) -> Headers:
         return Headers()
     if isinstance(headers, Headers):
         return headers
-    if isinstance(headers, dict):
+    if isinstance(headers, Mapping):
         return Headers(headers.items())
     return Headers(headers)
+
+
+def check_headers(headers: object, what: str = "headers") -> Headers:
+    """``headers`` (any form of :data:`HeadersLike`) as :class:`Headers`, every name a token and
+    every value a valid field value.
+
+    Raises:
+        TypeError: not one of the accepted forms, or a name or value that is not a ``str``.
+        ValueError: a name that is not a token, or a value with a line break or another
+            control character (which would let a value forge headers of its own).
+    """
+    if isinstance(headers, (str, bytes, bytearray, memoryview)) or not isinstance(
+        headers, (Headers, Mapping, Iterable)
+    ):
+        raise TypeError(
+            f"{what} must be a dict, a list of (name, value) pairs or Headers, got {headers!r}"
+        )
+    pairs = headers.items() if isinstance(headers, (Headers, Mapping)) else list(headers)
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"{what} must hold (name, value) pairs, got {pair!r}")
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"{what}: names and values must be str, got {name!r}: {value!r}")
+        if not name.isascii() or not TOKEN_RE.fullmatch(name.encode("ascii")):
+            raise ValueError(f"{what}: invalid header name {name!r}")
+        try:
+            encoded = value.encode("latin-1")
+        except UnicodeEncodeError:
+            encoded = b"\x00"
+        if not FIELD_VALUE_RE.fullmatch(encoded):
+            raise ValueError(f"{what}: invalid value for {name}: {value!r}")
+    return headers if isinstance(headers, Headers) else Headers(pairs)
 
 
 def parse_token_list(values: list[str]) -> list[str]:

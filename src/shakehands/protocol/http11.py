@@ -14,14 +14,23 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl
 
 from .errors import HeadersTooLarge, InvalidHandshake, InvalidRequest, InvalidResponse
-from .headers import FIELD_VALUE_RE, TOKEN_RE, Headers, parse_token_list, to_headers
+from .headers import (
+    FIELD_VALUE_RE,
+    TOKEN_RE,
+    Headers,
+    HeadersLike,
+    check_headers,
+    parse_token_list,
+)
 
 __all__ = [
     "Request",
     "Response",
+    "BodyLike",
     "RequestParser",
     "ResponseParser",
     "error_response",
@@ -93,6 +102,32 @@ class Request:
         return self._context
 
     @property
+    def params(self) -> dict[str, list[str]]:
+        """The query parameters: each name with all its values, in order.
+
+        Names and values are percent-decoded (as UTF-8; ``+`` is a space) and parameters
+        without a value are kept with ``""``. A new ``dict`` on each access: change it freely.
+        :meth:`param` gives the first value of one name.
+
+        Example:
+            >>> request = Request("GET", "/chat?token=abc&room=a&room=b%20c&flag", Headers())
+            >>> request.params
+            {'token': ['abc'], 'room': ['a', 'b c'], 'flag': ['']}
+            >>> request.param("token"), request.param("missing")
+            ('abc', None)
+        """
+        params: dict[str, list[str]] = {}
+        for name, value in parse_qsl(self.query, keep_blank_values=True):
+            params.setdefault(name, []).append(value)
+        return params
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The first value of the query parameter ``name`` (see :attr:`params`), or
+        ``default`` when the query has no such parameter."""
+        values = self.params.get(name)
+        return values[0] if values else default
+
+    @property
     def host(self) -> str | None:
         """The ``Host`` header; for an absolute-form target, its authority (RFC 9112 §3.2.2)."""
         if self.authority is not None:
@@ -126,32 +161,86 @@ class Request:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-@dataclass
+#: What ``Response(body=...)`` accepts: bytes-like, or a ``str`` (sent as UTF-8).
+BodyLike: TypeAlias = bytes | bytearray | memoryview | str
+
+#: The status line's reason phrase: visible ASCII, spaces and tabs (and obs-text).
+_REASON_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+@dataclass(init=False)
 class Response:
     """An HTTP response: the 101 that accepts an upgrade, or any other answer.
 
     Returning one from a ``process_request`` hook answers the request with it (the seed's
     ``putResponse``) instead of upgrading.
 
+    Args:
+        status: the status code, an ``int`` from 100 to 599 or an :class:`http.HTTPStatus`.
+        headers: a :class:`Headers`, a ``dict`` (or any mapping) of names to values, or a
+            list of ``(name, value)`` pairs. Names must be tokens and values may not contain
+            line breaks.
+        body: ``bytes`` (or ``bytearray``, ``memoryview``), or a ``str``, sent as UTF-8 with
+            ``Content-Type: text/plain; charset=utf-8`` unless ``headers`` has a
+            ``Content-Type``. ``Content-Length`` is added when the response is sent.
+        reason: the reason phrase (default: the standard one for ``status``).
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or value, when the response is
+            built (not later, in the handshake).
+
     Example:
         >>> Response(404, body=b"no such room\\n").status
         404
+        >>> r = Response(401, {"WWW-Authenticate": "Bearer"}, "missing token")
+        >>> r.body, r.headers["Content-Type"]
+        (b'missing token', 'text/plain; charset=utf-8')
+        >>> Response("404")
+        Traceback (most recent call last):
+        ...
+        TypeError: Response status must be an int such as 404 or HTTPStatus.NOT_FOUND, got '404'
     """
 
     status: int
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    reason: str = ""
+    headers: Headers
+    body: bytes
+    reason: str
 
-    def __post_init__(self) -> None:
-        self.status = int(self.status)
-        if not isinstance(self.headers, Headers):
-            self.headers = to_headers(self.headers)
-        if not self.reason:
+    def __init__(
+        self,
+        status: int,
+        headers: HeadersLike | None = None,
+        body: BodyLike = b"",
+        reason: str = "",
+    ) -> None:
+        if type(status) is bool or not isinstance(status, int):
+            raise TypeError(
+                "Response status must be an int such as 404 or HTTPStatus.NOT_FOUND, "
+                f"got {status!r}"
+            )
+        if not 100 <= status <= 599:
+            raise ValueError(f"Response status must be from 100 to 599, got {status!r}")
+        self.status = int(status)
+        self.headers = Headers() if headers is None else check_headers(headers, "Response headers")
+        if isinstance(body, str):
+            self.body = body.encode("utf-8")
+            if "Content-Type" not in self.headers:
+                self.headers.add("Content-Type", "text/plain; charset=utf-8")
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            self.body = bytes(body)
+        else:
+            hint = " (encode it first, e.g. json.dumps(...))" if isinstance(body, dict) else ""
+            raise TypeError(f"Response body must be bytes or str, got {body!r}{hint}")
+        if not isinstance(reason, str):
+            raise TypeError(f"Response reason must be a str, got {reason!r}")
+        if not _REASON_RE.fullmatch(reason):
+            raise ValueError(f"Response reason may not contain line breaks, got {reason!r}")
+        if not reason:
             try:
-                self.reason = HTTPStatus(self.status).phrase
+                reason = HTTPStatus(self.status).phrase
             except ValueError:
-                self.reason = ""
+                reason = ""
+        self.reason = reason
 
     def serialize(self) -> bytes:
         """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
@@ -336,6 +425,20 @@ class RequestParser(_HeadParser):
         return method.decode("ascii"), target.decode("ascii"), authority
 
 
+_STATUS_PREFIX = b"HTTP/1.1 "
+_STATUS_LINE_RE = re.compile(rb"HTTP/1\.1 (\d{3})(?: (.*))?")
+#: The most bytes of a bad status line quoted in the error.
+_EXCERPT = 60
+
+
+def invalid_status_line(line: bytes | bytearray) -> InvalidResponse:
+    """The error for a response that does not start with a valid status line: it quotes the
+    line (cut short), so that what answered can be recognised."""
+    line = bytes(line).partition(b"\r\n")[0]
+    excerpt = repr(line[:_EXCERPT]) + ("..." if len(line) > _EXCERPT else "")
+    return InvalidResponse(f"invalid status line: {excerpt}")
+
+
 class ResponseParser(_HeadParser):
     """Parses one HTTP/1.1 response (client side), incrementally.
 
@@ -355,6 +458,16 @@ class ResponseParser(_HeadParser):
         # Not HeadersTooLarge: that is the server's 431 for a request; this is the server's fault.
         return InvalidResponse(f"response {reason}")
 
+    def _check_start(self, start: bytes | bytearray) -> None:
+        # Fail at once on bytes that cannot start "HTTP/1.1 " (a TLS record, an SSH banner)
+        # rather than waiting for a line end that may never come.
+        if not _STATUS_PREFIX.startswith(bytes(start[: len(_STATUS_PREFIX)])):
+            raise invalid_status_line(start)
+
+    def _check_start_line(self, line: bytes) -> None:
+        if _STATUS_LINE_RE.fullmatch(line) is None:
+            raise invalid_status_line(line)
+
     def feed(self, data: bytes) -> Response | None:
         """Add bytes; return the response once complete, else ``None``."""
         if self._pending is not None:
@@ -364,12 +477,15 @@ class ResponseParser(_HeadParser):
         if parsed is None:
             return None
         start, fields, self.rest = parsed
-        m = re.fullmatch(rb"HTTP/1\.1 (\d{3})(?: (.*))?", start)
+        m = _STATUS_LINE_RE.fullmatch(start)
         if m is None:
-            raise InvalidResponse("invalid status line")
-        response = Response(
-            int(m.group(1)), Headers(fields), reason=(m.group(2) or b"").decode("latin-1")
-        )
+            raise invalid_status_line(start)
+        try:
+            response = Response(
+                int(m.group(1)), Headers(fields), reason=(m.group(2) or b"").decode("latin-1")
+            )
+        except ValueError:  # a status out of range, a control character in the reason
+            raise invalid_status_line(start) from None
         if response.status == 101:
             return response
         try:

@@ -586,10 +586,11 @@ class SocketProtocol(ConfiguredConnection):
             self._abort()
             return True
         if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
-            logger.info("keepalive ping timeout; closing the connection")
+            reason = f"keepalive ping not answered within {self.ping_timeout:g} s"
+            logger.info("%s; closing the connection", reason)
             self._keepalive_deadline = None
             self._next_keepalive = None
-            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._fail(CloseCode.INTERNAL_ERROR, reason)
             if self._out_size:
                 # Our close frame cannot even be written: the peer does not read. Abort.
                 logger.info("peer not reading; aborting the connection")

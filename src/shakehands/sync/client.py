@@ -12,9 +12,9 @@ import ssl as ssl_module
 import time
 from typing import Unpack
 
-from ..protocol.client import ClientProtocol, parse_uri
+from ..protocol.client import NOT_TLS_REASONS, ClientProtocol, parse_uri, wrong_scheme
 from ..protocol.config import ClientOptions, client_config
-from ..protocol.errors import InvalidResponse
+from ..protocol.errors import InvalidHandshake, InvalidResponse
 from .connection import Connection
 
 __all__ = ["connect", "ClientConnection"]
@@ -27,6 +27,26 @@ class ClientConnection(Connection):
 
     def __enter__(self) -> ClientConnection:
         return self
+
+
+#: Seconds at most for the TLS probe of a ws:// server that closed without a word.
+_PROBE_TIMEOUT = 2.0
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (its certificate unchecked: nothing is
+    sent over the connection, which is closed at once)."""
+    context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl_module.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), _PROBE_TIMEOUT) as sock,
+            context.wrap_socket(sock),
+        ):
+            return True
+    except OSError:
+        return False
 
 
 def connect(
@@ -54,7 +74,9 @@ def connect(
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
         InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
-            carries its response) or answered wrongly.
+            carries its response) or answered wrongly; :class:`~shakehands.InvalidResponse`
+            also for a ws:// URI of a TLS server or a wss:// URI of a plain one (the message
+            names the scheme to use).
         OSError, TimeoutError: the connection could not be made in time.
 
     Example::
@@ -104,8 +126,17 @@ def connect(
     except TimeoutError:
         sock.close()
         raise TimeoutError(f"opening handshake with {uri} timed out") from None
-    except BaseException:
+    except BaseException as exc:
         sock.close()
+        if isinstance(exc, ssl_module.SSLError) and exc.reason in NOT_TLS_REASONS:
+            raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
+        if (
+            isinstance(exc, (InvalidHandshake, OSError))
+            and not wsuri.secure
+            and protocol.nothing_received
+            and _speaks_tls(wsuri.host, wsuri.port)
+        ):
+            raise wrong_scheme(wsuri, server_speaks_tls=True) from exc
         raise
     connection = ClientConnection(sock, protocol, config)
     connection.request = protocol.request

@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
+import signal
 import socket
 import ssl as ssl_module
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Unpack
 
-from ..protocol.config import ServerConfig, server_config
+from ..protocol.config import ServerConfig, check_handler, server_config
 from ..protocol.config import ServerOptions as ServerKeywords
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
 from ..protocol.handshake import Request, Response
@@ -328,8 +329,43 @@ class Server:
         """The listening port (useful with ``port=0``)."""
         return int(self.socket.getsockname()[1])
 
-    def serve_forever(self) -> None:
-        """Accept connections until :meth:`shutdown`; each gets its own thread."""
+    def serve_forever(
+        self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
+    ) -> None:
+        """Accept connections until :meth:`shutdown`, or one of ``stop_signals`` arrives; each
+        connection gets its own thread.
+
+        SIGINT (Ctrl-C) and SIGTERM (``kill``, ``docker stop``) shut the server down
+        gracefully: this stops accepting, then runs :meth:`shutdown` (every client gets a 1001
+        close frame) and returns, so that the program exits normally. The handlers are
+        installed for the duration of the call only when it runs in the main thread (the only
+        one where Python delivers signals), and only for a signal that still has its default
+        handler: a handler the program set itself, or an ignored signal, is left alone. Pass
+        ``stop_signals=()`` to handle signals yourself.
+        """
+        signalled = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal signalled
+            signalled = True
+            with contextlib.suppress(OSError):
+                self._stop_w.send(b"x")
+
+        previous: list[tuple[int, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            for signum in stop_signals:
+                handler = signal.getsignal(signum)
+                if handler in (signal.SIG_DFL, signal.default_int_handler, None):
+                    previous.append((signum, signal.signal(signum, stop)))
+        try:
+            self._accept_until_stopped()
+        finally:
+            for signum, handler in previous:
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if signalled and not self._stopping:
+            self.shutdown()
+
+    def _accept_until_stopped(self) -> None:
         self._stopped.clear()
         try:
             with selectors.DefaultSelector() as selector:
@@ -472,7 +508,8 @@ def serve(
 
     Args:
         handler: a function taking a :class:`ServerConnection`; the connection closes (1000)
-            when it returns, or with 1011 if it raises.
+            when it returns, or with 1011 if it raises. Checked here: an ``async def`` or a
+            function of another number of arguments raises ``TypeError``.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         sock: an already bound listening socket, instead of ``host`` and ``port``.
         process_request: ``process_request(request)`` sees every request before any answer and
@@ -510,6 +547,7 @@ def serve(
             server.serve_forever()
     """
     ws_options = ServerOptions(ssl=ssl, **options)
+    check_handler(handler, coroutine=False, expected="def handler(ws): ...")
     if sock is None:
         sock = socket.create_server(
             (host or "", port or 0),
