@@ -19,7 +19,7 @@ import os
 from typing import Any, cast
 
 from ..protocol.config import Config, ConfiguredConnection
-from ..protocol.connection import Close, Connection, Ping, Pong, State
+from ..protocol.connection import Close, Connection, Ping, Pong, State, ping_payload
 from ..protocol.errors import CloseCode, ConnectionClosed
 
 __all__ = ["TransportProtocol", "write_chunks"]
@@ -388,12 +388,7 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     # -----------------------------------------------------------------------------------------
 
     def _send_ping(self, data: bytes | None) -> asyncio.Future[float]:
-        if data is None:
-            data = os.urandom(4)
-            while data in self._pings:
-                data = os.urandom(4)
-        elif data in self._pings:
-            raise ValueError("a ping with this payload is already waiting for its pong")
+        data = ping_payload(data, self._pings)
         if self.protocol.state is not State.OPEN:
             raise self.protocol.close_exception()
         waiter: asyncio.Future[float] = self.loop.create_future()

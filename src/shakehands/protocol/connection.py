@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Container
 
 from .errors import (
     CloseCode,
@@ -86,6 +87,23 @@ def close_hold_limit(close_timeout: float | None) -> float:
     if close_timeout is None:
         return CLOSE_HOLD_LIMIT
     return min(CLOSE_HOLD_LIMIT, close_timeout)
+
+
+def ping_payload(data: bytes | None, waiting: Container[bytes]) -> bytes:
+    """The payload of a ping an application sends: ``data``, or 4 random bytes when ``None``;
+    never one that a ping still ``waiting`` for its pong has (the pong could not tell them
+    apart).
+
+    Raises:
+        ValueError: ``data`` is the payload of a ping still waiting.
+    """
+    if data is None:
+        data = os.urandom(4)
+        while data in waiting:
+            data = os.urandom(4)
+    elif data in waiting:
+        raise ValueError("a ping with this payload is already waiting for its pong")
+    return data
 
 
 _pack_h64 = struct.Struct("!BBQ").pack

@@ -74,7 +74,7 @@ from typing import Any
 
 from ..protocol.config import Config, ConfiguredConnection
 from ..protocol.connection import Connection as Protocol
-from ..protocol.connection import Pong, State, close_hold_limit
+from ..protocol.connection import Pong, State, close_hold_limit, ping_payload
 from ..protocol.errors import CloseCode, ConnectionClosed
 from .messages import Inbox
 
@@ -538,12 +538,7 @@ class SocketProtocol(ConfiguredConnection):
     def _send_ping(self, data: bytes | None) -> PongWaiter:
         with self._lock:
             self._check_open()
-            if data is None:
-                data = os.urandom(4)
-                while data in self._pings:
-                    data = os.urandom(4)
-            elif data in self._pings:
-                raise ValueError("a ping with this payload is already waiting for its pong")
+            data = ping_payload(data, self._pings)
             waiter = PongWaiter(self)
             self.protocol.send_ping(data)
             self._pings[data] = waiter
