@@ -131,7 +131,7 @@ class WebSocketConnection(TransportProtocol):
     def _on_connection_lost(self) -> None:
         if self._close_hold_timer is not None:
             self._close_hold_timer.cancel()
-        self._inbox.close(self._closed_error())
+        self._inbox.close()
 
     # -----------------------------------------------------------------------------------------
     # Receiving
@@ -154,10 +154,9 @@ class WebSocketConnection(TransportProtocol):
 
     async def _iterate(self) -> AsyncIterator[Data]:
         """Yield messages until the connection closes; a clean close ends the loop quietly."""
-        get = self._inbox.get
         try:
             while True:
-                yield await get()
+                yield await self._inbox.get()
         except ConnectionClosedOK:
             return
 

@@ -34,7 +34,9 @@ class Inbox:
     burst = 256
 
     def __init__(self, connection: WebSocketConnection, max_queue: int) -> None:
-        self.messages: deque[Data] = deque()
+        #: The messages, oldest first. An empty tuple until a message has to wait: a deque
+        #: costs 600 bytes, and a handler waiting in ``recv`` takes each message directly.
+        self.messages: deque[Data] | tuple[()] = ()
         #: Messages buffered before reading pauses.
         self.max_queue = max_queue
         #: Whether reading from the socket is paused because the inbox is full.
@@ -53,8 +55,11 @@ class Inbox:
             waiter.set_result(message)
             self._connection._message_handed_over()
             return
-        self.messages.append(message)
-        if len(self.messages) >= self.max_queue and not self.paused:
+        messages = self.messages
+        if isinstance(messages, tuple):
+            messages = self.messages = deque()
+        messages.append(message)
+        if len(messages) >= self.max_queue and not self.paused:
             self.paused = self._connection._pause_reading()
 
     async def get(self) -> Data:
@@ -93,7 +98,9 @@ class Inbox:
             # Cancelled (a timeout) after put() handed us a message: keep it for the next
             # get rather than lose it.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                messages.appendleft(waiter.result())
+                if isinstance(self.messages, tuple):
+                    self.messages = deque()
+                self.messages.appendleft(waiter.result())
             raise
         finally:
             if self._waiter is waiter:
@@ -106,8 +113,9 @@ class Inbox:
             self.paused = False
             self._connection._resume_reading()
 
-    def close(self, exc: BaseException) -> None:
-        """The connection is gone: wake the coroutine waiting in :meth:`get` with ``exc``."""
+    def close(self) -> None:
+        """The connection is gone: wake the coroutine waiting in :meth:`get` with the error
+        that says how it ended."""
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+            waiter.set_exception(self._connection._closed_error())

@@ -25,7 +25,7 @@ from .errors import (
     InvalidUpgrade,
     UnsupportedVersion,
 )
-from .headers import Headers, HeadersLike, parse_token_list, to_headers
+from .headers import Headers, HeadersLike, check_headers, parse_token_list, to_headers
 from .http11 import (
     MAX_BODY,
     MAX_HEADER_BYTES,
@@ -167,9 +167,11 @@ def build_accept_response(
         headers.add("Sec-WebSocket-Protocol", subprotocol)
     if extensions:
         headers.add("Sec-WebSocket-Extensions", extensions)
-    for name, value in to_headers(extra_headers).items():
-        headers.add(name, value)
-    return Response(101, headers)
+    if extra_headers is not None:
+        for name, value in check_headers(extra_headers, "extra_headers").items():
+            headers.add(name, value)
+    # Our own headers, and checked extra ones: no second check of the whole.
+    return Response._unchecked(101, headers, b"", "Switching Protocols")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,6 +242,18 @@ class Response:
                 reason = ""
         self.reason = reason
 
+    @classmethod
+    def _unchecked(cls, status: int, headers: Headers, body: bytes, reason: str) -> Response:
+        """A response the core builds from parts it made or checked itself (the 101 of every
+        handshake): the checks of ``__init__`` would cost each handshake a few microseconds
+        for nothing."""
+        response = object.__new__(cls)
+        response.status = status
+        response.headers = headers
+        response.body = body
+        response.reason = reason
+        return response
+
     def serialize(self) -> bytes:
         """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
         headers = self.headers.items()
