@@ -18,7 +18,7 @@ import pytest
 import shakehands
 from shakehands import ConnectionClosed, InvalidStatus
 
-from ..helpers import OP_CLOSE, OP_TEXT, close_code_and_reason
+from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, close_code_and_reason
 from .apps import Events, fastapi_app, starlette_app
 from .asgi_helpers import IMPLEMENTATIONS, RawClient, UvicornThread, take
 
@@ -263,3 +263,52 @@ async def test_graceful_shutdown_closes_every_websocket_with_1012(
     assert codes == [1012] * OPEN_CONNECTIONS
     seen = [await take(events, "disconnect") for _ in range(OPEN_CONNECTIONS)]
     assert seen == [1012] * OPEN_CONNECTIONS
+
+
+# ---------------------------------------------------------------------------------------------
+# Keepalive, flow control, event loops
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_keepalive_timeout_closes_with_1011(impl: str, events: Events) -> None:
+    """A client that never answers the keepalive ping is closed with 1011."""
+    app = starlette_app(events)
+    async with serve(impl, app, ws_ping_interval=0.05, ws_ping_timeout=0.05) as server:
+        client, status = await RawClient.request(server.port, "/echo")
+        assert status == 101
+        opcodes = []
+        while True:
+            opcode, payload = await client.read_frame()
+            opcodes.append(opcode)
+            if opcode == OP_CLOSE:
+                break
+        await client.close()
+        assert opcodes[0] == OP_PING
+        assert close_code_and_reason(payload)[0] == 1011
+
+
+async def test_flood_with_a_small_ws_max_queue(impl: str, events: Events) -> None:
+    """Reading pauses while the app's queue is full and resumes as it reads: nothing lost."""
+    count = 500
+    async with (
+        serve(impl, starlette_app(events), ws_max_queue=2) as server,
+        shakehands.connect(server.uri("/echo")) as ws,
+    ):
+        for n in range(count):
+            await ws.send(f"message {n}")
+        for n in range(count):
+            assert await ws.recv() == f"message {n}"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_event_loops(impl: str, events: Events, loop: str) -> None:
+    pytest.importorskip(loop)
+    async with (
+        serve(impl, starlette_app(events), loop=loop) as server,
+        shakehands.connect(server.uri("/echo"), subprotocols=["chat"]) as ws,
+    ):
+        assert ws.subprotocol == "chat"
+        await ws.send("over " + loop)
+        assert await ws.recv() == "over " + loop
+        await ws.send(b"x" * 200_000)
+        assert await ws.recv() == b"x" * 200_000
