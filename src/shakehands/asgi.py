@@ -60,7 +60,7 @@ from uvicorn.server import ServerState
 
 from .asyncio.base import TransportProtocol
 from .protocol.config import ServerConfig, server_config
-from .protocol.connection import Close, State
+from .protocol.connection import Close, State, close_hold_limit
 from .protocol.errors import CloseCode
 from .protocol.headers import FIELD_VALUE_RE, TOKEN_RE, Headers
 from .protocol.http11 import Request, Response
@@ -148,6 +148,11 @@ class UvicornWebSocket(TransportProtocol):
 
     protocol: ServerProtocol
 
+    # The close frame owed for the client's close or a protocol violation waits until the
+    # application has read the messages received before it (at most close_hold_limit), so that
+    # its answers to them leave first, as with the coroutine API.
+    answers_later = True
+
     __slots__ = (
         "uvicorn_config",
         "app",
@@ -169,6 +174,9 @@ class UvicornWebSocket(TransportProtocol):
         "_denial",
         "_closing",
         "_reading_paused",
+        "_unread",
+        "_close_hold_timer",
+        "_close_hold_expired",
     )
 
     def __init__(
@@ -212,6 +220,10 @@ class UvicornWebSocket(TransportProtocol):
         # still arrive are dropped, as the application is done reading.
         self._closing = False
         self._reading_paused = False
+        # websocket.receive events in the inbox.
+        self._unread = 0
+        self._close_hold_timer: asyncio.TimerHandle | None = None
+        self._close_hold_expired = False
 
     # -----------------------------------------------------------------------------------------
     # asyncio.Protocol
@@ -226,6 +238,9 @@ class UvicornWebSocket(TransportProtocol):
 
     def _on_connection_lost(self) -> None:
         self.connections.discard(self)
+        if self._close_hold_timer is not None:
+            self._close_hold_timer.cancel()
+            self._close_hold_timer = None
         protocol = self.protocol
         if protocol.close_rcvd is not None:
             code = protocol.close_rcvd.code
@@ -268,9 +283,11 @@ class UvicornWebSocket(TransportProtocol):
         kind = type(event)
         if kind is str:
             if not self._closing:
+                self._unread += 1
                 self._deliver({"type": "websocket.receive", "text": event})
         elif kind is bytes:
             if not self._closing:
+                self._unread += 1
                 self._deliver({"type": "websocket.receive", "bytes": event})
         elif kind is Close:
             close = cast(Close, event)
@@ -296,6 +313,23 @@ class UvicornWebSocket(TransportProtocol):
         if self._disconnect is None:
             self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
             self._deliver(self._disconnect)
+
+    def _has_unread_messages(self) -> bool:
+        return self._unread > 0
+
+    def _close_waits_for_reader(self) -> bool:
+        if not self._unread or self._close_hold_expired or self.transport.is_closing():
+            return False
+        if self._close_hold_timer is None:
+            self._close_hold_timer = self.loop.call_later(
+                close_hold_limit(self.close_timeout), self._close_hold_expire
+            )
+        return True
+
+    def _close_hold_expire(self) -> None:
+        self._close_hold_timer = None
+        self._close_hold_expired = True
+        self._release_close()
 
     def _resume_reading(self) -> None:
         if self._reading_paused:
@@ -395,6 +429,13 @@ class UvicornWebSocket(TransportProtocol):
             self._close_from_server(code, "")
 
     def _close_from_server(self, code: int, reason: str) -> None:
+        if self.protocol.close_pending:
+            # We owe the client a close frame already (its close, or a violation): send that
+            # one now, the application is done answering.
+            self._closing = True
+            self._close_hold_expired = True
+            self._release_close()
+            return
         # First, as it validates code and reason (ValueError for a code that cannot be sent).
         self._start_close(code, reason)
         self._closing = True
@@ -416,6 +457,12 @@ class UvicornWebSocket(TransportProtocol):
             finally:
                 self._receive_waiter = None
         message = inbox.popleft()
+        if message["type"] == "websocket.receive":
+            self._unread -= 1
+            if not self._unread and self._hold_close:
+                # The last message read before the client's close or violation: the answer
+                # the application is about to send leaves before our close frame.
+                self.loop.call_soon(self._release_close)
         if self._reading_paused and len(inbox) < self.config.max_queue:
             self._resume_reading()
         return message
