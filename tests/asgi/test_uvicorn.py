@@ -18,7 +18,7 @@ import pytest
 import shakehands
 from shakehands import ConnectionClosed, InvalidStatus
 
-from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, close_code_and_reason
+from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, close_code_and_reason, frame
 from .apps import Events, fastapi_app, starlette_app
 from .asgi_helpers import IMPLEMENTATIONS, RawClient, UvicornThread, take
 
@@ -174,6 +174,47 @@ async def test_invalid_utf8_gets_1007(starlette: UvicornThread, events: Events) 
     assert opcode == OP_CLOSE
     assert close_code_and_reason(payload)[0] == 1007
     assert await take(events, "disconnect") == 1007
+
+
+async def test_answers_leave_before_the_close_frame(impl: str, starlette: UvicornThread) -> None:
+    """A message, then a protocol violation, in one write. OURS: the app's echo of the message
+    leaves before the close frame 1002 (Autobahn 3.2's strict behaviour). REFERENCE: the close
+    frame at once, the echo dropped (Autobahn: NON-STRICT)."""
+    client, status = await RawClient.request(starlette.port, "/echo")
+    assert status == 101
+    bad = bytearray(frame(OP_TEXT, b"bad"))
+    bad[0] |= 0x40  # RSV1 without a negotiated extension
+    client.writer.write(frame(OP_TEXT, b"Hello") + bytes(bad))
+    frames = [await client.read_frame()]
+    while frames[-1][0] != OP_CLOSE:
+        frames.append(await client.read_frame())
+    await client.close()
+    assert frames[:-1] == ([(OP_TEXT, b"Hello")] if impl == "shakehands" else [])
+    assert close_code_and_reason(frames[-1][1])[0] == 1002
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(OP_TEXT, b"unmasked", mask=False),
+        frame(0x3, b"reserved opcode"),
+        frame(OP_PING, b"x" * 126),
+        frame(OP_PING, b"fragmented ping", fin=False),
+        frame(0x0, b"continuation of nothing"),
+    ],
+    ids=["unmasked", "reserved-opcode", "long-ping", "fragmented-ping", "lone-continuation"],
+)
+async def test_protocol_violations_get_1002(
+    starlette: UvicornThread, events: Events, data: bytes
+) -> None:
+    client, status = await RawClient.request(starlette.port, "/echo")
+    assert status == 101
+    client.writer.write(data)
+    opcode, payload = await client.read_frame()
+    await client.close()
+    assert opcode == OP_CLOSE
+    assert close_code_and_reason(payload)[0] == 1002
+    assert await take(events, "disconnect") == 1002
 
 
 async def test_message_over_ws_max_size_gets_1009(impl: str, events: Events) -> None:
