@@ -446,11 +446,16 @@ class UvicornWebSocket(TransportProtocol):
         """The ASGI ``receive`` callable: the next event for the application.
 
         After ``websocket.disconnect`` it returns the same event again rather than wait forever.
+
+        Raises:
+            RuntimeError: another coroutine is waiting in ``receive()`` already.
         """
         inbox = self._inbox
         while not inbox:
             if self._disconnect is not None:
                 return dict(self._disconnect)
+            if self._receive_waiter is not None:
+                raise RuntimeError("another coroutine is already waiting in receive()")
             waiter = self._receive_waiter = self.loop.create_future()
             try:
                 await waiter
