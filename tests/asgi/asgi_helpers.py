@@ -53,12 +53,16 @@ class UvicornThread:
     def start(self) -> None:
         self.thread.start()
 
-    async def stop(self) -> None:
-        """Graceful shutdown (what Ctrl-C does), waited for without blocking this loop."""
+    def shutdown(self) -> None:
+        """Graceful shutdown (what Ctrl-C does), waited for."""
         self.server.should_exit = True
-        await asyncio.to_thread(self.thread.join, 60)
+        self.thread.join(60)
         assert not self.thread.is_alive(), "uvicorn did not shut down"
         self.sock.close()
+
+    async def stop(self) -> None:
+        """:meth:`shutdown` without blocking this loop (its clients must answer the close)."""
+        await asyncio.to_thread(self.shutdown)
 
     async def __aenter__(self) -> UvicornThread:
         self.start()
