@@ -241,14 +241,12 @@ class UvicornWebSocket(TransportProtocol):
         if self._close_hold_timer is not None:
             self._close_hold_timer.cancel()
             self._close_hold_timer = None
-        protocol = self.protocol
-        if protocol.close_rcvd is not None:
-            code = protocol.close_rcvd.code
-        elif protocol.close_sent is not None:
-            code = protocol.close_sent.code
+        # The close frame received, else the one we sent, else 1006 (no closing handshake).
+        close = self.protocol.close_rcvd or self.protocol.close_sent
+        if close is not None:
+            self._deliver_disconnect(close.code, close.reason)
         else:
-            code = CloseCode.ABNORMAL_CLOSURE
-        self._deliver_disconnect(code, "")
+            self._deliver_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close with 1012 (service restart).
