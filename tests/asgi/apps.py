@@ -80,6 +80,16 @@ def starlette_app(events: Events) -> ASGIApp:
 async def raw(scope: Scope, receive: Receive, send: Send, events: Events) -> None:
     """Raw ASGI endpoints, for what frameworks do not let an app do (bad or late events)."""
     path = scope["path"]
+    if path.startswith("/raw/scope"):
+        keys = ["type", "http_version", "scheme", "path", "raw_path", "query_string"]
+        seen = {key: scope[key] for key in keys}
+        seen["spec_version"] = scope["asgi"]["spec_version"]
+        seen["headers"] = sorted(scope["headers"])
+        seen["subprotocols"] = scope["subprotocols"]
+        seen["client"] = scope["client"][0]
+        seen["server"] = scope["server"][0]
+        seen["extensions"] = sorted(scope["extensions"])
+        events.put(("scope", seen))
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
 

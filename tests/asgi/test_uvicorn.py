@@ -65,6 +65,32 @@ async def test_echo_text_and_bytes(starlette: UvicornThread) -> None:
         assert await ws.recv() == "x" * 100_000
 
 
+async def test_scope(starlette: UvicornThread, events: Events) -> None:
+    uri = starlette.uri("/raw/scope%20x?a=1&b=%20")
+    async with shakehands.connect(uri, subprotocols=["one", "two"], compression=None):
+        pass
+    seen = await take(events, "scope")
+    assert isinstance(seen, dict)
+    headers = dict(seen.pop("headers"))
+    assert seen == {
+        "type": "websocket",
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/raw/scope x",
+        "raw_path": b"/raw/scope%20x",
+        "query_string": b"a=1&b=%20",
+        "spec_version": "2.4",
+        "subprotocols": ["one", "two"],
+        "client": "127.0.0.1",
+        "server": "127.0.0.1",
+        "extensions": ["websocket.http.response"],
+    }
+    assert headers[b"host"] == f"127.0.0.1:{starlette.port}".encode()
+    assert headers[b"upgrade"].lower() == b"websocket"
+    assert headers[b"sec-websocket-version"] == b"13"
+    assert headers[b"sec-websocket-protocol"] == b"one, two"
+
+
 async def test_subprotocol_negotiated(starlette: UvicornThread) -> None:
     uri = starlette.uri("/echo")
     async with shakehands.connect(uri, subprotocols=["other", "superchat"]) as ws:
@@ -341,12 +367,17 @@ async def test_flood_with_a_small_ws_max_queue(impl: str, events: Events) -> Non
             assert await ws.recv() == f"message {n}"
 
 
+@pytest.mark.parametrize("http", ["h11", "httptools"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-async def test_event_loops(impl: str, events: Events, loop: str) -> None:
+async def test_event_loops_and_http_parsers(
+    impl: str, events: Events, loop: str, http: str
+) -> None:
+    """uvicorn's two HTTP parsers hand the upgrade request over each in its own way."""
     pytest.importorskip(loop)
+    pytest.importorskip(http)
     async with (
-        serve(impl, starlette_app(events), loop=loop) as server,
-        shakehands.connect(server.uri("/echo"), subprotocols=["chat"]) as ws,
+        serve(impl, starlette_app(events), loop=loop, http=http) as server,
+        shakehands.connect(server.uri("/echo?a=1"), subprotocols=["chat"]) as ws,
     ):
         assert ws.subprotocol == "chat"
         await ws.send("over " + loop)
