@@ -39,12 +39,17 @@ app = Starlette(routes=[WebSocketRoute("/", echo)])
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=9002)
+    parser.add_argument(
+        "--ws",
+        default="shakehands.asgi:UvicornWebSocket",
+        help="uvicorn's --ws (another implementation, to compare)",
+    )
     args = parser.parse_args()
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
-        ws="shakehands.asgi:UvicornWebSocket",
+        ws=args.ws,
         ws_max_size=2**26,
         ws_ping_interval=None,
         log_level="warning",
