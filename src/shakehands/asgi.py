@@ -177,6 +177,8 @@ class UvicornWebSocket(TransportProtocol):
         "_unread",
         "_close_hold_timer",
         "_close_hold_expired",
+        "_flush_handle",
+        "_unflushed",
     )
 
     def __init__(
@@ -224,6 +226,10 @@ class UvicornWebSocket(TransportProtocol):
         self._unread = 0
         self._close_hold_timer: asyncio.TimerHandle | None = None
         self._close_hold_expired = False
+        # Messages the application sends are written once per loop iteration (or at once past
+        # write_limit bytes): an application answering a burst of messages makes one write.
+        self._flush_handle: asyncio.Handle | None = None
+        self._unflushed = 0
 
     # -----------------------------------------------------------------------------------------
     # asyncio.Protocol
@@ -238,6 +244,9 @@ class UvicornWebSocket(TransportProtocol):
 
     def _on_connection_lost(self) -> None:
         self.connections.discard(self)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._close_hold_timer is not None:
             self._close_hold_timer.cancel()
             self._close_hold_timer = None
@@ -299,6 +308,10 @@ class UvicornWebSocket(TransportProtocol):
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            if self._flush_handle is None:
+                # Scheduled after the application's task wakes up: what it sends in answer is
+                # written in the same loop iteration, not one later.
+                self._flush_handle = self.loop.call_soon(self._deferred_flush)
         if (
             len(inbox) >= self.config.max_queue
             and not self._reading_paused
@@ -425,6 +438,14 @@ class UvicornWebSocket(TransportProtocol):
                 self._refuse(self._internal_error())
         elif state is State.OPEN:
             self._close_from_server(code, "")
+
+    def _deferred_flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._unflushed = 0
+        if not self._lost:
+            self._flush()
 
     def _close_from_server(self, code: int, reason: str) -> None:
         if self.protocol.close_pending:
@@ -597,9 +618,14 @@ class UvicornWebSocket(TransportProtocol):
                 raise ClientDisconnected()
             if data is not None:
                 protocol.send_binary(data)
+                self._unflushed += len(data)
             else:
                 protocol.send_text(cast(str, text))
-            self._flush()
+                self._unflushed += len(cast(str, text))
+            if self._unflushed >= self.write_limit:
+                self._deferred_flush()
+            elif self._flush_handle is None:
+                self._flush_handle = self.loop.call_soon(self._deferred_flush)
         elif kind == "websocket.close":
             code = message.get("code", 1000)
             reason = message.get("reason") or ""
