@@ -381,7 +381,12 @@ class UvicornWebSocket(TransportProtocol):
             ],
             "subprotocols": request.subprotocols,
             "state": self.app_state.copy(),
-            "extensions": {"websocket.http.response": {}},
+            "extensions": {
+                "websocket.http.response": {},
+                # The connection itself, for what plain ASGI cannot do: shakehands.Hub rooms
+                # and shakehands.broadcast (see shakehands.pubsub.hub.connection_of).
+                "shakehands": {"connection": self},
+            },
         }
         self._deliver({"type": "websocket.connect"})
         task = self.loop.create_task(self._run_asgi())

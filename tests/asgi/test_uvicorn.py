@@ -65,7 +65,8 @@ async def test_echo_text_and_bytes(starlette: UvicornThread) -> None:
         assert await ws.recv() == "x" * 100_000
 
 
-async def test_scope(starlette: UvicornThread, events: Events) -> None:
+async def test_scope(impl: str, starlette: UvicornThread, events: Events) -> None:
+    """OURS: the scope also carries the connection (``extensions["shakehands"]``)."""
     uri = starlette.uri("/raw/scope%20x?a=1&b=%20")
     async with shakehands.connect(uri, subprotocols=["one", "two"], compression=None):
         pass
@@ -83,7 +84,9 @@ async def test_scope(starlette: UvicornThread, events: Events) -> None:
         "subprotocols": ["one", "two"],
         "client": "127.0.0.1",
         "server": "127.0.0.1",
-        "extensions": ["websocket.http.response"],
+        "extensions": ["shakehands", "websocket.http.response"]
+        if impl == "shakehands"
+        else ["websocket.http.response"],
     }
     assert headers[b"host"] == f"127.0.0.1:{starlette.port}".encode()
     assert headers[b"upgrade"].lower() == b"websocket"
