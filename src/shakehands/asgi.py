@@ -32,6 +32,9 @@ Where it differs from uvicorn's ``websockets-sansio`` (on purpose; see ``docs/as
 - a malformed event (no ``type``, ``websocket.send`` with neither ``text`` nor ``bytes``, values
   of the wrong type, a denial status outside 200-599) raises ``TypeError`` / ``RuntimeError`` in
   the application instead of being ignored;
+- the scope's ``extensions`` also carry ``"shakehands": {"connection": <this object>}``, so
+  that :class:`shakehands.Hub` rooms and :func:`shakehands.broadcast` work from ASGI endpoints
+  (see :func:`shakehands.pubsub.connection_of`);
 - messages over ``ws_max_size``, invalid UTF-8 and other protocol violations close the connection
   with the close code of RFC 6455 (1009, 1007, 1002) and the application's
   ``websocket.disconnect`` carries that code.
