@@ -10,7 +10,8 @@ core 0, the same workloads and fair settings: no compression, no size limit, no 
 What differs from the main benchmark is the server: uvicorn, Starlette and the application's
 ``receive``/``send`` are on every message's path, so the numbers say what a FastAPI or Starlette
 user gets, and the ratios what the WebSocket implementation changes under that. Results:
-``bench/results/asgi.md`` and ``asgi.json``.
+``bench/results/asgi.md``, ``asgi.json`` (every sample) and ``asgi.png`` (a chart; ``--redraw``
+rewrites the report and chart from ``asgi.json`` without measuring).
 """
 
 from __future__ import annotations
@@ -130,8 +131,48 @@ def write_markdown(
             lines.append("")
     lines += ["## Targets (issue 13)", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(samples)]
-    lines.append("")
+    lines += ["", "![chart](asgi.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def write_chart(samples: Samples, path: Path) -> bool:
+    """Bars: each implementation against websockets-sansio, per workload, one panel per loop."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is absent: no chart (pip install -e '.[bench]')")
+        return False
+    loops = [loop for loop in LOOPS if loop in samples]
+    if not loops:
+        return False
+    fig, axes = plt.subplots(len(loops), 1, figsize=(12, 4.2 * len(loops)), squeeze=False)
+    colors = {OURS: "#d62728", REFERENCE: "#1f77b4", "uvicorn-wsproto": "#2ca02c"}
+    for ax, loop in zip(axes[:, 0], loops, strict=True):
+        width = 0.8 / len(SERVERS)
+        for i, server in enumerate(SERVERS):
+            xs, ys = [], []
+            for j, w in enumerate(WORKLOADS):
+                r = ratio(
+                    median(samples, loop, server, w.key), median(samples, loop, REFERENCE, w.key), w
+                )
+                if r is not None:
+                    xs.append(j + (i - (len(SERVERS) - 1) / 2) * width)
+                    ys.append(r)
+            ax.bar(xs, ys, width, label=server, color=colors[server])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1.5, color="gray", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(WORKLOADS)))
+        ax.set_xticklabels([w.key for w in WORKLOADS])
+        ax.set_ylabel("x websockets-sansio (higher is better)")
+        ax.set_title(f"Starlette echo under uvicorn, {loop} loop")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,11 +182,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one short repetition")
     parser.add_argument("--loop", choices=LOOPS, action="append", help="only this loop")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write asgi.md/json")
+    parser.add_argument(
+        "--redraw", action="store_true", help="rewrite asgi.md and asgi.png from asgi.json"
+    )
     args = parser.parse_args(argv)
+    out: Path = args.output
+    if args.redraw:
+        samples: Samples = json.loads((out / "asgi.json").read_text())
+        header = (out / "asgi.md").read_text().splitlines()[2]
+        started = header.split("Run ", 1)[1].split(" UTC", 1)[0]
+        write_markdown(samples, FULL, False, started, out / "asgi.md")
+        write_chart(samples, out / "asgi.png")
+        return
     settings = QUICK if args.quick else FULL
     binary = build_loadgen()
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
-    samples: Samples = {}
+    samples = {}
     t0 = time.monotonic()
     for rep in range(settings.reps):
         for loop in args.loop or LOOPS:
@@ -179,10 +231,10 @@ def main(argv: list[str] | None = None) -> None:
                             )
                     finally:
                         server.stop()
-    out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     (out / "asgi.json").write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")
     write_markdown(samples, settings, args.quick, started, out / "asgi.md")
+    write_chart(samples, out / "asgi.png")
     print(f"wrote {out / 'asgi.md'}")
     for target, measured, met in targets(samples):
         print(f"  {target}: {measured} [{met}]")
