@@ -245,6 +245,62 @@ async def raw_tcp_server(port: int) -> None:
         await _forever()
 
 
+# --------------------------------------------------------------------------------------------
+# ASGI: a Starlette echo endpoint under uvicorn, with each WebSocket implementation (bench/asgi.py)
+# --------------------------------------------------------------------------------------------
+
+
+async def _uvicorn_echo(port: int, ws: str) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await websocket.send_bytes(message["bytes"])
+            else:
+                await websocket.send_text(message["text"])
+
+    app = Starlette(routes=[WebSocketRoute("/", echo)])
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        ws=ws,
+        # The FAIR settings: no compression, no size limit (uvicorn needs a number), no pings.
+        ws_per_message_deflate=False,
+        ws_max_size=2**31,
+        ws_ping_interval=None,
+        loop="none",  # the loop bench.servers started (asyncio or uvloop)
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
+    await uvicorn.Server(config).serve()
+
+
+@server("uvicorn-shakehands")
+async def uvicorn_shakehands(port: int) -> None:
+    await _uvicorn_echo(port, "shakehands.asgi:UvicornWebSocket")
+
+
+@server("uvicorn-websockets-sansio")
+async def uvicorn_websockets_sansio(port: int) -> None:
+    await _uvicorn_echo(port, "websockets-sansio")
+
+
+@server("uvicorn-wsproto")
+async def uvicorn_wsproto(port: int) -> None:
+    await _uvicorn_echo(port, "wsproto")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(SERVERS))

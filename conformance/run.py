@@ -6,6 +6,9 @@
   autobahntestsuite``; Python 2.7 comes from pyenv on this machine kind).
 - Server agents: ``python -m shakehands echo --api coroutine`` and ``--api callback``, both with
   permessage-deflate on (the default), driven by ``wstest -m fuzzingclient``.
+- Server agent ``shakehands-uvicorn``: ``conformance/uvicorn_testee.py``, a Starlette echo
+  endpoint served by uvicorn with ``--ws shakehands.asgi:UvicornWebSocket`` (compression on),
+  driven by ``wstest -m fuzzingclient`` too (``--only uvicorn`` runs it alone).
 - Client: ``wstest -m fuzzingserver``, driven by ``conformance/client_testee.py`` (the shakehands
   client, offering permessage-deflate).
 - Gate: every case's ``behavior`` and ``behaviorClose`` must be OK or INFORMATIONAL. Otherwise
@@ -36,6 +39,9 @@ REPORTS = HERE / "reports"
 RESULTS = HERE / "results"
 GOOD = {"OK", "INFORMATIONAL"}
 SERVER_AGENTS = {"shakehands-coroutine": "coroutine", "shakehands-callback": "callback"}
+#: The ASGI agent: the api name stands for conformance/uvicorn_testee.py (see start_echo).
+UVICORN_AGENT = "shakehands-uvicorn"
+UVICORN_API = "uvicorn"
 CLIENT_AGENT = "shakehands-client"
 Index = dict[str, dict[str, dict[str, object]]]
 
@@ -97,21 +103,12 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 
 def start_echo(api: str, port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shakehands",
-            "echo",
-            "--api",
-            api,
-            "--port",
-            str(port),
-            "--max-size",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    if api == UVICORN_API:
+        command = [sys.executable, str(HERE / "uvicorn_testee.py"), "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "shakehands", "echo", "--api", api]
+        command += ["--port", str(port), "--max-size", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     wait_for_port(port)
     return process
 
@@ -228,7 +225,11 @@ COLUMNS = ["OK", "INFORMATIONAL", "NON-STRICT", "FAILED", "UNIMPLEMENTED"]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="*", default=["*"], help="case patterns (default all)")
-    parser.add_argument("--only", choices=("servers", "client"), help="run one side only")
+    parser.add_argument(
+        "--only",
+        choices=("servers", "client", "uvicorn"),
+        help="run one side only (uvicorn: the ASGI server agent alone)",
+    )
     parser.add_argument(
         "--serial", action="store_true", help="run the agents one after another, not at once"
     )
@@ -255,8 +256,12 @@ def main() -> int:
     # Each agent has its own wstest process (wstest is single-threaded and the slow side):
     # run them at the same time unless --serial.
     jobs: dict[str, tuple[Callable[[], Index], Path]] = {}
-    if args.only in (None, "servers"):
-        for agent, api in SERVER_AGENTS.items():
+    server_agents = dict(SERVER_AGENTS)
+    server_agents[UVICORN_AGENT] = UVICORN_API
+    if args.only == "uvicorn":
+        server_agents = {UVICORN_AGENT: UVICORN_API}
+    if args.only in (None, "servers", "uvicorn"):
+        for agent, api in server_agents.items():
             jobs[agent] = (
                 functools.partial(run_server_agent, wstest, agent, api, args.cases),
                 REPORTS / f"servers-{api}",

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from .backend import Gap, HubBackend, HubCounters, PublishError
-from .hub import Hub
+from .hub import Hub, connection_of
 from .memory import MemoryBackend
 from .redis import RedisBackend
 
 __all__ = [
     "Hub",
+    "connection_of",
     "HubBackend",
     "MemoryBackend",
     "RedisBackend",

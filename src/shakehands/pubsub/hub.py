@@ -30,14 +30,39 @@ from ..asyncio.broadcast import BroadcastResult, SlowClientPolicy, broadcast
 from .backend import Gap, HubBackend, HubCounters, Message, PublishError, logger
 from .memory import MemoryBackend
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "connection_of"]
+
+
+def connection_of(connection: object) -> TransportProtocol:
+    """The shakehands connection behind ``connection``: itself if it is one, or the one that
+    serves an ASGI WebSocket (a Starlette or FastAPI ``WebSocket``, or its ``scope``) under
+    uvicorn with ``--ws shakehands.asgi:UvicornWebSocket`` (the scope carries it as
+    ``scope["extensions"]["shakehands"]["connection"]``).
+
+    Raises:
+        TypeError: neither (an ASGI WebSocket served by another implementation, say).
+    """
+    if isinstance(connection, TransportProtocol):
+        return connection
+    scope = getattr(connection, "scope", connection)
+    try:
+        found = scope["extensions"]["shakehands"]["connection"]  # type: ignore[index]
+    except (TypeError, KeyError):
+        found = None
+    if not isinstance(found, TransportProtocol):
+        raise TypeError(
+            f"{connection!r} is not a shakehands connection, nor an ASGI WebSocket served by "
+            "shakehands.asgi (uvicorn --ws shakehands.asgi:UvicornWebSocket)"
+        )
+    return found
 
 
 class Hub:
     """Topics that connections subscribe to, and publishing to them.
 
     Works with connections of the coroutine API (:class:`~shakehands.ServerConnection`) and of
-    the callback API (:class:`~shakehands.CallbackConnection`) alike.
+    the callback API (:class:`~shakehands.CallbackConnection`) alike, and with ASGI WebSockets
+    (Starlette, FastAPI) served by uvicorn with ``shakehands.asgi`` (see :func:`connection_of`).
 
     Args:
         backend: :class:`MemoryBackend` (default) or :class:`RedisBackend`.
@@ -116,14 +141,18 @@ class Hub:
     # Subscriptions
     # -----------------------------------------------------------------------------------------
 
-    def subscribe(self, connection: TransportProtocol, topic: str) -> asyncio.Future[None]:
+    def subscribe(self, connection: object, topic: str) -> asyncio.Future[None]:
         """Deliver messages published on ``topic`` to ``connection`` until it closes.
+
+        ``connection``: a shakehands connection, or an ASGI WebSocket that shakehands serves
+        (:func:`connection_of`).
 
         Returns a future, done once the subscription is live on the bus (at once in memory; after
         Redis confirms it otherwise, which may be after a reconnection), or once it has ended
         (the connection closed first). Awaiting it is optional, so callbacks can subscribe too.
         """
         loop = asyncio.get_running_loop()
+        connection = connection_of(connection)
         if connection.closed_future.done():
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
@@ -141,8 +170,9 @@ class Hub:
         subscribers[connection] = None
         return _follow(self._ready[topic])
 
-    def unsubscribe(self, connection: TransportProtocol, topic: str | None = None) -> None:
+    def unsubscribe(self, connection: object, topic: str | None = None) -> None:
         """Stop delivering ``topic`` (every topic if ``None``) to ``connection``."""
+        connection = connection_of(connection)
         topics = self._topics_of.get(connection)
         if topics is None:
             return
@@ -165,11 +195,11 @@ class Hub:
         """The local connections subscribed to ``topic``."""
         return list(self._subscribers.get(topic, ()))
 
-    def topics(self, connection: TransportProtocol | None = None) -> set[str]:
+    def topics(self, connection: object | None = None) -> set[str]:
         """Topics with local subscribers, or those of ``connection``."""
         if connection is None:
             return set(self._subscribers)
-        return set(self._topics_of.get(connection, ()))
+        return set(self._topics_of.get(connection_of(connection), ()))
 
     # -----------------------------------------------------------------------------------------
     # Publishing

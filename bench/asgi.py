@@ -1,0 +1,244 @@
+"""The ASGI benchmark of issue 13: one Starlette echo endpoint under uvicorn, with uvicorn's
+WebSocket implementation set to shakehands (``shakehands.asgi:UvicornWebSocket``),
+``websockets-sansio`` and ``wsproto``, on asyncio and uvloop.
+
+    python -m bench.asgi            # 3 repetitions, medians (about 10 minutes)
+    python -m bench.asgi --quick    # one short repetition
+
+Same harness as ``python -m bench`` (bench/run.py: the C load generator on core 1, the server on
+core 0, the same workloads and fair settings: no compression, no size limit, no keepalive).
+What differs from the main benchmark is the server: uvicorn, Starlette and the application's
+``receive``/``send`` are on every message's path, so the numbers say what a FastAPI or Starlette
+user gets, and the ratios what the WebSocket implementation changes under that. Results:
+``bench/results/asgi.md``, ``asgi.json`` (every sample) and ``asgi.png`` (a chart; ``--redraw``
+rewrites the report and chart from ``asgi.json`` without measuring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+
+from bench.run import (
+    FULL,
+    LOOPS,
+    QUICK,
+    RESULTS,
+    WORKLOADS,
+    Samples,
+    ServerProcess,
+    Settings,
+    build_loadgen,
+    fmt,
+    fmt_ratio,
+    machine_description,
+    median,
+    ratio,
+    run_workload,
+    versions,
+)
+
+OURS = "uvicorn-shakehands"
+REFERENCE = "uvicorn-websockets-sansio"
+SERVERS = [OURS, REFERENCE, "uvicorn-wsproto"]
+MESSAGE_ROWS = ["1x1x256", "1x64x256", "100x1x256", "100x16x256", "1x1x64k", "4x2x1m"]
+
+
+def targets(samples: Samples) -> list[tuple[str, str, str]]:
+    """(target, measured, met?) for each target of issue 13, per loop."""
+    rows = []
+    for loop in LOOPS:
+        by_key = {w.key: w for w in WORKLOADS}
+        speed = [
+            (
+                key,
+                ratio(
+                    median(samples, loop, OURS, key),
+                    median(samples, loop, REFERENCE, key),
+                    by_key[key],
+                ),
+            )
+            for key in [*MESSAGE_ROWS, "churn"]
+        ]
+        measured = [(r, key) for key, r in speed if r is not None]
+        if measured:
+            worst = min(measured)
+            rows.append(
+                (
+                    f">= 1.5x websockets-sansio on every message row and handshakes/s ({loop})",
+                    f"lowest {worst[0]:.2f}x ({worst[1]})",
+                    "yes" if worst[0] >= 1.5 else "no",
+                )
+            )
+        ours = median(samples, loop, OURS, "idle")
+        theirs = median(samples, loop, REFERENCE, "idle")
+        if ours is not None and theirs is not None and theirs > 0:
+            rows.append(
+                (
+                    f"idle memory <= 0.7x websockets-sansio ({loop})",
+                    f"{ours / theirs:.2f}x ({ours:.1f} vs {theirs:.1f} KiB/conn)",
+                    "yes" if ours / theirs <= 0.7 else "no",
+                )
+            )
+    return rows
+
+
+def write_markdown(
+    samples: Samples, settings: Settings, quick: bool, started: str, path: Path
+) -> None:
+    lines = [
+        "# ASGI benchmark: Starlette under uvicorn, three WebSocket implementations",
+        "",
+        f"Run {started} UTC with `python -m bench.asgi{' --quick' if quick else ''}`: "
+        f"{settings.reps} repetition(s), {settings.warmup} s warm-up + {settings.duration} s "
+        "measured per workload; medians.",
+        f"Machine: {machine_description()}. Server pinned to core 0, load generator (C, epoll) "
+        "to core 1.",
+        f"Versions: {versions()}.",
+        "",
+        "One Starlette endpoint echoes binary messages (`await websocket.receive()`, then "
+        "`send_bytes`), served by uvicorn with `--ws` set to each implementation; no "
+        "compression, no size limit, no keepalive. Units as in `latest.md`.",
+        "",
+    ]
+    for loop in LOOPS:
+        if loop not in samples:
+            continue
+        order = [s for s in SERVERS if s in samples[loop]]
+        lines += [f"## Medians, {loop} loop", ""]
+        lines.append("| workload | unit | " + " | ".join(order) + " |")
+        lines.append("|---|---|" + "---|" * len(order))
+        for w in WORKLOADS:
+            cells = [fmt(median(samples, loop, s, w.key), w.unit) for s in order]
+            lines.append(f"| {w.label} | {w.unit} | " + " | ".join(cells) + " |")
+        lines.append("")
+        peers = [s for s in order if s != OURS]
+        if OURS in order and peers:
+            lines += [
+                f"Ratios, {OURS} / peer ({loop}; above 1.00x shakehands is better, for memory: "
+                "the peer uses that many times more):",
+                "",
+                "| workload | " + " | ".join(peers) + " |",
+                "|---|" + "---|" * len(peers),
+            ]
+            for w in WORKLOADS:
+                ours = median(samples, loop, OURS, w.key)
+                cells = [fmt_ratio(ratio(ours, median(samples, loop, p, w.key), w)) for p in peers]
+                lines.append(f"| {w.label} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["## Targets (issue 13)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {ok} |" for t, m, ok in targets(samples)]
+    lines += ["", "![chart](asgi.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_chart(samples: Samples, path: Path) -> bool:
+    """Bars: each implementation against websockets-sansio, per workload, one panel per loop."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is absent: no chart (pip install -e '.[bench]')")
+        return False
+    loops = [loop for loop in LOOPS if loop in samples]
+    if not loops:
+        return False
+    fig, axes = plt.subplots(len(loops), 1, figsize=(12, 4.2 * len(loops)), squeeze=False)
+    colors = {OURS: "#d62728", REFERENCE: "#1f77b4", "uvicorn-wsproto": "#2ca02c"}
+    for ax, loop in zip(axes[:, 0], loops, strict=True):
+        width = 0.8 / len(SERVERS)
+        for i, server in enumerate(SERVERS):
+            xs, ys = [], []
+            for j, w in enumerate(WORKLOADS):
+                r = ratio(
+                    median(samples, loop, server, w.key), median(samples, loop, REFERENCE, w.key), w
+                )
+                if r is not None:
+                    xs.append(j + (i - (len(SERVERS) - 1) / 2) * width)
+                    ys.append(r)
+            ax.bar(xs, ys, width, label=server, color=colors[server])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1.5, color="gray", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(WORKLOADS)))
+        ax.set_xticklabels([w.key for w in WORKLOADS])
+        ax.set_ylabel("x websockets-sansio (higher is better)")
+        ax.set_title(f"Starlette echo under uvicorn, {loop} loop")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.asgi", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="one short repetition")
+    parser.add_argument("--loop", choices=LOOPS, action="append", help="only this loop")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where to write asgi.md/json")
+    parser.add_argument(
+        "--redraw", action="store_true", help="rewrite asgi.md and asgi.png from asgi.json"
+    )
+    args = parser.parse_args(argv)
+    out: Path = args.output
+    if args.redraw:
+        samples: Samples = json.loads((out / "asgi.json").read_text())
+        header = (out / "asgi.md").read_text().splitlines()[2]
+        started = header.split("Run ", 1)[1].split(" UTC", 1)[0]
+        write_markdown(samples, FULL, False, started, out / "asgi.md")
+        write_chart(samples, out / "asgi.png")
+        return
+    settings = QUICK if args.quick else FULL
+    binary = build_loadgen()
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    samples = {}
+    t0 = time.monotonic()
+    for rep in range(settings.reps):
+        for loop in args.loop or LOOPS:
+            for name in SERVERS:
+                # Idle memory on a fresh server of its own, as in bench/run.py.
+                phases = [
+                    [w for w in WORKLOADS if w.key == "idle"],
+                    [w for w in WORKLOADS if w.key != "idle"],
+                ]
+                for phase in phases:
+                    try:
+                        server = ServerProcess(name, loop)
+                    except (RuntimeError, OSError) as exc:
+                        print(f"[{rep + 1}/{settings.reps}] {name} ({loop}): cannot start: {exc}")
+                        continue
+                    try:
+                        for work in phase:
+                            try:
+                                value = run_workload(binary, server, work, settings)
+                            except (RuntimeError, OSError, KeyError, ValueError) as e:
+                                print(f"  {name} ({loop}) {work.key}: failed: {e}")
+                                continue
+                            samples.setdefault(loop, {}).setdefault(name, {}).setdefault(
+                                work.key, []
+                            ).append(value)
+                            print(
+                                f"[{rep + 1}/{settings.reps} {time.monotonic() - t0:5.0f}s] "
+                                f"{name:26} {loop:8} {work.key:10} {fmt(value, work.unit):>9} "
+                                f"{work.unit}",
+                                flush=True,
+                            )
+                    finally:
+                        server.stop()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "asgi.json").write_text(json.dumps(samples, indent=1, sort_keys=True) + "\n")
+    write_markdown(samples, settings, args.quick, started, out / "asgi.md")
+    write_chart(samples, out / "asgi.png")
+    print(f"wrote {out / 'asgi.md'}")
+    for target, measured, met in targets(samples):
+        print(f"  {target}: {measured} [{met}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tests of ``shakehands.asgi``: real uvicorn servers, real FastAPI and Starlette applications."""
