@@ -38,6 +38,11 @@ Where it differs from uvicorn's ``websockets-sansio`` (on purpose; see ``docs/as
 - messages over ``ws_max_size``, invalid UTF-8 and other protocol violations close the connection
   with the close code of RFC 6455 (1009, 1007, 1002) and the application's
   ``websocket.disconnect`` carries that code.
+
+Why one module of some 600 lines: it is one class, uvicorn's protocol contract on one side and
+the ASGI events on the other, and each ASGI event changes state the transport side reads (the
+inbox, the owed close frame, the pending denial); split apart, each half would hold half of
+every event's rules.
 """
 
 from __future__ import annotations
@@ -61,9 +66,9 @@ from uvicorn.protocols.utils import (
 )
 from uvicorn.server import ServerState
 
-from .asyncio.base import TransportProtocol
+from .asyncio.base import HoldsCloseForReader, TransportProtocol
 from .protocol.config import ServerConfig, server_config
-from .protocol.connection import Close, State, close_hold_limit
+from .protocol.connection import Close, State
 from .protocol.errors import CloseCode
 from .protocol.headers import FIELD_VALUE_RE, TOKEN_RE, Headers
 from .protocol.http11 import Request, Response
@@ -131,7 +136,7 @@ def _header_pairs(headers: object, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
-class UvicornWebSocket(TransportProtocol):
+class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     """A uvicorn WebSocket protocol class driving the shakehands core.
 
     uvicorn creates one per upgrade request: ``UvicornWebSocket(config, server_state,
@@ -250,9 +255,7 @@ class UvicornWebSocket(TransportProtocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._close_hold_timer is not None:
-            self._close_hold_timer.cancel()
-            self._close_hold_timer = None
+        self._cancel_close_hold()
         # The close frame received, else the one we sent, else 1006 (no closing handshake).
         close = self.protocol.close_rcvd or self.protocol.close_sent
         if close is not None:
@@ -272,7 +275,7 @@ class UvicornWebSocket(TransportProtocol):
             self._deliver_disconnect(CloseCode.SERVICE_RESTART, "")
             self._close_from_server(CloseCode.SERVICE_RESTART, "")
         elif state is State.CONNECTING and self.scope is not None and self._denial is None:
-            self._refuse(self._internal_error())
+            self._refuse(self.protocol.internal_error("server shutting down"))
         elif state is not State.CLOSING and not self.transport.is_closing():
             self.transport.close()
 
@@ -330,20 +333,6 @@ class UvicornWebSocket(TransportProtocol):
 
     def _has_unread_messages(self) -> bool:
         return self._unread > 0
-
-    def _close_waits_for_reader(self) -> bool:
-        if not self._unread or self._close_hold_expired or self.transport.is_closing():
-            return False
-        if self._close_hold_timer is None:
-            self._close_hold_timer = self.loop.call_later(
-                close_hold_limit(self.close_timeout), self._close_hold_expire
-            )
-        return True
-
-    def _close_hold_expire(self) -> None:
-        self._close_hold_timer = None
-        self._close_hold_expired = True
-        self._release_close()
 
     def _resume_reading(self) -> None:
         if self._reading_paused:
@@ -405,14 +394,6 @@ class UvicornWebSocket(TransportProtocol):
         self._deliver_disconnect(CloseCode.ABNORMAL_CLOSURE, "")
         self._process()
 
-    @staticmethod
-    def _internal_error() -> Response:
-        return Response(
-            500,
-            Headers([("Content-Type", "text/plain; charset=utf-8")]),
-            b"Internal Server Error",
-        )
-
     # -----------------------------------------------------------------------------------------
     # The application
     # -----------------------------------------------------------------------------------------
@@ -443,7 +424,7 @@ class UvicornWebSocket(TransportProtocol):
                 # A denial response cut short: nothing valid can be sent any more.
                 self.transport.close()
             else:
-                self._refuse(self._internal_error())
+                self._refuse(self.protocol.internal_error("the ASGI application failed"))
         elif state is State.OPEN:
             self._close_from_server(code, "")
 

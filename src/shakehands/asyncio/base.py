@@ -19,10 +19,18 @@ import os
 from typing import Any, cast
 
 from ..protocol.config import Config, ConfiguredConnection
-from ..protocol.connection import Close, Connection, Ping, Pong, State, ping_payload
+from ..protocol.connection import (
+    Close,
+    Connection,
+    Ping,
+    Pong,
+    State,
+    close_hold_limit,
+    ping_payload,
+)
 from ..protocol.errors import CloseCode, ConnectionClosed
 
-__all__ = ["TransportProtocol", "write_chunks"]
+__all__ = ["TransportProtocol", "HoldsCloseForReader", "write_chunks"]
 
 logger = logging.getLogger("shakehands")
 
@@ -474,3 +482,41 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
 
     def _handle_close_event(self, event: Close) -> None:
         """Subclasses call this for a :class:`Close` event if they care; nothing to do here."""
+
+
+class HoldsCloseForReader:
+    """Rule 3 of the core for the front ends whose application reads later (coroutines, ASGI
+    apps): an owed close frame waits while received messages are unread, at most
+    :func:`~shakehands.protocol.connection.close_hold_limit` (1 s, or ``close_timeout``).
+
+    Mixed in before :class:`TransportProtocol`; the class declares the two slots
+    ``_close_hold_timer`` (``None``) and ``_close_hold_expired`` (``False``).
+    """
+
+    __slots__ = ()
+
+    _close_hold_timer: asyncio.TimerHandle | None
+    _close_hold_expired: bool
+
+    def _close_waits_for_reader(self: Any) -> bool:
+        if (
+            not self._has_unread_messages()
+            or self._close_hold_expired
+            or self.transport.is_closing()
+        ):
+            return False
+        if self._close_hold_timer is None:
+            self._close_hold_timer = self.loop.call_later(
+                close_hold_limit(self.close_timeout), self._close_hold_expire
+            )
+        return True
+
+    def _close_hold_expire(self: Any) -> None:
+        self._close_hold_timer = None
+        self._close_hold_expired = True
+        self._release_close()
+
+    def _cancel_close_hold(self: Any) -> None:
+        if self._close_hold_timer is not None:
+            self._close_hold_timer.cancel()
+            self._close_hold_timer = None

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 from ..protocol.config import Config
-from ..protocol.connection import Close, Connection, State, close_hold_limit
+from ..protocol.connection import Close, Connection, State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
 from ..protocol.messages import Fragment, Message, is_fragments, unsendable
-from .base import TransportProtocol
+from .base import HoldsCloseForReader, TransportProtocol
 from .messages import Data, Inbox
 
 __all__ = ["WebSocketConnection", "Data"]
@@ -28,7 +28,7 @@ __all__ = ["WebSocketConnection", "Data"]
 _BytesLike = (bytes, bytearray, memoryview)
 
 
-class WebSocketConnection(TransportProtocol):
+class WebSocketConnection(HoldsCloseForReader, TransportProtocol):
     """An open WebSocket connection, used from coroutines (server handlers and clients).
 
     Receive with :meth:`recv` or ``async for message in ws``; send with :meth:`send`; end with
@@ -114,23 +114,8 @@ class WebSocketConnection(TransportProtocol):
     def _has_unread_messages(self) -> bool:
         return bool(self._inbox.messages)
 
-    def _close_waits_for_reader(self) -> bool:
-        if not self._inbox.messages or self._close_hold_expired or self.transport.is_closing():
-            return False
-        if self._close_hold_timer is None:
-            # Rule 3 of the core: the same bound in every layer.
-            self._close_hold_timer = self.loop.call_later(
-                close_hold_limit(self.close_timeout), self._close_hold_expire
-            )
-        return True
-
-    def _close_hold_expire(self) -> None:
-        self._close_hold_expired = True
-        self._release_close()
-
     def _on_connection_lost(self) -> None:
-        if self._close_hold_timer is not None:
-            self._close_hold_timer.cancel()
+        self._cancel_close_hold()
         self._inbox.close()
 
     # -----------------------------------------------------------------------------------------
