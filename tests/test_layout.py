@@ -54,6 +54,22 @@ TWINS = [
 ]
 
 
+#: Files only one layer has, and why: the callback API and broadcast are asyncio's; the seed's
+#: functions work on blocking sockets.
+ONLY_IN = {"asyncio": {"callback.py", "broadcast.py"}, "sync": {"seed.py"}}
+
+
+def test_io_layers_have_the_same_files() -> None:
+    if not SOURCE.is_dir():
+        pytest.skip("no src/shakehands next to tests/ (an installed package is tested)")
+    files = {
+        layer: {p.name for p in (SOURCE / layer).glob("*.py")} - ONLY_IN[layer]
+        for layer in ("asyncio", "sync")
+    }
+    assert files["asyncio"] == files["sync"], files
+    assert {"base.py", "connection.py", "messages.py", "handshake.py", "server.py"} <= files["sync"]
+
+
 def _methods(path: Path, name: str) -> list[str]:
     import ast
 

@@ -23,12 +23,11 @@ from ..protocol.handshake import Request
 from ..protocol.messages import unsendable
 from ..protocol.server import ServerProtocol
 from .base import TransportProtocol, write_chunks
+from .handshake import HANDSHAKE_SLOTS, ServerHandshake
 from .server import (
-    HANDSHAKE_SLOTS,
     ServeContext,
     ServeOptions,
     Server,
-    ServerHandshake,
     split_server_options,
 )
 

@@ -9,7 +9,6 @@ gracefully: 1001 to every client, ``close_timeout`` for their answers, then abor
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
 import socket
@@ -27,15 +26,15 @@ from ..protocol.config import (
     server_config,
 )
 from ..protocol.connection import State
-from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
+from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import (
     Request,
-    Response,
 )
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
 from .base import TransportProtocol
 from .connection import WebSocketConnection
+from .handshake import HANDSHAKE_SLOTS, ServerHandshake
 
 __all__ = ["serve", "Server", "ServerConnection", "ProcessRequest", "Handler"]
 
@@ -45,131 +44,6 @@ logger = logging.getLogger("shakehands.server")
 Handler = Callable[["ServerConnection"], Awaitable[Any]]
 
 C = TypeVar("C", bound=TransportProtocol)
-
-
-#: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
-HANDSHAKE_SLOTS = ("server", "_open_handle", "_over_limit")
-
-
-class ServerHandshake:
-    """The server side of the opening handshake, mixed into both server connection classes.
-
-    It starts ``open_timeout`` at connection, hands the request to ``process_request``, and
-    sends the answer; :meth:`_handshake_complete` is called on a 101.
-    """
-
-    protocol: ServerProtocol
-    transport: asyncio.Transport
-    loop: asyncio.AbstractEventLoop
-    server: Server[Any]
-    ping_interval: float | None
-
-    # No __slots__ here (two bases with slots cannot be mixed): the classes it is mixed into
-    # put HANDSHAKE_SLOTS in theirs and call _init_handshake (a slot of theirs would hide a
-    # default value set here).
-
-    _open_handle: asyncio.TimerHandle | None
-    #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
-    _over_limit: bool
-
-    def _init_handshake(self, server: Server[Any]) -> None:
-        self.server = server
-        self._open_handle = None
-        self._over_limit = False
-
-    def _register(self, transport: asyncio.BaseTransport) -> None:
-        server = self.server
-        server._connections.add(self)
-        limit = self.server.config.max_connections
-        if limit is not None and len(server._admitted) >= limit:
-            self._over_limit = True
-        else:
-            server._admitted.add(self)
-        if self.server.config.open_timeout is not None:
-            self._open_handle = self.loop.call_later(
-                self.server.config.open_timeout, self._open_expired
-            )
-
-    def _unregister(self) -> None:
-        """The TCP connection is gone: forget it (called once, from connection_lost)."""
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        self.server._connections.discard(self)
-        self.server._admitted.discard(self)
-
-    def _open_expired(self) -> None:
-        if self.protocol.state is State.CONNECTING:
-            logger.info("opening handshake timed out; dropping %s", self._peer())
-            self.transport.abort()
-
-    def _peer(self) -> Any:
-        return self.transport.get_extra_info("peername")
-
-    def _got_request(self, request: Request) -> None:
-        request.remote_address = self._peer()
-        if self._over_limit:
-            logger.info("server full (max_connections); refusing %s with 503", self._peer())
-            self._answer(self.protocol.reject_busy())
-            return
-        hook = self.server.config.process_request
-        if hook is None:
-            self._answer(None)
-            return
-        # Stop reading until we answer: the core keeps at most a bounded amount of early data.
-        self.transport.pause_reading()
-        try:
-            result = hook(request)
-        except Exception:
-            logger.exception("process_request failed")
-            self._answer(self.protocol.internal_error())
-            return
-        if inspect.isawaitable(result):
-            task = self.loop.create_task(self._await_hook(result))
-            self.server._tasks.add(task)
-            task.add_done_callback(self.server._tasks.discard)
-        else:
-            self._answer(result)
-
-    async def _await_hook(self, result: Awaitable[Response | None]) -> None:
-        try:
-            response: object = await result
-        except Exception:
-            logger.exception("process_request failed")
-            response = self.protocol.internal_error()
-        self._answer(response)
-
-    def _answer(self, response: object) -> None:
-        if self.transport.is_closing():
-            return
-        if self.protocol.state is not State.CONNECTING:
-            # The core refused the request on its own (too much early data) or the peer left:
-            # read again, or the peer's EOF that ends the half-close would never be seen.
-            self.transport.resume_reading()
-            return
-        if response is not None and not isinstance(response, Response):
-            logger.error("process_request returned %r, not a Response or None", response)
-        # The core decides: a 101, the 4xx the request deserves, the hook's answer, or a 500.
-        response = self.protocol.answer(response)
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        if response.status == 101:
-            if not self.protocol.can_ping:
-                self.ping_interval = None  # draft-76: no keepalive
-            self._handshake_complete()
-        else:
-            exc = self.protocol.handshake_exc
-            if isinstance(exc, InvalidHandshake) and response.status >= 400:
-                logger.info("refused %s: %d %s", self._peer(), response.status, exc.reason)
-        # Read again either way: after a refusal the core discards what comes, but the peer's
-        # EOF must be seen to finish the half-close of _shutdown_transport.
-        if not self.transport.is_reading():
-            self.transport.resume_reading()
-        self._process()  # type: ignore[attr-defined]
-
-    def _handshake_complete(self) -> None:
-        raise NotImplementedError
 
 
 def _default_handler(handler: object) -> bool:

@@ -2,9 +2,9 @@
 
 The 2010 Haskell package offered ``shakeHands``, ``getRequest`` / ``putResponse``, ``getFrame`` and
 ``putFrame`` on a socket handle. Here they are on a :class:`socket.socket`, over the same engine as
-everything else (:func:`.server.read_request`, :func:`.server.answer_request`). One flaw of the
-seed is fixed: :func:`get_frame` returns ``None`` when the peer has gone, so an empty message is
-not mistaken for a disconnect.
+everything else (:func:`.handshake.read_request`, :func:`.handshake.answer_request`). One flaw of
+the seed is fixed: :func:`get_frame` returns ``None`` when the peer has gone, so an empty message
+is not mistaken for a disconnect.
 
 Example (the seed's ``talkTo``)::
 
@@ -29,7 +29,8 @@ from ..protocol.handshake import Request, Response, error_response
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
 from .connection import Connection, Data
-from .server import ServerConnection, answer_request, read_request
+from .handshake import answer_request, read_request
+from .server import ServerConnection
 
 __all__ = [
     "HandshakeError",

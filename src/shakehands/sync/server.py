@@ -3,9 +3,9 @@
 :func:`serve` listens; :meth:`Server.serve_forever` accepts connections and gives each one a
 thread, which answers the opening handshake (after the ``process_request`` hook has seen the
 request: the seed's ``getRequest`` / ``putResponse``), runs ``handler(ws)`` and closes the
-connection when it returns. :func:`server_handshake` is that handshake on its own, for code that
-accepts its own sockets (see :mod:`.seed`). The handshake itself is decided by the sans-I/O
-:class:`~shakehands.protocol.server.ServerProtocol`; this module only moves bytes.
+connection when it returns. The handshake's steps are in :mod:`.handshake` (also for code that
+accepts its own sockets: see :mod:`.seed`); what to answer is decided by the sans-I/O
+:class:`~shakehands.protocol.server.ServerProtocol`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from typing import Any, Unpack
 
 from ..protocol.config import ServerConfig, check_handler, server_config
 from ..protocol.config import ServerOptions as ServerKeywords
-from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake, InvalidRequest
+from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import Request, Response
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
 from .connection import Connection
+from .handshake import REFUSAL_LINGER_BYTES, answer_request, read_request, server_handshake
 
 __all__ = [
     "serve",
@@ -40,6 +41,7 @@ __all__ = [
     "server_handshake",
     "read_request",
     "answer_request",
+    "REFUSAL_LINGER_BYTES",
 ]
 
 logger = logging.getLogger("shakehands.sync.server")
@@ -48,10 +50,6 @@ logger = logging.getLogger("shakehands.sync.server")
 ProcessRequest = Callable[[Request], "Response | None"]
 #: ``handler(ws)``: run in the connection's thread.
 Handler = Callable[["ServerConnection"], Any]
-
-_READ_SIZE = 2**16
-#: After a refused handshake, bytes read and discarded at most while waiting for the peer's EOF.
-REFUSAL_LINGER_BYTES = 2**20
 
 
 class ServerConnection(Connection):
@@ -93,188 +91,6 @@ class ServerOptions:
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with these options."""
         return new_server_protocol(self.config, secure=self.ssl is not None)
-
-
-# ---------------------------------------------------------------------------------------------
-# The handshake, in three steps: read the request, answer it, start the connection
-# ---------------------------------------------------------------------------------------------
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _set_timeout(sock: socket.socket, deadline: float | None) -> None:
-    if deadline is None:
-        sock.settimeout(None)
-        return
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError("opening handshake timed out")
-    sock.settimeout(remaining)
-
-
-def _write(sock: socket.socket, protocol: ServerProtocol) -> None:
-    out = protocol.data_to_send()
-    if out:
-        sock.sendall(b"".join(out))
-
-
-def _end_refused(sock: socket.socket, close_limit: float) -> None:
-    """After an error response: a lingering close.
-
-    Half-close, then read and discard until the peer's EOF, for at most ``close_limit`` seconds
-    (the config's :attr:`~shakehands.protocol.config.Config.close_limit`) and
-    :data:`REFUSAL_LINGER_BYTES`, then close. Closing at once, with bytes of a
-    peer that is still sending unread, would reset the connection, and a reset destroys the
-    answer before the peer reads it.
-    """
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + close_limit
-        left = REFUSAL_LINGER_BYTES
-        while left > 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            data = sock.recv(min(_READ_SIZE, left))
-            if not data:
-                break
-            left -= len(data)
-    except (OSError, ValueError):
-        pass
-    finally:
-        sock.close()
-
-
-def read_request(
-    sock: socket.socket,
-    protocol: ServerProtocol,
-    *,
-    deadline: float | None = None,
-) -> Request:
-    """Read the opening request from ``sock`` into ``protocol`` (the seed's ``getRequest``).
-
-    Raises:
-        InvalidHandshake: the request is malformed or too large; the socket has been answered
-            (400 / 431) and closed (after a lingering close of at most ``close_timeout``).
-        TimeoutError: ``deadline`` (a ``time.monotonic()`` value) passed; the socket is closed.
-    """
-    try:
-        while protocol.request is None and protocol.handshake_exc is None:
-            _set_timeout(sock, deadline)
-            data = sock.recv(_READ_SIZE)
-            if data:
-                protocol.receive_data(data)
-            else:
-                protocol.receive_eof()
-    except TimeoutError:
-        sock.close()
-        raise TimeoutError("opening handshake timed out") from None
-    except OSError as exc:
-        sock.close()
-        raise InvalidRequest(f"connection lost during the handshake: {exc}") from None
-    if protocol.handshake_exc is not None:
-        try:
-            _set_timeout(sock, deadline)
-            _write(sock, protocol)
-        except OSError:
-            pass
-        _end_refused(sock, protocol.config.close_limit)
-        raise protocol.handshake_exc
-    assert protocol.request is not None
-    protocol.request.remote_address = _peer(sock)
-    return protocol.request
-
-
-def _peer(sock: socket.socket) -> Any:
-    try:
-        return sock.getpeername()
-    except OSError:
-        return None
-
-
-def answer_request(
-    sock: socket.socket,
-    protocol: ServerProtocol,
-    response: Response | None = None,
-    *,
-    deadline: float | None = None,
-) -> ServerConnection | None:
-    """Answer the request read by :func:`read_request` (the seed's ``putResponse``).
-
-    ``response`` ``None`` validates the request and upgrades (a 101), or answers the error it
-    deserves; any other :class:`Response` is sent as is. Returns the open connection after a
-    101, with the options of ``protocol.config``; ``None`` after another response (the socket
-    is then closed).
-
-    Raises:
-        InvalidHandshake: the request could not be upgraded; it was answered with
-            :attr:`~shakehands.InvalidHandshake.status` and the socket closed.
-    """
-    upgrade = response is None
-    config = protocol.config
-    # The core decides: a 101, the 4xx the request deserves, the given answer, or a 500.
-    response = protocol.answer(response)
-    try:
-        _set_timeout(sock, deadline)
-        _write(sock, protocol)
-    except OSError:
-        sock.close()
-        if response.status == 101:
-            raise InvalidRequest("connection lost during the handshake") from None
-        return None
-    if response.status != 101:
-        exc = protocol.handshake_exc
-        if response.status >= 400 and exc is not None:
-            logger.info("refused %s: %d %s", _peer(sock), response.status, exc.reason)
-        _end_refused(sock, config.close_limit)
-        if upgrade and exc is not None:
-            raise exc
-        return None
-    connection = ServerConnection(sock, protocol, config)
-    if not protocol.can_ping:
-        connection.ping_interval = None  # draft-76: no keepalive
-    connection.request = protocol.request
-    connection.response = protocol.response
-    connection.subprotocol = protocol.subprotocol
-    connection._start()
-    return connection
-
-
-def server_handshake(
-    sock: socket.socket, options: ServerOptions, *, busy: bool = False
-) -> ServerConnection | None:
-    """Run the whole opening handshake on an accepted socket (TLS included).
-
-    Returns the open connection, or ``None`` when ``process_request`` answered with its own
-    response. Raises :class:`InvalidHandshake` (after answering it) or ``TimeoutError``.
-    """
-    config = options.config
-    deadline = _deadline(config.open_timeout)
-    if options.ssl is not None:
-        try:
-            _set_timeout(sock, deadline)
-            sock = options.ssl.wrap_socket(sock, server_side=True)
-        except (OSError, TimeoutError):
-            sock.close()
-            raise
-    protocol = options.new_protocol()
-    request = read_request(sock, protocol, deadline=deadline)
-    response: Response | None = None
-    if busy:
-        logger.info("server full (max_connections); refusing %s with 503", _peer(sock))
-        response = protocol.reject_busy()
-    elif config.process_request is not None:
-        try:
-            response = config.process_request(request)  # type: ignore[assignment]
-        except Exception:
-            logger.exception("process_request failed")
-            response = protocol.internal_error()
-        if response is not None and not isinstance(response, Response):
-            logger.error("process_request returned %r, not a Response or None", response)
-    return answer_request(sock, protocol, response, deadline=deadline)
 
 
 # ---------------------------------------------------------------------------------------------
