@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
+from typing import Any, Protocol
 
 from ..asyncio.base import TransportProtocol
 from ..asyncio.broadcast import BroadcastResult, SlowClientPolicy, broadcast
@@ -33,7 +34,19 @@ from .memory import MemoryBackend
 __all__ = ["Hub", "connection_of"]
 
 
-def connection_of(connection: object) -> TransportProtocol:
+class ASGIWebSocket(Protocol):
+    """What :func:`connection_of` takes besides a connection: an object with an ASGI ``scope``
+    (a Starlette or FastAPI ``WebSocket``, a Channels consumer)."""
+
+    @property
+    def scope(self) -> Mapping[str, Any]: ...
+
+
+#: A connection, or what leads to one (:func:`connection_of`): an ASGI WebSocket or its scope.
+Subscriber = TransportProtocol | ASGIWebSocket | Mapping[str, Any]
+
+
+def connection_of(connection: Subscriber) -> TransportProtocol:
     """The shakehands connection behind ``connection``: itself if it is one, or the one that
     serves an ASGI WebSocket (a Starlette or FastAPI ``WebSocket``, or its ``scope``) under
     uvicorn with ``--ws shakehands.asgi:UvicornWebSocket`` (the scope carries it as
@@ -141,7 +154,7 @@ class Hub:
     # Subscriptions
     # -----------------------------------------------------------------------------------------
 
-    def subscribe(self, connection: object, topic: str) -> asyncio.Future[None]:
+    def subscribe(self, connection: Subscriber, topic: str) -> asyncio.Future[None]:
         """Deliver messages published on ``topic`` to ``connection`` until it closes.
 
         ``connection``: a shakehands connection, or an ASGI WebSocket that shakehands serves
@@ -170,7 +183,7 @@ class Hub:
         subscribers[connection] = None
         return _follow(self._ready[topic])
 
-    def unsubscribe(self, connection: object, topic: str | None = None) -> None:
+    def unsubscribe(self, connection: Subscriber, topic: str | None = None) -> None:
         """Stop delivering ``topic`` (every topic if ``None``) to ``connection``."""
         connection = connection_of(connection)
         topics = self._topics_of.get(connection)
@@ -195,7 +208,7 @@ class Hub:
         """The local connections subscribed to ``topic``."""
         return list(self._subscribers.get(topic, ()))
 
-    def topics(self, connection: object | None = None) -> set[str]:
+    def topics(self, connection: Subscriber | None = None) -> set[str]:
         """Topics with local subscribers, or those of ``connection``."""
         if connection is None:
             return set(self._subscribers)
