@@ -1,12 +1,17 @@
 """Rooms from ASGI apps: FastAPI endpoints served through shakehands join ``Hub`` rooms.
 
-Two uvicorn servers (as two workers would be) share a room through a real ``redis-server``; the
-FastAPI endpoint hands its Starlette ``WebSocket`` to ``hub.subscribe`` as it is.
+Two uvicorn servers in one process, and ``uvicorn --workers 2`` (two processes), share a room
+through a real ``redis-server``; the FastAPI endpoint hands its Starlette ``WebSocket`` to
+``hub.subscribe`` as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +24,11 @@ from shakehands import Hub, MemoryBackend, RedisBackend
 from shakehands.asgi import UvicornWebSocket
 from shakehands.pubsub import connection_of
 
+from ..helpers import HOST, free_port
 from ..pubsub.pubsub_helpers import RedisServer
 from .asgi_helpers import UvicornThread
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def room_app(backend: Any) -> FastAPI:
@@ -103,6 +111,64 @@ async def test_room_across_two_servers_through_redis(redis_server: RedisServer) 
         await bob.send("from two")
         assert await alice.recv() == "from two"
         assert await bob.recv() == "from two"
+
+
+async def test_room_across_two_uvicorn_workers(redis_server: RedisServer) -> None:
+    """``uvicorn --workers 2``: two processes accepting on one socket share a room through Redis.
+    Clients connect until both workers serve one (each says its process id; at most 40 tries),
+    then a message sent to one worker reaches the member served by the other."""
+    pytest.importorskip("redis")
+    port = free_port()
+    env = dict(os.environ, SHAKEHANDS_TEST_REDIS=redis_server.url)
+    command = [
+        sys.executable, "-m", "uvicorn", "tests.asgi.worker_app:app",
+        "--host", HOST, "--port", str(port), "--workers", "2",
+        "--ws", "shakehands.asgi:UvicornWebSocket", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    members: dict[str, shakehands.ClientConnection] = {}
+    spare: list[shakehands.ClientConnection] = []
+    try:
+        uri = f"ws://{HOST}:{port}/rooms/lobby"
+        for _ in range(200):  # the workers start (10 s at most)
+            try:
+                first = await shakehands.connect(uri)
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("uvicorn --workers 2 did not start")
+        spare.append(first)
+        for attempt in range(40):
+            ws = first if attempt == 0 else await shakehands.connect(uri)
+            joined = await ws.recv()
+            assert isinstance(joined, str) and joined.startswith("joined lobby in ")
+            pid = joined.rpartition(" ")[2]
+            if pid in members:
+                spare.append(ws)
+            else:
+                members[pid] = ws
+            if len(members) == 2:
+                break
+        assert len(members) == 2, "every connection went to one worker"
+        one, two = members.values()
+        # The spare members (all in the room too) are not read from: drop them first.
+        for ws in spare:
+            if ws not in (one, two):
+                await ws.close()
+        await one.send("across workers")
+        assert await two.recv() == "across workers"
+        assert await one.recv() == "across workers"
+        await two.send("and back")
+        assert await one.recv() == "and back"
+    finally:
+        for ws in {*members.values(), *spare}:
+            await ws.close()
+        process.terminate()
+        process.wait(15)
+        if process.stderr:
+            process.stderr.close()
 
 
 def test_connection_of_refuses_other_objects() -> None:
