@@ -8,7 +8,8 @@ bytes read to the core, writes what the core queued, closes the TCP connection w
 so (the server first, RFC 6455 §7.1.1), and runs the timers the core cannot have: keepalive pings,
 the closing-handshake timeout, the abort of a peer that will not let go. Subclasses receive the
 core's events through :meth:`TransportProtocol._on_event`; it knows nothing about coroutines or
-callbacks.
+callbacks. (Some 500 lines: reading, writing, closing and the timers act on the same transport
+state, e.g. the lingering close reads what keepalive and the close timeout also watch.)
 """
 
 from __future__ import annotations

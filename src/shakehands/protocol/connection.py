@@ -29,7 +29,9 @@ each claims RSV bits, decodes what comes in and encodes what goes out, and is re
 Events are plain values: ``str`` for a text message, ``bytes`` for a binary one, and
 :class:`Ping`, :class:`Pong`, :class:`Close` for control frames. The opening handshake is the
 business of the role-specific subclasses in :mod:`.server` and :mod:`.client`; this class starts
-in :attr:`State.OPEN` when used directly.
+in :attr:`State.OPEN` when used directly. (Some 500 lines: the state machine and the send fast
+paths that bypass ``_frame`` must stay side by side, each fast path next to the general one it
+must match byte for byte; the receive side is :mod:`.reader`'s.)
 """
 
 from __future__ import annotations

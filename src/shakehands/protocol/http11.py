@@ -5,7 +5,8 @@ This module owns the bytes of an HTTP/1.1 head (RFC 9112): :class:`Request` and
 request parser (server side) raises :class:`~.errors.InvalidRequest` (400) or
 :class:`~.errors.HeadersTooLarge` (431); the response parser (client side) raises
 :class:`~.errors.InvalidResponse` in response wording, since there the server is at fault.
-WebSocket rules (which headers an upgrade needs) are :mod:`.handshake`'s. No I/O.
+WebSocket rules (which headers an upgrade needs) are :mod:`.handshake`'s. No I/O. (Some 500
+lines: both parsers share one head parser and its limits, and the two message types its output.)
 """
 
 from __future__ import annotations
