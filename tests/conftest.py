@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .helpers import APIS, make_certificate
+from .pubsub.pubsub_helpers import RedisServer
 
 
 @pytest.fixture(params=APIS)
@@ -37,3 +40,20 @@ def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
 def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     """A client context that trusts the test certificate only."""
     return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on 127.0.0.1 (tests/pubsub, tests/asgi); skips without one."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisServer(executable, tmp_path)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        pytest.skip(f"redis-server could not be started: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +51,6 @@ def room_app(backend: Any) -> FastAPI:
             pass
 
     return app
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    server = RedisServer(executable, tmp_path)
-    try:
-        server.start()
-    except (OSError, RuntimeError) as exc:
-        pytest.skip(f"redis-server could not be started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_room_in_one_process() -> None:

@@ -6,29 +6,11 @@ that need it skip, saying why, only when it cannot be started (no ``redis-server
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .pubsub_helpers import ChatProcess, RedisServer
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    server = RedisServer(executable, tmp_path)
-    try:
-        server.start()
-    except (OSError, RuntimeError) as exc:
-        pytest.skip(f"redis-server could not be started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+from .pubsub_helpers import ChatProcess
 
 
 @pytest.fixture
