@@ -136,6 +136,21 @@ def _header_pairs(headers: object, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: uvicorn's default headers (``Server``, ``Date``: a new list each second) as checked pairs.
+_default_headers_cache: tuple[object, list[tuple[str, str]]] = (None, [])
+
+
+def _default_header_pairs(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """:func:`_header_pairs` of uvicorn's default headers, computed once per list (uvicorn
+    replaces the list when the ``Date`` changes): a copy, as the caller may extend it."""
+    global _default_headers_cache
+    source, pairs = _default_headers_cache
+    if source is not headers:
+        pairs = _header_pairs(headers, "default headers")
+        _default_headers_cache = (headers, pairs)
+    return list(pairs)
+
+
 class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     """A uvicorn WebSocket protocol class driving the shakehands core.
 
@@ -524,8 +539,10 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             subprotocol = message.get("subprotocol")
             if subprotocol is not None and not isinstance(subprotocol, str):
                 raise TypeError(f"websocket.accept: subprotocol must be a str, got {subprotocol!r}")
-            headers = _header_pairs(self.default_headers, "default headers")
-            headers += _header_pairs(message.get("headers"), "websocket.accept")
+            headers = _default_header_pairs(self.default_headers)
+            extra = message.get("headers")
+            if extra:
+                headers = headers + _header_pairs(extra, "websocket.accept")
             response = self._response
             assert response is not None
             for name, value in headers:
@@ -533,11 +550,12 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             if subprotocol:
                 response.headers.add("Sec-WebSocket-Protocol", subprotocol)
                 self.protocol.subprotocol = subprotocol
-            logger.info(
-                '%s - "WebSocket %s" [accepted]',
-                get_client_addr(self.scope),  # type: ignore[arg-type]
-                get_path_with_query_string(self.scope),  # type: ignore[arg-type]
-            )
+            if logger.isEnabledFor(logging.INFO):  # the arguments cost 1 % of a handshake
+                logger.info(
+                    '%s - "WebSocket %s" [accepted]',
+                    get_client_addr(self.scope),  # type: ignore[arg-type]
+                    get_path_with_query_string(self.scope),  # type: ignore[arg-type]
+                )
             self._accepted = True
             self._response = None
             self.protocol.answer(response)
