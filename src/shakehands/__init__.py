@@ -16,7 +16,10 @@ from .protocol.errors import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionRefused,
     HeadersTooLarge,
+    HostNotFound,
+    InsecureRedirect,
     InvalidHandshake,
     InvalidOrigin,
     InvalidPayload,
@@ -27,10 +30,15 @@ from .protocol.errors import (
     InvalidUpgrade,
     InvalidURI,
     NegotiationError,
+    NotWebSocketServer,
+    OpenTimeout,
     PayloadTooBig,
     PolicyViolation,
     ProtocolError,
+    RedirectError,
+    RedirectLoop,
     ShakehandsError,
+    TooManyRedirects,
     UnsupportedVersion,
 )
 from .protocol.extensions.permessage_deflate import DeflateOptions
@@ -124,6 +132,22 @@ __all__ += [
     "sync",
 ]
 
+# The client: Unix sockets, and the errors of connecting (issue 15).
+_LAZY["unix_connect"] = ".asyncio"
+_LAZY["TLSVerificationError"] = ".client_errors"
+__all__ += [
+    "ConnectionRefused",
+    "HostNotFound",
+    "InsecureRedirect",
+    "NotWebSocketServer",
+    "OpenTimeout",
+    "RedirectError",
+    "RedirectLoop",
+    "TLSVerificationError",
+    "TooManyRedirects",
+    "unix_connect",
+]
+
 
 def __getattr__(name: str) -> Any:
     """Import a public name (or subpackage) on first use, then keep it in the module."""
@@ -174,6 +198,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         connect,
         serve,
         serve_callbacks,
+        unix_connect,
     )
     from .broadcast import (
         BroadcastResult,
@@ -183,4 +208,5 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         broadcast_counters,
         set_slow_client_policy,
     )
+    from .client_errors import TLSVerificationError
     from .pubsub import Gap, Hub, MemoryBackend, PublishError, RedisBackend
