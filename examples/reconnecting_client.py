@@ -11,6 +11,7 @@ it twice on the same port, and exits once the client has heard from all three se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -63,7 +64,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--demo"]:
         asyncio.run(demo())
     else:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(listen(sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:12345/"))
-        except KeyboardInterrupt:
-            pass
