@@ -17,6 +17,7 @@ from .protocol.errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
     ConnectionRefused,
+    HandshakeInterrupted,
     HeadersTooLarge,
     HostNotFound,
     InsecureRedirect,
@@ -137,6 +138,7 @@ _LAZY["unix_connect"] = ".asyncio"
 _LAZY["TLSVerificationError"] = ".client_errors"
 __all__ += [
     "ConnectionRefused",
+    "HandshakeInterrupted",
     "HostNotFound",
     "InsecureRedirect",
     "NotWebSocketServer",

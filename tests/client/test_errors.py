@@ -4,6 +4,7 @@ reason, "not a WebSocket server" with the status and the body's first bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 import shakehands
 from shakehands import (
     ConnectionRefused,
+    HandshakeInterrupted,
     HostNotFound,
+    InvalidResponse,
     InvalidStatus,
     InvalidURI,
     NotWebSocketServer,
@@ -156,3 +159,25 @@ async def test_unix_socket_refused(client: Client, tmp_path: Path) -> None:
         with pytest.raises(ConnectionRefused) as caught:
             await client.open("ws://localhost/", unix_path=str(path))
     assert f"{path} refused the connection" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"", "connection closed before any response"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n", "during the handshake"),
+    ],
+)
+async def test_server_closes_during_handshake(client: Client, answer: bytes, message: str) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(HandshakeInterrupted, match=message) as caught:
+            await client.open(f"ws://{HOST}:{port}/")
+    assert isinstance(caught.value, InvalidResponse)

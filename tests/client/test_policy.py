@@ -12,6 +12,7 @@ import pytest
 import shakehands
 from shakehands import (
     ConnectionRefused,
+    HandshakeInterrupted,
     HostNotFound,
     InsecureRedirect,
     InvalidResponse,
@@ -108,6 +109,7 @@ def status(code: int) -> InvalidStatus:
         (InsecureRedirect("downgrade", Response(301)), False),
         (InvalidURI("bad"), False),
         (InvalidResponse("bad accept"), False),
+        (HandshakeInterrupted("connection closed before any response"), True),
         (TLSVerificationError("self-signed certificate"), False),
         (ValueError(), False),
     ],

@@ -39,9 +39,9 @@ from ..protocol.config import ClientConfig, ClientOptions, client_config
 from ..protocol.connection import State
 from ..protocol.errors import (
     ConnectionRefused,
+    HandshakeInterrupted,
     HostNotFound,
     InvalidHandshake,
-    InvalidResponse,
     InvalidStatus,
     OpenTimeout,
 )
@@ -89,7 +89,7 @@ class ClientConnection(WebSocketConnection):
     def _on_connection_lost(self) -> None:
         super()._on_connection_lost()
         if not self.handshake_done.done():
-            exc = self.protocol.handshake_exc or InvalidResponse(
+            exc = self.protocol.handshake_exc or HandshakeInterrupted(
                 "connection closed during the handshake"
             )
             self.handshake_done.set_exception(exc)

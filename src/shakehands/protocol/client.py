@@ -18,6 +18,7 @@ from .connection import Connection, Role, State
 from .errors import (
     CloseCode,
     ConnectionRefused,
+    HandshakeInterrupted,
     HostNotFound,
     InsecureRedirect,
     InvalidHandshake,
@@ -222,12 +223,13 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a failed connection attempt is worth retrying (the reconnecting iterators' rule).
 
     Yes: connection refused, reset or aborted, timeouts, other network errors (``OSError``), a
-    temporary DNS failure, a 5xx answer. No: invalid URIs, 4xx and other answers, redirect
-    errors, TLS certificate verification failures, unknown hosts, anything else.
+    temporary DNS failure, a connection closed during the handshake, a 5xx answer. No: invalid
+    URIs, 4xx and other answers, redirect errors, TLS certificate verification failures,
+    unknown hosts, anything else.
     """
     if isinstance(exc, HostNotFound):
         return exc.errno == _EAI_AGAIN
-    if isinstance(exc, (ConnectionRefused, OpenTimeout)):
+    if isinstance(exc, (ConnectionRefused, OpenTimeout, HandshakeInterrupted)):
         return True
     if isinstance(exc, InvalidStatus):
         return type(exc) is InvalidStatus and 500 <= exc.response.status <= 599
@@ -432,7 +434,7 @@ class ClientProtocol(Connection):
             if response is not None:
                 self._got_response(response)
             if self.handshake_exc is None:
-                self.handshake_exc = InvalidResponse(
+                self.handshake_exc = HandshakeInterrupted(
                     "connection closed before any response"
                     if self.nothing_received
                     else "connection closed during the handshake"

@@ -35,6 +35,7 @@ __all__ = [
     "InvalidState",
     "InvalidURI",
     "NotWebSocketServer",
+    "HandshakeInterrupted",
     "RedirectError",
     "TooManyRedirects",
     "RedirectLoop",
@@ -152,6 +153,11 @@ class NotWebSocketServer(InvalidStatus):
 
     The message has the status and the first bytes of the body; :attr:`response` has them all.
     """
+
+
+class HandshakeInterrupted(InvalidResponse):
+    """Client side: the server closed the connection before its answer was complete (a server
+    that is stopping drops the handshakes in progress; a reconnecting client tries again)."""
 
 
 class RedirectError(InvalidStatus):
