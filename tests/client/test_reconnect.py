@@ -364,3 +364,34 @@ def test_sync_reconnect_arguments_checked_at_once() -> None:
         sync.reconnect("ws://example.com/", backoff_factor=0.5)
     with pytest.raises(TypeError, match="unknown client option"):
         sync.reconnect("ws://example.com/", nonsense=1)  # type: ignore[call-arg]
+
+
+def test_sync_unix_reconnects() -> None:
+    import os
+    import socket
+
+    path = f"/tmp/sh-sync-reconnect-{os.getpid()}.sock"
+    connections = [0]
+
+    def handler(ws: sync.ServerConnection) -> None:
+        connections[0] += 1
+        if connections[0] == 1:
+            ws.close(1013)
+        else:
+            ws.send("back")
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    try:
+        got: list[str | bytes] = []
+        with sync_server(handler, sock=listener):
+            for ws in sync.reconnect("ws://localhost/", unix_path=path, **FAST):
+                try:
+                    got += list(ws)
+                except ConnectionClosed:
+                    continue
+        assert got == ["back"]
+        assert ws.uri == "ws://localhost/"
+    finally:
+        os.unlink(path)

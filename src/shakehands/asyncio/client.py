@@ -203,6 +203,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         TLSVerificationError: the server's certificate was rejected (the reason is in the
             message and ``verify_message``).
         NotWebSocketServer: a plain HTTP answer (2xx): not a WebSocket endpoint.
+        HandshakeInterrupted: the server closed the connection before answering in full.
         InvalidStatus: the server refused the upgrade (it carries the response).
         RedirectError: a redirect that cannot be followed (:class:`~shakehands.RedirectLoop`,
             :class:`~shakehands.TooManyRedirects`, :class:`~shakehands.InsecureRedirect`).
