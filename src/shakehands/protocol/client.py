@@ -52,9 +52,11 @@ __all__ = [
     "REDIRECT_STATUSES",
     "RETRY_CLOSE_CODES",
     "Backoff",
+    "basic_authorization",
     "follow_redirect",
     "is_transient",
     "redact",
+    "refusal",
 ]
 
 #: The redirects a client follows (RFC 9110 §15.4); 300 and 304 are not redirects to follow.
