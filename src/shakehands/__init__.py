@@ -16,7 +16,11 @@ from .protocol.errors import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionRefused,
+    HandshakeInterrupted,
     HeadersTooLarge,
+    HostNotFound,
+    InsecureRedirect,
     InvalidHandshake,
     InvalidOrigin,
     InvalidPayload,
@@ -27,10 +31,15 @@ from .protocol.errors import (
     InvalidUpgrade,
     InvalidURI,
     NegotiationError,
+    NotWebSocketServer,
+    OpenTimeout,
     PayloadTooBig,
     PolicyViolation,
     ProtocolError,
+    RedirectError,
+    RedirectLoop,
     ShakehandsError,
+    TooManyRedirects,
     UnsupportedVersion,
 )
 from .protocol.extensions.permessage_deflate import DeflateOptions
@@ -124,6 +133,23 @@ __all__ += [
     "sync",
 ]
 
+# The client: Unix sockets, and the errors of connecting (issue 15).
+_LAZY["unix_connect"] = ".asyncio"
+_LAZY["TLSVerificationError"] = ".client_errors"
+__all__ += [
+    "ConnectionRefused",
+    "HandshakeInterrupted",
+    "HostNotFound",
+    "InsecureRedirect",
+    "NotWebSocketServer",
+    "OpenTimeout",
+    "RedirectError",
+    "RedirectLoop",
+    "TLSVerificationError",
+    "TooManyRedirects",
+    "unix_connect",
+]
+
 
 def __getattr__(name: str) -> Any:
     """Import a public name (or subpackage) on first use, then keep it in the module."""
@@ -174,6 +200,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         connect,
         serve,
         serve_callbacks,
+        unix_connect,
     )
     from .broadcast import (
         BroadcastResult,
@@ -183,4 +210,5 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         broadcast_counters,
         set_slow_client_policy,
     )
+    from .client_errors import TLSVerificationError
     from .pubsub import Gap, Hub, MemoryBackend, PublishError, RedisBackend

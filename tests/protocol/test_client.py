@@ -392,7 +392,10 @@ def test_client_message_limits() -> None:
         ("ws://[::1]:8080/", WebSocketURI(False, "::1", 8080, "/")),
         ("wss://[2001:db8::1]/x", WebSocketURI(True, "2001:db8::1", 443, "/x")),
         ("WS://Example.COM/", WebSocketURI(False, "example.com", 80, "/")),
-        ("ws://user:pass@example.com/", WebSocketURI(False, "example.com", 80, "/")),
+        (
+            "ws://user:pass@example.com/",
+            WebSocketURI(False, "example.com", 80, "/", ("user", "pass")),
+        ),
         ("ws://example.com?q", WebSocketURI(False, "example.com", 80, "/?q")),
     ],
 )

@@ -6,7 +6,7 @@ core, and turn its events into awaitables or callbacks. No framing or handshake 
 
 from .base import TransportProtocol
 from .callback import CallbackConnection, Listener, serve_callbacks
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, unix_connect
 from .connection import WebSocketConnection
 from .server import Server, ServerConnection, serve
 
@@ -21,4 +21,5 @@ __all__ = [
     "connect",
     "serve",
     "serve_callbacks",
+    "unix_connect",
 ]

@@ -3,23 +3,54 @@
 :class:`ClientConnection` sends the upgrade request built by the sans-I/O
 :class:`~shakehands.protocol.client.ClientProtocol`, waits (at most ``open_timeout``) for the
 server's answer, and then offers the same coroutine API as server connections.
+
+:class:`connect` also follows redirects and, iterated (``async for ws in connect(uri)``),
+reconnects with backoff; :class:`unix_connect` is the same over a Unix domain socket. The one
+place that opens the byte stream (TCP or Unix, then TLS) is :meth:`connect._open_transport`.
+The policies (which redirects, which failures are worth a retry, the backoff) are in the core:
+:mod:`shakehands.protocol.client`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import ssl as ssl_module
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from types import TracebackType
 from typing import Any, Unpack
 
-from ..protocol.client import NOT_TLS_REASONS, ClientProtocol, parse_uri, wrong_scheme
+from ..client_errors import tls_verification_error
+from ..protocol.client import (
+    NOT_TLS_REASONS,
+    REDIRECT_STATUSES,
+    RETRY_CLOSE_CODES,
+    Backoff,
+    ClientProtocol,
+    WebSocketURI,
+    follow_redirect,
+    is_transient,
+    parse_uri,
+    redact,
+    wrong_scheme,
+)
 from ..protocol.config import ClientConfig, ClientOptions, client_config
-from ..protocol.errors import InvalidHandshake, InvalidResponse
+from ..protocol.connection import State
+from ..protocol.errors import (
+    ConnectionRefused,
+    HandshakeInterrupted,
+    HostNotFound,
+    InvalidHandshake,
+    InvalidStatus,
+    OpenTimeout,
+)
 from ..protocol.handshake import Response
 from .connection import WebSocketConnection
 
-__all__ = ["connect", "ClientConnection"]
+__all__ = ["connect", "unix_connect", "ClientConnection"]
+
+logger = logging.getLogger("shakehands.client")
 
 
 class ClientConnection(WebSocketConnection):
@@ -27,12 +58,14 @@ class ClientConnection(WebSocketConnection):
 
     protocol: ClientProtocol
 
-    __slots__ = ("handshake_done",)
+    __slots__ = ("handshake_done", "uri")
 
     def __init__(self, protocol: ClientProtocol, config: ClientConfig) -> None:
         super().__init__(protocol, config)
         self.request = protocol.request
         self.handshake_done: asyncio.Future[None] = self.loop.create_future()
+        #: The URI this connection was opened to: the last one after redirects.
+        self.uri = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -56,7 +89,7 @@ class ClientConnection(WebSocketConnection):
     def _on_connection_lost(self) -> None:
         super()._on_connection_lost()
         if not self.handshake_done.done():
-            exc = self.protocol.handshake_exc or InvalidResponse(
+            exc = self.protocol.handshake_exc or HandshakeInterrupted(
                 "connection closed during the handshake"
             )
             self.handshake_done.set_exception(exc)
@@ -84,34 +117,111 @@ async def _speaks_tls(host: str, port: int) -> bool:
     return True
 
 
+class _Attempt:
+    """What one connection attempt is doing, so that a timeout can say so."""
+
+    __slots__ = ("phase",)
+
+    def __init__(self) -> None:
+        self.phase = "TCP connect"
+
+
+async def _tcp_connect(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking TCP socket to ``host:port`` (each address in turn).
+
+    Raises:
+        HostNotFound: ``host`` does not resolve.
+        ConnectionRefused: every address refused the connection.
+        OSError: another network error (of the last address tried).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HostNotFound(f"cannot resolve {host!r}: {exc.strerror}", exc.errno) from exc
+    errors: list[OSError] = []
+    for family, type_, proto, _, address in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if errors and all(isinstance(exc, ConnectionRefusedError) for exc in errors):
+        raise ConnectionRefused(
+            f"{host}:{port} refused the connection (is the server running?)"
+        ) from errors[-1]
+    if errors:
+        raise errors[-1]
+    raise HostNotFound(f"{host!r} resolved to no address")  # pragma: no cover
+
+
 class connect:  # noqa: N801 - used like a function, as in `async with connect(uri)`
-    """Open a client connection; await it, or use it as an async context manager.
+    """Open a client connection: await it, use it as an async context manager, or iterate it
+    to reconnect whenever the connection is lost.
 
     Args:
-        uri: ``ws://host[:port]/path`` or ``wss://...``.
+        uri: ``ws://host[:port]/path`` or ``wss://...``; ``ws://user:password@host/`` sends
+            ``Authorization: Basic`` (unless ``extra_headers`` has an ``Authorization``).
         origin: an ``Origin`` header to send.
         subprotocols: subprotocols to offer, in order of preference.
         extra_headers: more request headers.
-        open_timeout: seconds for TCP, TLS and the handshake together.
+        open_timeout: seconds for DNS, TCP, TLS and the handshake together (each redirect
+            gets its own).
         ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
+        server_hostname: the name to check the server's certificate against (default: the
+            URI's host).
+        max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
+        backoff_initial_delay, backoff_factor, backoff_max_delay: when iterated, the wait
+            before the n-th retry is random in ``[0, min(max, initial * factor ** n)]``
+            (see :class:`~shakehands.protocol.client.Backoff`).
         max_message_size, max_frame_size, max_queue, write_limit, ping_interval, ping_timeout,
         close_timeout, compression: as for :func:`~shakehands.serve`.
 
-    Every option is defined, with its default, in
+    Every WebSocket option is defined, with its default, in
     :class:`~shakehands.protocol.config.ClientConfig` (and the README's options table).
+
+    ``async for ws in connect(uri)`` yields a new connection each time the previous one is
+    lost: it retries (logging each attempt to the ``shakehands.client`` logger) after connection
+    refused, reset or timed out and 5xx answers, and connects again after the server closed
+    with 1001, 1006, 1011, 1012 or 1013; it raises at once on 4xx answers, invalid URIs, TLS
+    certificate failures and redirect errors. Another close code from the server ends the
+    iteration; so does a ``break``. Starting the next iteration while the connection is open
+    closes it and connects again. See ``docs/client.md``.
 
     Raises:
         InvalidURI: the URI is not ws:// or wss://.
-        InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
-            carries its response) or answered wrongly; :class:`~shakehands.InvalidResponse`
-            also for a ws:// URI of a TLS server or a wss:// URI of a plain one (the message
-            names the scheme to use).
-        OSError, TimeoutError: the connection could not be made in time.
+        HostNotFound: the host name does not resolve.
+        ConnectionRefused: nothing listens at the host and port.
+        OpenTimeout: ``open_timeout`` ran out; its ``phase`` says during what.
+        TLSVerificationError: the server's certificate was rejected (the reason is in the
+            message and ``verify_message``).
+        NotWebSocketServer: a plain HTTP answer (2xx): not a WebSocket endpoint.
+        HandshakeInterrupted: the server closed the connection before answering in full.
+        InvalidStatus: the server refused the upgrade (it carries the response).
+        RedirectError: a redirect that cannot be followed (:class:`~shakehands.RedirectLoop`,
+            :class:`~shakehands.TooManyRedirects`, :class:`~shakehands.InsecureRedirect`).
+        InvalidHandshake: any other wrong answer; :class:`~shakehands.InvalidResponse` also for
+            a ws:// URI of a TLS server or a wss:// URI of a plain one (it names the scheme).
+        OSError: another network error.
 
     Example::
 
         async with connect("ws://127.0.0.1:12345/") as ws:
             print(await ws.recv())
+
+        async for ws in connect("ws://127.0.0.1:12345/"):
+            try:
+                async for message in ws:
+                    print(message)
+            except ConnectionClosed:
+                continue
     """
 
     def __init__(
@@ -120,6 +230,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         *,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
+        max_redirects: int = 10,
+        backoff_initial_delay: float = 1.0,
+        backoff_factor: float = 1.618,
+        backoff_max_delay: float = 60.0,
         **options: Unpack[ClientOptions],
     ) -> None:
         self.uri = uri
@@ -133,29 +247,86 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             raise ValueError("an ssl context needs a wss:// URI")
         self.ssl = ssl
         self.server_hostname = server_hostname
+        if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
+            raise TypeError(f"max_redirects must be an int, got {max_redirects!r}")
+        if max_redirects < 0:
+            raise ValueError(f"max_redirects must be >= 0, got {max_redirects!r}")
+        self.max_redirects = max_redirects
+        #: The delays between reconnection attempts.
+        self.backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
+        #: A Unix domain socket to connect to instead of the URI's host and port.
+        self.unix_path: str | None = None
         self.connection: ClientConnection | None = None
 
-    async def _open(self) -> ClientConnection:
+    def _ssl_for(self, wsuri: WebSocketURI) -> tuple[ssl_module.SSLContext | None, str]:
+        """The TLS context and server name for ``wsuri`` (a redirect may change the scheme
+        or the host)."""
+        if not wsuri.secure:
+            return None, wsuri.host
+        context = self.ssl or ssl_module.create_default_context()
+        if wsuri.host == self.wsuri.host and self.server_hostname is not None:
+            return context, self.server_hostname
+        return context, wsuri.host
+
+    async def _open_transport(
+        self,
+        factory: Callable[[], ClientConnection],
+        wsuri: WebSocketURI,
+        attempt: _Attempt,
+    ) -> ClientConnection:
+        """Open the byte stream (TCP or Unix, then TLS for wss://) and the connection on it.
+
+        The one place that decides how the client reaches the server.
+        """
         loop = asyncio.get_running_loop()
-        wsuri = self.wsuri
+        attempt.phase = "TCP connect"
+        if self.unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, self.unix_path)
+            except ConnectionRefusedError as exc:
+                sock.close()
+                raise ConnectionRefused(
+                    f"{self.unix_path} refused the connection (is the server running?)"
+                ) from exc
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = await _tcp_connect(wsuri.host, wsuri.port)
+        context, server_hostname = self._ssl_for(wsuri)
+        kwargs: dict[str, Any] = {}
+        if context is not None:
+            attempt.phase = "TLS handshake"
+            kwargs["ssl"] = context
+            kwargs["server_hostname"] = server_hostname
+        try:
+            _, connection = await loop.create_connection(factory, sock=sock, **kwargs)
+        except ssl_module.SSLCertVerificationError as exc:
+            sock.close()
+            raise tls_verification_error(exc, server_hostname) from exc
+        except ssl_module.SSLError as exc:
+            sock.close()
+            if exc.reason in NOT_TLS_REASONS:
+                raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        attempt.phase = "WebSocket handshake"
+        return connection
+
+    async def _handshake(self, uri: str) -> ClientConnection:
+        """One request to ``uri``, within ``open_timeout``."""
+        wsuri = parse_uri(uri)
+        attempt = _Attempt()
 
         def factory() -> ClientConnection:
-            return ClientConnection(ClientProtocol(self.uri, self.config), self.config)
-
-        kwargs: dict[str, Any] = {}
-        if self.ssl is not None:
-            kwargs["ssl"] = self.ssl
-            kwargs["server_hostname"] = self.server_hostname or wsuri.host
+            return ClientConnection(ClientProtocol(uri, self.config), self.config)
 
         async def handshake() -> ClientConnection:
-            try:
-                _, connection = await loop.create_connection(
-                    factory, wsuri.host, wsuri.port, **kwargs
-                )
-            except ssl_module.SSLError as exc:
-                if exc.reason in NOT_TLS_REASONS:
-                    raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
-                raise
+            connection = await self._open_transport(factory, wsuri, attempt)
             try:
                 await connection.handshake_done
             except BaseException as exc:
@@ -163,6 +334,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
                 if (
                     isinstance(exc, (InvalidHandshake, OSError))
                     and not wsuri.secure
+                    and self.unix_path is None
                     and connection.protocol.nothing_received
                     and await _speaks_tls(wsuri.host, wsuri.port)
                 ):
@@ -171,11 +343,32 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             return connection
 
         try:
-            connection = await asyncio.wait_for(handshake(), self.open_timeout)
-        except TimeoutError:
-            raise TimeoutError(f"opening handshake with {self.uri} timed out") from None
-        self.connection = connection
-        return connection
+            return await asyncio.wait_for(handshake(), self.open_timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, OpenTimeout):
+                raise
+            raise OpenTimeout(
+                f"opening handshake with {redact(uri)} timed out during the {attempt.phase} "
+                f"(open_timeout={self.open_timeout} s)",
+                attempt.phase,
+            ) from None
+
+    async def _open(self) -> ClientConnection:
+        uri = self.uri
+        visited = [uri]
+        while True:
+            try:
+                connection = await self._handshake(uri)
+            except InvalidStatus as exc:
+                response: Response = exc.response
+                if response.status not in REDIRECT_STATUSES or self.max_redirects == 0:
+                    raise
+                uri = follow_redirect(uri, response, visited, self.max_redirects)
+                logger.info("HTTP %d: redirected to %s", response.status, redact(uri))
+                continue
+            connection.uri = uri
+            self.connection = connection
+            return connection
 
     def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._open().__await__()
@@ -191,3 +384,86 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
     ) -> None:
         if self.connection is not None:
             await self.connection.close()
+
+    async def __aiter__(self) -> AsyncIterator[ClientConnection]:
+        """Connect, yield the connection, and connect again when it is lost (see above)."""
+        where = redact(self.uri) if self.unix_path is None else f"{self.unix_path} (unix)"
+        delays = self.backoff.delays()
+        attempt = 0
+        while True:
+            attempt += 1
+            logger.info("connecting to %s (attempt %d)", where, attempt)
+            try:
+                connection = await self._open()
+            except Exception as exc:
+                if not is_transient(exc):
+                    logger.error("connecting to %s failed, giving up: %s", where, exc)
+                    raise
+                delay = next(delays)
+                logger.warning("connecting to %s failed: %s; retrying in %.2f s", where, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            logger.info("connected to %s", where)
+            try:
+                yield connection
+            except BaseException:  # GeneratorExit: the caller broke out of the loop
+                await connection.close()
+                raise
+            # The caller asks for the next connection.
+            was_open = connection.state is State.OPEN
+            await connection.close()
+            attempt = 0
+            delays = self.backoff.delays()
+            if was_open:
+                continue
+            code = connection.close_code
+            if code not in RETRY_CLOSE_CODES:
+                logger.info("%s closed the connection with %s: not reconnecting", where, code)
+                return
+            delay = next(delays)
+            logger.warning(
+                "%s closed the connection with %s; reconnecting in %.2f s", where, code, delay
+            )
+            await asyncio.sleep(delay)
+
+
+class unix_connect(connect):  # noqa: N801 - used like a function, as connect
+    """:class:`connect` over a Unix domain socket at ``path`` (awaited, ``async with``, or
+    iterated to reconnect, as :class:`connect`).
+
+    Args:
+        path: the socket's path in the file system.
+        uri: the URI of the request (its host goes into ``Host``, its path and query into the
+            request line; ``wss://`` runs TLS over the socket); by default ``ws://localhost/``.
+        **kwargs: as for :class:`connect`.
+
+    Example::
+
+        async with unix_connect("/run/app.sock") as ws:
+            await ws.send("hello")
+    """
+
+    def __init__(
+        self,
+        path: str,
+        uri: str = "ws://localhost/",
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        max_redirects: int = 10,
+        backoff_initial_delay: float = 1.0,
+        backoff_factor: float = 1.618,
+        backoff_max_delay: float = 60.0,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        super().__init__(
+            uri,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            max_redirects=max_redirects,
+            backoff_initial_delay=backoff_initial_delay,
+            backoff_factor=backoff_factor,
+            backoff_max_delay=backoff_max_delay,
+            **options,
+        )
+        self.unix_path = str(path)

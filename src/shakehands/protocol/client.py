@@ -6,18 +6,32 @@ server's response and checks it (``Sec-WebSocket-Accept``, subprotocol), then re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Unpack
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from .config import ClientConfig, ClientOptions, client_config
 from .connection import Connection, Role, State
 from .errors import (
+    CloseCode,
+    ConnectionRefused,
+    HandshakeInterrupted,
+    HostNotFound,
+    InsecureRedirect,
     InvalidHandshake,
     InvalidResponse,
     InvalidStatus,
     InvalidURI,
     NegotiationError,
+    NotWebSocketServer,
+    OpenTimeout,
+    RedirectError,
+    RedirectLoop,
+    ShakehandsError,
+    TooManyRedirects,
 )
 from .extensions.permessage_deflate import client_accept, client_offer
 from .handshake import (
@@ -29,7 +43,39 @@ from .handshake import (
     generate_key,
 )
 
-__all__ = ["ClientProtocol", "WebSocketURI", "parse_uri", "wrong_scheme", "NOT_TLS_REASONS"]
+__all__ = [
+    "ClientProtocol",
+    "WebSocketURI",
+    "parse_uri",
+    "wrong_scheme",
+    "NOT_TLS_REASONS",
+    "REDIRECT_STATUSES",
+    "RETRY_CLOSE_CODES",
+    "Backoff",
+    "basic_authorization",
+    "follow_redirect",
+    "is_transient",
+    "redact",
+    "refusal",
+]
+
+#: The redirects a client follows (RFC 9110 §15.4); 300 and 304 are not redirects to follow.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+#: Close codes after which a reconnecting client connects again: the server went away (1001),
+#: failed (1011), restarts (1012) or is overloaded (1013), or the connection was lost (1006).
+RETRY_CLOSE_CODES = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        CloseCode.ABNORMAL_CLOSURE,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
+    }
+)
+
+#: How many bytes of a refusal's body its error message quotes.
+BODY_EXCERPT = 80
 
 #: OpenSSL's reasons (``ssl.SSLError.reason``) for a TLS handshake answered with something that
 #: is not TLS: a wss:// URI for a plain-text server (its ``400 Bad Request``, say).
@@ -46,6 +92,9 @@ class WebSocketURI:
     host: str
     port: int
     resource: str
+    #: ``(user, password)`` from ``ws://user:pass@host/``, percent-decoded; sent as
+    #: ``Authorization: Basic``. Not in the repr, so that it stays out of logs.
+    user_info: tuple[str, str] | None = field(default=None, repr=False)
 
 
 def parse_uri(uri: str) -> WebSocketURI:
@@ -71,7 +120,175 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs may not have")
     secure = parts.scheme == "wss"
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource)
+    user_info = None
+    if parts.username is not None or parts.password is not None:
+        if parts.password is None:
+            raise InvalidURI(f"{redact(uri)!r} has a user but no password (use user:password@)")
+        user_info = (unquote(parts.username or ""), unquote(parts.password))
+    return WebSocketURI(
+        secure, parts.hostname, port or (443 if secure else 80), resource, user_info
+    )
+
+
+def redact(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (for messages and logs).
+
+    Example:
+        >>> redact("ws://alice:secret@example.com/chat")
+        'ws://alice:***@example.com/chat'
+    """
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return uri
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header value for HTTP Basic auth (RFC 7617), UTF-8 encoded.
+
+    Example:
+        >>> basic_authorization("alice", "secret")
+        'Basic YWxpY2U6c2VjcmV0'
+    """
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def follow_redirect(uri: str, response: Response, visited: list[str], max_redirects: int) -> str:
+    """The URI a redirect ``response`` to a request for ``uri`` points to.
+
+    ``visited`` lists the URIs requested so far in this attempt, the first one included (the
+    target is appended to it);
+    ``Location`` may be relative or absolute; ``http://`` and ``https://`` become ``ws://`` and
+    ``wss://``. Credentials (``user:pass@``) are kept for the same scheme, host and port only.
+
+    Raises:
+        RedirectError: no ``Location`` header, or a target that is not a ws/wss/http/https URI.
+        InsecureRedirect: ``wss://`` redirected to ``ws://``.
+        RedirectLoop: the target was requested already.
+        TooManyRedirects: more than ``max_redirects`` redirects.
+
+    Example:
+        >>> from shakehands import Response
+        >>> visited = ["ws://a.example/x"]
+        >>> follow_redirect(visited[-1], Response(302, {"Location": "/y"}), visited, 10)
+        'ws://a.example/y'
+    """
+    status = response.status
+    location = response.headers.get("Location")
+    if location is None:
+        raise RedirectError(f"HTTP {status} redirect without a Location header", response)
+    target = urljoin(uri, location.strip())
+    parts = urlsplit(target)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise RedirectError(
+            f"HTTP {status} redirect to {location!r}, which is not a WebSocket URI", response
+        )
+    parts = parts._replace(scheme=scheme, fragment="")
+    old = parse_uri(uri)
+    if old.secure and scheme == "ws":
+        raise InsecureRedirect(
+            f"HTTP {status} redirect from {redact(uri)} to {redact(urlunsplit(parts))}: "
+            "refusing to downgrade wss:// to ws://",
+            response,
+        )
+    try:
+        new = parse_uri(urlunsplit(parts))
+    except InvalidURI as exc:
+        raise RedirectError(f"HTTP {status} redirect to an invalid URI: {exc}", response) from None
+    same_origin = (new.secure, new.host, new.port) == (old.secure, old.host, old.port)
+    if new.user_info is None and old.user_info is not None and same_origin:
+        credentials = urlsplit(uri).netloc.rpartition("@")[0]
+        parts = parts._replace(netloc=f"{credentials}@{parts.netloc}")
+    target = urlunsplit(parts)
+    if target in visited:
+        raise RedirectLoop(
+            f"redirect loop: {redact(uri)} redirects (HTTP {status}) to {redact(target)}, "
+            "requested already",
+            response,
+        )
+    visited.append(target)
+    if len(visited) - 1 > max_redirects:
+        raise TooManyRedirects(
+            f"more than {max_redirects} redirects (the last, HTTP {status}, to {redact(target)})",
+            response,
+        )
+    return target
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed connection attempt is worth retrying (the reconnecting iterators' rule).
+
+    Yes: connection refused, reset or aborted, timeouts, other network errors (``OSError``), a
+    temporary DNS failure, a connection closed during the handshake, a 5xx answer. No: invalid
+    URIs, 4xx and other answers, redirect errors, TLS certificate verification failures,
+    unknown hosts, anything else.
+    """
+    if isinstance(exc, HostNotFound):
+        return exc.errno == _EAI_AGAIN
+    if isinstance(exc, (ConnectionRefused, OpenTimeout, HandshakeInterrupted)):
+        return True
+    if isinstance(exc, InvalidStatus):
+        return type(exc) is InvalidStatus and 500 <= exc.response.status <= 599
+    if isinstance(exc, ShakehandsError):
+        return False
+    return isinstance(exc, OSError)
+
+
+#: ``socket.EAI_AGAIN`` on Linux and the BSDs (the core does not import socket); the I/O layers
+#: pass getaddrinfo's code through, so only a temporary failure matches.
+_EAI_AGAIN = -3
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter between connection attempts.
+
+    The n-th delay (from 0) is drawn uniformly from ``[0, min(max_delay, initial_delay *
+    factor ** n)]`` ("full jitter": clients that lost the same server do not come back
+    together).
+
+    Raises:
+        ValueError: ``initial_delay`` or ``max_delay`` not positive, ``factor`` below 1, or
+            ``max_delay`` below ``initial_delay``.
+
+    Example:
+        >>> delays = Backoff(initial_delay=1.0, factor=2.0, max_delay=8.0).delays()
+        >>> [0 <= next(delays) <= bound for bound in (1, 2, 4, 8, 8)]
+        [True, True, True, True, True]
+    """
+
+    initial_delay: float = 1.0
+    factor: float = 1.618
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("initial_delay", "factor", "max_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"backoff {name} must be a number, got {value!r}")
+        if not self.initial_delay > 0:
+            raise ValueError(f"backoff initial_delay must be > 0, got {self.initial_delay!r}")
+        if not self.factor >= 1:
+            raise ValueError(f"backoff factor must be >= 1, got {self.factor!r}")
+        if not self.max_delay >= self.initial_delay:
+            raise ValueError(
+                f"backoff max_delay ({self.max_delay!r}) must be >= initial_delay "
+                f"({self.initial_delay!r})"
+            )
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """The delays before the 1st, 2nd, ... retry, forever."""
+        uniform = (rng or random).uniform
+        bound = self.initial_delay
+        while True:
+            yield uniform(0.0, bound)
+            bound = min(self.max_delay, bound * self.factor)
 
 
 def wrong_scheme(uri: WebSocketURI, *, server_speaks_tls: bool) -> InvalidResponse:
@@ -81,6 +298,24 @@ def wrong_scheme(uri: WebSocketURI, *, server_speaks_tls: bool) -> InvalidRespon
     if server_speaks_tls:
         return InvalidResponse(f"{where} expects TLS: use a wss:// URI, not ws://")
     return InvalidResponse(f"{where} does not speak TLS: use a ws:// URI, not wss://")
+
+
+def refusal(response: Response) -> InvalidStatus:
+    """The error for a response other than 101: :class:`NotWebSocketServer` for 1xx and 2xx
+    (a web page, not an endpoint), :class:`InvalidStatus` otherwise; the message has the status
+    and the first bytes of the body."""
+    status = f"HTTP {response.status} {response.reason}".rstrip()
+    body = bytes(response.body[:BODY_EXCERPT])
+    excerpt = (
+        f"; body: {body!r}{'...' if len(response.body) > BODY_EXCERPT else ''}" if body else ""
+    )
+    if response.status < 300:
+        return NotWebSocketServer(
+            f"not a WebSocket server: answered {status} instead of 101 Switching Protocols"
+            + excerpt,
+            response,
+        )
+    return InvalidStatus(f"server refused the upgrade: {status}{excerpt}", response)
 
 
 def _looks_like_tls(data: bytes) -> bool:
@@ -132,6 +367,9 @@ class ClientProtocol(Connection):
             extensions=client_offer(config.compression) if config.compression else None,
             extra_headers=config.extra_headers,
         )
+        user_info = self.uri.user_info
+        if user_info is not None and "Authorization" not in self.request.headers:
+            self.request.headers.add("Authorization", basic_authorization(*user_info))
         self.response: Response | None = None
         self.handshake_exc: InvalidHandshake | None = None
         self.subprotocol: str | None = None
@@ -166,7 +404,7 @@ class ClientProtocol(Connection):
         self.response = response
         try:
             if response.status != 101:
-                raise InvalidStatus(f"server refused the upgrade: HTTP {response.status}", response)
+                raise refusal(response)
             self.subprotocol = check_response(response, self.key, self.subprotocols)
             extensions = response.headers.get_all("Sec-WebSocket-Extensions")
             if self.compression is not None:
@@ -198,7 +436,7 @@ class ClientProtocol(Connection):
             if response is not None:
                 self._got_response(response)
             if self.handshake_exc is None:
-                self.handshake_exc = InvalidResponse(
+                self.handshake_exc = HandshakeInterrupted(
                     "connection closed before any response"
                     if self.nothing_received
                     else "connection closed during the handshake"

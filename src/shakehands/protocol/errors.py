@@ -7,6 +7,7 @@ connection is open (:class:`ProtocolError` and its subclasses). This module know
 
 from __future__ import annotations
 
+import errno as errno_module
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,15 @@ __all__ = [
     "ConnectionClosedError",
     "InvalidState",
     "InvalidURI",
+    "NotWebSocketServer",
+    "HandshakeInterrupted",
+    "RedirectError",
+    "TooManyRedirects",
+    "RedirectLoop",
+    "InsecureRedirect",
+    "HostNotFound",
+    "ConnectionRefused",
+    "OpenTimeout",
     "CloseCode",
 ]
 
@@ -137,8 +147,73 @@ class InvalidStatus(InvalidResponse):
         self.response: Response = response
 
 
+class NotWebSocketServer(InvalidStatus):
+    """Client side: the server answered a plain HTTP response (1xx other than 101, or 2xx), as a
+    web server does for a page: no WebSocket endpoint there.
+
+    The message has the status and the first bytes of the body; :attr:`response` has them all.
+    """
+
+
+class HandshakeInterrupted(InvalidResponse):
+    """Client side: the server closed the connection before its answer was complete (a server
+    that is stopping drops the handshakes in progress; a reconnecting client tries again)."""
+
+
+class RedirectError(InvalidStatus):
+    """Client side: a redirect (301, 302, 303, 307, 308) that cannot be followed;
+    :attr:`response` is the redirect."""
+
+
+class TooManyRedirects(RedirectError):
+    """Client side: more redirects in a row than ``max_redirects`` allows."""
+
+
+class RedirectLoop(TooManyRedirects):
+    """Client side: a redirect to a URI already visited in this attempt."""
+
+
+class InsecureRedirect(RedirectError):
+    """Client side: a ``wss://`` URI redirected to ``ws://`` (never followed: a downgrade)."""
+
+
 class InvalidURI(ShakehandsError):
     """A ``ws://`` or ``wss://`` URI could not be parsed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Connecting (client side): OSError subclasses, so that ``except OSError`` still catches them
+# ---------------------------------------------------------------------------------------------
+
+
+class HostNotFound(ShakehandsError, OSError):
+    """Client side: the server's host name could not be resolved (DNS failure).
+
+    :attr:`errno` is ``getaddrinfo``'s error code (``socket.EAI_NONAME``, ``socket.EAI_AGAIN``
+    for a temporary failure, ...).
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class ConnectionRefused(ShakehandsError, ConnectionRefusedError):
+    """Client side: the server's host refused the TCP connection (nothing listens there)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_module.ECONNREFUSED
+
+
+class OpenTimeout(ShakehandsError, TimeoutError):
+    """Client side: ``open_timeout`` ran out; :attr:`phase` says during what: ``"TCP connect"``,
+    ``"TLS handshake"`` or ``"WebSocket handshake"`` (its name is in the message too)."""
+
+    def __init__(self, message: str, phase: str) -> None:
+        super().__init__(message)
+        #: What was going on when the time ran out.
+        self.phase = phase
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from .client import ClientConnection, connect
+from .client import ClientConnection, connect, reconnect, unix_connect
 from .connection import Connection, Data, PongWaiter
 from .seed import (
     HandshakeError,
@@ -49,7 +49,9 @@ __all__ = [
     "put_frame",
     "put_message",
     "put_response",
+    "reconnect",
     "reject",
     "serve",
     "shake_hands",
+    "unix_connect",
 ]

@@ -2,28 +2,59 @@
 
 :func:`connect` opens the TCP (and TLS) connection, sends the request built by the sans-I/O
 :class:`~shakehands.protocol.client.ClientProtocol`, reads the server's answer within
-``open_timeout``, and returns a :class:`ClientConnection` with the blocking API.
+``open_timeout``, follows redirects, and returns a :class:`ClientConnection` with the blocking
+API. :func:`unix_connect` does the same over a Unix domain socket; :func:`reconnect` yields a
+new connection each time the last one is lost. The one place that opens the byte stream (TCP
+or Unix, then TLS) is :func:`_open_transport`. The policies (which redirects, which failures
+are worth a retry, the backoff) are in the core: :mod:`shakehands.protocol.client`.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl as ssl_module
 import time
+from collections.abc import Iterator
 from typing import Unpack
 
-from ..protocol.client import NOT_TLS_REASONS, ClientProtocol, parse_uri, wrong_scheme
-from ..protocol.config import ClientOptions, client_config
-from ..protocol.errors import InvalidHandshake, InvalidResponse
+from ..client_errors import tls_verification_error
+from ..protocol.client import (
+    NOT_TLS_REASONS,
+    REDIRECT_STATUSES,
+    RETRY_CLOSE_CODES,
+    Backoff,
+    ClientProtocol,
+    WebSocketURI,
+    follow_redirect,
+    is_transient,
+    parse_uri,
+    redact,
+    wrong_scheme,
+)
+from ..protocol.config import ClientConfig, ClientOptions, client_config
+from ..protocol.connection import State
+from ..protocol.errors import (
+    ConnectionRefused,
+    HostNotFound,
+    InvalidHandshake,
+    InvalidResponse,
+    InvalidStatus,
+    OpenTimeout,
+)
 from .connection import Connection
 
-__all__ = ["connect", "ClientConnection"]
+__all__ = ["connect", "unix_connect", "reconnect", "ClientConnection"]
+
+logger = logging.getLogger("shakehands.client")
 
 
 class ClientConnection(Connection):
     """A client connection of the blocking API (what :func:`connect` returns)."""
 
     protocol: ClientProtocol
+    #: The URI this connection was opened to: the last one after redirects.
+    uri: str = ""
 
     def __enter__(self) -> ClientConnection:
         return self
@@ -49,71 +80,143 @@ def _speaks_tls(host: str, port: int) -> bool:
         return False
 
 
-def connect(
-    uri: str,
-    *,
-    ssl: ssl_module.SSLContext | None = None,
-    server_hostname: str | None = None,
-    **options: Unpack[ClientOptions],
-) -> ClientConnection:
-    """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
+class _Attempt:
+    """One connection attempt: its deadline, and what it is doing (for the timeout's message)."""
 
-    Args:
-        uri: ``ws://host[:port]/path`` or ``wss://...``.
-        origin: an ``Origin`` header to send.
-        subprotocols: subprotocols to offer, in order of preference.
-        extra_headers: more request headers.
-        open_timeout: seconds for TCP, TLS and the handshake together.
-        ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
-        server_hostname: the name to check the server's certificate against (default: the
-            URI's host).
-        max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
-        close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`;
-            every option is defined in :class:`~shakehands.protocol.config.ClientConfig`.
+    def __init__(self, uri: str, open_timeout: float | None) -> None:
+        self.uri = uri
+        self.open_timeout = open_timeout
+        self.deadline = None if open_timeout is None else time.monotonic() + open_timeout
+        self.phase = "TCP connect"
 
-    Raises:
-        InvalidURI: the URI is not ws:// or wss://.
-        InvalidHandshake: the server refused the upgrade (:class:`~shakehands.InvalidStatus`
-            carries its response) or answered wrongly; :class:`~shakehands.InvalidResponse`
-            also for a ws:// URI of a TLS server or a wss:// URI of a plain one (the message
-            names the scheme to use).
-        OSError, TimeoutError: the connection could not be made in time.
+    def timed_out(self) -> OpenTimeout:
+        """The error for a timeout now."""
+        return OpenTimeout(
+            f"opening handshake with {redact(self.uri)} timed out during the {self.phase} "
+            f"(open_timeout={self.open_timeout} s)",
+            self.phase,
+        )
 
-    Example::
+    def remaining(self) -> float | None:
+        """Seconds left (``None``: no limit).
 
-        from shakehands.sync import connect
-
-        with connect("ws://127.0.0.1:12345/") as ws:
-            print(ws.recv())
-    """
-    config = client_config(**options)
-    open_timeout = config.open_timeout
-    wsuri = parse_uri(uri)
-    if wsuri.secure and ssl is None:
-        ssl = ssl_module.create_default_context()
-    elif not wsuri.secure and ssl is not None:
-        raise ValueError("an ssl context needs a wss:// URI")
-    protocol = ClientProtocol(uri, config)
-    deadline = None if open_timeout is None else time.monotonic() + open_timeout
-
-    def remaining() -> float | None:
-        if deadline is None:
+        Raises:
+            OpenTimeout: none left.
+        """
+        if self.deadline is None:
             return None
-        left = deadline - time.monotonic()
+        left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"opening handshake with {uri} timed out")
+            raise self.timed_out()
         return left
 
-    sock: socket.socket = socket.create_connection((wsuri.host, wsuri.port), remaining())
+
+def _tcp_connect(host: str, port: int, attempt: _Attempt) -> socket.socket:
+    """A connected TCP socket to ``host:port`` (each address in turn).
+
+    Raises:
+        HostNotFound: ``host`` does not resolve.
+        ConnectionRefused: every address refused the connection.
+        OpenTimeout: the attempt's time ran out.
+        OSError: another network error (of the last address tried).
+    """
     try:
-        if ssl is not None:
-            sock.settimeout(remaining())
-            sock = ssl.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HostNotFound(f"cannot resolve {host!r}: {exc.strerror}", exc.errno) from exc
+    errors: list[OSError] = []
+    for family, type_, proto, _, address in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.settimeout(attempt.remaining())
+            sock.connect(address)
+        except TimeoutError:
+            sock.close()
+            raise attempt.timed_out() from None
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    if errors and all(isinstance(exc, ConnectionRefusedError) for exc in errors):
+        raise ConnectionRefused(
+            f"{host}:{port} refused the connection (is the server running?)"
+        ) from errors[-1]
+    if errors:
+        raise errors[-1]
+    raise HostNotFound(f"{host!r} resolved to no address")  # pragma: no cover
+
+
+def _open_transport(
+    wsuri: WebSocketURI,
+    attempt: _Attempt,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str,
+    unix_path: str | None,
+) -> socket.socket:
+    """Open the byte stream: TCP or Unix, then TLS for wss://. The one place that decides how
+    the client reaches the server."""
+    attempt.phase = "TCP connect"
+    if unix_path is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(attempt.remaining())
+            sock.connect(unix_path)
+        except ConnectionRefusedError as exc:
+            sock.close()
+            raise ConnectionRefused(
+                f"{unix_path} refused the connection (is the server running?)"
+            ) from exc
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = _tcp_connect(wsuri.host, wsuri.port, attempt)
+    if ssl is None:
+        return sock
+    attempt.phase = "TLS handshake"
+    try:
+        sock.settimeout(attempt.remaining())
+        return ssl.wrap_socket(sock, server_hostname=server_hostname)
+    except ssl_module.SSLCertVerificationError as exc:
+        sock.close()
+        raise tls_verification_error(exc, server_hostname) from exc
+    except ssl_module.SSLError as exc:
+        sock.close()
+        if exc.reason in NOT_TLS_REASONS:
+            raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
+        raise
+    except TimeoutError:
+        sock.close()
+        raise attempt.timed_out() from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _handshake(
+    uri: str,
+    config: ClientConfig,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str,
+    unix_path: str | None,
+) -> ClientConnection:
+    """One request to ``uri``, within ``open_timeout``."""
+    wsuri = parse_uri(uri)
+    attempt = _Attempt(uri, config.open_timeout)
+    protocol = ClientProtocol(uri, config)
+    sock = _open_transport(wsuri, attempt, ssl, server_hostname, unix_path)
+    attempt.phase = "WebSocket handshake"
+    try:
         protocol.send_request()
-        sock.settimeout(remaining())
+        sock.settimeout(attempt.remaining())
         sock.sendall(b"".join(protocol.data_to_send()))
         while protocol.response is None and protocol.handshake_exc is None:
-            sock.settimeout(remaining())
+            sock.settimeout(attempt.remaining())
             data = sock.recv(2**16)
             if data:
                 protocol.receive_data(data)
@@ -123,16 +226,18 @@ def connect(
             raise protocol.handshake_exc
         if protocol.response is None:  # pragma: no cover - the core sets one or the other
             raise InvalidResponse("no response from the server")
+    except OpenTimeout:
+        sock.close()
+        raise
     except TimeoutError:
         sock.close()
-        raise TimeoutError(f"opening handshake with {uri} timed out") from None
+        raise attempt.timed_out() from None
     except BaseException as exc:
         sock.close()
-        if isinstance(exc, ssl_module.SSLError) and exc.reason in NOT_TLS_REASONS:
-            raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
         if (
             isinstance(exc, (InvalidHandshake, OSError))
             and not wsuri.secure
+            and unix_path is None
             and protocol.nothing_received
             and _speaks_tls(wsuri.host, wsuri.port)
         ):
@@ -142,5 +247,238 @@ def connect(
     connection.request = protocol.request
     connection.response = protocol.response
     connection.subprotocol = protocol.subprotocol
+    connection.uri = uri
     connection._start()
     return connection
+
+
+def _open(
+    uri: str,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+    max_redirects: int,
+    unix_path: str | None,
+    config: ClientConfig,
+) -> ClientConnection:
+    """:func:`connect`'s work, redirects included, once the arguments are checked."""
+    first = parse_uri(uri)
+    visited = [uri]
+    while True:
+        wsuri = parse_uri(uri)
+        context = (ssl or ssl_module.create_default_context()) if wsuri.secure else None
+        name = server_hostname if server_hostname and wsuri.host == first.host else wsuri.host
+        try:
+            return _handshake(uri, config, context, name, unix_path)
+        except InvalidStatus as exc:
+            response = exc.response
+            if response.status not in REDIRECT_STATUSES or max_redirects == 0:
+                raise
+            uri = follow_redirect(uri, response, visited, max_redirects)
+            logger.info("HTTP %d: redirected to %s", response.status, redact(uri))
+
+
+def _checked(uri: str, ssl: ssl_module.SSLContext | None, max_redirects: int) -> WebSocketURI:
+    wsuri = parse_uri(uri)
+    if not wsuri.secure and ssl is not None:
+        raise ValueError("an ssl context needs a wss:// URI")
+    if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
+        raise TypeError(f"max_redirects must be an int, got {max_redirects!r}")
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be >= 0, got {max_redirects!r}")
+    return wsuri
+
+
+def connect(
+    uri: str,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_redirects: int = 10,
+    **options: Unpack[ClientOptions],
+) -> ClientConnection:
+    """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
+
+    Args:
+        uri: ``ws://host[:port]/path`` or ``wss://...``; ``ws://user:password@host/`` sends
+            ``Authorization: Basic`` (unless ``extra_headers`` has an ``Authorization``).
+        origin: an ``Origin`` header to send.
+        subprotocols: subprotocols to offer, in order of preference.
+        extra_headers: more request headers.
+        open_timeout: seconds for DNS, TCP, TLS and the handshake together (each redirect
+            gets its own).
+        ssl: an ``ssl.SSLContext`` for ``wss://`` (default: the system's trust store).
+        server_hostname: the name to check the server's certificate against (default: the
+            URI's host).
+        max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
+        max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
+        close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`;
+            every option is defined in :class:`~shakehands.protocol.config.ClientConfig`.
+
+    Returns:
+        The connection; its ``uri`` is the URI it was opened to (the last one after redirects).
+
+    Raises:
+        InvalidURI: the URI is not ws:// or wss://.
+        HostNotFound: the host name does not resolve.
+        ConnectionRefused: nothing listens at the host and port.
+        OpenTimeout: ``open_timeout`` ran out; its ``phase`` says during what.
+        TLSVerificationError: the server's certificate was rejected (the reason is in the
+            message and ``verify_message``).
+        NotWebSocketServer: a plain HTTP answer (2xx): not a WebSocket endpoint.
+        HandshakeInterrupted: the server closed the connection before answering in full.
+        InvalidStatus: the server refused the upgrade (it carries the response).
+        RedirectError: a redirect that cannot be followed (:class:`~shakehands.RedirectLoop`,
+            :class:`~shakehands.TooManyRedirects`, :class:`~shakehands.InsecureRedirect`).
+        InvalidHandshake: any other wrong answer; :class:`~shakehands.InvalidResponse` also for
+            a ws:// URI of a TLS server or a wss:// URI of a plain one (it names the scheme).
+        OSError: another network error.
+
+    Example::
+
+        from shakehands.sync import connect
+
+        with connect("ws://127.0.0.1:12345/") as ws:
+            print(ws.recv())
+    """
+    config = client_config(**options)
+    _checked(uri, ssl, max_redirects)
+    return _open(uri, ssl, server_hostname, max_redirects, None, config)
+
+
+def unix_connect(
+    path: str,
+    uri: str = "ws://localhost/",
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_redirects: int = 10,
+    **options: Unpack[ClientOptions],
+) -> ClientConnection:
+    """:func:`connect` over the Unix domain socket at ``path``.
+
+    Args:
+        path: the socket's path in the file system.
+        uri: the URI of the request (its host goes into ``Host``, its path and query into the
+            request line; ``wss://`` runs TLS over the socket); by default ``ws://localhost/``.
+            Redirects are requested over the same socket.
+        ssl, server_hostname, max_redirects, **options: as for :func:`connect`.
+
+    Raises:
+        ConnectionRefused: nothing listens on the socket; ``FileNotFoundError``: no such
+        socket; otherwise as :func:`connect`.
+
+    Example::
+
+        from shakehands.sync import unix_connect
+
+        with unix_connect("/run/app.sock") as ws:
+            ws.send("hello")
+    """
+    config = client_config(**options)
+    _checked(uri, ssl, max_redirects)
+    return _open(uri, ssl, server_hostname, max_redirects, str(path), config)
+
+
+def reconnect(
+    uri: str,
+    *,
+    unix_path: str | None = None,
+    backoff_initial_delay: float = 1.0,
+    backoff_factor: float = 1.618,
+    backoff_max_delay: float = 60.0,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    max_redirects: int = 10,
+    **options: Unpack[ClientOptions],
+) -> Iterator[ClientConnection]:
+    """Connect to ``uri``, yield the connection, and connect again each time it is lost.
+
+    The blocking twin of ``async for ws in shakehands.connect(uri)``. A function of its own,
+    not ``for ws in connect(uri)``: :func:`connect` returns the connection itself, whose
+    iteration already means its messages.
+
+    Retries, after a random wait (exponential backoff with full jitter: the n-th wait is
+    drawn from ``[0, min(backoff_max_delay, backoff_initial_delay * backoff_factor ** n)]``),
+    when the connection is refused, reset or times out and on 5xx answers; connects again
+    (after a fresh backoff's first wait) after the server closed with 1001, 1006, 1011, 1012
+    or 1013. Raises at once on 4xx answers, invalid URIs, TLS certificate failures and redirect
+    errors. Any other close code from the server ends the iteration; so does a ``break`` (the
+    connection is closed). Starting the next iteration while the connection is open closes it
+    and connects again. Each attempt is logged to the ``shakehands.client`` logger.
+
+    Args:
+        uri: as for :func:`connect`.
+        unix_path: a Unix domain socket to connect to instead (as :func:`unix_connect`).
+        backoff_initial_delay, backoff_factor, backoff_max_delay: the backoff (seconds).
+        ssl, server_hostname, max_redirects, **options: as for :func:`connect`.
+
+    Raises:
+        As :func:`connect`, for the failures that are not retried; ``ValueError`` for bad
+        backoff values.
+
+    Example::
+
+        from shakehands import ConnectionClosed
+        from shakehands.sync import reconnect
+
+        for ws in reconnect("ws://127.0.0.1:12345/"):
+            try:
+                for message in ws:
+                    print(message)
+            except ConnectionClosed:
+                continue
+    """
+    config = client_config(**options)
+    _checked(uri, ssl, max_redirects)
+    backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
+    path = None if unix_path is None else str(unix_path)
+    return _reconnect(uri, path, backoff, ssl, server_hostname, max_redirects, config)
+
+
+def _reconnect(
+    uri: str,
+    unix_path: str | None,
+    backoff: Backoff,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+    max_redirects: int,
+    config: ClientConfig,
+) -> Iterator[ClientConnection]:
+    where = redact(uri) if unix_path is None else f"{unix_path} (unix)"
+    delays = backoff.delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        logger.info("connecting to %s (attempt %d)", where, attempt)
+        try:
+            connection = _open(uri, ssl, server_hostname, max_redirects, unix_path, config)
+        except Exception as exc:
+            if not is_transient(exc):
+                logger.error("connecting to %s failed, giving up: %s", where, exc)
+                raise
+            delay = next(delays)
+            logger.warning("connecting to %s failed: %s; retrying in %.2f s", where, exc, delay)
+            time.sleep(delay)
+            continue
+        logger.info("connected to %s", where)
+        try:
+            yield connection
+        except BaseException:  # GeneratorExit: the caller broke out of the loop
+            connection.close()
+            raise
+        # The caller asks for the next connection.
+        was_open = connection.state is State.OPEN
+        connection.close()
+        attempt = 0
+        delays = backoff.delays()
+        if was_open:
+            continue
+        code = connection.close_code
+        if code not in RETRY_CLOSE_CODES:
+            logger.info("%s closed the connection with %s: not reconnecting", where, code)
+            return
+        delay = next(delays)
+        logger.warning(
+            "%s closed the connection with %s; reconnecting in %.2f s", where, code, delay
+        )
+        time.sleep(delay)
