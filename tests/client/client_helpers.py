@@ -62,10 +62,16 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _OldPageHandler(_PageHandler):
+    protocol_version = "HTTP/1.0"  # the standard library's default: an old server's answer
+
+
 @contextlib.contextmanager
-def web_server() -> Iterator[int]:
-    """The standard library's HTTP server (a web page, no WebSocket) on a free port."""
-    server = http.server.ThreadingHTTPServer((HOST, 0), _PageHandler)
+def web_server(version: str = "HTTP/1.1") -> Iterator[int]:
+    """The standard library's HTTP server (a web page, no WebSocket) on a free port, answering
+    with ``version`` (``"HTTP/1.1"`` or ``"HTTP/1.0"``)."""
+    handler = _PageHandler if version == "HTTP/1.1" else _OldPageHandler
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -115,8 +115,9 @@ async def test_tls_trusted_certificate_connects(
     assert opened.uri == f"wss://{HOST}:{port}/"
 
 
-async def test_not_a_websocket_server(client: Client) -> None:
-    with web_server() as port, pytest.raises(NotWebSocketServer) as caught:
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+async def test_not_a_websocket_server(client: Client, version: str) -> None:
+    with web_server(version) as port, pytest.raises(NotWebSocketServer) as caught:
         await client.open(f"ws://{HOST}:{port}/")
     message = str(caught.value)
     assert message.startswith("not a WebSocket server: answered HTTP 200 OK")

@@ -588,6 +588,14 @@ def test_response_parser_reads_body(step: int | None) -> None:
     assert (response.status, response.reason, response.body) == (403, "Forbidden", b"nope!")
 
 
+def test_response_parser_http10_answer() -> None:
+    # An old server's (or a proxy's) answer is read, so that the client can say what answered;
+    # only a 101 must be HTTP/1.1 (test_response_parser_invalid).
+    response, _ = parse_response(b"HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\ngone")
+    assert response is not None
+    assert (response.status, response.reason, response.body) == (404, "Not Found", b"gone")
+
+
 def test_response_parser_body_until_eof() -> None:
     parser = ResponseParser()
     assert parser.feed(b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\npartial") is None

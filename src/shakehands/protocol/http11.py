@@ -438,8 +438,10 @@ class RequestParser(_HeadParser):
         return method.decode("ascii"), target.decode("ascii"), authority
 
 
-_STATUS_PREFIX = b"HTTP/1.1 "
-_STATUS_LINE_RE = re.compile(rb"HTTP/1\.1 (\d{3})(?: (.*))?")
+# HTTP/1.0 answers are parsed too (an old server or a proxy's error page says what it is);
+# only a 101 must be HTTP/1.1.
+_STATUS_PREFIX = b"HTTP/1."
+_STATUS_LINE_RE = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: (.*))?")
 #: The most bytes of a bad status line quoted in the error.
 _EXCERPT = 60
 
@@ -472,7 +474,7 @@ class ResponseParser(_HeadParser):
         return InvalidResponse(f"response {reason}")
 
     def _check_start(self, start: bytes | bytearray) -> None:
-        # Fail at once on bytes that cannot start "HTTP/1.1 " (a TLS record, an SSH banner)
+        # Fail at once on bytes that cannot start "HTTP/1." (a TLS record, an SSH banner)
         # rather than waiting for a line end that may never come.
         if not _STATUS_PREFIX.startswith(bytes(start[: len(_STATUS_PREFIX)])):
             raise invalid_status_line(start)
@@ -495,11 +497,13 @@ class ResponseParser(_HeadParser):
             raise invalid_status_line(start)
         try:
             response = Response(
-                int(m.group(1)), Headers(fields), reason=(m.group(2) or b"").decode("latin-1")
+                int(m.group(2)), Headers(fields), reason=(m.group(3) or b"").decode("latin-1")
             )
         except ValueError:  # a status out of range, a control character in the reason
             raise invalid_status_line(start) from None
         if response.status == 101:
+            if m.group(1) != b"1":
+                raise InvalidResponse("HTTP/1.0 101: switching to WebSocket needs HTTP/1.1")
             return response
         try:
             self._body_length = min(int(response.headers.get("Content-Length", "0") or 0), MAX_BODY)
