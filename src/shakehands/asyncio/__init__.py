@@ -5,10 +5,10 @@ core, and turn its events into awaitables or callbacks. No framing or handshake 
 """
 
 from .base import TransportProtocol
-from .callback import CallbackConnection, Listener, serve_callbacks
+from .callback import CallbackConnection, Listener, serve_callbacks, unix_serve_callbacks
 from .client import ClientConnection, connect
 from .connection import WebSocketConnection
-from .server import Server, ServerConnection, serve
+from .server import Server, ServerConnection, serve, unix_serve
 
 __all__ = [
     "CallbackConnection",
@@ -21,4 +21,6 @@ __all__ = [
     "connect",
     "serve",
     "serve_callbacks",
+    "unix_serve",
+    "unix_serve_callbacks",
 ]

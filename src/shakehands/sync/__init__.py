@@ -31,7 +31,7 @@ from .seed import (
     reject,
     shake_hands,
 )
-from .server import Server, ServerConnection, ServerOptions, serve
+from .server import Server, ServerConnection, ServerOptions, serve, unix_serve
 
 __all__ = [
     "ClientConnection",
@@ -52,4 +52,5 @@ __all__ = [
     "reject",
     "serve",
     "shake_hands",
+    "unix_serve",
 ]
