@@ -143,7 +143,9 @@ def parse_pattern(pattern: str) -> tuple[tuple[str | None, str | None, str | Non
                 )
             segments.append((text, None, None))
             continue
-        name, converter = parameter.group(1), parameter.group(2) or "str"
+        name, converter = parameter.group(1), parameter.group(2)
+        if converter is None:
+            converter = "str"
         if not _NAME_RE.fullmatch(name):
             raise ValueError(f"route pattern {pattern!r}: {name!r} is not a parameter name")
         if name in seen:
@@ -227,12 +229,16 @@ class Router:
         """Map ``pattern`` to ``endpoint``; returns the new :class:`Route`.
 
         Raises:
-            ValueError: an invalid pattern (see :func:`parse_pattern`), or one already added.
+            ValueError: an invalid pattern (see :func:`parse_pattern`), or one already added
+                (the same segments and converters, whatever the parameter names).
         """
         segments = parse_pattern(pattern)
+        shape = [(literal, converter) for literal, _, converter in segments]
         for route in self._routes:
-            if route.segments == segments:
-                raise ValueError(f"route pattern {pattern!r} is already routed")
+            if [(literal, converter) for literal, _, converter in route.segments] == shape:
+                raise ValueError(
+                    f"route pattern {pattern!r} is already routed (as {route.pattern!r})"
+                )
         route = Route(pattern, endpoint, segments)
         self._routes.append(route)
         return route
