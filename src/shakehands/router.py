@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import unquote
 
 from .protocol.handshake import Request, Response
@@ -243,9 +243,19 @@ class Router:
         self._routes.append(route)
         return route
 
+    @overload
+    def route(self, pattern: str) -> Callable[[E], E]: ...
+
+    @overload
+    def route(self, pattern: str, endpoint: E) -> E: ...
+
     def route(self, pattern: str, endpoint: Any = None) -> Any:
         """``router.route(pattern, endpoint)``, or ``@router.route(pattern)`` as a decorator
-        (which returns the function unchanged)."""
+        (which returns the function unchanged, its type included).
+
+        Raises:
+            ValueError: as :meth:`add`.
+        """
         if endpoint is not None:
             self.add(pattern, endpoint)
             return endpoint
