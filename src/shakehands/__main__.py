@@ -267,7 +267,6 @@ async def _client(args: argparse.Namespace) -> int:
     interactive = not args.send and args.count is None
     status_out = sys.stdout if interactive else sys.stderr
     prefix = "< " if interactive else ""
-    loop = asyncio.get_running_loop()
     async with connect(args.uri, **options) as ws:
         protocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
         if interactive:
@@ -292,59 +291,11 @@ async def _client(args: argparse.Namespace) -> int:
                         return
 
         reader = asyncio.create_task(printer())
-        we_closed = False
-        close_code, close_reason = CloseCode.NORMAL_CLOSURE, ""
         timed_out = False
         if interactive:
-            # Read stdin in a daemon thread: a readline() blocked in an executor thread would
-            # keep the process alive after the connection closes or Ctrl-C, until the next
-            # line or EOF.
-            lines: asyncio.Queue[str] = asyncio.Queue()
-
-            def read_stdin() -> None:
-                while True:
-                    line = sys.stdin.readline()
-                    try:
-                        loop.call_soon_threadsafe(lines.put_nowait, line)
-                    except RuntimeError:  # the event loop is closed
-                        return
-                    if not line:
-                        return
-
-            threading.Thread(target=read_stdin, name="shakehands-stdin", daemon=True).start()
-            while not reader.done():
-                line_task = asyncio.ensure_future(lines.get())
-                done, _ = await asyncio.wait(
-                    {reader, line_task}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if line_task not in done:
-                    line_task.cancel()
-                    break
-                line = line_task.result()
-                if not line:
-                    break
-                line = line.rstrip("\n")
-                try:
-                    command = _client_command(line, binary_format, args.binary)
-                except ValueError as exc:
-                    print(f"shakehands client: {exc}", file=sys.stderr, flush=True)
-                    continue
-                try:
-                    if command.kind == "send":
-                        assert command.message is not None
-                        await ws.send(command.message)
-                    elif command.kind == "ping":
-                        assert not isinstance(command.message, str)
-                        rtt = await ws.ping(command.message)
-                        print(f"Pong: round-trip time {rtt * 1000:.3f} ms", flush=True)
-                    elif command.kind == "help":
-                        print(_CLIENT_HELP, flush=True)
-                    else:
-                        close_code, close_reason = command.code, command.reason
-                        break
-                except ConnectionClosed:
-                    break
+            close_code, close_reason = await _client_interactive(ws, reader, args)
         else:
+            close_code, close_reason = CloseCode.NORMAL_CLOSURE, ""
             try:
                 for message in sends:
                     await ws.send(message)
@@ -360,6 +311,7 @@ async def _client(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+        we_closed = False
         if ws.close_code is None:
             we_closed = True
             await ws.close(close_code, close_reason)
@@ -389,6 +341,63 @@ class _Command:
     message: str | bytes | None = None
     code: int = CloseCode.NORMAL_CLOSURE
     reason: str = ""
+
+
+async def _client_interactive(
+    ws: ClientConnection, reader: asyncio.Task[None], args: argparse.Namespace
+) -> tuple[int, str]:
+    """Send stdin's lines and run its commands until EOF, ``/close`` or the end of ``reader``
+    (the connection closed); the close code and reason to send."""
+    loop = asyncio.get_running_loop()
+    binary_format: str = args.binary_format
+    close_code, close_reason = int(CloseCode.NORMAL_CLOSURE), ""
+    # Read stdin in a daemon thread: a readline() blocked in an executor thread would
+    # keep the process alive after the connection closes or Ctrl-C, until the next
+    # line or EOF.
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        while True:
+            line = sys.stdin.readline()
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the event loop is closed
+                return
+            if not line:
+                return
+
+    threading.Thread(target=read_stdin, name="shakehands-stdin", daemon=True).start()
+    while not reader.done():
+        line_task = asyncio.ensure_future(lines.get())
+        done, _ = await asyncio.wait({reader, line_task}, return_when=asyncio.FIRST_COMPLETED)
+        if line_task not in done:
+            line_task.cancel()
+            break
+        line = line_task.result()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        try:
+            command = _client_command(line, binary_format, args.binary)
+        except ValueError as exc:
+            print(f"shakehands client: {exc}", file=sys.stderr, flush=True)
+            continue
+        try:
+            if command.kind == "send":
+                assert command.message is not None
+                await ws.send(command.message)
+            elif command.kind == "ping":
+                assert not isinstance(command.message, str)
+                rtt = await ws.ping(command.message)
+                print(f"Pong: round-trip time {rtt * 1000:.3f} ms", flush=True)
+            elif command.kind == "help":
+                print(_CLIENT_HELP, flush=True)
+            else:
+                close_code, close_reason = command.code, command.reason
+                break
+        except ConnectionClosed:
+            break
+    return close_code, close_reason
 
 
 def _client_command(line: str, binary_format: str, binary: bool) -> _Command:
