@@ -286,3 +286,18 @@ def test_sync_path_or_sock(sock_path: Path) -> None:
         server.shutdown()
         thread.join(TIMEOUT)
     assert sock_path.exists()
+
+
+async def test_a_unix_server_has_no_port(api: str, sock_path: Path) -> None:
+    async with start(api, sock_path) as server:
+        with pytest.raises(ValueError, match="no port"):
+            _ = server.port
+        assert server.sockets[0].getsockname() == str(sock_path)
+
+
+def test_a_blocking_unix_server_has_no_port(sock_path: Path) -> None:
+    with (
+        sync.unix_serve(sync_echo, sock_path) as server,
+        pytest.raises(ValueError, match="no port"),
+    ):
+        _ = server.port

@@ -166,8 +166,15 @@ class Server(Generic[C]):
 
     @property
     def port(self) -> int:
-        """The port of the first listening socket (useful with ``port=0``)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The port of the first listening socket (useful with ``port=0``).
+
+        Raises:
+            ValueError: a server on a Unix socket (``unix_serve``) has no port.
+        """
+        address = self.sockets[0].getsockname()
+        if isinstance(address, (str, bytes)):
+            raise ValueError(f"a Unix socket server has no port (it listens on {address!r})")
+        return int(address[1])
 
     async def serve_forever(
         self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)

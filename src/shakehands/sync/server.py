@@ -154,8 +154,15 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The listening port (useful with ``port=0``)."""
-        return int(self.socket.getsockname()[1])
+        """The listening port (useful with ``port=0``).
+
+        Raises:
+            ValueError: a server on a Unix socket (``unix_serve``) has no port.
+        """
+        address = self.sockets[0].getsockname()
+        if isinstance(address, (str, bytes)):
+            raise ValueError(f"a Unix socket server has no port (it listens on {address!r})")
+        return int(address[1])
 
     def serve_forever(
         self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
