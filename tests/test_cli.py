@@ -3,7 +3,7 @@
 Every test runs the CLI as a real subprocess listening on a free port of 127.0.0.1 and talks to it
 over real sockets: the seed's demo (WebSocket and its HTML page), signal handling, the ``echo``
 server under load (both APIs, asyncio and uvloop), its message size limit, and the interactive
-``client``.
+``client`` (interactive commands, its options, and its script mode).
 """
 
 from __future__ import annotations
@@ -839,6 +839,256 @@ def test_client_shows_the_body_of_a_refusal(cli: Callable[..., CLI]) -> None:
     assert client.stderr.startswith("shakehands: server refused the upgrade: HTTP 401")
     assert "missing token: add ?token=... to the URI" in client.stderr, client.describe()
     assert_no_traceback(client)
+
+
+# ---------------------------------------------------------------------------------------------
+# client options: headers, subprotocols, origin, TLS, binary, /ping, /close, scripts
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def blocking_server(
+    handler: Callable[[sync.ServerConnection], None], **options: object
+) -> Iterator[tuple[int, list[Request]]]:
+    """A shakehands blocking server in a thread; yields its port and the requests it saw."""
+    requests: list[Request] = []
+
+    def process_request(request: Request) -> Response | None:
+        requests.append(request)
+        return None
+
+    with sync.serve(handler, HOST, 0, process_request=process_request, **options) as server:  # type: ignore[arg-type]
+        thread = threading.Thread(target=server.serve_forever, kwargs={"stop_signals": ()})
+        thread.start()
+        try:
+            yield server.port, requests
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+def test_client_script_mode_send_and_count(cli: Callable[..., CLI]) -> None:
+    _, port = start_echo(cli)
+    client = cli("client", ws_uri(port), "--send", "one", "--send", "滴水 🐱", "--count", "2")
+    assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    assert client.lines == ["one", "滴水 🐱"], client.describe()  # messages alone on stdout
+    assert f"Connected to {ws_uri(port)}." in client.stderr
+    assert client.stderr.rstrip().endswith("Connection closed: 1000"), client.describe()
+
+
+def test_client_script_mode_send_only_closes(cli: Callable[..., CLI]) -> None:
+    _, port = start_echo(cli)
+    client = cli("client", ws_uri(port), "--send", "fire and forget")
+    assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    assert "Connection closed: 1000" in client.stderr
+
+
+def test_client_count_without_send(cli: Callable[..., CLI]) -> None:
+    _, port = start_demo(cli)
+    client = cli("client", ws_uri(port), "--count", "1")
+    assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    assert client.lines == [WELCOME]
+
+
+@pytest.mark.parametrize(
+    ("binary_format", "sent", "shown"),
+    [("hex", "00ff 10", "00ff10"), ("base64", "AP8Q", "AP8Q")],
+)
+def test_client_binary_script_mode(
+    cli: Callable[..., CLI], binary_format: str, sent: str, shown: str
+) -> None:
+    received: list[object] = []
+
+    def handler(ws: sync.ServerConnection) -> None:
+        message = ws.recv()
+        received.append(message)
+        ws.send(message)
+
+    with blocking_server(handler) as (port, _):
+        client = cli(
+            "client", ws_uri(port), "--binary", "--binary-format", binary_format,
+            "--send", sent, "--count", "1",
+        )  # fmt: skip
+        assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    assert received == [b"\x00\xff\x10"]
+    assert client.lines == [shown]
+
+
+def test_client_headers_subprotocols_origin(cli: Callable[..., CLI]) -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send(f"subprotocol={ws.subprotocol}")
+
+    with blocking_server(handler, subprotocols=["chat.v1", "chat.v2"]) as (port, requests):
+        client = cli(
+            "client", ws_uri(port, "/room?x=1"),
+            "-H", "X-Token: abc", "--header", "X-Two:  two words ", "-H", "X-Token: again",
+            "--subprotocol", "chat.v2", "--subprotocol", "chat.v1",
+            "--origin", "https://example.com",
+            "--count", "1",
+        )  # fmt: skip
+        assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    (request,) = requests
+    assert request.headers.get_all("X-Token") == ["abc", "again"]
+    assert request.headers["X-Two"] == "two words"
+    assert request.subprotocols == ["chat.v2", "chat.v1"]
+    assert request.origin == "https://example.com"
+    assert request.target == "/room?x=1"
+    # The default choice: the client's first offer that the server speaks (ServerConfig).
+    assert client.lines == ["subprotocol=chat.v2"]
+    assert "(subprotocol chat.v2)" in client.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-H", "no colon here"], "Name: value"),
+        (["-H", ": empty name"], "Name: value"),
+        (["--insecure"], "wss://"),
+        (["--cafile", "/nonexistent.pem"], "wss://"),
+        (["--binary", "--send", "zz"], "not valid hex"),
+        (["--binary", "--binary-format", "base64", "--send", "!!"], "not valid base64"),
+        (["--count", "-1"], "--count"),
+    ],
+)
+def test_client_bad_arguments(cli: Callable[..., CLI], args: list[str], message: str) -> None:
+    port = free_port()  # never reached: the arguments are refused first
+    client = cli("client", ws_uri(port), *args)
+    assert client.wait(STARTUP_TIMEOUT) == 2, client.describe()
+    assert message in client.stderr, client.describe()
+    assert_no_traceback(client)
+
+
+def test_client_wss_cafile_insecure_and_refusal(
+    cli: Callable[..., CLI], certificate: tuple[Path, Path], server_context: object
+) -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send("over TLS")
+
+    with blocking_server(handler, ssl=server_context) as (port, _):
+        uri = f"wss://{HOST}:{port}/"
+        trusted = cli("client", uri, "--cafile", str(certificate[0]), "--count", "1")
+        insecure = cli("client", uri, "--insecure", "--count", "1")
+        untrusted = cli("client", uri, "--count", "1")
+        assert trusted.wait(STARTUP_TIMEOUT) == 0, trusted.describe()
+        assert insecure.wait(STARTUP_TIMEOUT) == 0, insecure.describe()
+        assert untrusted.wait(STARTUP_TIMEOUT) == 1, untrusted.describe()
+    assert trusted.lines == ["over TLS"]
+    assert insecure.lines == ["over TLS"]
+    assert untrusted.stderr.startswith("shakehands:"), untrusted.describe()
+    assert "certificate" in untrusted.stderr.lower(), untrusted.describe()
+    assert_no_traceback(untrusted)
+
+
+def test_client_interactive_commands(cli: Callable[..., CLI]) -> None:
+    closes: list[tuple[int | None, str | None]] = []
+
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send(b"\x00\xfe")
+        try:
+            for message in ws:
+                ws.send(message)
+        finally:  # 4000 is not a normal closure: the loop raises ConnectionClosedError
+            closes.append((ws.close_code, ws.close_reason))
+
+    with blocking_server(handler) as (port, _):
+        client = cli("client", ws_uri(port), stdin=True)
+        client.wait_for_text("< [binary] 00fe", STARTUP_TIMEOUT)
+        client.write_stdin("/ping\n")
+        client.wait_for_text("Pong: round-trip time")
+        client.write_stdin("/ping hello\n/binary 01 02 ff\n")
+        client.wait_for_text("< [binary] 0102ff")
+        client.write_stdin("//not a command\n")
+        client.wait_for_text("< /not a command")
+        client.write_stdin("/bogus\n/binary xyz\n/close 99\n/help\n")
+        client.wait_for_text("/ping [TEXT]")
+        client.write_stdin("/close 4000 bye now\n")
+        assert client.wait(STARTUP_TIMEOUT) == 0, client.describe()
+    pings = [line for line in client.lines if line.startswith("Pong: round-trip time ")]
+    assert len(pings) == 2 and all(line.endswith(" ms") for line in pings)
+    # The server got our code and reason; the line shows its answer (the code, here no reason).
+    assert closes == [(4000, "bye now")]
+    assert client.lines[-1] == "Connection closed: 4000"
+    assert "unknown command /bogus" in client.stderr
+    assert "not valid hex" in client.stderr
+    assert "99 is not a close code" in client.stderr
+    assert_no_traceback(client)
+
+
+def test_client_interactive_base64(cli: Callable[..., CLI]) -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+
+    with blocking_server(handler) as (port, _):
+        client = cli("client", ws_uri(port), "--binary-format", "base64", "--binary", stdin=True)
+        client.wait_for_text("Connected to", STARTUP_TIMEOUT)
+        client.write_stdin("AAEC\n")  # --binary: every line is data
+        client.wait_for_text("< [binary] AAEC")
+        client.write_stdin("", close=True)
+        assert client.wait() == 0, client.describe()
+    assert client.lines[-1] == "Connection closed: 1000"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "status"),
+    [(1000, "done", 0), (1001, "", 0), (1011, "oops", 3), (4001, "custom", 3)],
+)
+def test_client_exit_status_follows_the_close(
+    cli: Callable[..., CLI], code: int, reason: str, status: int
+) -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send("bye")
+        ws.close(code, reason)
+
+    with blocking_server(handler) as (port, _):
+        interactive = cli("client", ws_uri(port), stdin=True)
+        scripted = cli("client", ws_uri(port), "--count", "1")
+        assert interactive.wait(STARTUP_TIMEOUT) == status, interactive.describe()
+        assert scripted.wait(STARTUP_TIMEOUT) == (0 if status == 0 else 3), scripted.describe()
+    assert interactive.lines[-1] == f"Connection closed: {code} {reason}".rstrip()
+    assert scripted.lines == ["bye"]
+
+
+def test_client_fewer_messages_than_count(cli: Callable[..., CLI]) -> None:
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send("only one")
+
+    with blocking_server(handler) as (port, _):
+        client = cli("client", ws_uri(port), "--count", "2")
+        assert client.wait(STARTUP_TIMEOUT) == 3, client.describe()
+    assert client.lines == ["only one"]
+    assert "closed after 1 of 2 messages" in client.stderr
+
+
+def test_client_count_timeout(cli: Callable[..., CLI]) -> None:
+    stop = threading.Event()
+
+    def handler(ws: sync.ServerConnection) -> None:
+        ws.send("first")
+        with contextlib.suppress(Exception):
+            ws.recv(timeout=30)
+        stop.set()
+
+    with blocking_server(handler) as (port, _):
+        client = cli("client", ws_uri(port), "--count", "2", "--timeout", "0.5")
+        assert client.wait(STARTUP_TIMEOUT) == 3, client.describe()
+    assert client.lines == ["first"]
+    assert "1 of 2 messages after 0.5 s" in client.stderr
+    assert "Connection closed: 1000" in client.stderr
+
+
+def test_client_help_lists_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shakehands", "client", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT,
+    )
+    assert result.returncode == 0
+    options = ["--header", "--subprotocol", "--origin", "--insecure", "--cafile", "--proxy"]
+    options += ["--binary-format", "--binary", "--send", "--count", "--timeout", "/ping", "/close"]
+    for option in options:
+        assert option in result.stdout, option
 
 
 # ---------------------------------------------------------------------------------------------

@@ -212,3 +212,20 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     )
     from .client_errors import TLSVerificationError
     from .pubsub import Gap, Hub, MemoryBackend, PublishError, RedisBackend
+
+# Servers on Unix sockets, the router and HTTP Basic auth (issue 15).
+_LAZY.update(
+    {
+        "unix_serve": ".asyncio",
+        "unix_serve_callbacks": ".asyncio",
+        "Route": ".router",
+        "Router": ".router",
+        "basic_auth": ".auth",
+    }
+)
+__all__ += ["Route", "Router", "basic_auth", "unix_serve", "unix_serve_callbacks"]
+
+if TYPE_CHECKING:
+    from .asyncio import unix_serve, unix_serve_callbacks
+    from .auth import basic_auth
+    from .router import Route, Router

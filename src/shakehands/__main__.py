@@ -2,7 +2,8 @@
 
 - no arguments: the seed's demo on 127.0.0.1:12345 (``--host``, ``--port``);
 - ``echo``: a plain echo server, for conformance and benchmarks;
-- ``client URI``: an interactive client (stdin lines out as text, messages printed);
+- ``client URI``: a client, interactive (stdin lines out as text, messages printed, ``/ping``,
+  ``/close``, ``/binary``) or for scripts (``--send TEXT``, ``--count N``);
 - ``chat``: the chat demo, rooms over the in-memory hub or Redis (``--redis URL``).
 
 ``--workers N`` runs a server in N processes sharing the port (``SO_REUSEPORT``), each a full
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import socket
+import ssl as ssl_module
 import subprocess
 import sys
 import threading
@@ -27,11 +32,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .asyncio.callback import CallbackConnection, Listener, serve_callbacks
-from .asyncio.client import connect
+from .asyncio.client import ClientConnection, connect
 from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
-from .protocol.errors import ConnectionClosed, InvalidStatus, ShakehandsError
+from .protocol.errors import CloseCode, ConnectionClosed, InvalidStatus, ShakehandsError
 from .pubsub import Hub, RedisBackend
 
 __all__ = ["main"]
@@ -178,50 +183,256 @@ def _without_workers(argv: Sequence[str]) -> list[str]:
     return out
 
 
-async def _client(uri: str) -> int:
-    loop = asyncio.get_running_loop()
-    async with connect(uri) as ws:
-        print(f"Connected to {uri}. Type messages; Ctrl-D to quit.", flush=True)
+class _UsageError(Exception):
+    """A bad ``client`` argument: reported like argparse's errors, exit status 2."""
+
+
+#: Exit statuses of ``shakehands client`` (documented in the README).
+_EXIT_CLEAN, _EXIT_ERROR, _EXIT_USAGE, _EXIT_UNCLEAN = 0, 1, 2, 3
+
+_CLIENT_HELP = """\
+Commands (a line starting with /; type // to send a text that starts with /):
+  /ping [TEXT]              send a ping, print the round-trip time
+  /close [CODE [REASON]]    close the connection (default 1000) and exit
+  /binary DATA              send DATA (in --binary-format) as a binary message
+  /help                     this list"""
+
+
+def _decode_binary(data: str, binary_format: str) -> bytes:
+    """``data`` in hex (spaces allowed) or base64, as bytes; ``ValueError`` if malformed."""
+    try:
+        if binary_format == "hex":
+            return bytes.fromhex(data)
+        return base64.b64decode(data.strip().encode("ascii"), validate=True)
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"not valid {binary_format}: {data[:60]!r}") from None
+
+
+def _encode_binary(data: bytes, binary_format: str) -> str:
+    return data.hex() if binary_format == "hex" else base64.b64encode(data).decode("ascii")
+
+
+def _client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``connect``'s keyword arguments from the command line; :class:`_UsageError` if bad."""
+    options: dict[str, Any] = {}
+    headers: list[tuple[str, str]] = []
+    for header in args.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip() or name != name.strip():
+            raise _UsageError(f"-H/--header must be 'Name: value', got {header!r}")
+        headers.append((name, value.strip()))
+    if headers:
+        options["extra_headers"] = headers
+    if args.subprotocol:
+        options["subprotocols"] = list(args.subprotocol)
+    if args.origin is not None:
+        options["origin"] = args.origin
+    secure = args.uri.lower().startswith("wss:")
+    if args.insecure or args.cafile is not None:
+        if not secure:
+            raise _UsageError("--insecure and --cafile apply to wss:// URIs only")
+        context = ssl_module.create_default_context(cafile=args.cafile)
+        if args.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl_module.CERT_NONE
+        options["ssl"] = context
+    if args.proxy is not None:
+        options["proxy"] = args.proxy  # only when given: connect's own default otherwise
+    return options
+
+
+def _exit_status(ws: ClientConnection, we_closed: bool) -> int:
+    code = ws.close_code
+    if code is None or code == CloseCode.ABNORMAL_CLOSURE:
+        return _EXIT_UNCLEAN
+    if we_closed or code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+        return _EXIT_CLEAN
+    return _EXIT_UNCLEAN
+
+
+async def _client(args: argparse.Namespace) -> int:
+    binary_format: str = args.binary_format
+    try:
+        options = _client_options(args)
+        sends: list[str | bytes] = [
+            _decode_binary(text, binary_format) if args.binary else text for text in args.send
+        ]
+    except (_UsageError, ValueError) as exc:
+        print(f"shakehands client: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    if args.count is not None and args.count < 0:
+        print("shakehands client: --count must be 0 or more", file=sys.stderr)
+        return _EXIT_USAGE
+    # Scripts: --send / --count. Messages alone on stdout; the rest on stderr.
+    interactive = not args.send and args.count is None
+    status_out = sys.stdout if interactive else sys.stderr
+    prefix = "< " if interactive else ""
+    async with connect(args.uri, **options) as ws:
+        protocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
+        if interactive:
+            print(f"Connected to {args.uri}{protocol}. Type messages; Ctrl-D to quit.", flush=True)
+        else:
+            print(f"Connected to {args.uri}{protocol}.", file=sys.stderr, flush=True)
+        received = 0
 
         async def printer() -> None:
+            nonlocal received
+            if args.count == 0:
+                return
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
-                    print(f"< {message!r}" if isinstance(message, bytes) else f"< {message}")
-                    sys.stdout.flush()
+                    if isinstance(message, str):
+                        print(f"{prefix}{message}", flush=True)
+                    else:
+                        shown = _encode_binary(message, binary_format)
+                        print(f"{prefix}[binary] {shown}" if interactive else shown, flush=True)
+                    received += 1
+                    if args.count is not None and received >= args.count:
+                        return
 
-        # Read stdin in a daemon thread: a readline() blocked in an executor thread would keep
-        # the process alive after the connection closes or Ctrl-C, until the next line or EOF.
-        lines: asyncio.Queue[str] = asyncio.Queue()
-
-        def read_stdin() -> None:
-            while True:
-                line = sys.stdin.readline()
-                try:
-                    loop.call_soon_threadsafe(lines.put_nowait, line)
-                except RuntimeError:  # the event loop is closed
-                    return
-                if not line:
-                    return
-
-        threading.Thread(target=read_stdin, name="shakehands-stdin", daemon=True).start()
         reader = asyncio.create_task(printer())
-        while not reader.done():
-            line_task = asyncio.ensure_future(lines.get())
-            done, _ = await asyncio.wait({reader, line_task}, return_when=asyncio.FIRST_COMPLETED)
-            if line_task not in done:
-                line_task.cancel()
-                break
-            line = line_task.result()
-            if not line:
-                break
+        timed_out = False
+        if interactive:
+            close_code, close_reason = await _client_interactive(ws, reader, args)
+        else:
+            close_code, close_reason = CloseCode.NORMAL_CLOSURE, ""
             try:
-                await ws.send(line.rstrip("\n"))
+                for message in sends:
+                    await ws.send(message)
+                if args.count:
+                    await asyncio.wait_for(asyncio.shield(reader), args.timeout)
             except ConnectionClosed:
-                break
-        await ws.close()
+                pass
+            except TimeoutError:
+                timed_out = True
+                print(
+                    f"shakehands client: {received} of {args.count} messages after "
+                    f"{args.timeout} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        we_closed = False
+        if ws.close_code is None:
+            we_closed = True
+            await ws.close(close_code, close_reason)
         await reader
-    print(f"Connection closed: {ws.close_code} {ws.close_reason or ''}".rstrip(), flush=True)
-    return 0
+    print(
+        f"Connection closed: {ws.close_code} {ws.close_reason or ''}".rstrip(),
+        file=status_out,
+        flush=True,
+    )
+    status = _exit_status(ws, we_closed)
+    if args.count is not None and received < args.count and status == _EXIT_CLEAN:
+        if not timed_out:
+            print(
+                f"shakehands client: closed after {received} of {args.count} messages",
+                file=sys.stderr,
+            )
+        status = _EXIT_UNCLEAN
+    return _EXIT_UNCLEAN if timed_out else status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Command:
+    """An interactive input line: ``send`` (``message``), ``ping`` (``message``: its data),
+    ``close`` (``code``, ``reason``) or ``help``."""
+
+    kind: str
+    message: str | bytes | None = None
+    code: int = CloseCode.NORMAL_CLOSURE
+    reason: str = ""
+
+
+async def _client_interactive(
+    ws: ClientConnection, reader: asyncio.Task[None], args: argparse.Namespace
+) -> tuple[int, str]:
+    """Send stdin's lines and run its commands until EOF, ``/close`` or the end of ``reader``
+    (the connection closed); the close code and reason to send."""
+    loop = asyncio.get_running_loop()
+    binary_format: str = args.binary_format
+    close_code, close_reason = int(CloseCode.NORMAL_CLOSURE), ""
+    # Read stdin in a daemon thread: a readline() blocked in an executor thread would
+    # keep the process alive after the connection closes or Ctrl-C, until the next
+    # line or EOF.
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        while True:
+            line = sys.stdin.readline()
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the event loop is closed
+                return
+            if not line:
+                return
+
+    threading.Thread(target=read_stdin, name="shakehands-stdin", daemon=True).start()
+    while not reader.done():
+        line_task = asyncio.ensure_future(lines.get())
+        done, _ = await asyncio.wait({reader, line_task}, return_when=asyncio.FIRST_COMPLETED)
+        if line_task not in done:
+            line_task.cancel()
+            break
+        line = line_task.result()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        try:
+            command = _client_command(line, binary_format, args.binary)
+        except ValueError as exc:
+            print(f"shakehands client: {exc}", file=sys.stderr, flush=True)
+            continue
+        try:
+            if command.kind == "send":
+                assert command.message is not None
+                await ws.send(command.message)
+            elif command.kind == "ping":
+                assert not isinstance(command.message, str)
+                rtt = await ws.ping(command.message)
+                print(f"Pong: round-trip time {rtt * 1000:.3f} ms", flush=True)
+            elif command.kind == "help":
+                print(_CLIENT_HELP, flush=True)
+            else:
+                close_code, close_reason = command.code, command.reason
+                break
+        except ConnectionClosed:
+            break
+    return close_code, close_reason
+
+
+def _client_command(line: str, binary_format: str, binary: bool) -> _Command:
+    """What an interactive input line asks for; ``ValueError`` for a bad command."""
+    if not line.startswith("/") or line.startswith("//"):
+        text = line[1:] if line.startswith("//") else line
+        return _Command("send", _decode_binary(text, binary_format) if binary else text)
+    name, _, rest = line[1:].partition(" ")
+    if name == "ping":
+        data = rest.encode("utf-8")
+        if len(data) > 125:
+            raise ValueError("a ping carries at most 125 bytes")
+        return _Command("ping", data or None)
+    if name == "close":
+        code_text, _, reason = rest.strip().partition(" ")
+        if not code_text:
+            return _Command("close")
+        if not code_text.isdigit():
+            raise ValueError(f"/close takes a close code, got {code_text!r}")
+        code = int(code_text)
+        if not (
+            code in (1000, 1001)
+            or 1002 <= code <= 1003
+            or 1007 <= code <= 1014
+            or 3000 <= code <= 4999
+        ):
+            raise ValueError(f"{code} is not a close code an endpoint may send")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("a close reason is at most 123 bytes")
+        return _Command("close", code=code, reason=reason)
+    if name == "binary":
+        return _Command("send", _decode_binary(rest, binary_format))
+    if name == "help":
+        return _Command("help")
+    raise ValueError(f"unknown command /{name}: /help lists them (// sends a text with /)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,8 +473,78 @@ def _parser() -> argparse.ArgumentParser:
         "default: the in-memory hub of this process",
     )
     _add_process_options(chat)
-    client = commands.add_parser("client", help="an interactive client")
+    client = commands.add_parser(
+        "client",
+        help="a client: interactive, or for scripts with --send / --count",
+        description="Connect to a WebSocket server. Interactive: stdin lines are sent as text "
+        "messages, received messages printed; type /help for the commands (/ping, /close, "
+        "/binary). With --send or --count: no stdin; messages alone on stdout, one a line. "
+        "Exit status: 0 closed cleanly (1000/1001, or a close we asked for), 1 could not "
+        "connect, 2 bad arguments, 3 closed otherwise (another code, connection lost, fewer "
+        "than --count messages, --timeout).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_CLIENT_HELP,
+    )
     client.add_argument("uri", help="ws:// or wss:// URI")
+    client.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra request header (repeat for more)",
+    )
+    client.add_argument(
+        "--subprotocol",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this subprotocol (repeat for more, by preference)",
+    )
+    client.add_argument("--origin", help="the Origin header to send")
+    client.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss://: do not verify the server's certificate (testing only)",
+    )
+    client.add_argument(
+        "--cafile", metavar="PEM", help="wss://: trust the CA certificates in this file"
+    )
+    client.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="connect through this proxy (http://, https://, socks5://)",
+    )
+    client.add_argument(
+        "--binary-format",
+        choices=("hex", "base64"),
+        default="hex",
+        help="how binary messages are printed and /binary data is read (default hex)",
+    )
+    client.add_argument(
+        "--binary",
+        action="store_true",
+        help="send input lines and --send values as binary (decoded with --binary-format)",
+    )
+    client.add_argument(
+        "--send",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="send this message, then close (repeat for more); does not read stdin",
+    )
+    client.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="exit after receiving N messages (closing with 1000); does not read stdin",
+    )
+    client.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --count: give up (exit status 3) if the messages take longer",
+    )
     return parser
 
 
@@ -333,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "chat":
             _run(_chat(host, port, args.redis, reuse_port))
         elif args.command == "client":
-            return int(_run(_client(args.uri)))
+            return int(_run(_client(args)))
         else:
             _run(_demo(host, port, reuse_port))
     except KeyboardInterrupt:

@@ -5,10 +5,10 @@ core, and turn its events into awaitables or callbacks. No framing or handshake 
 """
 
 from .base import TransportProtocol
-from .callback import CallbackConnection, Listener, serve_callbacks
+from .callback import CallbackConnection, Listener, serve_callbacks, unix_serve_callbacks
 from .client import ClientConnection, connect, unix_connect
 from .connection import WebSocketConnection
-from .server import Server, ServerConnection, serve
+from .server import Server, ServerConnection, serve, unix_serve
 
 __all__ = [
     "CallbackConnection",
@@ -22,4 +22,6 @@ __all__ = [
     "serve",
     "serve_callbacks",
     "unix_connect",
+    "unix_serve",
+    "unix_serve_callbacks",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Unpack
 
 from ..protocol.connection import Close, Pong, State
@@ -22,16 +23,24 @@ from ..protocol.errors import CloseCode, ConnectionClosed
 from ..protocol.handshake import Request
 from ..protocol.messages import unsendable
 from ..protocol.server import ServerProtocol
+from ..router import Router, path_params_of
 from .base import TransportProtocol, write_chunks
 from .handshake import HANDSHAKE_SLOTS, ServerHandshake
 from .server import (
     ServeContext,
     ServeOptions,
     Server,
+    UnixServeOptions,
     split_server_options,
 )
 
-__all__ = ["Listener", "CallbackConnection", "serve_callbacks"]
+__all__ = [
+    "Listener",
+    "CallbackConnection",
+    "RoutedListener",
+    "serve_callbacks",
+    "unix_serve_callbacks",
+]
 
 logger = logging.getLogger("shakehands.server")
 
@@ -62,6 +71,35 @@ class Listener:
 
     def on_close(self, ws: CallbackConnection, code: int, reason: str) -> None:
         """The connection closed; ``code`` 1006 means no close frame was received."""
+
+
+class RoutedListener(Listener):
+    """The listener of a :class:`~shakehands.Router` of listeners: each event goes to the
+    listener of the route the connection matched (what ``serve_callbacks(router)`` runs)."""
+
+    __slots__ = ("router",)
+
+    def __init__(self, router: Router) -> None:
+        for route in router.routes:
+            if not isinstance(route.endpoint, Listener):
+                raise TypeError(
+                    f"route {route.pattern!r}: serve_callbacks routes to Listener objects, "
+                    f"got {route.endpoint!r}"
+                )
+        #: The routes.
+        self.router = router
+
+    def on_open(self, ws: CallbackConnection) -> None:
+        """Hand the event to the route's listener."""
+        self.router.endpoint_for(ws.request).on_open(ws)
+
+    def on_message(self, ws: CallbackConnection, message: str | bytes) -> None:
+        """Hand the message to the route's listener."""
+        self.router.endpoint_for(ws.request).on_message(ws, message)
+
+    def on_close(self, ws: CallbackConnection, code: int, reason: str) -> None:
+        """Hand the event to the route's listener."""
+        self.router.endpoint_for(ws.request).on_close(ws, code, reason)
 
 
 class CallbackConnection(ServerHandshake, TransportProtocol):
@@ -244,6 +282,12 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
     # What listeners call
     # -----------------------------------------------------------------------------------------
 
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The path parameters of the :class:`~shakehands.Router` route that matched:
+        ``{"name": "lobby"}`` for ``/rooms/{name}``; ``{}`` without a router."""
+        return path_params_of(self.request)
+
     def send(self, message: str | bytes | bytearray | memoryview, *, compress: bool = True) -> None:
         """Queue a message (text for ``str``, binary otherwise); it leaves with the batch.
 
@@ -289,7 +333,7 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
 
 
 def serve_callbacks(
-    listener: Listener,
+    listener: Listener | Router,
     host: str | None = None,
     port: int | None = None,
     **options: Unpack[ServeOptions],
@@ -297,7 +341,9 @@ def serve_callbacks(
     """Start a WebSocket server driven by a :class:`Listener`: the fast path.
 
     Takes the same options as :func:`~shakehands.serve` (``process_request`` must be a plain
-    function here, or return an awaitable: both work).
+    function here, or return an awaitable: both work). ``listener`` may be a
+    :class:`~shakehands.Router` of listeners: its ``process_request`` runs first (404 for paths
+    it does not route), then yours, if any.
 
     Example::
 
@@ -308,6 +354,9 @@ def serve_callbacks(
         async with serve_callbacks(Echo(), "127.0.0.1", 8765) as server:
             await server.serve_forever()
     """
+    if isinstance(listener, Router):
+        options["process_request"] = listener.with_process_request(options.get("process_request"))
+        listener = RoutedListener(listener)
     config, secure, create_kwargs = split_server_options(options)
     server: Server[CallbackConnection] = Server(config, secure=secure)
     return ServeContext(
@@ -317,3 +366,21 @@ def serve_callbacks(
         port,
         create_kwargs,
     )
+
+
+def unix_serve_callbacks(
+    listener: Listener | Router,
+    path: str | os.PathLike[str] | None = None,
+    **options: Unpack[UnixServeOptions],
+) -> ServeContext[CallbackConnection]:
+    """:func:`serve_callbacks` on a Unix domain socket (``path``, or the ``sock`` option).
+
+    The socket file is handled as by :func:`~shakehands.asyncio.server.unix_serve`: a stale one
+    is replaced, a live one is an error, and it is removed when the server closes.
+
+    Example::
+
+        async with unix_serve_callbacks(Echo(), "/tmp/echo.sock") as server:
+            await server.serve_forever()
+    """
+    return serve_callbacks(listener, **options)._listen_unix(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl as ssl_module
@@ -32,11 +33,21 @@ from ..protocol.handshake import (
 )
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
+from ..router import Router, path_params_of
+from ..unix import UnixSocketFile, bind_unix_socket
 from .base import TransportProtocol
 from .connection import WebSocketConnection
 from .handshake import HANDSHAKE_SLOTS, ServerHandshake
 
-__all__ = ["serve", "Server", "ServerConnection", "ProcessRequest", "Handler"]
+__all__ = [
+    "serve",
+    "unix_serve",
+    "Server",
+    "ServerConnection",
+    "ProcessRequest",
+    "Handler",
+    "UnixServeOptions",
+]
 
 logger = logging.getLogger("shakehands.server")
 
@@ -75,6 +86,12 @@ class ServerConnection(ServerHandshake, WebSocketConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._register(transport)
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The path parameters of the :class:`~shakehands.Router` route that matched:
+        ``{"name": "lobby"}`` for ``/rooms/{name}``; ``{}`` without a router."""
+        return path_params_of(self.request)
 
     def _on_handshake_event(self, event: object) -> None:
         if isinstance(event, Request):
@@ -124,6 +141,8 @@ class Server(Generic[C]):
         self._admitted: set[C] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
+        #: The Unix socket file ``unix_serve`` created, removed when the server closes.
+        self._socket_file: UnixSocketFile | None = None
 
     @property
     def close_timeout(self) -> float | None:
@@ -147,8 +166,15 @@ class Server(Generic[C]):
 
     @property
     def port(self) -> int:
-        """The port of the first listening socket (useful with ``port=0``)."""
-        return int(self.sockets[0].getsockname()[1])
+        """The port of the first listening socket (useful with ``port=0``).
+
+        Raises:
+            ValueError: a server on a Unix socket (``unix_serve``) has no port.
+        """
+        address = self.sockets[0].getsockname()
+        if isinstance(address, (str, bytes)):
+            raise ValueError(f"a Unix socket server has no port (it listens on {address!r})")
+        return int(address[1])
 
     async def serve_forever(
         self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
@@ -215,6 +241,8 @@ class Server(Generic[C]):
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         await self._server.wait_closed()
+        if self._socket_file is not None:
+            self._socket_file.remove()
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` has finished: every connection and handler is done."""
@@ -253,13 +281,41 @@ class ServeContext(Generic[C]):
         self._host = host
         self._port = port
         self._kwargs = create_server_kwargs
+        self._unix = False
+        self._unix_path: str | os.PathLike[str] | None = None
+
+    def _listen_unix(self, path: str | os.PathLike[str] | None) -> ServeContext[C]:
+        """Listen on the Unix socket ``path`` (or the ``sock`` option) instead of TCP."""
+        sock = self._kwargs.get("sock")
+        if (path is None) == (sock is None):
+            raise TypeError("unix_serve needs a path or a sock option: exactly one of them")
+        if sock is not None and getattr(sock, "family", None) != socket.AF_UNIX:
+            raise ValueError(f"sock must be an AF_UNIX socket, got {sock!r}")
+        self._unix = True
+        self._unix_path = path
+        return self
 
     async def _start(self) -> Server[C]:
         loop = asyncio.get_running_loop()
         server = self._server
-        server._server = await loop.create_server(
-            lambda: self._factory(server), self._host, self._port, **self._kwargs
-        )
+        if not self._unix:
+            server._server = await loop.create_server(
+                lambda: self._factory(server), self._host, self._port, **self._kwargs
+            )
+            return server
+        kwargs = dict(self._kwargs)
+        if self._unix_path is not None:
+            kwargs["sock"], server._socket_file = bind_unix_socket(
+                self._unix_path, kwargs.get("backlog", 100)
+            )
+        try:
+            server._server = await loop.create_unix_server(lambda: self._factory(server), **kwargs)
+        except BaseException:
+            if self._unix_path is not None:
+                kwargs["sock"].close()
+                if server._socket_file is not None:
+                    server._socket_file.remove()
+            raise
         return server
 
     def __await__(self) -> Generator[Any, None, Server[C]]:
@@ -299,6 +355,16 @@ class ServeOptions(ServerOptions, CreateServerOptions, total=False):
 _CREATE_SERVER_KEYS = frozenset(CreateServerOptions.__annotations__)
 
 
+class UnixServeOptions(ServerOptions, total=False):
+    """Every keyword argument of :func:`unix_serve` and ``unix_serve_callbacks``: the
+    WebSocket options and those of ``loop.create_unix_server``."""
+
+    ssl: ssl_module.SSLContext | None
+    ssl_handshake_timeout: float | None
+    sock: socket.socket | None
+    backlog: int
+
+
 def split_server_options(
     options: ServeOptions,
 ) -> tuple[ServerConfig, bool, dict[str, Any]]:
@@ -320,8 +386,20 @@ def split_server_options(
     return config, ssl_context is not None, create
 
 
+def _routed(router: Router, options: ServeOptions) -> Handler:
+    """The handler that runs ``router``'s endpoints; its hook goes first in ``options``."""
+    for route in router.routes:
+        check_handler(route.endpoint, coroutine=True, expected="async def handler(ws): ...")
+    options["process_request"] = router.with_process_request(options.get("process_request"))
+
+    async def run_route(ws: ServerConnection) -> None:
+        await router.endpoint_for(ws.request)(ws)
+
+    return run_route
+
+
 def serve(
-    handler: Handler,
+    handler: Handler | Router,
     host: str | None = None,
     port: int | None = None,
     **options: Unpack[ServeOptions],
@@ -331,7 +409,9 @@ def serve(
     Args:
         handler: coroutine function taking a :class:`ServerConnection`; the connection closes
             (1000) when it returns, or with 1011 if it raises. Checked here: anything else
-            (a plain ``def``, a lambda, ``handler(ws, path)``) raises ``TypeError``.
+            (a plain ``def``, a lambda, ``handler(ws, path)``) raises ``TypeError``. Or a
+            :class:`~shakehands.Router` of such handlers: its ``process_request`` runs first
+            (404 for paths it does not route), then yours, if any.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         process_request: ``process_request(request)`` sees every request before any answer
             and may return a :class:`~shakehands.Response` to answer it instead of upgrading.
@@ -367,6 +447,8 @@ def serve(
         async with serve(echo, "127.0.0.1", 8765) as server:
             await server.serve_forever()
     """
+    if isinstance(handler, Router):
+        handler = _routed(handler, options)
     config, secure, create_kwargs = split_server_options(options)
     check_handler(handler, coroutine=True, expected="async def handler(ws): ...")
     server: Server[ServerConnection] = Server(config, secure=secure)
@@ -377,3 +459,32 @@ def serve(
         port,
         create_kwargs,
     )
+
+
+def unix_serve(
+    handler: Handler | Router,
+    path: str | os.PathLike[str] | None = None,
+    **options: Unpack[UnixServeOptions],
+) -> ServeContext[ServerConnection]:
+    """:func:`serve` on a Unix domain socket: same handler, same options, no host and port.
+
+    Behind a reverse proxy on the same machine (nginx ``proxy_pass http://unix:/run/app.sock``),
+    a Unix socket spares the TCP stack and is protected by file permissions.
+
+    Args:
+        handler: as for :func:`serve` (a handler or a :class:`~shakehands.Router`).
+        path: the socket file to create. One left by a server that no longer runs (a crash,
+            ``kill -9``) is replaced; if a server still listens there, ``OSError``
+            (``EADDRINUSE``); a path that exists and is not a socket: ``FileExistsError``.
+            The file is removed when the server closes. A Linux abstract name (``"\\0name"``)
+            has no file.
+        options: every option of :func:`serve`; ``sock`` (an already bound ``AF_UNIX``
+            socket, instead of ``path``: its file is yours to remove), ``backlog``, ``ssl``.
+            The remote address of a connection is ``""`` (an unnamed Unix socket).
+
+    Example::
+
+        async with unix_serve(echo, "/tmp/echo.sock") as server:
+            await server.serve_forever()
+    """
+    return serve(handler, **options)._listen_unix(path)

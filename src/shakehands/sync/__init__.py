@@ -31,7 +31,7 @@ from .seed import (
     reject,
     shake_hands,
 )
-from .server import Server, ServerConnection, ServerOptions, serve
+from .server import Server, ServerConnection, ServerOptions, serve, unix_serve
 
 __all__ = [
     "ClientConnection",
@@ -54,4 +54,5 @@ __all__ = [
     "serve",
     "shake_hands",
     "unix_connect",
+    "unix_serve",
 ]

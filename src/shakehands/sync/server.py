@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
 import signal
 import socket
@@ -28,11 +29,14 @@ from ..protocol.errors import CloseCode, ConnectionClosed, InvalidHandshake
 from ..protocol.handshake import Request, Response
 from ..protocol.hixie76 import new_server_protocol
 from ..protocol.server import ServerProtocol
+from ..router import Router, path_params_of
+from ..unix import UnixSocketFile, bind_unix_socket
 from .connection import Connection
 from .handshake import REFUSAL_LINGER_BYTES, answer_request, read_request, server_handshake
 
 __all__ = [
     "serve",
+    "unix_serve",
     "Server",
     "ServerConnection",
     "ServerOptions",
@@ -60,6 +64,12 @@ class ServerConnection(Connection):
     """
 
     protocol: ServerProtocol
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The path parameters of the :class:`~shakehands.Router` route that matched:
+        ``{"name": "lobby"}`` for ``/rooms/{name}``; ``{}`` without a router."""
+        return path_params_of(self.request)
 
 
 class ServerOptions:
@@ -119,6 +129,8 @@ class Server:
         self._stopping = False
         self._stopped = threading.Event()
         self._stopped.set()
+        #: The Unix socket file :func:`unix_serve` created, removed by :meth:`shutdown`.
+        self._socket_file: UnixSocketFile | None = None
 
     @property
     def close_timeout(self) -> float | None:
@@ -142,8 +154,15 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The listening port (useful with ``port=0``)."""
-        return int(self.socket.getsockname()[1])
+        """The listening port (useful with ``port=0``).
+
+        Raises:
+            ValueError: a server on a Unix socket (``unix_serve``) has no port.
+        """
+        address = self.sockets[0].getsockname()
+        if isinstance(address, (str, bytes)):
+            raise ValueError(f"a Unix socket server has no port (it listens on {address!r})")
+        return int(address[1])
 
     def serve_forever(
         self, *, stop_signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)
@@ -294,6 +313,8 @@ class Server:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, end - time.monotonic()))
         self.socket.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
         self._stop_r.close()
         self._stop_w.close()
 
@@ -310,8 +331,20 @@ class Server:
             self.shutdown()
 
 
+def _routed(router: Router, options: ServerKeywords) -> Handler:
+    """The handler that runs ``router``'s endpoints; its hook goes first in ``options``."""
+    for route in router.routes:
+        check_handler(route.endpoint, coroutine=False, expected="def handler(ws): ...")
+    options["process_request"] = router.with_process_request(options.get("process_request"))
+
+    def run_route(ws: ServerConnection) -> None:
+        router.endpoint_for(ws.request)(ws)
+
+    return run_route
+
+
 def serve(
-    handler: Handler,
+    handler: Handler | Router,
     host: str | None = None,
     port: int | None = None,
     *,
@@ -325,7 +358,9 @@ def serve(
     Args:
         handler: a function taking a :class:`ServerConnection`; the connection closes (1000)
             when it returns, or with 1011 if it raises. Checked here: an ``async def`` or a
-            function of another number of arguments raises ``TypeError``.
+            function of another number of arguments raises ``TypeError``. Or a
+            :class:`~shakehands.Router` of such functions: its ``process_request`` runs first
+            (404 for paths it does not route), then yours, if any.
         host, port: where to listen (``port=0`` picks a free port: see :attr:`Server.port`).
         sock: an already bound listening socket, instead of ``host`` and ``port``.
         process_request: ``process_request(request)`` sees every request before any answer and
@@ -362,6 +397,8 @@ def serve(
         with serve(echo, "127.0.0.1", 8765) as server:
             server.serve_forever()
     """
+    if isinstance(handler, Router):
+        handler = _routed(handler, options)
     ws_options = ServerOptions(ssl=ssl, **options)
     check_handler(handler, coroutine=False, expected="def handler(ws): ...")
     if sock is None:
@@ -372,3 +409,49 @@ def serve(
             dualstack_ipv6=False,
         )
     return Server(sock, handler, ws_options)
+
+
+def unix_serve(
+    handler: Handler | Router,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    sock: socket.socket | None = None,
+    backlog: int = 128,
+    ssl: ssl_module.SSLContext | None = None,
+    **options: Unpack[ServerKeywords],
+) -> Server:
+    """:func:`serve` on a Unix domain socket: same handler, same options, no host and port.
+
+    Args:
+        handler: as for :func:`serve`.
+        path: the socket file to create. One left by a server that no longer runs (a crash,
+            ``kill -9``) is replaced; if a server still listens there, ``OSError``
+            (``EADDRINUSE``); a path that exists and is not a socket: ``FileExistsError``.
+            The file is removed by :meth:`Server.shutdown` (leaving the ``with`` block). A
+            Linux abstract name (``"\\0name"``) has no file.
+        sock: an already bound and listening ``AF_UNIX`` socket, instead of ``path`` (its
+            file is yours to remove).
+        backlog, ssl, options: as for :func:`serve`.
+
+    Example::
+
+        from shakehands.sync import unix_serve
+
+        with unix_serve(echo, "/tmp/echo.sock") as server:
+            server.serve_forever()
+    """
+    if (path is None) == (sock is None):
+        raise TypeError("unix_serve needs a path or a sock: exactly one of them")
+    if sock is not None and sock.family != socket.AF_UNIX:
+        raise ValueError(f"sock must be an AF_UNIX socket, got {sock!r}")
+    if isinstance(handler, Router):
+        handler = _routed(handler, options)
+    ws_options = ServerOptions(ssl=ssl, **options)
+    check_handler(handler, coroutine=False, expected="def handler(ws): ...")
+    socket_file = None
+    if sock is None:
+        assert path is not None
+        sock, socket_file = bind_unix_socket(path, backlog)
+    server = Server(sock, handler, ws_options)
+    server._socket_file = socket_file
+    return server
