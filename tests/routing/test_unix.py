@@ -301,3 +301,41 @@ def test_a_blocking_unix_server_has_no_port(sock_path: Path) -> None:
         pytest.raises(ValueError, match="no port"),
     ):
         _ = server.port
+
+
+# --- shakehands' own Unix clients against the three servers ----------------------------------
+
+
+async def test_own_client_over_unix_socket(api: str, sock_path: Path) -> None:
+    async with start(api, sock_path):
+        async with shakehands.unix_connect(str(sock_path), "ws://localhost/chat") as ws:
+            await ws.send("hello")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello"
+            await ws.send(b"\x00\xff")
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"\x00\xff"
+        # The blocking client, from a thread (the server runs on this loop).
+        def talk() -> str | bytes:
+            with sync.unix_connect(str(sock_path), "ws://localhost/") as ws:
+                ws.send("from a thread")
+                return ws.recv(timeout=TIMEOUT)
+
+        assert await asyncio.to_thread(talk) == "from a thread"
+    assert not sock_path.exists()
+
+
+def test_own_clients_against_sync_unix_server(sock_path: Path) -> None:
+    with sync.unix_serve(sync_echo, sock_path, close_timeout=5) as server:
+        thread = serving(server)
+        with sync.unix_connect(str(sock_path), "ws://localhost/") as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=TIMEOUT) == "hello"
+
+        async def talk() -> str | bytes:
+            async with shakehands.unix_connect(str(sock_path)) as ws:
+                await ws.send(b"\x01")
+                return await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+        assert asyncio.run(talk()) == b"\x01"
+        server.shutdown()
+        thread.join(TIMEOUT)
+    assert not sock_path.exists()
