@@ -65,8 +65,9 @@ class Request:
     target: str
     headers: Headers
     version: str = "HTTP/1.1"
-    #: The peer's address, filled in by the I/O layer (``None`` in the sans-I/O core).
-    remote_address: tuple[str, int] | None = None
+    #: The peer's address, filled in by the I/O layer: ``(host, port)`` over TCP (IPv6 adds
+    #: flow info and scope id), ``""`` over a Unix socket, ``None`` in the sans-I/O core.
+    remote_address: tuple[str, int] | tuple[str, int, int, int] | str | None = None
     #: The authority of an absolute-form request target (``GET ws://host/path``), else ``None``.
     authority: str | None = None
     # Application state (see :attr:`context`), made on first use: most connections need none.
