@@ -1,4 +1,5 @@
-"""The code of the documentation runs: ``README.md`` and ``docs/*.md`` Python blocks, and
+"""The code of the documentation runs: the Python blocks of ``README.md`` and of every
+Markdown page under ``docs/`` (the site's tutorial and how-to guides included), and
 ``examples/*.py``.
 
 Every ```` ```python ```` block compiles (top-level ``await`` allowed: fragments such as
@@ -40,7 +41,7 @@ from .helpers import HOST, free_port
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 STARTUP_TIMEOUT = 30.0  # seconds for a server to answer (the machine may be loaded)
 RUN_TIMEOUT = 60.0
