@@ -3,7 +3,11 @@
 shakehands' docstrings are written for ``help()`` and for readers of the source, with Sphinx-style
 roles: ``:class:`Server```, ``:func:`~.config.server_config```, ``:mod:`shakehands.sync```,
 ``:attr:`request```. Markdown would print the role verbatim; this extension turns each into code
-(the last component of the name when it starts with ``~``, as Sphinx does), and ``Example::``
+(the last component of the name when it starts with ``~``, as Sphinx does) that links to the
+object's entry when the reference has one (an ``optional`` cross-reference of mkdocs-autorefs:
+a target that is not documented stays plain code, and strict mode has nothing to say). Names are
+looked up as Sphinx would: ``.mod.Name`` from the docstring's package, ``Name`` in its class,
+then its module. ``Example::``
 into ``Example:`` followed by the indented block, which Markdown shows as code. A list of
 option names wrapped over two lines in an ``Args:`` section is joined into one entry. A class's
 ``__slots__`` is left out of the reference.
@@ -11,7 +15,9 @@ option names wrapped over two lines in an ``Args:`` section is joined into one e
 
 from __future__ import annotations
 
+import html
 import re
+from pathlib import Path
 from typing import Any
 
 import griffe
@@ -23,19 +29,43 @@ LITERAL_BLOCK = re.compile(r"::\n\n")
 WRAPPED_NAMES = re.compile(r"^(\s+\w+(?:, \w+)*,)\n\s+(\w+(?:, \w+)*:)", re.MULTILINE)
 
 
-def _role(match: re.Match[str]) -> str:
-    name = match.group(1).strip()
-    if name.startswith("~"):
-        name = name.lstrip("~.").rsplit(".", 1)[-1]
-    elif name.startswith("."):
-        name = name.lstrip(".")
-    return f"`{name}`"
+def _candidates(target: str, obj: griffe.Object) -> list[str]:
+    """The identifiers a role's target may mean, where ``obj``'s docstring says it."""
+    module = obj.module
+    package = (
+        module.path
+        if module.filepath and Path(str(module.filepath)).name == ("__init__.py")
+        else module.path.rsplit(".", 1)[0]
+    )
+    if target.startswith("."):  # relative to the package, as Sphinx reads ``.mod.Name``
+        return [f"{package}.{target.lstrip('.')}"]
+    if target.startswith("shakehands"):
+        return [target]
+    owner = obj if obj.is_class else obj.parent if obj.parent and obj.parent.is_class else None
+    scopes = [module.path, package]
+    if owner is not None and not target[:1].isupper():  # ``:attr:`request```, ``:meth:`send```
+        scopes.insert(0, owner.path)
+    # A name the module imports resolves too: mkdocstrings follows the alias to its home.
+    return [f"{scope}.{target}" for scope in scopes]
 
 
-def markdown(text: str) -> str:
-    """The docstring ``text`` with its roles as code spans and its ``::`` blocks as code."""
+def _role(match: re.Match[str], obj: griffe.Object) -> str:
+    target = match.group(1).strip()
+    short = target.startswith("~")
+    target = target.lstrip("~")
+    title = target.rsplit(".", 1)[-1] if short else target.lstrip(".")
+    code = f"<code>{html.escape(title)}</code>"
+    candidates = _candidates(target, obj)[:2]  # autorefs tries an identifier, then a "slug"
+    slug = f' slug="{html.escape(candidates[1])}"' if len(candidates) > 1 else ""
+    # ``optional``: a link when the reference documents the target, plain code otherwise.
+    return f'<autoref identifier="{html.escape(candidates[0])}"{slug} optional>{code}</autoref>'
+
+
+def markdown(text: str, obj: griffe.Object) -> str:
+    """The docstring ``text`` of ``obj`` with its roles as links (or code) and its ``::``
+    blocks as code."""
     text = WRAPPED_NAMES.sub(r"\1 \2", text)
-    return LITERAL_BLOCK.sub(":\n\n", ROLE.sub(_role, text))
+    return LITERAL_BLOCK.sub(":\n\n", ROLE.sub(lambda match: _role(match, obj), text))
 
 
 class RestRoles(griffe.Extension):
@@ -43,7 +73,7 @@ class RestRoles(griffe.Extension):
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = markdown(obj.docstring.value)
+            obj.docstring.value = markdown(obj.docstring.value, obj)
 
     def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         # ``__slots__`` is how a class is stored, not part of what it offers.

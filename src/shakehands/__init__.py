@@ -1,6 +1,8 @@
 """shakehands: WebSocket servers and clients for Python (RFC 6455).
 
-The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`.
+The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`;
+so are fan-out, ``shakehands.broadcast`` (the function
+:func:`~shakehands.asyncio.broadcast.broadcast`), and rooms (:mod:`shakehands.pubsub`).
 The blocking API (threads and sockets) is :mod:`shakehands.sync`.
 The sans-I/O core lives in :mod:`shakehands.protocol`.
 """
