@@ -3,6 +3,8 @@ browser reads it without an error.
 
 - ``mkdocs build --strict`` (``mkdocs.yml``) into a temporary directory: a broken link, a missing
   page or reference, or a docstring the reference cannot parse fails it.
+- The same ``strict`` and ``validation`` settings fail a two-page site on one bad link: a page,
+  an anchor, or a repository file outside ``docs/`` that does not exist.
 - Every name in the ``__all__`` of every public module is in the site's inventory
   (``objects.inv``, written by mkdocstrings): under that module's path, or, for a class or
   function re-exported from another module, under any path that imports to the same object.
@@ -105,6 +107,54 @@ def test_site_builds(site: Path) -> None:
     assert (site / "tutorial" / "index.html").is_file()
     # Links that leave docs/ are served from the repository (docs/_site_hooks/repo_files.py).
     assert (site / "source" / "examples" / "minimal_client.py" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "[a page that does not exist](nowhere.md)",
+        "[an anchor that does not exist](index.md#nowhere)",
+        "[a repository file that does not exist](../examples/nowhere.py)",
+    ],
+)
+def test_strict_mode_fails_on_a_broken_link(link: str, tmp_path: Path) -> None:
+    """The site's ``strict`` and ``validation`` settings, and its hook for links that leave
+    ``docs/``, on a two-page site: one bad link fails the build."""
+    import yaml  # mkdocs' own dependency
+
+    if importlib.util.find_spec("mkdocs") is None:
+        _missing("mkdocs is not installed (pip install -e '.[docs]')")
+    ours = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\n[The other page](other.md)\n", encoding="utf-8")
+    (docs / "other.md").write_text(f"# Other\n\n{link}\n", encoding="utf-8")
+    (tmp_path / "examples").mkdir()  # a repository around docs/, as ours
+    config = {
+        "site_name": "strict",
+        "docs_dir": "docs",
+        "strict": ours["strict"],
+        "validation": ours["validation"],
+        "hooks": [str(ROOT / "docs" / "_site_hooks" / "repo_files.py")],
+    }
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def build() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(tmp_path / "site")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
+
+    result = build()
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "other.md" in warnings[0], output
+    (docs / "other.md").write_text("# Other\n\n[Home](index.md#home)\n", encoding="utf-8")
+    assert build().returncode == 0  # the same site with a good link builds
 
 
 # ---------------------------------------------------------------------------------------------
