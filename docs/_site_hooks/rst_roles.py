@@ -51,9 +51,13 @@ def _candidates(target: str, obj: griffe.Object) -> list[str]:
 
 def _role(match: re.Match[str], obj: griffe.Object) -> str:
     target = match.group(1).strip()
-    short = target.startswith("~")
-    target = target.lstrip("~")
-    title = target.rsplit(".", 1)[-1] if short else target.lstrip(".")
+    explicit = re.fullmatch(r"(.+?)\s*<([^<>]+)>", target)  # ``:meth:`title <target>```
+    if explicit:
+        title, target = explicit.group(1), explicit.group(2).lstrip("~")
+    else:
+        short = target.startswith("~")
+        target = target.lstrip("~")
+        title = target.rsplit(".", 1)[-1] if short else target.lstrip(".")
     code = f"<code>{html.escape(title)}</code>"
     candidates = _candidates(target, obj)[:2]  # autorefs tries an identifier, then a "slug"
     slug = f' slug="{html.escape(candidates[1])}"' if len(candidates) > 1 else ""
