@@ -10,7 +10,8 @@ looked up as Sphinx would: ``.mod.Name`` from the docstring's package, ``Name`` 
 then its module. ``Example::``
 into ``Example:`` followed by the indented block, which Markdown shows as code. A list of
 option names wrapped over two lines in an ``Args:`` section is joined into one entry. A class's
-``__slots__`` is left out of the reference.
+``__slots__`` is left out of the reference. ``#:`` comments above an assignment are its
+docstring, as for Sphinx (Griffe reads only a string literal after it).
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ class RestRoles(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
             obj.docstring.value = markdown(obj.docstring.value, obj)
+
+    def on_attribute_instance(self, *, node: Any, attr: griffe.Attribute, **kwargs: Any) -> None:
+        # ``#: text`` comments right above an assignment document it, as Sphinx reads them;
+        # Griffe reads only a string after the assignment.
+        if attr.docstring is not None or not attr.lineno:
+            return
+        lines = attr.module.lines
+        index = attr.lineno - 2
+        comments: list[str] = []
+        while index >= 0 and lines[index].strip().startswith("#:"):
+            comments.insert(0, lines[index].strip()[2:].strip())
+            index -= 1
+        if comments:
+            text = markdown("\n".join(comments), attr)
+            attr.docstring = griffe.Docstring(text, lineno=index + 2, parent=attr)
 
     def on_class_members(self, *, cls: griffe.Class, **kwargs: Any) -> None:
         # ``__slots__`` is how a class is stored, not part of what it offers.

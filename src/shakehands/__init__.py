@@ -38,6 +38,7 @@ from .protocol.errors import (
 from .protocol.extensions.permessage_deflate import DeflateOptions
 from .protocol.handshake import Headers, Request, Response
 
+#: The version of shakehands, as in ``pyproject.toml``.
 __version__ = "0.1.0"
 
 __all__ = [
