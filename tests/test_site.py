@@ -14,7 +14,9 @@ browser reads it without an error.
   packages' implementation: the packages re-export what is public. Former homes of moved modules
   (:data:`FORMER_HOMES`) re-export their new home's names. A class or function of another
   library re-exported (``shakehands.asgi.ClientDisconnected`` is uvicorn's) is that library's
-  to document. A new public name without a reference entry fails here; a new module page is
+  to document. The reference shows only documented names (``show_if_no_docstring: false``;
+  ``#:`` comments count), so a public name without a docstring fails here too. A new public
+  name without a reference entry fails here; a new module page is
   one line, ``::: shakehands.module``, plus its nav entry in ``mkdocs.yml``.
 - Headless Chromium, driven over the Chrome DevTools Protocol through shakehands' own blocking
   client, loads the home page, the tutorial and a reference page from a stdlib ``http.server``
