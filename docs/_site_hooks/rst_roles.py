@@ -10,8 +10,10 @@ looked up as Sphinx would: ``.mod.Name`` from the docstring's package, ``Name`` 
 then its module. ``Example::``
 into ``Example:`` followed by the indented block, which Markdown shows as code. A list of
 option names wrapped over two lines in an ``Args:`` section is joined into one entry. A class's
-``__slots__`` is left out of the reference. ``#:`` comments above an assignment are its
-docstring, as for Sphinx (Griffe reads only a string literal after it).
+``__slots__`` is left out of the reference. In ``Args:`` and ``Raises:`` sections, a line that
+is not ``name: description`` continues the entry above it (a section that starts with such a
+line is plain text); ``>>>`` examples are fenced as ``pycon`` code. ``#:`` comments above an
+assignment are its docstring, as for Sphinx (Griffe reads only a string literal after it).
 """
 
 from __future__ import annotations
@@ -66,11 +68,78 @@ def _role(match: re.Match[str], obj: griffe.Object) -> str:
     return f'<autoref identifier="{html.escape(candidates[0])}"{slug} optional>{code}</autoref>'
 
 
+#: A Google-style section whose entries are ``name: description``.
+ENTRY_SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Raises|Exceptions):\s*$")
+ENTRY = re.compile(r"^[\w.*]+(?:, [\w.*]+)*(?: \([^)]*\))?:(?:\s|$)")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _entry_sections(text: str) -> str:
+    """``Args:`` / ``Raises:`` sections as the parser reads them: a line at the entries' level
+    that is not ``name: description`` continues the entry above it; a section that does not
+    start with an entry (``Raises: As connect, ...``) is plain text."""
+    lines = text.split("\n")
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        header = ENTRY_SECTION.match(lines[index])
+        out.append(lines[index])
+        index += 1
+        if not header:
+            continue
+        base = len(header.group(1))
+        end = index
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
+            end += 1
+        while end > index and not lines[end - 1].strip():
+            end -= 1
+        body = lines[index:end]
+        first = next((line for line in body if line.strip()), None)
+        if first is None:
+            continue
+        level = _indent(first)
+        if not ENTRY.match(first.strip()):
+            words = " ".join(line.strip() for line in body if line.strip())
+            out[-1] = f"{' ' * base}{header.group(2)}: {words}"
+        else:
+            for line in body:
+                if line.strip() and _indent(line) == level and not ENTRY.match(line.strip()):
+                    line = " " * (level + 4) + line.strip()
+                out.append(line)
+        index = end
+    return "\n".join(out)
+
+
+def _doctests(text: str) -> str:
+    """``>>>`` examples, with their output, as fenced ``pycon`` blocks (Markdown would read
+    an output such as ``[True, True]`` as a link)."""
+    lines = text.split("\n")
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if not line.lstrip().startswith(">>>"):
+            out.append(line)
+            index += 1
+            continue
+        indent = " " * _indent(line)
+        out.append(f"{indent}```pycon")
+        while index < len(lines) and lines[index].strip():
+            out.append(lines[index])
+            index += 1
+        out.append(f"{indent}```")
+    return "\n".join(out)
+
+
 def markdown(text: str, obj: griffe.Object) -> str:
-    """The docstring ``text`` of ``obj`` with its roles as links (or code) and its ``::``
-    blocks as code."""
-    text = WRAPPED_NAMES.sub(r"\1 \2", text)
-    return LITERAL_BLOCK.sub(":\n\n", ROLE.sub(lambda match: _role(match, obj), text))
+    """The docstring ``text`` of ``obj`` with its roles as links (or code), its ``::`` blocks
+    and doctests as code, and its entry sections in the parser's shape."""
+    text = _entry_sections(WRAPPED_NAMES.sub(r"\1 \2", text))
+    text = _doctests(LITERAL_BLOCK.sub(":\n\n", text))
+    return ROLE.sub(lambda match: _role(match, obj), text)
 
 
 class RestRoles(griffe.Extension):
