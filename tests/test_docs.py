@@ -1,4 +1,5 @@
-"""The code of the documentation runs: ``README.md`` and ``docs/*.md`` Python blocks, and
+"""The code of the documentation runs: the Python blocks of ``README.md`` and of every
+Markdown page under ``docs/`` (the site's tutorial and how-to guides included), and
 ``examples/*.py``.
 
 Every ```` ```python ```` block compiles (top-level ``await`` allowed: fragments such as
@@ -6,11 +7,15 @@ Every ```` ```python ```` block compiles (top-level ``await`` allowed: fragments
 is run only when the line right before its fence says how, with an HTML comment (invisible on
 GitHub); the marks are reviewed with the documentation:
 
-- ``<!-- test: run [port=N] [demo=N] -->``: a program that must exit with status 0;
+- ``<!-- test: run [port=N] [demo=N] -->``: a program that must exit with status 0 (a fragment
+  with top-level ``await`` runs as the body of a coroutine);
 - ``<!-- test: server port=N [path=/p] -->``: a server that runs until stopped; it must accept a
   WebSocket connection on ``ws://127.0.0.1:PORT/p``, then it is stopped;
 - ``<!-- test: compile -->``: compile only, said explicitly for a block that looks like a whole
   program (``asyncio.run(``, ``serve_forever(``, ``if __name__``) but is not one.
+
+Every block, run or not, may take from shakehands only names that exist
+(``from shakehands.x import name``, ``shakehands.name``): a renamed API fails its fragments too.
 
 ``port=N``: every ``N`` in the block is replaced by a free port of 127.0.0.1 (the documentation
 keeps its memorable numbers; the tests never take a fixed port). ``demo=N``: the seed's demo
@@ -29,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -40,7 +46,7 @@ from .helpers import HOST, free_port
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 STARTUP_TIMEOUT = 30.0  # seconds for a server to answer (the machine may be loaded)
 RUN_TIMEOUT = 60.0
@@ -118,6 +124,61 @@ def test_block_compiles(block: Block) -> None:
             assert re.search(rf"\b{number}\b", block.code), f"{block.name}: no {number} in it"
 
 
+def shakehands_names(code: str) -> Iterator[tuple[str, str]]:
+    """The ``(module, name)`` pairs a block takes from shakehands: ``from shakehands.x import
+    name``, and ``shakehands.name`` / ``shakehands.sub.name`` attribute chains."""
+    tree = compile(code, "<block>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    for node in ast.walk(tree):
+        if id(node) in inner:
+            continue  # ``shakehands.sync`` of ``shakehands.sync.serve``: the whole chain counts
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "shakehands":
+            for alias in node.names:
+                yield str(node.module), alias.name
+        elif isinstance(node, ast.Attribute):
+            chain = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                chain.insert(0, value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "shakehands":
+                yield "shakehands", ".".join(chain)
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda block: block.name)
+def test_block_uses_names_that_exist(block: Block) -> None:
+    """Every name a block takes from shakehands exists, fragments included: a renamed or
+    removed API fails here even where the block only compiles."""
+    missing = []
+    for module_name, dotted in shakehands_names(block.code):
+        try:
+            value: object = importlib.import_module(module_name)
+        except ImportError as exc:  # an optional dependency of that module
+            if (exc.name or "shakehands").split(".")[0] == "shakehands":
+                raise
+            continue
+        for part in dotted.split("."):
+            if isinstance(value, ModuleType) or part == dotted.split(".")[0]:
+                if not hasattr(value, part):
+                    missing.append(f"{module_name}.{dotted}")
+                    break
+                value = getattr(value, part)
+            else:
+                break  # an attribute of an object, not of a module: not checked here
+    assert not missing, f"{block.name} uses names shakehands does not have: {missing}"
+
+
+def test_names_check_sees_a_missing_name() -> None:
+    code = "from shakehands.sync import serve, nope\nawait shakehands.sync.gone(1)\n"
+    assert list(shakehands_names(code)) == [
+        ("shakehands.sync", "serve"),
+        ("shakehands.sync", "nope"),
+        ("shakehands", "sync.gone"),
+    ]
+    with pytest.raises(AssertionError, match="nope.*gone"):
+        test_block_uses_names_that_exist(Block(ROOT / "README.md", 1, code))
+
+
 # ---------------------------------------------------------------------------------------------
 # Running blocks
 # ---------------------------------------------------------------------------------------------
@@ -184,11 +245,24 @@ def demo_port() -> Iterator[int]:
         stop(process)
 
 
+def has_top_level_await(code: str) -> bool:
+    try:
+        compile(code, "<block>", "exec")
+    except SyntaxError:
+        return True  # compiles only with PyCF_ALLOW_TOP_LEVEL_AWAIT (test_block_compiles)
+    return False
+
+
 RUN = [block for block in BLOCKS if block.mode in ("run", "server")]
 #: README's server programs, in order: the asyncio one first, then the blocking one
 #: (tests/asyncio/test_server.py and tests/sync/test_sync_server.py stop them with signals).
+#: Fragments (top-level ``await``) are not programs of their own.
 README_SERVERS = [
-    block for block in BLOCKS if block.mode == "server" and block.path.name == "README.md"
+    block
+    for block in BLOCKS
+    if block.mode == "server"
+    and block.path.name == "README.md"
+    and not has_top_level_await(block.code)
 ]
 
 
@@ -210,6 +284,21 @@ def start_server_block(block: Block, directory: Path) -> tuple[subprocess.Popen[
     return process, uri
 
 
+#: Runs a block with top-level ``await`` (``async with shakehands.connect(...) as ws:``) as the
+#: body of a coroutine, the way it is meant to be pasted: with ``asyncio`` and ``shakehands``
+#: imported.
+FRAGMENT_RUNNER = """\
+import ast, asyncio, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as file:
+    code = compile(file.read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+import shakehands  # a fragment is pasted where shakehands is imported
+result = eval(code, {"__name__": "__main__", "asyncio": asyncio, "shakehands": shakehands})
+if asyncio.iscoroutine(result):
+    asyncio.run(result)
+"""
+
+
 @pytest.mark.parametrize("block", RUN, ids=lambda block: block.name)
 def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     code = block.code
@@ -221,7 +310,11 @@ def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest
         code = re.sub(rf"\b{block.options['demo']}\b", str(demo), code)
     program = tmp_path / "block.py"
     program.write_text(f"# {block.name}\n{code}", encoding="utf-8")
-    process = start([str(program)], tmp_path)
+    if has_top_level_await(code):  # a fragment meant for a coroutine: run it in one
+        program.with_name("fragment.py").write_text(FRAGMENT_RUNNER, encoding="utf-8")
+        process = start([str(program.with_name("fragment.py")), str(program)], tmp_path)
+    else:
+        process = start([str(program)], tmp_path)
     if block.mode == "server":
         assert "port" in block.options, f"{block.name}: a server needs port=N"
         try:

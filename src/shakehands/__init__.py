@@ -1,6 +1,8 @@
 """shakehands: WebSocket servers and clients for Python (RFC 6455).
 
-The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`.
+The asyncio API is re-exported here: :func:`serve`, :func:`connect`, :func:`serve_callbacks`;
+so are fan-out, ``shakehands.broadcast`` (the function
+:func:`~shakehands.asyncio.broadcast.broadcast`), and rooms (:mod:`shakehands.pubsub`).
 The blocking API (threads and sockets) is :mod:`shakehands.sync`.
 The sans-I/O core lives in :mod:`shakehands.protocol`.
 """
@@ -45,6 +47,7 @@ from .protocol.errors import (
 from .protocol.extensions.permessage_deflate import DeflateOptions
 from .protocol.handshake import Headers, Request, Response
 
+#: The version of shakehands, as in ``pyproject.toml``.
 __version__ = "0.1.0"
 
 __all__ = [

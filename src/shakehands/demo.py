@@ -16,7 +16,10 @@ from .static import page
 
 __all__ = ["WELCOME", "MEOW", "meow", "process_request", "PAGE"]
 
+#: The first message every client receives, as in the seed ("a drop of water given in need is
+#: repaid with a gushing spring").
 WELCOME = "滴水之恩当以涌泉相报"
+#: What every message comes back with, appended (as UTF-8 bytes to a binary message).
 MEOW = ", MEOW!"
 
 #: The page served on a plain GET (``static/demo.html``).

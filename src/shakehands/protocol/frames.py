@@ -43,7 +43,9 @@ class Opcode(IntEnum):
     PONG = 0xA
 
 
+#: The opcodes of data frames (RFC 6455 §5.6): continuation, text, binary.
 DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
+#: The opcodes of control frames (RFC 6455 §5.5): close, ping, pong.
 CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 
 #: RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less".

@@ -42,8 +42,11 @@ __all__ = [
 ]
 
 #: Default limits on what the parser buffers (RFC 9112 suggests at least 8000 octets).
+#: ``MAX_LINE``: the longest request or status line, in bytes (``max_line``).
 MAX_LINE = 8192
+#: The most header fields in a head (``max_headers``): more get 431.
 MAX_HEADERS = 128
+#: The most bytes of header fields in a head, all together (``max_header_bytes``): more get 431.
 MAX_HEADER_BYTES = 8192
 #: A response body read on a refused client handshake is cut at this size.
 MAX_BODY = 65536

@@ -30,6 +30,7 @@ __all__ = [
     "compression_options",
 ]
 
+#: The extension's token in ``Sec-WebSocket-Extensions`` (RFC 7692 §7).
 EXTENSION_NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
 _STEP = 64 * 1024
