@@ -232,3 +232,26 @@ if TYPE_CHECKING:
     from .asyncio import unix_serve, unix_serve_callbacks
     from .auth import basic_auth
     from .router import Route, Router
+
+# Client proxies (docs/proxies.md): the errors to catch, and the proxy selection as functions.
+__all__ += [
+    "InvalidProxyMessage",
+    "InvalidProxyStatus",
+    "Proxy",
+    "ProxyError",
+    "parse_proxy",
+    "proxy_bypassed",
+    "proxy_from_environment",
+]
+_LAZY.update(dict.fromkeys(__all__[__all__.index("InvalidProxyMessage") :], ".protocol.proxy"))
+
+if TYPE_CHECKING:
+    from .protocol.proxy import (
+        InvalidProxyMessage,
+        InvalidProxyStatus,
+        Proxy,
+        ProxyError,
+        parse_proxy,
+        proxy_bypassed,
+        proxy_from_environment,
+    )

@@ -237,6 +237,12 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
             context.verify_mode = ssl_module.CERT_NONE
         options["ssl"] = context
     if args.proxy is not None:
+        from .protocol.proxy import parse_proxy
+
+        try:
+            parse_proxy(args.proxy)  # a bad URL is a usage error, not a failed connect
+        except ValueError as exc:
+            raise _UsageError(f"--proxy: {exc}") from None
         options["proxy"] = args.proxy  # only when given: connect's own default otherwise
     return options
 

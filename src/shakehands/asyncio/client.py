@@ -46,7 +46,9 @@ from ..protocol.errors import (
     OpenTimeout,
 )
 from ..protocol.handshake import Response
+from ..protocol.proxy import Proxy, ProxyArgument, select_proxy
 from .connection import WebSocketConnection
+from .proxy import create_proxy_connection
 
 __all__ = ["connect", "unix_connect", "ClientConnection"]
 
@@ -178,6 +180,11 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         server_hostname: the name to check the server's certificate against (default: the
             URI's host).
         max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
+        proxy: ``True`` (default): the proxy of the environment, as curl picks it
+            (``wss_proxy``/``https_proxy``/..., ``no_proxy``: see ``docs/proxies.md``), for
+            the URI and for each redirect; a URL (``http://``, ``https://``,
+            ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
+            tunnel counts in ``open_timeout``.
         backoff_initial_delay, backoff_factor, backoff_max_delay: when iterated, the wait
             before the n-th retry is random in ``[0, min(max, initial * factor ** n)]``
             (see :class:`~shakehands.protocol.client.Backoff`).
@@ -209,6 +216,8 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             :class:`~shakehands.TooManyRedirects`, :class:`~shakehands.InsecureRedirect`).
         InvalidHandshake: any other wrong answer; :class:`~shakehands.InvalidResponse` also for
             a ws:// URI of a TLS server or a wss:// URI of a plain one (it names the scheme).
+        ProxyError: the proxy failed; :class:`~shakehands.InvalidProxyStatus` carries the
+            status of a refusal (407, 403, ...).
         OSError: another network error.
 
     Example::
@@ -234,6 +243,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         backoff_initial_delay: float = 1.0,
         backoff_factor: float = 1.618,
         backoff_max_delay: float = 60.0,
+        proxy: ProxyArgument = True,
         **options: Unpack[ClientOptions],
     ) -> None:
         self.uri = uri
@@ -256,6 +266,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         self.backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
         #: A Unix domain socket to connect to instead of the URI's host and port.
         self.unix_path: str | None = None
+        #: The ``proxy`` argument (checked now: a bad URL fails before any I/O).
+        self.proxy_argument = proxy
+        #: The proxy this connection goes through (``None``: direct); redirects choose again.
+        self.proxy = select_proxy(proxy, self.wsuri.host, self.wsuri.port, self.wsuri.secure)
         self.connection: ClientConnection | None = None
 
     def _ssl_for(self, wsuri: WebSocketURI) -> tuple[ssl_module.SSLContext | None, str]:
@@ -279,6 +293,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         The one place that decides how the client reaches the server.
         """
         loop = asyncio.get_running_loop()
+        if self.unix_path is None:
+            proxy = select_proxy(self.proxy_argument, wsuri.host, wsuri.port, wsuri.secure)
+            if proxy is not None:
+                return await self._open_proxied(factory, wsuri, attempt, proxy)
         attempt.phase = "TCP connect"
         if self.unix_path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -317,6 +335,29 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         attempt.phase = "WebSocket handshake"
         return connection
 
+    async def _open_proxied(
+        self,
+        factory: Callable[[], ClientConnection],
+        wsuri: WebSocketURI,
+        attempt: _Attempt,
+        proxy: Proxy,
+    ) -> ClientConnection:
+        """:meth:`_open_transport` through ``proxy`` (see ``docs/proxies.md``)."""
+        context, server_hostname = self._ssl_for(wsuri)
+        attempt.phase = f"proxy tunnel through {proxy.url}"
+        try:
+            _, connection = await create_proxy_connection(
+                factory, proxy, wsuri.host, wsuri.port, ssl=context, server_hostname=server_hostname
+            )
+        except ssl_module.SSLCertVerificationError as exc:
+            raise tls_verification_error(exc, server_hostname) from exc
+        except ssl_module.SSLError as exc:
+            if exc.reason in NOT_TLS_REASONS:
+                raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
+            raise
+        attempt.phase = "WebSocket handshake"
+        return connection
+
     async def _handshake(self, uri: str) -> ClientConnection:
         """One request to ``uri``, within ``open_timeout``."""
         wsuri = parse_uri(uri)
@@ -335,6 +376,8 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
                     isinstance(exc, (InvalidHandshake, OSError))
                     and not wsuri.secure
                     and self.unix_path is None
+                    # A direct probe would go around the proxy.
+                    and select_proxy(self.proxy_argument, wsuri.host, wsuri.port, False) is None
                     and connection.protocol.nothing_received
                     and await _speaks_tls(wsuri.host, wsuri.port)
                 ):
@@ -464,6 +507,7 @@ class unix_connect(connect):  # noqa: N801 - used like a function, as connect
             backoff_initial_delay=backoff_initial_delay,
             backoff_factor=backoff_factor,
             backoff_max_delay=backoff_max_delay,
+            proxy=None,
             **options,
         )
         self.unix_path = str(path)

@@ -42,7 +42,9 @@ from ..protocol.errors import (
     InvalidStatus,
     OpenTimeout,
 )
+from ..protocol.proxy import Proxy, ProxyArgument, select_proxy
 from .connection import Connection
+from .proxy import open_tunnel
 
 __all__ = ["connect", "unix_connect", "reconnect", "ClientConnection"]
 
@@ -157,9 +159,10 @@ def _open_transport(
     ssl: ssl_module.SSLContext | None,
     server_hostname: str,
     unix_path: str | None,
+    proxy: ProxyArgument = None,
 ) -> socket.socket:
-    """Open the byte stream: TCP or Unix, then TLS for wss://. The one place that decides how
-    the client reaches the server."""
+    """Open the byte stream: TCP or Unix (or a proxy's tunnel), then TLS for wss://. The one
+    place that decides how the client reaches the server."""
     attempt.phase = "TCP connect"
     if unix_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -174,6 +177,8 @@ def _open_transport(
         except BaseException:
             sock.close()
             raise
+    elif (via := select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)) is not None:
+        sock = _tunnel(via, wsuri, attempt, tls_inside=ssl is not None)
     else:
         sock = _tcp_connect(wsuri.host, wsuri.port, attempt)
     if ssl is None:
@@ -198,18 +203,34 @@ def _open_transport(
         raise
 
 
+def _tunnel(
+    proxy: Proxy, wsuri: WebSocketURI, attempt: _Attempt, tls_inside: bool
+) -> socket.socket:
+    """A socket to the server through ``proxy`` (see ``docs/proxies.md``)."""
+    attempt.phase = f"proxy tunnel through {proxy.url}"
+    try:
+        return open_tunnel(proxy, wsuri.host, wsuri.port, attempt.remaining, tls_inside=tls_inside)
+    except OpenTimeout:
+        raise
+    except TimeoutError:
+        raise attempt.timed_out() from None
+    except ssl_module.SSLCertVerificationError as exc:
+        raise tls_verification_error(exc, proxy.host) from exc
+
+
 def _handshake(
     uri: str,
     config: ClientConfig,
     ssl: ssl_module.SSLContext | None,
     server_hostname: str,
     unix_path: str | None,
+    proxy: ProxyArgument = None,
 ) -> ClientConnection:
     """One request to ``uri``, within ``open_timeout``."""
     wsuri = parse_uri(uri)
     attempt = _Attempt(uri, config.open_timeout)
     protocol = ClientProtocol(uri, config)
-    sock = _open_transport(wsuri, attempt, ssl, server_hostname, unix_path)
+    sock = _open_transport(wsuri, attempt, ssl, server_hostname, unix_path, proxy)
     attempt.phase = "WebSocket handshake"
     try:
         protocol.send_request()
@@ -238,6 +259,8 @@ def _handshake(
             isinstance(exc, (InvalidHandshake, OSError))
             and not wsuri.secure
             and unix_path is None
+            # A direct probe would go around the proxy.
+            and select_proxy(proxy, wsuri.host, wsuri.port, False) is None
             and protocol.nothing_received
             and _speaks_tls(wsuri.host, wsuri.port)
         ):
@@ -259,6 +282,7 @@ def _open(
     max_redirects: int,
     unix_path: str | None,
     config: ClientConfig,
+    proxy: ProxyArgument = None,
 ) -> ClientConnection:
     """:func:`connect`'s work, redirects included, once the arguments are checked."""
     first = parse_uri(uri)
@@ -268,7 +292,7 @@ def _open(
         context = (ssl or ssl_module.create_default_context()) if wsuri.secure else None
         name = server_hostname if server_hostname and wsuri.host == first.host else wsuri.host
         try:
-            return _handshake(uri, config, context, name, unix_path)
+            return _handshake(uri, config, context, name, unix_path, proxy)
         except InvalidStatus as exc:
             response = exc.response
             if response.status not in REDIRECT_STATUSES or max_redirects == 0:
@@ -294,6 +318,7 @@ def connect(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     max_redirects: int = 10,
+    proxy: ProxyArgument = True,
     **options: Unpack[ClientOptions],
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
@@ -310,6 +335,11 @@ def connect(
         server_hostname: the name to check the server's certificate against (default: the
             URI's host).
         max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
+        proxy: ``True`` (default): the proxy of the environment, as curl picks it
+            (``wss_proxy``/``https_proxy``/..., ``no_proxy``: see ``docs/proxies.md``), for
+            the URI and for each redirect; a URL (``http://``, ``https://``,
+            ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
+            tunnel counts in ``open_timeout``.
         max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
         close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`;
             every option is defined in :class:`~shakehands.protocol.config.ClientConfig`.
@@ -331,6 +361,8 @@ def connect(
             :class:`~shakehands.TooManyRedirects`, :class:`~shakehands.InsecureRedirect`).
         InvalidHandshake: any other wrong answer; :class:`~shakehands.InvalidResponse` also for
             a ws:// URI of a TLS server or a wss:// URI of a plain one (it names the scheme).
+        ProxyError: the proxy failed; :class:`~shakehands.InvalidProxyStatus` carries the
+            status of a refusal (407, 403, ...).
         OSError: another network error.
 
     Example::
@@ -341,8 +373,9 @@ def connect(
             print(ws.recv())
     """
     config = client_config(**options)
-    _checked(uri, ssl, max_redirects)
-    return _open(uri, ssl, server_hostname, max_redirects, None, config)
+    wsuri = _checked(uri, ssl, max_redirects)
+    select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)  # a bad proxy URL fails now
+    return _open(uri, ssl, server_hostname, max_redirects, None, config, proxy)
 
 
 def unix_connect(
@@ -389,6 +422,7 @@ def reconnect(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     max_redirects: int = 10,
+    proxy: ProxyArgument = True,
     **options: Unpack[ClientOptions],
 ) -> Iterator[ClientConnection]:
     """Connect to ``uri``, yield the connection, and connect again each time it is lost.
@@ -410,7 +444,8 @@ def reconnect(
         uri: as for :func:`connect`.
         unix_path: a Unix domain socket to connect to instead (as :func:`unix_connect`).
         backoff_initial_delay, backoff_factor, backoff_max_delay: the backoff (seconds).
-        ssl, server_hostname, max_redirects, **options: as for :func:`connect`.
+        ssl, server_hostname, max_redirects, proxy, **options: as for :func:`connect` (no
+            proxy with ``unix_path``).
 
     Raises:
         As :func:`connect`, for the failures that are not retried; ``ValueError`` for bad
@@ -429,10 +464,13 @@ def reconnect(
                 continue
     """
     config = client_config(**options)
-    _checked(uri, ssl, max_redirects)
+    wsuri = _checked(uri, ssl, max_redirects)
     backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
     path = None if unix_path is None else str(unix_path)
-    return _reconnect(uri, path, backoff, ssl, server_hostname, max_redirects, config)
+    if path is not None:
+        proxy = None
+    select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)  # a bad proxy URL fails now
+    return _reconnect(uri, path, backoff, ssl, server_hostname, max_redirects, config, proxy)
 
 
 def _reconnect(
@@ -443,6 +481,7 @@ def _reconnect(
     server_hostname: str | None,
     max_redirects: int,
     config: ClientConfig,
+    proxy: ProxyArgument = None,
 ) -> Iterator[ClientConnection]:
     where = redact(uri) if unix_path is None else f"{unix_path} (unix)"
     delays = backoff.delays()
@@ -451,7 +490,7 @@ def _reconnect(
         attempt += 1
         logger.info("connecting to %s (attempt %d)", where, attempt)
         try:
-            connection = _open(uri, ssl, server_hostname, max_redirects, unix_path, config)
+            connection = _open(uri, ssl, server_hostname, max_redirects, unix_path, config, proxy)
         except Exception as exc:
             if not is_transient(exc):
                 logger.error("connecting to %s failed, giving up: %s", where, exc)
