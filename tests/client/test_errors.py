@@ -5,8 +5,12 @@ reason, "not a WebSocket server" with the status and the body's first bytes."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +27,11 @@ from shakehands import (
     Response,
     ShakehandsError,
     TLSVerificationError,
+    sync,
 )
 
 from ..helpers import HOST, free_port
+from ..sync.sync_helpers import running
 from .client_helpers import routes, silent_server, unreachable_port, web_server
 from .conftest import Client
 
@@ -182,3 +188,33 @@ async def test_server_closes_during_handshake(client: Client, answer: bytes, mes
         with pytest.raises(HandshakeInterrupted, match=message) as caught:
             await client.open(f"ws://{HOST}:{port}/")
     assert isinstance(caught.value, InvalidResponse)
+
+
+def test_blocking_client_dns_lookup_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resolver takes no timeout; a lookup that hangs (an unreachable DNS server, which
+    # cannot be staged on loopback) must not hold connect() past open_timeout.
+    real_getaddrinfo = socket.getaddrinfo
+    release = threading.Event()
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow.example":
+            release.wait(10)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OpenTimeout) as caught:
+            sync.connect("ws://slow.example/", open_timeout=0.5)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5
+    assert caught.value.phase == "DNS lookup"
+    assert "timed out during the DNS lookup" in str(caught.value)
+
+
+def test_blocking_client_resolves_names_within_the_deadline() -> None:
+    # A name (not an address literal) goes through the bounded lookup, for real.
+    with running() as server, sync.connect(f"ws://localhost:{server.port}/", open_timeout=10) as ws:
+        ws.send("by name")
+        assert ws.recv(timeout=10) == "by name"

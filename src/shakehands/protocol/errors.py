@@ -207,8 +207,9 @@ class ConnectionRefused(ShakehandsError, ConnectionRefusedError):
 
 
 class OpenTimeout(ShakehandsError, TimeoutError):
-    """Client side: ``open_timeout`` ran out; :attr:`phase` says during what: ``"TCP connect"``,
-    ``"TLS handshake"`` or ``"WebSocket handshake"`` (its name is in the message too)."""
+    """Client side: ``open_timeout`` ran out; :attr:`phase` says during what: ``"DNS lookup"``
+    (blocking client), ``"TCP connect"``, ``"TLS handshake"`` or ``"WebSocket handshake"`` (its
+    name is in the message too)."""
 
     def __init__(self, message: str, phase: str) -> None:
         super().__init__(message)

@@ -11,12 +11,14 @@ are worth a retry, the backoff) are in the core: :mod:`shakehands.protocol.clien
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl as ssl_module
+import threading
 import time
 from collections.abc import Iterator
-from typing import Unpack
+from typing import Any, Unpack
 
 from ..client_errors import tls_verification_error
 from ..protocol.client import (
@@ -113,6 +115,42 @@ class _Attempt:
         return left
 
 
+def _resolve(host: str, port: int, attempt: _Attempt) -> list[Any]:
+    """``getaddrinfo`` within the attempt's time: a name is looked up in a daemon thread, as
+    the resolver takes no timeout (an address literal needs no lookup, nor does no limit).
+
+    Raises:
+        socket.gaierror: the lookup failed.
+        OpenTimeout: the time ran out first (phase ``"DNS lookup"``).
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if attempt.deadline is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    attempt.phase = "DNS lookup"
+    result: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller
+            result.append(exc)
+
+    thread = threading.Thread(target=lookup, name=f"shakehands-dns-{host}", daemon=True)
+    thread.start()
+    thread.join(attempt.remaining())
+    if not result:
+        raise attempt.timed_out()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    infos: list[Any] = result[0]
+    return infos
+
+
 def _tcp_connect(host: str, port: int, attempt: _Attempt) -> socket.socket:
     """A connected TCP socket to ``host:port`` (each address in turn).
 
@@ -123,9 +161,10 @@ def _tcp_connect(host: str, port: int, attempt: _Attempt) -> socket.socket:
         OSError: another network error (of the last address tried).
     """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _resolve(host, port, attempt)
     except socket.gaierror as exc:
         raise HostNotFound(f"cannot resolve {host!r}: {exc.strerror}", exc.errno) from exc
+    attempt.phase = "TCP connect"
     errors: list[OSError] = []
     for family, type_, proto, _, address in infos:
         sock = socket.socket(family, type_, proto)
