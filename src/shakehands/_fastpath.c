@@ -128,6 +128,7 @@ typedef struct {
     int send_ok;         /* send() builds frames here; else the core does */
     int in_batch;        /* messages are being delivered: sends are queued, written after */
     int backlog;         /* bytes left after batch_limit messages, delivered later */
+    int last_large;      /* the last message delivered was over MIN_READ: keep the own buffer */
     long long limit;     /* largest payload taken here */
     Py_ssize_t batch_limit;
     PyObject *on_message; /* listener.on_message */
@@ -391,6 +392,7 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         }
         pos += hlen + n;
         count++;
+        self->last_large = hlen + n > MIN_READ;
         PyObject *args[2] = {ws, message};
         PyObject *r = PyObject_Vectorcall(self->on_message, args, 2, NULL);
         Py_DECREF(message);
@@ -427,19 +429,15 @@ fetch_exception(void)
 #endif
 }
 
+static PyObject *slow_received_name; /* "_slow_received" */
+
 /* Hand bytes to the core through the Python connection. */
 static int
 to_core(PyObject *ws, const unsigned char *data, Py_ssize_t len)
 {
-    static PyObject *name = NULL;
+    PyObject *name = slow_received_name;
     if (len == 0) {
         return 0;
-    }
-    if (name == NULL) {
-        name = PyUnicode_InternFromString("_slow_received");
-        if (name == NULL) {
-            return -1;
-        }
     }
     PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, len);
     if (bytes == NULL) {
@@ -468,18 +466,36 @@ call_ws(PyObject *ws, const char *method, PyObject *arg)
 
 /*
  * Deliver what is buffered: the `n` bytes just read (into the shared buffer or after `end` in
- * the own one), or the backlog (n == 0). `batch_limit` < 0: the connection's own.
+ * the own one), the `n` bytes of `data` (data_received, with nothing in the own buffer), or
+ * the backlog (n == 0). `batch_limit` < 0: the connection's own.
  */
 static PyObject *
-process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit)
+process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit,
+        PyObject *data)
 {
     const unsigned char *buf;
     Py_ssize_t pos, end;
-    int from_shared = self->reading_shared && n > 0;
+    int use_shared = self->reading_shared && n > 0 && data == NULL;
+    /* The bytes are not in the own buffer: what is left is copied there. */
+    int from_outside = use_shared || data != NULL;
     ReadBufferObject *shared = self->shared;
 
     self->reading_shared = 0;
-    if (from_shared) {
+    if (data != NULL) {
+        if (!self->fast) {
+            /* The core's turn, and the bytes object is what it takes: no copy. */
+            PyObject *r = PyObject_CallMethodOneArg(ws, slow_received_name, data);
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+        buf = (const unsigned char *)PyBytes_AS_STRING(data);
+        pos = 0;
+        end = n;
+    }
+    else if (use_shared) {
         if (n > shared->size) {
             PyErr_SetString(PyExc_ValueError, "more bytes than the buffer holds");
             return NULL;
@@ -500,7 +516,7 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     }
     if (!self->fast) {
         /* The core's turn: every byte goes there, in order. */
-        if (from_shared) {
+        if (use_shared) {
             if (to_core(ws, buf, end) < 0) {
                 return NULL;
             }
@@ -518,7 +534,7 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     }
 
     Py_INCREF(self); /* the listener may drop the connection */
-    if (from_shared) {
+    if (use_shared) {
         shared->busy = 1;
     }
     self->in_batch = 1;
@@ -532,7 +548,7 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     }
     /* Keep what is left: the cut frame, the backlog, or what goes to the core. */
     int failed = 0;
-    if (from_shared) {
+    if (from_outside) {
         Py_ssize_t left = end - pos;
         if (left) {
             Py_ssize_t want = left > self->need ? left : self->need;
@@ -548,12 +564,25 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
                 self->end = left;
             }
         }
-        shared->busy = 0;
+        if (use_shared) {
+            shared->busy = 0;
+        }
+        if (!left && self->buf != NULL && !self->last_large) {
+            release_own_buffer(self); /* kept for large messages; this one was small */
+        }
     }
     else {
         self->start = pos;
         if (self->start == self->end) {
-            release_own_buffer(self);
+            if (self->last_large) {
+                /* Large messages come in a row: keep the buffer for the next one (freeing
+                 * and allocating a large block per message costs page faults, as glibc
+                 * trims the heap and maps fresh pages). It goes with the next small one. */
+                self->start = self->end = 0;
+            }
+            else {
+                release_own_buffer(self);
+            }
         }
     }
     if (!failed && flush_out(self) < 0) {
@@ -702,7 +731,7 @@ FastPath_resume(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (self->start == self->end) {
         Py_RETURN_NONE;
     }
-    return process(self, args[0], 0, all ? PY_SSIZE_T_MAX : -1);
+    return process(self, args[0], 0, all ? PY_SSIZE_T_MAX : -1, NULL);
 }
 
 static PyObject *
@@ -801,7 +830,7 @@ mixin_get_buffer(PyObject *ws, PyObject *Py_UNUSED(sizehint))
     }
     PyObject *view;
     ReadBufferObject *shared = self->shared;
-    if (self->start == self->end && shared != NULL && !shared->busy) {
+    if (self->start == self->end && self->buf == NULL && shared != NULL && !shared->busy) {
         self->reading_shared = 1;
         view = PyMemoryView_FromMemory((char *)shared->buf, shared->size, PyBUF_WRITE);
     }
@@ -839,7 +868,49 @@ mixin_buffer_updated(PyObject *ws, PyObject *arg)
     if (self == NULL) {
         return NULL;
     }
-    PyObject *r = process(self, ws, n, -1);
+    PyObject *r = process(self, ws, n, -1, NULL);
+    Py_DECREF(self);
+    return r;
+}
+
+PyDoc_STRVAR(mixin_data_received_doc,
+"data_received(data, /)\n"
+"--\n"
+"\n"
+"asyncio.Protocol: ``data`` was read (uvloop, TLS and other transports that do not take a\n"
+"BufferedProtocol call this); deliver every whole message, parsed where it is.");
+
+static PyObject *
+mixin_data_received(PyObject *ws, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        /* Anything else (a bytearray, a memoryview) is copied once. */
+        PyObject *copy = PyBytes_FromObject(data);
+        if (copy == NULL) {
+            return NULL;
+        }
+        PyObject *r = mixin_data_received(ws, copy);
+        Py_DECREF(copy);
+        return r;
+    }
+    FastPathObject *self = fast_of(ws);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *r;
+    self->reading_shared = 0;
+    if (self->start == self->end) {
+        r = process(self, ws, n, -1, data);
+    }
+    else if (reserve(self, n) < 0) {
+        r = NULL;
+    }
+    else {
+        /* After a cut frame: appended to it. */
+        memcpy(self->buf + self->end, PyBytes_AS_STRING(data), n);
+        r = process(self, ws, n, -1, NULL);
+    }
     Py_DECREF(self);
     return r;
 }
@@ -991,15 +1062,16 @@ mixin_send(PyObject *ws, PyObject *const *args, size_t nargsf, PyObject *kwnames
 static PyMethodDef mixin_methods[] = {
     {"get_buffer", (PyCFunction)mixin_get_buffer, METH_O, mixin_get_buffer_doc},
     {"buffer_updated", (PyCFunction)mixin_buffer_updated, METH_O, mixin_buffer_updated_doc},
+    {"data_received", (PyCFunction)mixin_data_received, METH_O, mixin_data_received_doc},
     {"send", (PyCFunction)(void (*)(void))mixin_send, METH_FASTCALL | METH_KEYWORDS,
      mixin_send_doc},
     {NULL},
 };
 
 PyDoc_STRVAR(mixin_doc,
-"The C methods of a callback connection on the compiled path: get_buffer, buffer_updated\n"
-"and send. No instance layout of its own; its state is the FastPath in the ``_fast`` slot\n"
-"of the class it is mixed into, which also defines ``_slow_received(data)``,\n"
+"The C methods of a callback connection on the compiled path: get_buffer, buffer_updated,\n"
+"data_received and send. No instance layout of its own; its state is the FastPath in the\n"
+"``_fast`` slot of the class it is mixed into, which also defines ``_slow_received(data)``,\n"
 "``_fast_error(exc)``, ``_fast_backlog()`` and ``_send_slow(message, *, compress=True)``.");
 
 static PyTypeObject Mixin_Type = {
@@ -1026,7 +1098,9 @@ module_exec(PyObject *module)
     fast_slot_name = PyUnicode_InternFromString("_fast");
     send_slow_name = PyUnicode_InternFromString("_send_slow");
     compress_name = PyUnicode_InternFromString("compress");
-    if (fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL) {
+    slow_received_name = PyUnicode_InternFromString("_slow_received");
+    if (fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
+        slow_received_name == NULL) {
         return -1;
     }
     if (PyType_Ready(&ReadBuffer_Type) < 0 || PyType_Ready(&FastPath_Type) < 0 ||

@@ -328,6 +328,46 @@ async def test_invalid_utf8_after_good_messages(impl: str, bad: bytes) -> None:
     assert listener.closed == [(1006, "")]
 
 
+async def test_invalid_utf8_at_the_end_of_a_large_frame(impl: str) -> None:
+    """A large text frame arrives in parts (the compiled path reads it straight into its
+    message) and ends with an invalid byte: 1007, nothing delivered."""
+    listener = Recorder()
+    data = frame(OP_TEXT, b"a" * 200_000 + b"\xff")
+    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(data[:100_000])
+        await client.writer.drain()
+        await asyncio.sleep(0.01)
+        client.send(data[100_000:])
+        code, _ = await client.read_close()
+        assert code == 1007
+        await client.close()
+    assert listener.messages == []
+
+
+async def test_close_while_a_large_frame_arrives(impl: str) -> None:
+    """The server closes while a large frame is half read: the core gets it as it came, so
+    the message is delivered whole and the closing handshake completes."""
+    listener = Recorder()
+    payload = os.urandom(300_000)
+    data = frame(OP_BINARY, payload)
+    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"hi"))
+        assert await read_data(client, 1) == [(OP_TEXT, b"hi")]
+        client.send(data[:150_000])
+        await client.writer.drain()
+        await asyncio.sleep(0.05)
+        listener.opened[0].close(1001, "going away")
+        assert await client.read_close() == (1001, "going away")
+        client.send(data[150_000:] + frame(OP_CLOSE, close_payload(1000)))
+        await client.read_eof()
+        await client.close()
+        await wait_for_condition(lambda: bool(listener.closed))
+    assert listener.messages == ["hi", payload]
+    assert listener.closed == [(1000, "")]
+
+
 async def test_unmasked_frame_fails_with_1002(impl: str) -> None:
     listener = Recorder()
     async with shakehands.serve_callbacks(listener, HOST, 0) as server:

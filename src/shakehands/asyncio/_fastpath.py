@@ -7,10 +7,14 @@ bytes between the C path and the core. It must not know the protocol's rules: ev
 stays in the core (:mod:`shakehands.protocol`).
 
 Theory of operation. The connection is an ``asyncio.BufferedProtocol`` from the start, so that
-the transport never has to switch protocols (asyncio and uvloop both pick the buffered read
-path when the protocol is set; switching later would need ``transport.set_protocol`` while bytes
-of the handshake's read may already be buffered). Its ``get_buffer``, ``buffer_updated`` and
-``send`` are C (``CallbackFastPathMixin``); its state is the C ``FastPath`` in ``_fast``.
+the transport never has to switch protocols (switching after the handshake would need
+``transport.set_protocol`` while bytes read with the request may already be buffered).
+asyncio's socket transports then read into ``get_buffer()``; uvloop does not (it takes the
+buffered path only for protocols that are not ``asyncio.Protocol`` subclasses, and this class
+is one through :class:`~.base.TransportProtocol`), nor does asyncio's TLS transport feed it
+without a copy: they call ``data_received(bytes)``, which parses the bytes where they are.
+``get_buffer``, ``buffer_updated``, ``data_received`` and ``send`` are C
+(``CallbackFastPathMixin``); the state is the C ``FastPath`` in ``_fast``.
 
 * While the C path is off (the handshake, a fragmented message, after a control frame, while
   closing), every byte read goes to :meth:`_slow_received`, i.e. the core, in order.
@@ -93,10 +97,6 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._fast.attach(self.transport.write)
-
-    def data_received(self, data: bytes) -> None:
-        # Not called by asyncio (a BufferedProtocol): for anything that feeds bytes directly.
-        self._slow_received(data)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
