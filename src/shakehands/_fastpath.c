@@ -18,7 +18,8 @@
  *   read buffer, and whole frames are parsed where the kernel put them. Only the tail of a read
  *   (a frame cut by the read) is copied into the connection's own buffer.
  * - FastPath: one per connection, in the connection's `_fast` slot: its own buffer, the queued
- *   output of a batch, the cached `listener.on_message` and `transport.write`.
+ *   output of a batch, the listener and the transport (their methods are looked up per call:
+ *   a cached bound method would cost 64 bytes per idle connection each).
  *
  * and the mixin CallbackFastPathMixin (no instance layout of its own, so that the slotted
  * Python connection class can inherit it): get_buffer, buffer_updated and send in C, so that a
@@ -42,6 +43,14 @@
 #define NO_LIMIT_CAP (16 * 1024 * 1024)
 /* Payloads at least this large are written apart from their header (as the core queues them). */
 #define SEPARATE_PAYLOAD (64 * 1024)
+
+/* Interned names, made by module_exec. */
+static PyObject *fast_slot_name;     /* "_fast" */
+static PyObject *send_slow_name;     /* "_send_slow" */
+static PyObject *slow_received_name; /* "_slow_received" */
+static PyObject *compress_name;      /* "compress" */
+static PyObject *on_message_name;    /* "on_message" */
+static PyObject *write_name;         /* "write" */
 
 /* What a run over the buffered bytes ended with. */
 enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG };
@@ -131,8 +140,8 @@ typedef struct {
     int last_large;      /* the last message delivered was over MIN_READ: keep the own buffer */
     long long limit;     /* largest payload taken here */
     Py_ssize_t batch_limit;
-    PyObject *on_message; /* listener.on_message */
-    PyObject *write;      /* transport.write */
+    PyObject *listener;  /* its on_message is called */
+    PyObject *transport; /* its write is called */
     /* The output of a batch: one frame as is, or several copied into out. */
     PyObject *pending;
     unsigned char *out;
@@ -167,8 +176,8 @@ static int
 FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->shared);
-    Py_VISIT(self->on_message);
-    Py_VISIT(self->write);
+    Py_VISIT(self->listener);
+    Py_VISIT(self->transport);
     Py_VISIT(self->pending);
     return 0;
 }
@@ -177,8 +186,8 @@ static int
 FastPath_clear(FastPathObject *self)
 {
     Py_CLEAR(self->shared);
-    Py_CLEAR(self->on_message);
-    Py_CLEAR(self->write);
+    Py_CLEAR(self->listener);
+    Py_CLEAR(self->transport);
     Py_CLEAR(self->pending);
     return 0;
 }
@@ -230,10 +239,12 @@ reserve(FastPathObject *self, Py_ssize_t free)
 static int
 write_object(FastPathObject *self, PyObject *data)
 {
-    if (self->write == NULL) {
+    if (self->transport == NULL) {
         return 0; /* not attached (or detached: the transport is gone) */
     }
-    PyObject *r = PyObject_CallOneArg(self->write, data);
+    PyObject *args[2] = {self->transport, data};
+    PyObject *r = PyObject_VectorcallMethod(write_name, args,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (r == NULL) {
         return -1;
     }
@@ -393,8 +404,9 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         pos += hlen + n;
         count++;
         self->last_large = hlen + n > MIN_READ;
-        PyObject *args[2] = {ws, message};
-        PyObject *r = PyObject_Vectorcall(self->on_message, args, 2, NULL);
+        PyObject *args[3] = {self->listener, ws, message};
+        PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
+                                                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_DECREF(message);
         if (r == NULL) {
             status = RUN_ERROR;
@@ -429,7 +441,6 @@ fetch_exception(void)
 #endif
 }
 
-static PyObject *slow_received_name; /* "_slow_received" */
 
 /* Hand bytes to the core through the Python connection. */
 static int
@@ -625,11 +636,11 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
 }
 
 PyDoc_STRVAR(FastPath_enable_doc,
-"enable(on_message, limit, /)\n"
+"enable(listener, limit, /)\n"
 "--\n"
 "\n"
-"Parse whole simple frames here and deliver them to ``on_message(ws, message)``; build and\n"
-"write frames in ``send``. ``limit``: the largest payload taken here (< 0: none); larger\n"
+"Parse whole simple frames here and deliver them to ``listener.on_message(ws, message)``;\n"
+"build and write frames in ``send``. ``limit``: the largest payload taken here (< 0: none); larger\n"
 "frames go to the core. Call only when the core is open and between messages.");
 
 static PyObject *
@@ -644,7 +655,7 @@ FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_INCREF(args[0]);
-    Py_XSETREF(self->on_message, args[0]);
+    Py_XSETREF(self->listener, args[0]);
     self->limit = limit;
     self->fast = 1;
     self->send_ok = 1;
@@ -666,25 +677,25 @@ FastPath_disable(FastPathObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(FastPath_attach_doc,
-"attach(write, /)\n"
+"attach(transport, /)\n"
 "--\n"
 "\n"
-"Write through ``write`` (the transport's); ``None`` drops it (the transport is gone).");
+"Write through ``transport.write``; ``None`` drops it (the transport is gone).");
 
 static PyObject *
-FastPath_attach(FastPathObject *self, PyObject *write)
+FastPath_attach(FastPathObject *self, PyObject *transport)
 {
-    if (write == Py_None) {
-        Py_CLEAR(self->write);
-        Py_CLEAR(self->on_message);
+    if (transport == Py_None) {
+        Py_CLEAR(self->transport);
+        Py_CLEAR(self->listener);
         self->fast = 0;
         self->send_ok = 0;
         Py_CLEAR(self->pending);
         self->out_len = 0;
     }
     else {
-        Py_INCREF(write);
-        Py_XSETREF(self->write, write);
+        Py_INCREF(transport);
+        Py_XSETREF(self->transport, transport);
     }
     Py_RETURN_NONE;
 }
@@ -795,9 +806,6 @@ static PyTypeObject FastPath_Type = {
 /* CallbackFastPathMixin                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-static PyObject *fast_slot_name; /* "_fast" */
-static PyObject *send_slow_name; /* "_send_slow" */
-static PyObject *compress_name;  /* "compress" */
 
 static FastPathObject *
 fast_of(PyObject *ws)
@@ -1099,8 +1107,10 @@ module_exec(PyObject *module)
     send_slow_name = PyUnicode_InternFromString("_send_slow");
     compress_name = PyUnicode_InternFromString("compress");
     slow_received_name = PyUnicode_InternFromString("_slow_received");
+    on_message_name = PyUnicode_InternFromString("on_message");
+    write_name = PyUnicode_InternFromString("write");
     if (fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
-        slow_received_name == NULL) {
+        slow_received_name == NULL || on_message_name == NULL || write_name == NULL) {
         return -1;
     }
     if (PyType_Ready(&ReadBuffer_Type) < 0 || PyType_Ready(&FastPath_Type) < 0 ||

@@ -96,7 +96,7 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._fast.attach(self.transport.write)
+        self._fast.attach(self.transport)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
@@ -124,7 +124,7 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         ):
             return
         limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
-        self._fast.enable(self.listener.on_message, min(limits) if limits else -1)
+        self._fast.enable(self.listener, min(limits) if limits else -1)
 
     def _process(self) -> None:
         super()._process()
