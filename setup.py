@@ -1,4 +1,4 @@
-"""Build script for the optional C extension ``shakehands._speedups``.
+"""Build script for the optional C extensions ``shakehands._speedups`` and ``shakehands._fastpath``.
 
 All project metadata lives in pyproject.toml; this file only declares the extension. The
 extension is optional: if it cannot be compiled (no compiler, no Python headers, ...) a warning is
@@ -83,8 +83,16 @@ def _extensions() -> list[Extension]:
         Extension(
             "shakehands._speedups",
             sources=["src/shakehands/_speedups.c"],
+            depends=["src/shakehands/_mask.h"],
             optional=True,
-        )
+        ),
+        # The compiled data path of the callback API (shakehands.asyncio._fastpath).
+        Extension(
+            "shakehands._fastpath",
+            sources=["src/shakehands/_fastpath.c"],
+            depends=["src/shakehands/_mask.h"],
+            optional=True,
+        ),
     ]
 
 

@@ -16,54 +16,7 @@
 /* Inputs larger than this are masked with the GIL released. */
 #define SHAKEHANDS_GIL_RELEASE_THRESHOLD (64 * 1024)
 
-/*
- * dst[i] = src[i] ^ mask[i % 4] for i in [0, len).
- *
- * Works 8 bytes at a time with a uint64 holding the mask twice. memcpy is used for every load
- * and store so unaligned buffers are fine (compilers turn it into a plain move). The mask word is
- * built from the bytes in memory order, so the result does not depend on endianness.
- */
-static void
-shakehands_mask(const unsigned char *src, unsigned char *dst, Py_ssize_t len,
-                const unsigned char mask[4])
-{
-    Py_ssize_t i = 0;
-
-    if (len >= 8) {
-        unsigned char mask8[8];
-        uint64_t m;
-
-        memcpy(mask8, mask, 4);
-        memcpy(mask8 + 4, mask, 4);
-        memcpy(&m, mask8, 8);
-
-        for (; i + 32 <= len; i += 32) {
-            uint64_t a, b, c, d;
-            memcpy(&a, src + i, 8);
-            memcpy(&b, src + i + 8, 8);
-            memcpy(&c, src + i + 16, 8);
-            memcpy(&d, src + i + 24, 8);
-            a ^= m;
-            b ^= m;
-            c ^= m;
-            d ^= m;
-            memcpy(dst + i, &a, 8);
-            memcpy(dst + i + 8, &b, 8);
-            memcpy(dst + i + 16, &c, 8);
-            memcpy(dst + i + 24, &d, 8);
-        }
-        for (; i + 8 <= len; i += 8) {
-            uint64_t a;
-            memcpy(&a, src + i, 8);
-            a ^= m;
-            memcpy(dst + i, &a, 8);
-        }
-    }
-    /* i is a multiple of 8 here, so the mask phase is still i % 4. */
-    for (; i < len; i++) {
-        dst[i] = src[i] ^ mask[i & 3];
-    }
-}
+#include "_mask.h"
 
 PyDoc_STRVAR(apply_mask_doc,
 "apply_mask(data, mask, /)\n"

@@ -354,13 +354,15 @@ def serve_callbacks(
         async with serve_callbacks(Echo(), "127.0.0.1", 8765) as server:
             await server.serve_forever()
     """
+    from ._fastpath import connection_factory  # the seam: compiled data path or pure Python
+
     if isinstance(listener, Router):
         options["process_request"] = listener.with_process_request(options.get("process_request"))
         listener = RoutedListener(listener)
     config, secure, create_kwargs = split_server_options(options)
     server: Server[CallbackConnection] = Server(config, secure=secure)
     return ServeContext(
-        lambda srv: CallbackConnection(srv, listener),
+        connection_factory(listener),
         server,
         host,
         port,

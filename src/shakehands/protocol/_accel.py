@@ -2,7 +2,9 @@
 
 ``shakehands._speedups`` (C, optional: built by ``pip install`` when a compiler is present)
 provides masking, the reassembly of masked parts, frame building and a parser for runs of whole
-data frames. This module decides, once, at import time, whether the core uses it:
+data frames; ``shakehands._fastpath`` (C, optional, built alongside) the callback API's compiled
+data path (:mod:`shakehands.asyncio._fastpath`). This module decides, once, at import time,
+whether they are used:
 
 * not when the environment variable ``SHAKEHANDS_NO_SPEEDUPS`` is set to a non-empty value
   other than ``"0"`` (CI runs the protocol tests again that way, so the fallback stays tested);
@@ -16,29 +18,32 @@ apply_mask_python``. A function missing from an older build of the extension fal
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 from typing import Any
 
-__all__ = ["USING_SPEEDUPS", "compiled", "speedups"]
+__all__ = ["USING_SPEEDUPS", "compiled", "speedups", "fastpath"]
 
 
 def _disabled() -> bool:
     return os.environ.get("SHAKEHANDS_NO_SPEEDUPS", "") not in ("", "0")
 
 
-def _load() -> ModuleType | None:
+def _load(name: str = "_speedups") -> ModuleType | None:
     if _disabled():
         return None
     try:
-        from shakehands import _speedups
+        return importlib.import_module(f"shakehands.{name}")
     except ImportError:
         return None
-    return _speedups
 
 
 #: The C extension module in use, or ``None`` (pure Python).
 speedups: ModuleType | None = _load()
+
+#: The compiled data path of the callback API in use, or ``None`` (pure Python).
+fastpath: ModuleType | None = _load("_fastpath")
 
 #: Whether the core uses the C extension.
 USING_SPEEDUPS: bool = speedups is not None

@@ -171,6 +171,19 @@ class FrameReader:
         self.extensions = (*self.extensions, extension)
         self.rsv_allowed |= bits
 
+    def between_messages(self) -> bool:
+        """Whether the next byte starts a frame of a new message: nothing is buffered, no frame
+        or message is partly read, parsing goes on, and no extension is negotiated. Only then
+        may a reader of whole simple frames (the callback API's compiled data path) take over
+        the following bytes, and hand the rest back here in order."""
+        return (
+            self._remaining < 0
+            and not self._msg_opcode
+            and not self._buffer
+            and not self._discard
+            and not self.extensions
+        )
+
     # The connection's side (see the module docstring).
 
     def _control_frame(self, opcode: int, payload: bytes) -> None:

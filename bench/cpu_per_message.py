@@ -1,0 +1,163 @@
+"""Server CPU per message of the callback API, compiled data path against pure Python.
+
+``python -m bench.cpu_per_message [--reps 5] [--loop asyncio|uvloop] [--duration 3]``
+
+Throughput on a shared machine follows the other tenants; the CPU time the server process
+spends per echoed message much less so. Four servers (``shakehands-callback`` of
+:mod:`bench.servers` with ``shakehands.asyncio._fastpath.enabled`` off and on, the Python raw
+TCP echo, the ceiling of a Python server, and the C epoll echo of ``bench/c_echo.c``, the
+physical ceiling) are started at once, pinned to core 0; the C load generator (core 1) drives
+them in turn within each repetition (A B C D, then D C B A, ...), and the server's
+user+system time over the run (``/proc/PID/stat``) is divided by the messages echoed. Prints a
+markdown table: median and range per workload. "raw TCP / compiled" is the share of the
+ceiling reached (1.0: as cheap as the raw echo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .run import BUILD, HOST, build_loadgen, free_port, pinned
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (label, conns, depth, size)
+WORKLOADS = [
+    ("100 conns x 1 in flight x 256 B", 100, 1, 256),
+    ("1 conn x 64 in flight x 256 B", 1, 64, 256),
+    ("1 conn x 1 x 64 KiB", 1, 1, 65536),
+    ("4 conns x 2 x 1 MiB", 4, 2, 2**20),
+]
+
+SERVER = """
+import sys
+from shakehands.asyncio import _fastpath
+_fastpath.enabled = sys.argv[1] == "compiled"
+assert _fastpath.enabled == (sys.argv[1] == "compiled"), "the compiled path is not built"
+from bench.servers import main
+main(["shakehands-callback", "--port", sys.argv[2], "--loop", sys.argv[3]])
+"""
+
+IMPLS = ("python", "compiled")
+#: The Python raw TCP echo of bench/servers.py: what a Python server cannot beat.
+CEILING = "raw-tcp"
+#: The C epoll echo (bench/c_echo.c): what no server on this machine can beat.
+PHYSICAL = "c-echo"
+
+
+def build_c_echo() -> Path:
+    """Compile bench/c_echo.c with the system C compiler (cached until the source changes)."""
+    source = Path(__file__).with_name("c_echo.c")
+    binary = BUILD / "c_echo"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    BUILD.mkdir(exist_ok=True)
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        sys.exit("a C compiler (cc) is needed to build bench/c_echo.c")
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"no server on port {port}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--duration", type=float, default=3.0)
+    args = parser.parse_args(argv)
+
+    binary = build_loadgen()
+    c_echo = build_c_echo()
+    # A PYTHONPATH given first (e.g. another build of shakehands), then this tree.
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT / "src"), str(ROOT)])}
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    try:
+        order = (*IMPLS, CEILING, PHYSICAL)
+        for impl in order:
+            port = free_port()
+            if impl == PHYSICAL:
+                argv_ = [str(c_echo), str(port)]
+            elif impl == CEILING:
+                argv_ = [sys.executable, "-m", "bench.servers", CEILING, "--port", str(port)]
+                argv_ += ["--loop", args.loop]
+            else:
+                argv_ = [sys.executable, "-c", SERVER, impl, str(port), args.loop]
+            servers[impl] = (subprocess.Popen(pinned(0, argv_), env=env, cwd=ROOT), port)
+            wait_for_port(port)
+        samples: dict[tuple[str, str], list[float]] = {}
+        for rep in range(args.reps):
+            for label, conns, depth, size in WORKLOADS:
+                for impl in order if rep % 2 == 0 else order[::-1]:
+                    proc, port = servers[impl]
+                    command = ["echo", HOST, str(port), str(conns), str(depth), str(size)]
+                    command += ["0", str(args.duration)]
+                    if impl in (CEILING, PHYSICAL):
+                        command.append("raw")
+                    before = cpu_seconds(proc.pid)
+                    result = subprocess.run(
+                        pinned(1, [str(binary), *command]),
+                        capture_output=True,
+                        text=True,
+                        timeout=args.duration + 60,
+                        check=True,
+                    )
+                    used = cpu_seconds(proc.pid) - before
+                    data = json.loads(result.stdout.strip().splitlines()[-1])
+                    micros = used / data["messages"] * 1e6
+                    samples.setdefault((label, impl), []).append(micros)
+                    print(f"rep {rep} {label} {impl}: {micros:.2f} us/msg", file=sys.stderr)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(10)
+
+    print(f"Server CPU per message, callback API, {args.loop} loop, {args.reps} repetitions")
+    print("(median, range in brackets; lower is better)\n")
+    print(
+        "| workload | pure Python (us) | compiled (us) | raw TCP echo (us) | C epoll echo (us) "
+        "| compiled / Python | raw TCP / compiled |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, *_ in WORKLOADS:
+        cells = []
+        medians = []
+        for impl in order:
+            values = samples[(label, impl)]
+            median = statistics.median(values)
+            medians.append(median)
+            cells.append(f"{median:.2f} [{min(values):.2f}-{max(values):.2f}]")
+        python, compiled, raw, _ = medians
+        print(
+            f"| {label} | {' | '.join(cells)} | {compiled / python:.2f}x | {raw / compiled:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1149 @@
+/*
+ * shakehands._fastpath: the compiled receive and send path of the callback API (optional).
+ *
+ * What it owns: the bytes of an open connection between the socket and Listener.on_message,
+ * for the common case only: whole, unfragmented, uncompressed text and binary frames from a
+ * client, and unmasked text and binary frames to it. What it must not know: anything else of
+ * the protocol. A frame it does not take (control frames, fragments, RSV bits, a frame over the
+ * limit, invalid UTF-8, a huge length) ends its run: it writes what it queued, then hands every
+ * byte from that frame on to the Python connection (`ws._slow_received(data)`), which feeds the
+ * sans-I/O core: the core decides, fails, answers, closes. Python turns the fast path back on
+ * (`FastPath.enable`) only when the core is between messages again, so no byte is lost or
+ * reordered and the core stays the single source of the protocol's rules.
+ *
+ * Two types:
+ *
+ * - ReadBuffer: one per server (one event loop). Every read of a connection that holds no
+ *   partial frame lands in it (asyncio.BufferedProtocol.get_buffer): an idle connection owns no
+ *   read buffer, and whole frames are parsed where the kernel put them. Only the tail of a read
+ *   (a frame cut by the read) is copied into the connection's own buffer.
+ * - FastPath: one per connection, in the connection's `_fast` slot: its own buffer, the queued
+ *   output of a batch, the listener and the transport (their methods are looked up per call:
+ *   a cached bound method would cost 64 bytes per idle connection each).
+ *
+ * and the mixin CallbackFastPathMixin (no instance layout of its own, so that the slotted
+ * Python connection class can inherit it): get_buffer, buffer_updated and send in C, so that a
+ * read costs no Python frame of ours and a message one Python call (the listener's).
+ *
+ * Everything runs with the GIL held; a ReadBuffer is used by one loop's connections only.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "_mask.h"
+
+/* The read size offered when the connection's own buffer is in use (a cut frame). */
+#define MIN_READ (64 * 1024)
+/* Frames over this are left to the core when there is no limit (it reads them in parts). */
+#define NO_LIMIT_CAP (16 * 1024 * 1024)
+/* Payloads at least this large are written apart from their header (as the core queues them). */
+#define SEPARATE_PAYLOAD (64 * 1024)
+
+/* Interned names, made by module_exec. */
+static PyObject *fast_slot_name;     /* "_fast" */
+static PyObject *send_slow_name;     /* "_send_slow" */
+static PyObject *slow_received_name; /* "_slow_received" */
+static PyObject *compress_name;      /* "compress" */
+static PyObject *on_message_name;    /* "on_message" */
+static PyObject *write_name;         /* "write" */
+
+/* What a run over the buffered bytes ended with. */
+enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG };
+
+/* ------------------------------------------------------------------------------------------ */
+/* ReadBuffer                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned char *buf;
+    Py_ssize_t size;
+    int busy; /* its bytes are being parsed (the listener may run meanwhile) */
+} ReadBufferObject;
+
+static int
+ReadBuffer_init(ReadBufferObject *self, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t size = 256 * 1024;
+    static char *kwlist[] = {"size", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|n:ReadBuffer", kwlist, &size)) {
+        return -1;
+    }
+    if (size < 1024) {
+        PyErr_SetString(PyExc_ValueError, "size must be at least 1024");
+        return -1;
+    }
+    PyMem_Free(self->buf);
+    self->buf = PyMem_Malloc(size);
+    if (self->buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->size = size;
+    self->busy = 0;
+    return 0;
+}
+
+static void
+ReadBuffer_dealloc(ReadBufferObject *self)
+{
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef ReadBuffer_members[] = {
+    {"size", T_PYSSIZET, offsetof(ReadBufferObject, size), READONLY, "Its size in bytes."},
+    {NULL},
+};
+
+PyDoc_STRVAR(ReadBuffer_doc,
+"ReadBuffer(size=262144)\n"
+"--\n"
+"\n"
+"The read buffer that the connections of one server (one event loop) share: a read of a\n"
+"connection holding no partial frame lands here.");
+
+static PyTypeObject ReadBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.ReadBuffer",
+    .tp_basicsize = sizeof(ReadBufferObject),
+    .tp_dealloc = (destructor)ReadBuffer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = ReadBuffer_doc,
+    .tp_members = ReadBuffer_members,
+    .tp_init = (initproc)ReadBuffer_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* FastPath                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    ReadBufferObject *shared;
+    /* The connection's own buffer: bytes [start, end) not parsed yet (a cut frame). */
+    unsigned char *buf;
+    Py_ssize_t cap, start, end;
+    Py_ssize_t need;     /* the whole size of the cut frame at start, once its header is here */
+    int reading_shared;  /* the last get_buffer gave the shared buffer */
+    int fast;            /* frames are parsed here; else every byte goes to the core */
+    int send_ok;         /* send() builds frames here; else the core does */
+    int in_batch;        /* messages are being delivered: sends are queued, written after */
+    int backlog;         /* bytes left after batch_limit messages, delivered later */
+    int last_large;      /* the last message delivered was over MIN_READ: keep the own buffer */
+    long long limit;     /* largest payload taken here */
+    Py_ssize_t batch_limit;
+    PyObject *listener;  /* its on_message is called */
+    PyObject *transport; /* its write is called */
+    /* The output of a batch: one frame as is, or several copied into out. */
+    PyObject *pending;
+    unsigned char *out;
+    Py_ssize_t out_len, out_cap;
+} FastPathObject;
+
+static PyTypeObject FastPath_Type;
+
+static int
+FastPath_init(FastPathObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *shared;
+    Py_ssize_t batch_limit;
+    static char *kwlist[] = {"read_buffer", "batch_limit", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!n:FastPath", kwlist, &ReadBuffer_Type,
+                                     &shared, &batch_limit)) {
+        return -1;
+    }
+    if (batch_limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "batch_limit must be positive");
+        return -1;
+    }
+    Py_INCREF(shared);
+    Py_XSETREF(self->shared, (ReadBufferObject *)shared);
+    self->batch_limit = batch_limit;
+    self->limit = -1;
+    return 0;
+}
+
+static int
+FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->shared);
+    Py_VISIT(self->listener);
+    Py_VISIT(self->transport);
+    Py_VISIT(self->pending);
+    return 0;
+}
+
+static int
+FastPath_clear(FastPathObject *self)
+{
+    Py_CLEAR(self->shared);
+    Py_CLEAR(self->listener);
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->pending);
+    return 0;
+}
+
+static void
+FastPath_dealloc(FastPathObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastPath_clear(self);
+    PyMem_Free(self->buf);
+    PyMem_Free(self->out);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void
+release_own_buffer(FastPathObject *self)
+{
+    PyMem_Free(self->buf);
+    self->buf = NULL;
+    self->cap = self->start = self->end = 0;
+    self->need = 0;
+}
+
+/* Make room in the own buffer for `free` more bytes after end (moving the bytes to its start). */
+static int
+reserve(FastPathObject *self, Py_ssize_t free)
+{
+    Py_ssize_t used = self->end - self->start;
+    if (self->start > 0 && self->cap - self->end < free) {
+        memmove(self->buf, self->buf + self->start, used);
+        self->start = 0;
+        self->end = used;
+    }
+    if (self->cap - self->end < free) {
+        Py_ssize_t cap = self->end + free;
+        unsigned char *buf = PyMem_Realloc(self->buf, cap);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->buf = buf;
+        self->cap = cap;
+    }
+    return 0;
+}
+
+/* The output queued during a batch. */
+
+static int
+write_object(FastPathObject *self, PyObject *data)
+{
+    if (self->transport == NULL) {
+        return 0; /* not attached (or detached: the transport is gone) */
+    }
+    PyObject *args[2] = {self->transport, data};
+    PyObject *r = PyObject_VectorcallMethod(write_name, args,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+out_append(FastPathObject *self, const char *data, Py_ssize_t len)
+{
+    if (self->out_cap - self->out_len < len) {
+        Py_ssize_t cap = self->out_cap * 2;
+        if (cap < self->out_len + len) {
+            cap = self->out_len + len;
+        }
+        if (cap < 4096) {
+            cap = 4096;
+        }
+        unsigned char *out = PyMem_Realloc(self->out, cap);
+        if (out == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->out = out;
+        self->out_cap = cap;
+    }
+    memcpy(self->out + self->out_len, data, len);
+    self->out_len += len;
+    return 0;
+}
+
+/* Queue a frame (bytes): kept as is if it is the only one, else copied into out. */
+static int
+queue_frame(FastPathObject *self, PyObject *frame)
+{
+    if (self->pending == NULL && self->out_len == 0) {
+        Py_INCREF(frame);
+        self->pending = frame;
+        return 0;
+    }
+    if (self->pending != NULL) {
+        PyObject *first = self->pending;
+        self->pending = NULL;
+        int failed = out_append(self, PyBytes_AS_STRING(first), PyBytes_GET_SIZE(first));
+        Py_DECREF(first);
+        if (failed) {
+            return -1;
+        }
+    }
+    return out_append(self, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame));
+}
+
+/* Write what was queued, in one write. */
+static int
+flush_out(FastPathObject *self)
+{
+    if (self->pending != NULL) {
+        PyObject *frame = self->pending;
+        self->pending = NULL;
+        int failed = write_object(self, frame);
+        Py_DECREF(frame);
+        return failed;
+    }
+    if (self->out_len == 0) {
+        return 0;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)self->out, self->out_len);
+    self->out_len = 0;
+    if (self->out_cap > SEPARATE_PAYLOAD) {
+        /* Do not keep a large buffer per connection. */
+        PyMem_Free(self->out);
+        self->out = NULL;
+        self->out_cap = 0;
+    }
+    if (data == NULL) {
+        return -1;
+    }
+    int failed = write_object(self, data);
+    Py_DECREF(data);
+    return failed;
+}
+
+/*
+ * Parse and deliver the whole simple frames at buf[*pos, end). Returns a RUN_* code (RUN_MORE:
+ * all here was delivered, or the rest is a cut frame whose whole size, if known, is in
+ * self->need); *pos is where it stopped. The listener runs here.
+ */
+static int
+run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssize_t *pos_p,
+           Py_ssize_t end, Py_ssize_t batch_limit)
+{
+    Py_ssize_t pos = *pos_p;
+    Py_ssize_t count = 0;
+    int status = RUN_MORE;
+    long long limit = self->limit >= 0 ? self->limit : NO_LIMIT_CAP;
+
+    self->need = 0;
+    while (end - pos >= 2) {
+        unsigned char b0 = buf[pos], b1 = buf[pos + 1];
+        if ((b0 != 0x82 && b0 != 0x81) || !(b1 & 0x80)) {
+            status = RUN_SLOW; /* not ours: a control frame, a fragment, RSV bits, unmasked */
+            break;
+        }
+        uint64_t length = b1 & 0x7F;
+        Py_ssize_t hlen = 6;
+        if (length == 126) {
+            if (end - pos < 4) {
+                break;
+            }
+            length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
+            hlen = 8;
+        }
+        else if (length == 127) {
+            if (end - pos < 10) {
+                break;
+            }
+            length = 0;
+            for (int i = 2; i < 10; i++) {
+                length = (length << 8) | buf[pos + i];
+            }
+            hlen = 14;
+        }
+        if (length > (uint64_t)limit) {
+            status = RUN_SLOW; /* the core fails it (1009), or reads it in parts */
+            break;
+        }
+        Py_ssize_t n = (Py_ssize_t)length;
+        if (end - pos < hlen + n) {
+            self->need = hlen + n;
+            break;
+        }
+        if (count >= batch_limit) {
+            status = RUN_BACKLOG;
+            break;
+        }
+        const unsigned char *payload = buf + pos + hlen;
+        PyObject *message = PyBytes_FromStringAndSize(NULL, n);
+        if (message == NULL) {
+            status = RUN_ERROR;
+            break;
+        }
+        shakehands_mask(payload, (unsigned char *)PyBytes_AS_STRING(message), n, payload - 4);
+        if (b0 == 0x81) {
+            PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(message), n, "strict");
+            Py_DECREF(message);
+            if (text == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    status = RUN_ERROR;
+                    break;
+                }
+                PyErr_Clear();
+                status = RUN_SLOW; /* the core fails the connection with 1007 */
+                break;
+            }
+            message = text;
+        }
+        pos += hlen + n;
+        count++;
+        self->last_large = hlen + n > MIN_READ;
+        PyObject *args[3] = {self->listener, ws, message};
+        PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
+                                                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(message);
+        if (r == NULL) {
+            status = RUN_ERROR;
+            break;
+        }
+        Py_DECREF(r);
+        if (!self->fast) {
+            status = RUN_SLOW; /* the listener closed or failed the connection */
+            break;
+        }
+    }
+    *pos_p = pos;
+    return status;
+}
+
+/* The exception being raised, normalised, with its traceback (PyErr_GetRaisedException). */
+static PyObject *
+fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+
+/* Hand bytes to the core through the Python connection. */
+static int
+to_core(PyObject *ws, const unsigned char *data, Py_ssize_t len)
+{
+    PyObject *name = slow_received_name;
+    if (len == 0) {
+        return 0;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, len);
+    if (bytes == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(ws, name, bytes);
+    Py_DECREF(bytes);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+call_ws(PyObject *ws, const char *method, PyObject *arg)
+{
+    PyObject *r = arg ? PyObject_CallMethod(ws, method, "O", arg)
+                      : PyObject_CallMethod(ws, method, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/*
+ * Deliver what is buffered: the `n` bytes just read (into the shared buffer or after `end` in
+ * the own one), the `n` bytes of `data` (data_received, with nothing in the own buffer), or
+ * the backlog (n == 0). `batch_limit` < 0: the connection's own.
+ */
+static PyObject *
+process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit,
+        PyObject *data)
+{
+    const unsigned char *buf;
+    Py_ssize_t pos, end;
+    int use_shared = self->reading_shared && n > 0 && data == NULL;
+    /* The bytes are not in the own buffer: what is left is copied there. */
+    int from_outside = use_shared || data != NULL;
+    ReadBufferObject *shared = self->shared;
+
+    self->reading_shared = 0;
+    if (data != NULL) {
+        if (!self->fast) {
+            /* The core's turn, and the bytes object is what it takes: no copy. */
+            PyObject *r = PyObject_CallMethodOneArg(ws, slow_received_name, data);
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+        buf = (const unsigned char *)PyBytes_AS_STRING(data);
+        pos = 0;
+        end = n;
+    }
+    else if (use_shared) {
+        if (n > shared->size) {
+            PyErr_SetString(PyExc_ValueError, "more bytes than the buffer holds");
+            return NULL;
+        }
+        buf = shared->buf;
+        pos = 0;
+        end = n;
+    }
+    else {
+        if (n < 0 || n > self->cap - self->end) {
+            PyErr_SetString(PyExc_ValueError, "more bytes than the buffer holds");
+            return NULL;
+        }
+        self->end += n;
+        buf = self->buf;
+        pos = self->start;
+        end = self->end;
+    }
+    if (!self->fast) {
+        /* The core's turn: every byte goes there, in order. */
+        if (use_shared) {
+            if (to_core(ws, buf, end) < 0) {
+                return NULL;
+            }
+        }
+        else {
+            Py_ssize_t start = self->start;
+            self->start = self->end = 0;
+            int failed = to_core(ws, buf + start, end - start);
+            release_own_buffer(self);
+            if (failed) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
+
+    Py_INCREF(self); /* the listener may drop the connection */
+    if (use_shared) {
+        shared->busy = 1;
+    }
+    self->in_batch = 1;
+    int status = run_frames(self, ws, buf, &pos, end,
+                            batch_limit < 0 ? self->batch_limit : batch_limit);
+    self->in_batch = 0;
+
+    PyObject *exc = NULL;
+    if (status == RUN_ERROR) {
+        exc = fetch_exception();
+    }
+    /* Keep what is left: the cut frame, the backlog, or what goes to the core. */
+    int failed = 0;
+    if (from_outside) {
+        Py_ssize_t left = end - pos;
+        if (left) {
+            Py_ssize_t want = left > self->need ? left : self->need;
+            if (want < MIN_READ && status == RUN_MORE) {
+                want = MIN_READ;
+            }
+            self->start = self->end = 0;
+            if (reserve(self, want) < 0) {
+                failed = 1;
+            }
+            else {
+                memcpy(self->buf, buf + pos, left);
+                self->end = left;
+            }
+        }
+        if (use_shared) {
+            shared->busy = 0;
+        }
+        if (!left && self->buf != NULL && !self->last_large) {
+            release_own_buffer(self); /* kept for large messages; this one was small */
+        }
+    }
+    else {
+        self->start = pos;
+        if (self->start == self->end) {
+            if (self->last_large) {
+                /* Large messages come in a row: keep the buffer for the next one (freeing
+                 * and allocating a large block per message costs page faults, as glibc
+                 * trims the heap and maps fresh pages). It goes with the next small one. */
+                self->start = self->end = 0;
+            }
+            else {
+                release_own_buffer(self);
+            }
+        }
+    }
+    if (!failed && flush_out(self) < 0) {
+        failed = 1;
+    }
+    if (failed) {
+        Py_XDECREF(exc);
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (status == RUN_ERROR) {
+        /* The listener raised: Python decides (ConnectionClosed: stop; else log and 1011). */
+        if (call_ws(ws, "_fast_error", exc) < 0) {
+            Py_DECREF(exc);
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(exc);
+        status = RUN_SLOW;
+    }
+    if (status == RUN_SLOW) {
+        /* The rest, from the frame not taken here on, is the core's. */
+        self->fast = 0;
+        self->send_ok = 0;
+        Py_ssize_t start = self->start;
+        Py_ssize_t stop = self->end;
+        self->start = self->end = 0;
+        failed = to_core(ws, self->buf + start, stop - start);
+        release_own_buffer(self);
+    }
+    else if (status == RUN_BACKLOG) {
+        self->backlog = 1;
+        failed = call_ws(ws, "_fast_backlog", NULL) < 0;
+    }
+    Py_DECREF(self);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_enable_doc,
+"enable(listener, limit, /)\n"
+"--\n"
+"\n"
+"Parse whole simple frames here and deliver them to ``listener.on_message(ws, message)``;\n"
+"build and write frames in ``send``. ``limit``: the largest payload taken here (< 0: none); larger\n"
+"frames go to the core. Call only when the core is open and between messages.");
+
+static PyObject *
+FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "enable() takes 2 arguments");
+        return NULL;
+    }
+    long long limit = PyLong_AsLongLong(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(self->listener, args[0]);
+    self->limit = limit;
+    self->fast = 1;
+    self->send_ok = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_disable_doc,
+"disable()\n"
+"--\n"
+"\n"
+"Hand every byte to the core from now on, and let it build every frame.");
+
+static PyObject *
+FastPath_disable(FastPathObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->fast = 0;
+    self->send_ok = 0;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_attach_doc,
+"attach(transport, /)\n"
+"--\n"
+"\n"
+"Write through ``transport.write``; ``None`` drops it (the transport is gone).");
+
+static PyObject *
+FastPath_attach(FastPathObject *self, PyObject *transport)
+{
+    if (transport == Py_None) {
+        Py_CLEAR(self->transport);
+        Py_CLEAR(self->listener);
+        self->fast = 0;
+        self->send_ok = 0;
+        Py_CLEAR(self->pending);
+        self->out_len = 0;
+    }
+    else {
+        Py_INCREF(transport);
+        Py_XSETREF(self->transport, transport);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_flush_doc,
+"flush()\n"
+"--\n"
+"\n"
+"Write the frames queued by ``send`` during the current batch now (before anything the core\n"
+"writes, so that the order holds).");
+
+static PyObject *
+FastPath_flush(FastPathObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (flush_out(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_resume_doc,
+"resume(ws, all, /)\n"
+"--\n"
+"\n"
+"Deliver the backlog: ``batch_limit`` more messages, or all of them if ``all``.");
+
+static PyObject *
+FastPath_resume(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "resume() takes 2 arguments");
+        return NULL;
+    }
+    int all = PyObject_IsTrue(args[1]);
+    if (all < 0) {
+        return NULL;
+    }
+    self->backlog = 0;
+    self->reading_shared = 0;
+    if (all) {
+        /* The connection is lost: sends go to the core, which raises ConnectionClosed. */
+        self->send_ok = 0;
+    }
+    if (self->start == self->end) {
+        Py_RETURN_NONE;
+    }
+    return process(self, args[0], 0, all ? PY_SSIZE_T_MAX : -1, NULL);
+}
+
+static PyObject *
+FastPath_get_active(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->fast);
+}
+
+static PyObject *
+FastPath_get_buffered(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->end - self->start);
+}
+
+static PyObject *
+FastPath_get_backlogged(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->backlog);
+}
+
+static PyGetSetDef FastPath_getset[] = {
+    {"active", (getter)FastPath_get_active, NULL, "Whether frames are parsed here.", NULL},
+    {"buffered", (getter)FastPath_get_buffered, NULL,
+     "Bytes read and not parsed yet (a frame cut by a read, or a backlog).", NULL},
+    {"backlogged", (getter)FastPath_get_backlogged, NULL,
+     "Whether messages wait for the next loop iteration (after batch_limit).", NULL},
+    {NULL},
+};
+
+static PyMethodDef FastPath_methods[] = {
+    {"enable", (PyCFunction)(void (*)(void))FastPath_enable, METH_FASTCALL, FastPath_enable_doc},
+    {"disable", (PyCFunction)FastPath_disable, METH_NOARGS, FastPath_disable_doc},
+    {"attach", (PyCFunction)FastPath_attach, METH_O, FastPath_attach_doc},
+    {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, FastPath_flush_doc},
+    {"resume", (PyCFunction)(void (*)(void))FastPath_resume, METH_FASTCALL, FastPath_resume_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(FastPath_doc,
+"FastPath(read_buffer, batch_limit)\n"
+"--\n"
+"\n"
+"The compiled data path of one callback connection (see the module docstring).");
+
+static PyTypeObject FastPath_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPathObject),
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = FastPath_doc,
+    .tp_traverse = (traverseproc)FastPath_traverse,
+    .tp_clear = (inquiry)FastPath_clear,
+    .tp_methods = FastPath_methods,
+    .tp_getset = FastPath_getset,
+    .tp_init = (initproc)FastPath_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* CallbackFastPathMixin                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+
+static FastPathObject *
+fast_of(PyObject *ws)
+{
+    PyObject *fast = PyObject_GetAttr(ws, fast_slot_name);
+    if (fast == NULL) {
+        return NULL;
+    }
+    if (!Py_IS_TYPE(fast, &FastPath_Type)) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_TypeError, "_fast is not a FastPath");
+        return NULL;
+    }
+    return (FastPathObject *)fast;
+}
+
+PyDoc_STRVAR(mixin_get_buffer_doc,
+"get_buffer(sizehint, /)\n"
+"--\n"
+"\n"
+"asyncio.BufferedProtocol: where the next read goes (the server's shared buffer, or this\n"
+"connection's own after a cut frame).");
+
+static PyObject *
+mixin_get_buffer(PyObject *ws, PyObject *Py_UNUSED(sizehint))
+{
+    FastPathObject *self = fast_of(ws);
+    if (self == NULL) {
+        return NULL;
+    }
+    PyObject *view;
+    ReadBufferObject *shared = self->shared;
+    if (self->start == self->end && self->buf == NULL && shared != NULL && !shared->busy) {
+        self->reading_shared = 1;
+        view = PyMemoryView_FromMemory((char *)shared->buf, shared->size, PyBUF_WRITE);
+    }
+    else {
+        self->reading_shared = 0;
+        Py_ssize_t want = self->need - (self->end - self->start);
+        if (want < MIN_READ) {
+            want = MIN_READ;
+        }
+        if (reserve(self, want) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        view = PyMemoryView_FromMemory((char *)self->buf + self->end, self->cap - self->end,
+                                       PyBUF_WRITE);
+    }
+    Py_DECREF(self);
+    return view;
+}
+
+PyDoc_STRVAR(mixin_buffer_updated_doc,
+"buffer_updated(nbytes, /)\n"
+"--\n"
+"\n"
+"asyncio.BufferedProtocol: ``nbytes`` were read; deliver every whole message.");
+
+static PyObject *
+mixin_buffer_updated(PyObject *ws, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    FastPathObject *self = fast_of(ws);
+    if (self == NULL) {
+        return NULL;
+    }
+    PyObject *r = process(self, ws, n, -1, NULL);
+    Py_DECREF(self);
+    return r;
+}
+
+PyDoc_STRVAR(mixin_data_received_doc,
+"data_received(data, /)\n"
+"--\n"
+"\n"
+"asyncio.Protocol: ``data`` was read (uvloop, TLS and other transports that do not take a\n"
+"BufferedProtocol call this); deliver every whole message, parsed where it is.");
+
+static PyObject *
+mixin_data_received(PyObject *ws, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        /* Anything else (a bytearray, a memoryview) is copied once. */
+        PyObject *copy = PyBytes_FromObject(data);
+        if (copy == NULL) {
+            return NULL;
+        }
+        PyObject *r = mixin_data_received(ws, copy);
+        Py_DECREF(copy);
+        return r;
+    }
+    FastPathObject *self = fast_of(ws);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *r;
+    self->reading_shared = 0;
+    if (self->start == self->end) {
+        r = process(self, ws, n, -1, data);
+    }
+    else if (reserve(self, n) < 0) {
+        r = NULL;
+    }
+    else {
+        /* After a cut frame: appended to it. */
+        memcpy(self->buf + self->end, PyBytes_AS_STRING(data), n);
+        r = process(self, ws, n, -1, NULL);
+    }
+    Py_DECREF(self);
+    return r;
+}
+
+/* Build an unmasked frame: header, then payload, in one bytes object. */
+static PyObject *
+build_frame(unsigned char first, const char *payload, Py_ssize_t len, Py_ssize_t *hlen_p)
+{
+    unsigned char header[10];
+    Py_ssize_t hlen;
+    uint64_t n = (uint64_t)len;
+
+    header[0] = first;
+    if (n < 126) {
+        header[1] = (unsigned char)n;
+        hlen = 2;
+    }
+    else if (n < 65536) {
+        header[1] = 126;
+        header[2] = (unsigned char)(n >> 8);
+        header[3] = (unsigned char)n;
+        hlen = 4;
+    }
+    else {
+        header[1] = 127;
+        for (int i = 0; i < 8; i++) {
+            header[2 + i] = (unsigned char)(n >> (8 * (7 - i)));
+        }
+        hlen = 10;
+    }
+    *hlen_p = hlen;
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, hlen + (payload ? len : 0));
+    if (frame != NULL) {
+        memcpy(PyBytes_AS_STRING(frame), header, hlen);
+        if (payload != NULL) {
+            memcpy(PyBytes_AS_STRING(frame) + hlen, payload, len);
+        }
+    }
+    return frame;
+}
+
+static int
+send_frame(FastPathObject *self, unsigned char first, PyObject *message, const char *data,
+           Py_ssize_t len)
+{
+    Py_ssize_t hlen;
+    if (len >= SEPARATE_PAYLOAD && PyBytes_CheckExact(message)) {
+        /* Immutable and large: the header, then the payload itself, not copied. */
+        PyObject *header = build_frame(first, NULL, len, &hlen);
+        if (header == NULL) {
+            return -1;
+        }
+        int failed = queue_frame(self, header) < 0 || flush_out(self) < 0;
+        Py_DECREF(header);
+        if (failed) {
+            return -1;
+        }
+        PyObject *view = PyMemoryView_FromObject(message);
+        if (view == NULL) {
+            return -1;
+        }
+        failed = write_object(self, view);
+        Py_DECREF(view);
+        return failed;
+    }
+    PyObject *frame = build_frame(first, data, len, &hlen);
+    if (frame == NULL) {
+        return -1;
+    }
+    int failed;
+    if (self->in_batch) {
+        failed = queue_frame(self, frame);
+    }
+    else {
+        failed = flush_out(self) < 0 || write_object(self, frame) < 0;
+    }
+    Py_DECREF(frame);
+    return failed ? -1 : 0;
+}
+
+PyDoc_STRVAR(mixin_send_doc,
+"send(message, *, compress=True)\n"
+"--\n"
+"\n"
+"Send a message (text for ``str``, binary otherwise); during a batch it leaves with the\n"
+"batch. The frame is built here when the connection is open with no extension; otherwise\n"
+"(and for any error) the core's send does it.");
+
+static PyObject *
+mixin_send(PyObject *ws, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    FastPathObject *self = fast_of(ws);
+    if (self == NULL) {
+        return NULL;
+    }
+    int handled = 0, failed = 0;
+    if (self->send_ok && nargs == 1 &&
+        (kwnames == NULL ||
+         (PyTuple_GET_SIZE(kwnames) == 1 &&
+          PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), compress_name) == 0))) {
+        /* No extension is negotiated when send_ok: compress changes nothing. */
+        PyObject *message = args[0];
+        if (PyBytes_CheckExact(message)) {
+            handled = 1;
+            failed = send_frame(self, 0x82, message, PyBytes_AS_STRING(message),
+                                PyBytes_GET_SIZE(message));
+        }
+        else if (PyUnicode_CheckExact(message)) {
+            Py_ssize_t len;
+            const char *utf8 = PyUnicode_AsUTF8AndSize(message, &len);
+            if (utf8 != NULL) {
+                handled = 1;
+                failed = send_frame(self, 0x81, message, utf8, len);
+            }
+            else {
+                PyErr_Clear(); /* lone surrogates: the core raises the right error */
+            }
+        }
+        else if (PyObject_CheckBuffer(message) && !PyUnicode_Check(message)) {
+            Py_buffer view;
+            if (PyObject_GetBuffer(message, &view, PyBUF_SIMPLE) == 0) {
+                handled = 1;
+                failed = send_frame(self, 0x82, message, view.buf, view.len);
+                PyBuffer_Release(&view);
+            }
+            else {
+                PyErr_Clear();
+            }
+        }
+    }
+    Py_DECREF(self);
+    if (handled) {
+        if (failed) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    /* The core's way: closed, extensions, odd types and their errors. */
+    PyObject *slow = PyObject_GetAttr(ws, send_slow_name);
+    if (slow == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_Vectorcall(slow, args, nargsf, kwnames);
+    Py_DECREF(slow);
+    return r;
+}
+
+static PyMethodDef mixin_methods[] = {
+    {"get_buffer", (PyCFunction)mixin_get_buffer, METH_O, mixin_get_buffer_doc},
+    {"buffer_updated", (PyCFunction)mixin_buffer_updated, METH_O, mixin_buffer_updated_doc},
+    {"data_received", (PyCFunction)mixin_data_received, METH_O, mixin_data_received_doc},
+    {"send", (PyCFunction)(void (*)(void))mixin_send, METH_FASTCALL | METH_KEYWORDS,
+     mixin_send_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(mixin_doc,
+"The C methods of a callback connection on the compiled path: get_buffer, buffer_updated,\n"
+"data_received and send. No instance layout of its own; its state is the FastPath in the\n"
+"``_fast`` slot of the class it is mixed into, which also defines ``_slow_received(data)``,\n"
+"``_fast_error(exc)``, ``_fast_backlog()`` and ``_send_slow(message, *, compress=True)``.");
+
+static PyTypeObject Mixin_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.CallbackFastPathMixin",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = mixin_doc,
+    .tp_methods = mixin_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(module_doc,
+"The compiled data path of the callback API (optional; see shakehands.asyncio._fastpath).\n"
+"\n"
+"Use it through shakehands.asyncio.serve_callbacks: it picks this module when the C\n"
+"speedups are in use, pure Python otherwise (SHAKEHANDS_NO_SPEEDUPS=1).");
+
+static int
+module_exec(PyObject *module)
+{
+    fast_slot_name = PyUnicode_InternFromString("_fast");
+    send_slow_name = PyUnicode_InternFromString("_send_slow");
+    compress_name = PyUnicode_InternFromString("compress");
+    slow_received_name = PyUnicode_InternFromString("_slow_received");
+    on_message_name = PyUnicode_InternFromString("on_message");
+    write_name = PyUnicode_InternFromString("write");
+    if (fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
+        slow_received_name == NULL || on_message_name == NULL || write_name == NULL) {
+        return -1;
+    }
+    if (PyType_Ready(&ReadBuffer_Type) < 0 || PyType_Ready(&FastPath_Type) < 0 ||
+        PyType_Ready(&Mixin_Type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "ReadBuffer", (PyObject *)&ReadBuffer_Type) < 0 ||
+        PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPath_Type) < 0 ||
+        PyModule_AddObjectRef(module, "CallbackFastPathMixin", (PyObject *)&Mixin_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* Static types and interned names shared by the whole process. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "shakehands._fastpath",
+    .m_doc = module_doc,
+    .m_size = 0,
+    .m_slots = module_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    return PyModuleDef_Init(&fastpath_module);
+}

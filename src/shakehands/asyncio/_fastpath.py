@@ -1,0 +1,180 @@
+"""The callback API on the compiled data path: :class:`FastCallbackConnection`.
+
+It owns the seam between :class:`~.callback.CallbackConnection` (the pure-Python callback
+connection, driving the sans-I/O core) and ``shakehands._fastpath`` (C): which one
+:func:`~.callback.serve_callbacks` uses (:func:`connection_factory`), and the hand-over of
+bytes between the C path and the core. It must not know the protocol's rules: every one of them
+stays in the core (:mod:`shakehands.protocol`).
+
+Theory of operation. The connection is an ``asyncio.BufferedProtocol`` from the start, so that
+the transport never has to switch protocols (switching after the handshake would need
+``transport.set_protocol`` while bytes read with the request may already be buffered).
+asyncio's socket transports then read into ``get_buffer()``; uvloop does not (it takes the
+buffered path only for protocols that are not ``asyncio.Protocol`` subclasses, and this class
+is one through :class:`~.base.TransportProtocol`), nor does asyncio's TLS transport feed it
+without a copy: they call ``data_received(bytes)``, which parses the bytes where they are.
+``get_buffer``, ``buffer_updated``, ``data_received`` and ``send`` are C
+(``CallbackFastPathMixin``); the state is the C ``FastPath`` in ``_fast``.
+
+* While the C path is off (the handshake, a fragmented message, after a control frame, while
+  closing), every byte read goes to :meth:`_slow_received`, i.e. the core, in order.
+* It is turned on (:meth:`_refresh_fast`) only when the core is open and *between messages*
+  (:meth:`~shakehands.protocol.reader.FrameReader.between_messages`): nothing buffered, no
+  message in progress, no extension, no close frame owed.
+* While on, C parses whole, unfragmented, masked text and binary frames within the limits,
+  unmasks them, checks UTF-8 and calls ``listener.on_message(ws, message)`` for each; ``send``
+  builds the frame in C and queues it until the end of the batch (one write per read, as in
+  the Python path). The first frame it does not take (a control frame, a fragment, RSV bits,
+  a frame over the limit, invalid UTF-8) ends its run: it writes what was queued, turns itself
+  off and hands that frame and everything after it to the core, which answers, fails or
+  closes exactly as it does without the C path.
+* Anything Python writes (pings, close frames, broadcasts) first writes what C queued
+  (:meth:`_flush`, :meth:`write_queued`), so frames leave in the order they were sent; a
+  state change that ends the open state (close, failure) turns the C path off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol._accel import fastpath as _compiled
+from ..protocol.connection import State
+from ..protocol.errors import CloseCode, ConnectionClosed
+from .callback import CallbackConnection, Listener
+from .server import Server
+
+__all__ = ["AVAILABLE", "enabled", "connection_factory", "FastCallbackConnection"]
+
+logger = logging.getLogger("shakehands.server")
+
+#: Whether the compiled data path is built and allowed (not ``SHAKEHANDS_NO_SPEEDUPS=1``).
+AVAILABLE: bool = _compiled is not None
+
+#: Whether :func:`~.callback.serve_callbacks` uses it: :data:`AVAILABLE` by default; tests set
+#: it to ``False`` to run the same tests on the pure-Python path in the same process.
+enabled: bool = AVAILABLE
+
+# What _backlog holds while the C path delivers a large read over several loop iterations
+# (CallbackConnection's own backlog is a list of the core's events; this one is C's bytes).
+_FAST_BACKLOG: tuple[list[Any], int] = ([], 0)
+
+
+class _NoMixin:
+    __slots__ = ()
+
+
+_Mixin: Any = getattr(_compiled, "CallbackFastPathMixin", _NoMixin)
+
+
+def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
+    """The connection factory of one callback server: compiled if :data:`enabled`."""
+    if not (enabled and _compiled is not None):
+        return lambda server: CallbackConnection(server, listener)
+    # One read buffer per server: a server's connections share one event loop, which reads
+    # one socket at a time.
+    read_buffer = _compiled.ReadBuffer()
+    return lambda server: FastCallbackConnection(server, listener, read_buffer)
+
+
+class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+    """A :class:`~.callback.CallbackConnection` whose common data path is compiled (see the
+    module docstring); it behaves the same in every other respect."""
+
+    __slots__ = ("_fast", "_in_slow")
+
+    #: The core's send, for what the C ``send`` does not build (closed, extensions, odd types).
+    _send_slow = CallbackConnection.send
+
+    def __init__(self, server: Server[Any], listener: Listener, read_buffer: Any) -> None:
+        super().__init__(server, listener)
+        assert _compiled is not None
+        self._fast = _compiled.FastPath(read_buffer, self.batch_limit)
+        self._in_slow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport)
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            CallbackConnection.data_received(self, data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the core is open and between messages."""
+        protocol = self.protocol
+        if (
+            self._in_slow
+            or self._backlog is not None
+            or self._hold_close
+            or self._eof_sent
+            or self._lost
+            or protocol.state is not State.OPEN
+            or protocol.close_pending
+            or not protocol.shares_frames  # draft-76 framing
+            or not protocol.between_messages()
+            or self.transport.is_closing()
+        ):
+            return
+        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
+        self._fast.enable(self.listener, min(limits) if limits else -1)
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # e.g. after an awaitable process_request answered
+
+    def _flush(self) -> None:
+        self._fast.flush()  # what C queued leaves first
+        super()._flush()
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def write_queued(self) -> None:
+        """Write now what the core has queued (never an owed close frame: see rule 3)."""
+        self._fast.flush()
+        super().write_queued()
+
+    def _fast_error(self, exc: BaseException) -> None:
+        """The listener raised in the C path: as :meth:`CallbackConnection._deliver` does."""
+        if isinstance(exc, ConnectionClosed):
+            return  # it sent on a connection that closed meanwhile: nothing to report
+        if not isinstance(exc, Exception):
+            raise exc
+        logger.error("listener failed", exc_info=exc)
+        self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def _fast_backlog(self) -> None:
+        """C delivered ``batch_limit`` messages of one read: the rest at the next iteration."""
+        self.transport.pause_reading()
+        self._backlog = _FAST_BACKLOG
+        self.loop.call_soon(self._fast_continue)
+
+    def _fast_continue(self) -> None:
+        if self._backlog is not _FAST_BACKLOG:
+            return  # delivered when the connection was lost
+        # _backlog stays set (and reading paused) while these are delivered.
+        self._fast.resume(self, False)
+        if self._fast.backlogged or self._backlog is not _FAST_BACKLOG:
+            return  # more to deliver next time, or the core's own backlog now
+        self._backlog = None
+        if not self._read_paused_for_write and not self.transport.is_closing():
+            self.transport.resume_reading()
+        if not self._fast.active:
+            self._refresh_fast()
+
+    def _on_connection_lost(self) -> None:
+        if self._backlog is _FAST_BACKLOG:
+            # Messages received before the end are delivered before on_close.
+            self._backlog = None
+            self._fast.resume(self, True)
+        self._fast.attach(None)
+        super()._on_connection_lost()

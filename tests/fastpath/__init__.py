@@ -1,0 +1,1 @@
+"""Tests of shakehands.asyncio._fastpath and shakehands._fastpath (C)."""

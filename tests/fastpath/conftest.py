@@ -1,0 +1,23 @@
+"""The ``impl`` fixture: every test here runs on the compiled data path and on pure Python."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shakehands.asyncio import _fastpath
+
+
+@pytest.fixture(params=["compiled", "python"])
+def impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which callback connection :func:`shakehands.serve_callbacks` makes in this test."""
+    name = str(request.param)
+    if name == "compiled" and not _fastpath.AVAILABLE:
+        pytest.skip("shakehands._fastpath is not built (or SHAKEHANDS_NO_SPEEDUPS is set)")
+    saved = _fastpath.enabled
+    _fastpath.enabled = name == "compiled"
+    try:
+        yield name
+    finally:
+        _fastpath.enabled = saved
