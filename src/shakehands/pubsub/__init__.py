@@ -2,7 +2,9 @@
 
 - :mod:`.hub`: :class:`Hub`, the topics of this process's connections; publishing hands each
   message to :func:`shakehands.broadcast` for the local subscribers.
-- :mod:`.backend`: the :class:`HubBackend` interface, :class:`Gap`, :class:`PublishError`.
+- :mod:`.backend`: the :class:`HubBackend` interface, :class:`Gap`, :class:`PublishError`; for
+  backends with history, :class:`HistoryBackend`, :class:`Position`, :class:`Subscription` and
+  :class:`HistoryLost`.
 - :mod:`.memory`: :class:`MemoryBackend` (the default, within one process).
 - :mod:`.redis`: :class:`RedisBackend` (across processes and machines, through Redis pub/sub).
 
@@ -11,7 +13,16 @@
 
 from __future__ import annotations
 
-from .backend import Gap, HubBackend, HubCounters, PublishError
+from .backend import (
+    Gap,
+    HistoryBackend,
+    HistoryLost,
+    HubBackend,
+    HubCounters,
+    Position,
+    PublishError,
+    Subscription,
+)
 from .hub import Hub, connection_of
 from .memory import MemoryBackend
 from .redis import RedisBackend
@@ -25,4 +36,8 @@ __all__ = [
     "Gap",
     "HubCounters",
     "PublishError",
+    "Position",
+    "HistoryLost",
+    "Subscription",
+    "HistoryBackend",
 ]
