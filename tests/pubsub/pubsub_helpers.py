@@ -27,9 +27,12 @@ def redis_ping(port: int) -> bool:
 class RedisServer:
     """A ``redis-server`` process that tests can stop and start again on the same port."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, *, appendonly: bool = False) -> None:
         self.executable = executable
         self.directory = directory
+        #: Persist every write before answering (AOF, fsync always): a restart loses nothing
+        #: that was acknowledged.
+        self.appendonly = appendonly
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +47,11 @@ class RedisServer:
             "--port", str(self.port),
             "--dir", str(self.directory),
             "--save", "",
-            "--appendonly", "no",
+            *(
+                ["--appendonly", "yes", "--appendfsync", "always"]
+                if self.appendonly
+                else ["--appendonly", "no"]
+            ),
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip

@@ -7,6 +7,8 @@
   :class:`HistoryLost`.
 - :mod:`.memory`: :class:`MemoryBackend` (the default, within one process).
 - :mod:`.redis`: :class:`RedisBackend` (across processes and machines, through Redis pub/sub).
+- :mod:`.redis_streams`: :class:`RedisStreamsBackend` (the same through Redis Streams, with
+  history: subscribers resume after a reconnection, offsets survive a Redis restart with AOF).
 
 ``shakehands.hub`` is this package's former single module; it re-exports the same names.
 """
@@ -26,6 +28,7 @@ from .backend import (
 from .hub import Hub, connection_of
 from .memory import MemoryBackend
 from .redis import RedisBackend
+from .redis_streams import RedisStreamsBackend
 
 __all__ = [
     "Hub",
@@ -33,6 +36,7 @@ __all__ = [
     "HubBackend",
     "MemoryBackend",
     "RedisBackend",
+    "RedisStreamsBackend",
     "Gap",
     "HubCounters",
     "PublishError",
