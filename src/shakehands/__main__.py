@@ -32,7 +32,7 @@ from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
 from .protocol.errors import ConnectionClosed, InvalidStatus, ShakehandsError
-from .pubsub import Hub, RedisBackend
+from .pubsub import Hub, RedisStreamsBackend
 
 __all__ = ["main"]
 
@@ -113,7 +113,7 @@ async def _echo(
 async def _chat(host: str, port: int, redis_url: str | None, reuse_port: bool = False) -> None:
     # The hub reports Redis outages, reconnections and lost windows through logging.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    hub = Hub(RedisBackend(redis_url) if redis_url else None)
+    hub = Hub(RedisStreamsBackend(redis_url) if redis_url else None)
     chat = ChatServer(hub)
     bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
     async with (

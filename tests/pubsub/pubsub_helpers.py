@@ -94,8 +94,8 @@ class RedisServer:
 class ChatProcess:
     """``python -m shakehands chat`` in a subprocess, on a free port."""
 
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shakehands", "chat", "--port", str(self.port), *args],
@@ -113,6 +113,11 @@ class ChatProcess:
     def uri(self, room: str, name: str = "") -> str:
         query = f"?name={name}" if name else ""
         return f"ws://{HOST}:{self.port}/{room}{query}"
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no goodbye to anyone."""
+        self.process.kill()
+        self.process.communicate(timeout=15)
 
     def stop(self) -> str:
         """Stop with SIGTERM; return what it logged on stderr."""
