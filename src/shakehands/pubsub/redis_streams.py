@@ -18,7 +18,7 @@ so nothing stored is missed; a :class:`~shakehands.pubsub.Gap` is reported only 
 entries were trimmed past that ID or whose epoch changed (Redis lost its data).
 
 Compared with :class:`~shakehands.pubsub.RedisBackend` (pub/sub): every publication is stored
-(memory in Redis: the entry plus about 100 bytes, times ``history_size`` per topic), the reader
+(memory in Redis: the message plus about 70 bytes, times ``history_size`` per topic), the reader
 names every subscribed stream in each ``XREAD`` (fine for thousands of topics per process, not
 for millions), and delivery is at least as late as the reader's next round trip.
 
