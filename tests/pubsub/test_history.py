@@ -437,3 +437,45 @@ async def test_subscription_result_shapes() -> None:
     lost = HistoryLost("t", Position("e", 3), "trimmed", Position("e", 9))
     result = Subscription("t", Position("e", 9), 0, lost)
     assert result.lost is lost and result.replayed == 0
+
+
+class LaggingBackend(MemoryBackend):
+    """A backend whose live path lags behind its history, as Redis Streams' may (the history
+    read returns entries the reader has not delivered yet): deliveries come 50 ms late."""
+
+    async def start(self, deliver: Any, report_gap: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        def late(topic: str, message: str | bytes, position: Position | None = None) -> None:
+            loop.call_later(0.05, deliver, topic, message, position)
+
+        await super().start(late, report_gap)
+
+
+async def test_a_live_path_behind_the_history_causes_no_duplicate() -> None:
+    backend = LaggingBackend(history_size=5000)
+    async with Hub(backend, wire=as_json) as hub, resuming_server(hub) as port:
+        watcher = await shakehands.connect(f"ws://{HOST}:{port}/lag")  # keeps the topic live
+        await receive(watcher, 1)
+        for i in range(50):
+            await hub.publish("lag", f"m{i + 1}")
+        epoch = (await backend.head("lag")).epoch
+        published = 50
+
+        async def publisher() -> None:
+            nonlocal published
+            for _ in range(100):
+                published += 1
+                await hub.publish("lag", f"m{published}")
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(publisher())
+        client = await shakehands.connect(f"ws://{HOST}:{port}/lag?since={epoch}:0")
+        await task
+        got = await receive(client, published + 1)
+        offsets = [m["offset"] for m in got if "offset" in m]
+        assert offsets == list(range(1, published + 1))
+        assert await silent(client)
+        assert [m["offset"] for m in await receive(watcher, published)] == offsets
+        await client.close()
+        await watcher.close()

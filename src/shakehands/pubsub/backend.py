@@ -122,12 +122,13 @@ class HistoryLost:
       belongs to another topic);
     - ``"trimmed"``: the history was trimmed (by count or age) past ``since``;
     - ``"ahead"``: ``since`` is beyond the last publication (a forged or corrupted position);
-    - ``"unsupported"``: the backend keeps no history (:class:`~shakehands.RedisBackend`).
+    - ``"unsupported"``: the backend keeps no history (:class:`~shakehands.RedisBackend`);
+    - ``"unavailable"``: the history could not be read (Redis unreachable).
     """
 
     topic: str
     since: Position
-    reason: Literal["epoch", "trimmed", "ahead", "unsupported"]
+    reason: Literal["epoch", "trimmed", "ahead", "unsupported", "unavailable"]
     #: The topic's last position when this was found (``None`` if the backend has none).
     current: Position | None
 

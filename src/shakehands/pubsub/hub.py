@@ -144,9 +144,10 @@ class Hub:
         #: Running totals: publications, deliveries, drops, gaps.
         self.counters = HubCounters()
         self._subscribers: dict[str, dict[TransportProtocol, None]] = {}
-        # Connections replaying history, per topic, with the live publications held for them.
-        self._resuming: dict[str, dict[TransportProtocol, list[tuple[Position | None, Message]]]]
-        self._resuming = {}
+        # Connections replaying history (or waiting for the live path to catch up with it).
+        self._resuming: dict[str, dict[TransportProtocol, _Resumer]] = {}
+        # The last position delivered live per topic with resumers or subscribers.
+        self._live: dict[str, Position] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._topics_of: dict[TransportProtocol, set[str]] = {}
         self._gap_callbacks: list[Callable[[Gap], None]] = []
@@ -176,6 +177,7 @@ class Hub:
         self._starting = None
         self._subscribers.clear()
         self._resuming.clear()
+        self._live.clear()
         self._ready.clear()
         self._topics_of.clear()
 
@@ -240,7 +242,7 @@ class Hub:
         if since is None:
             self._subscribers.setdefault(topic, {})[connection] = None
         else:
-            self._resuming.setdefault(topic, {})[connection] = []
+            self._resuming.setdefault(topic, {})[connection] = _Resumer()
         done = loop.create_future()
         task = loop.create_task(self._settle(connection, topic, since, ready, done))
         self._publishing_tasks.add(task)
@@ -263,7 +265,10 @@ class Hub:
             if not ready.cancelled() and self._ready.get(topic) is ready:
                 if since is None:
                     if isinstance(self.backend, HistoryBackend):
-                        result = Subscription(topic, await self.backend.head(topic))
+                        try:
+                            result = Subscription(topic, await self.backend.head(topic))
+                        except Exception as exc:  # the bus is away: no position to give
+                            logger.warning("reading the position of %r failed: %s", topic, exc)
                 else:
                     result = await self._replay(connection, topic, since)
         except Exception:
@@ -285,7 +290,11 @@ class Hub:
         last = since
         replayed = 0
         while self._resuming.get(topic, {}).get(connection) is not None:
-            page = await backend.read_history(topic, last, REPLAY_PAGE)
+            try:
+                page = await backend.read_history(topic, last, REPLAY_PAGE)
+            except Exception as exc:
+                logger.warning("reading the history of %r failed: %s", topic, exc)
+                page = HistoryLost(topic, last, "unavailable", None)
             if isinstance(page, HistoryLost):
                 return self._lost(connection, topic, page, replayed)
             if connection not in self._resuming.get(topic, {}):
@@ -313,27 +322,35 @@ class Hub:
         self, connection: TransportProtocol, topic: str, last: Position | None, *, lost: bool
     ) -> Position | None:
         """Move ``connection`` from replaying to live: send what was held for it (what the
-        replay did not already cover), in order, with no await in between."""
-        resuming = self._resuming.get(topic)
-        held = resuming.pop(connection, None) if resuming is not None else None
-        if resuming is not None and not resuming:
-            del self._resuming[topic]
-        if held is None:
+        replay did not already cover), in order, with no await in between.
+
+        The live path may lag behind the history (Redis: a stream read returns entries the
+        reader has not delivered yet). Until it has delivered ``last``, the connection stays
+        with the resumers, and live publications up to ``last`` are skipped for it."""
+        resumer = self._resuming.get(topic, {}).get(connection)
+        if resumer is None:
             return last  # unsubscribed meanwhile
+        held, resumer.held = resumer.held, []
         for position, message in held:
-            if (
-                not lost
-                and last is not None
-                and position is not None
-                and position.epoch == last.epoch
-                and position.offset <= last.offset
-            ):
+            if not lost and _covered(position, last):
                 continue  # the replay delivered it already
             self._send_one(connection, message)
             if position is not None:
                 last = position
-        self._subscribers.setdefault(topic, {})[connection] = None
+        live = self._live.get(topic)
+        if lost or last is None or (live is not None and _covered(last, live)):
+            self._promote(topic, connection)
+        else:
+            resumer.skip_through = last
         return last
+
+    def _promote(self, topic: str, connection: TransportProtocol) -> None:
+        resuming = self._resuming.get(topic)
+        if resuming is not None:
+            resuming.pop(connection, None)
+            if not resuming:
+                del self._resuming[topic]
+        self._subscribers.setdefault(topic, {})[connection] = None
 
     def _send_one(self, connection: TransportProtocol, message: Message) -> None:
         result = broadcast((connection,), message, compress=self.compress, policy=self.policy)
@@ -364,8 +381,10 @@ class Hub:
                 if not resuming:
                     del self._resuming[name]
             idle = name not in self._subscribers and name not in self._resuming
-            if idle and self._ready.pop(name, None) is not None:
-                self.backend.unsubscribe(name)
+            if idle:
+                self._live.pop(name, None)
+                if self._ready.pop(name, None) is not None:
+                    self.backend.unsubscribe(name)
         if not topics:
             del self._topics_of[connection]
 
@@ -447,10 +466,17 @@ class Hub:
             return
         if self.wire is not None:
             message = self.wire(topic, position, message)  # once per publication
-        if resuming:
-            for held in resuming.values():
-                held.append((position, message))
+        if position is not None:
+            self._live[topic] = position
         self.deliver_locally(topic, message)
+        if resuming:
+            for connection, resumer in list(resuming.items()):
+                if resumer.skip_through is None:
+                    resumer.held.append((position, message))  # replay under way
+                elif not _covered(position, resumer.skip_through):
+                    # The live path has caught up with the replay: live from now on.
+                    self._send_one(connection, message)
+                    self._promote(topic, connection)
 
     # -----------------------------------------------------------------------------------------
     # Gaps
@@ -467,6 +493,27 @@ class Hub:
                 callback(gap)
             except Exception:
                 logger.exception("gap callback failed")
+
+
+class _Resumer:
+    """A connection replaying a topic's history: the live publications held for it meanwhile;
+    after the replay, the last position it got, until the live path has delivered it."""
+
+    __slots__ = ("held", "skip_through")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Position | None, Message]] = []
+        self.skip_through: Position | None = None
+
+
+def _covered(position: Position | None, last: Position | None) -> bool:
+    """Whether ``position`` is at or before ``last`` in the same epoch."""
+    return (
+        position is not None
+        and last is not None
+        and position.epoch == last.epoch
+        and position.offset <= last.offset
+    )
 
 
 async def _writable(connection: TransportProtocol) -> None:
