@@ -3,7 +3,8 @@
 - no arguments: the seed's demo on 127.0.0.1:12345 (``--host``, ``--port``);
 - ``echo``: a plain echo server, for conformance and benchmarks;
 - ``client URI``: an interactive client (stdin lines out as text, messages printed);
-- ``chat``: the chat demo, rooms over the in-memory hub or Redis (``--redis URL``).
+- ``chat``: the chat demo, rooms over the in-memory hub or Redis (``--redis URL``, or
+  ``--redis-cluster URL[,URL...]``).
 
 ``--workers N`` runs a server in N processes sharing the port (``SO_REUSEPORT``), each a full
 server; the first process only starts them and waits.
@@ -32,7 +33,7 @@ from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
 from .protocol.errors import ConnectionClosed, InvalidStatus, ShakehandsError
-from .pubsub import Hub, RedisStreamsBackend
+from .pubsub import Hub, RedisClusterBackend, RedisStreamsBackend
 
 __all__ = ["main"]
 
@@ -110,12 +111,22 @@ async def _echo(
         )
 
 
-async def _chat(host: str, port: int, redis_url: str | None, reuse_port: bool = False) -> None:
+async def _chat(
+    host: str,
+    port: int,
+    redis_url: str | None,
+    reuse_port: bool = False,
+    redis_cluster: str | None = None,
+) -> None:
     # The hub reports Redis outages, reconnections and lost windows through logging.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    hub = Hub(RedisStreamsBackend(redis_url) if redis_url else None)
+    if redis_cluster:
+        hub = Hub(RedisClusterBackend(redis_cluster))
+        bus = f"the Redis Cluster at {redis_cluster}"
+    else:
+        hub = Hub(RedisStreamsBackend(redis_url) if redis_url else None)
+        bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
     chat = ChatServer(hub)
-    bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
     async with (
         hub,
         serve(
@@ -261,6 +272,12 @@ def _parser() -> argparse.ArgumentParser:
         help="share rooms with every process using this Redis (redis://127.0.0.1:6379/0); "
         "default: the in-memory hub of this process",
     )
+    chat.add_argument(
+        "--redis-cluster",
+        metavar="URL[,URL...]",
+        help="share rooms through a Redis Cluster, given some of its nodes "
+        "(redis://127.0.0.1:7000,redis://127.0.0.1:7001): rooms spread over its shards",
+    )
     _add_process_options(chat)
     client = commands.add_parser("client", help="an interactive client")
     client.add_argument("uri", help="ws:// or wss:// URI")
@@ -311,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if workers < 1:
                 print("shakehands: --workers must be at least 1", file=sys.stderr)
                 return 2
-            if args.command == "chat" and not args.redis:
+            if args.command == "chat" and not (args.redis or args.redis_cluster):
                 print(
                     "shakehands: without --redis each worker has rooms of its own",
                     file=sys.stderr,
@@ -331,7 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.uvloop,
             )
         elif args.command == "chat":
-            _run(_chat(host, port, args.redis, reuse_port))
+            if args.redis and args.redis_cluster:
+                print("shakehands: give --redis or --redis-cluster, not both", file=sys.stderr)
+                return 2
+            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster))
         elif args.command == "client":
             return int(_run(_client(args.uri)))
         else:

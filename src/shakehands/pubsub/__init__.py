@@ -9,6 +9,8 @@
 - :mod:`.redis`: :class:`RedisBackend` (across processes and machines, through Redis pub/sub).
 - :mod:`.redis_streams`: :class:`RedisStreamsBackend` (the same through Redis Streams, with
   history: subscribers resume after a reconnection, offsets survive a Redis restart with AOF).
+- :mod:`.redis_cluster`: :class:`RedisClusterBackend` (topics spread over the shards of a Redis
+  Cluster: streams and sharded pub/sub, following failovers).
 
 ``shakehands.hub`` is this package's former single module; it re-exports the same names.
 """
@@ -28,6 +30,7 @@ from .backend import (
 from .hub import Hub, connection_of
 from .memory import MemoryBackend
 from .redis import RedisBackend
+from .redis_cluster import RedisClusterBackend
 from .redis_streams import RedisStreamsBackend
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "MemoryBackend",
     "RedisBackend",
     "RedisStreamsBackend",
+    "RedisClusterBackend",
     "Gap",
     "HubCounters",
     "PublishError",

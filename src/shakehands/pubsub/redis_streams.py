@@ -64,12 +64,13 @@ return {meta[1], meta[2] or '0', first[1] and first[1][1] or false}
 """
 
 # KEYS: stream, meta. ARGV: offset to read after, count. Returns {epoch or false, last offset,
-# first kept stream ID or false, entries}: one consistent view for read_history.
+# first kept stream ID or false, entries, base}: one consistent view for read_history. ``base``
+# is the offset the epoch started after (0, unless a Redis Cluster failover lost writes).
 _HISTORY = """
-local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last')
+local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last', 'base')
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
-return {meta[1], meta[2] or '0', first[1] and first[1][1] or false, entries}
+return {meta[1], meta[2] or '0', first[1] and first[1][1] or false, entries, meta[3] or '0'}
 """
 
 #: Publications kept per topic (approximately: Redis trims whole nodes of the stream).
@@ -417,7 +418,7 @@ class RedisStreamsBackend:
     ) -> Sequence[Entry] | HistoryLost:
         """Up to ``limit`` stored publications after ``since`` (see
         :class:`~shakehands.pubsub.HistoryBackend`)."""
-        epoch, last, first, entries = await self._scripts["history"](
+        epoch, last, first, entries, _ = await self._scripts["history"](
             keys=self._keys(topic), args=[since.offset, limit]
         )
         last = int(last)
