@@ -278,3 +278,29 @@ async def test_a_redis_restart_without_persistence_is_a_new_epoch(
 def test_history_size_is_validated() -> None:
     with pytest.raises(ValueError):
         RedisStreamsBackend(history_size=0)
+
+
+async def test_a_herd_resuming_at_once_over_redis(redis_server: RedisServer) -> None:
+    """300 clients resume together: history reads queue (a bounded number in flight) instead
+    of exhausting Redis connections; every client gets its replay, none is told history was
+    unavailable."""
+    async with (
+        Hub(streams(redis_server), wire=as_json) as hub,
+        resuming_server(hub) as port,
+    ):
+        await hub.publish("herd", "first")
+        since = await hub.backend.head("herd")  # type: ignore[attr-defined]
+        for i in range(20):
+            await hub.publish("herd", f"m{i}")
+
+        async def one() -> list[dict[str, Any]]:
+            client = await shakehands.connect(f"ws://{HOST}:{port}/herd?since={since}")
+            got = await receive(client, 21, timeout=120)
+            await client.close()
+            return got
+
+        results = await asyncio.gather(*(one() for _ in range(300)))
+        for got in results:
+            assert [m["offset"] for m in got[:20]] == list(range(2, 22))
+            assert got[20]["lost"] is None and got[20]["replayed"] == 20
+        assert hub.counters.history_lost == 0

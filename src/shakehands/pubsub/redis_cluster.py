@@ -45,6 +45,7 @@ from .redis_streams import (
     _HISTORY,
     _STATE,
     DEFAULT_HISTORY_SIZE,
+    READ_CONCURRENCY,
     _decode,
     _encode,
     _new_epoch,
@@ -161,6 +162,8 @@ class RedisClusterBackend:
         self._scripts: dict[str, Any] = {}
         self._topics: dict[str, _Topic] = {}
         self._links: dict[tuple[str, int], _Link] = {}
+        # History reads at once (a herd of resuming clients must not exhaust the pool).
+        self._reads = asyncio.Semaphore(READ_CONCURRENCY)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publishing = asyncio.Lock()
         self._down_since: dict[str, float] = {}
@@ -510,9 +513,10 @@ class RedisClusterBackend:
     # -----------------------------------------------------------------------------------------
 
     async def _state(self, topic: str) -> tuple[str, int, int | None]:
-        epoch, last, first = await self._scripts["state"](
-            keys=self._keys(topic)[:2], args=[_new_epoch()]
-        )
+        async with self._reads:
+            epoch, last, first = await self._scripts["state"](
+                keys=self._keys(topic)[:2], args=[_new_epoch()]
+            )
         return _text(epoch), int(last), (_offset_of(first) if first else None)
 
     async def read_history(
@@ -527,9 +531,10 @@ class RedisClusterBackend:
         self, topic: str, since: Position, limit: int
     ) -> tuple[Sequence[Entry] | HistoryLost, int]:
         """:meth:`read_history`, and the offset the current epoch started after."""
-        epoch, last, first, entries, base = await self._scripts["history"](
-            keys=self._keys(topic)[:2], args=[since.offset, limit]
-        )
+        async with self._reads:
+            epoch, last, first, entries, base = await self._scripts["history"](
+                keys=self._keys(topic)[:2], args=[since.offset, limit]
+            )
         last, base = int(last), int(base)
         if not epoch:
             epoch, last, _ = await self._state(topic)

@@ -75,6 +75,9 @@ return {meta[1], meta[2] or '0', first[1] and first[1][1] or false, entries, met
 
 #: Publications kept per topic (approximately: Redis trims whole nodes of the stream).
 DEFAULT_HISTORY_SIZE = 1000
+#: History and position reads in flight at once per process: 10 000 clients resuming together
+#: queue here instead of each taking a Redis connection ("Too many connections").
+READ_CONCURRENCY = 16
 
 
 def _text(value: Any) -> str:
@@ -158,6 +161,8 @@ class RedisStreamsBackend:
         self._reader_id: int | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        # History reads at once (a herd of resuming clients must not exhaust the pool).
+        self._reads = asyncio.Semaphore(READ_CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
         self._up = False
         self._down_since: float | None = None
@@ -325,9 +330,10 @@ class RedisStreamsBackend:
         return first is not None and first > offset + 1 and last > offset
 
     async def _state(self, topic: str) -> tuple[str, int, int | None]:
-        epoch, last, first = await self._scripts["state"](
-            keys=self._keys(topic), args=[_new_epoch()]
-        )
+        async with self._reads:
+            epoch, last, first = await self._scripts["state"](
+                keys=self._keys(topic), args=[_new_epoch()]
+            )
         return _text(epoch), int(last), (_offset_of(first) if first else None)
 
     def _handle(self, reply: Any) -> None:
@@ -418,9 +424,10 @@ class RedisStreamsBackend:
     ) -> Sequence[Entry] | HistoryLost:
         """Up to ``limit`` stored publications after ``since`` (see
         :class:`~shakehands.pubsub.HistoryBackend`)."""
-        epoch, last, first, entries, _ = await self._scripts["history"](
-            keys=self._keys(topic), args=[since.offset, limit]
-        )
+        async with self._reads:
+            epoch, last, first, entries, _ = await self._scripts["history"](
+                keys=self._keys(topic), args=[since.offset, limit]
+            )
         last = int(last)
         if not epoch:
             # Nothing was ever published here (or Redis lost it): make the epoch exist, so that
