@@ -15,9 +15,9 @@ parsing does not count against the server):
 2. Latency: ``--messages`` publications paced at ``--rate`` per second, each carrying its send
    time (``time.time()``); the clients take the difference on arrival: p50 and p99 over all
    deliveries. The publication goes through the backend (Redis round trip included).
-3. Resume: ``--herd`` clients connect at once, each with the same position ``--missed``
-   publications old; time until all have their replay and the ``subscribed`` notice, the
-   server's CPU per resumed client, and the server's peak RSS growth.
+3. Resume: ``--herd`` clients connect at once (at most 500 handshakes in flight), each with the
+   same position ``--missed`` publications old; time until all have their replay and the
+   ``subscribed`` notice, the server's CPU per resumed client, and its peak RSS growth.
 """
 
 from __future__ import annotations
@@ -93,8 +93,13 @@ def herd_main(uri: str, count: int, expected: int, queue: Any) -> None:
     """``count`` clients resuming at once; each reads ``expected`` messages and the notice."""
 
     async def main() -> None:
+        # All at once, as after a deploy; the handshakes themselves are limited to 500 in
+        # flight so that the kernel's accept queue does not drop SYNs (the replays overlap).
+        opening = asyncio.Semaphore(500)
+
         async def one() -> Any:
-            client = await shakehands.connect(uri)
+            async with opening:
+                client = await shakehands.connect(uri)
             for _ in range(expected + 1):
                 await client.recv()
             return client
