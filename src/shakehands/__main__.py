@@ -4,7 +4,8 @@
 - ``echo``: a plain echo server, for conformance and benchmarks;
 - ``client URI``: a client, interactive (stdin lines out as text, messages printed, ``/ping``,
   ``/close``, ``/binary``) or for scripts (``--send TEXT``, ``--count N``);
-- ``chat``: the chat demo, rooms over the in-memory hub or Redis (``--redis URL``).
+- ``chat``: the chat demo, rooms over the in-memory hub or Redis (``--redis URL``, or
+  ``--redis-cluster URL[,URL...]``).
 
 ``--workers N`` runs a server in N processes sharing the port (``SO_REUSEPORT``), each a full
 server; the first process only starts them and waits.
@@ -37,7 +38,7 @@ from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
 from .protocol.errors import CloseCode, ConnectionClosed, InvalidStatus, ShakehandsError
-from .pubsub import Hub, RedisBackend
+from .pubsub import Hub, RedisClusterBackend, RedisStreamsBackend
 
 __all__ = ["main"]
 
@@ -115,12 +116,22 @@ async def _echo(
         )
 
 
-async def _chat(host: str, port: int, redis_url: str | None, reuse_port: bool = False) -> None:
+async def _chat(
+    host: str,
+    port: int,
+    redis_url: str | None,
+    reuse_port: bool = False,
+    redis_cluster: str | None = None,
+) -> None:
     # The hub reports Redis outages, reconnections and lost windows through logging.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    hub = Hub(RedisBackend(redis_url) if redis_url else None)
+    if redis_cluster:
+        hub = Hub(RedisClusterBackend(redis_cluster))
+        bus = f"the Redis Cluster at {redis_cluster}"
+    else:
+        hub = Hub(RedisStreamsBackend(redis_url) if redis_url else None)
+        bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
     chat = ChatServer(hub)
-    bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
     async with (
         hub,
         serve(
@@ -478,6 +489,12 @@ def _parser() -> argparse.ArgumentParser:
         help="share rooms with every process using this Redis (redis://127.0.0.1:6379/0); "
         "default: the in-memory hub of this process",
     )
+    chat.add_argument(
+        "--redis-cluster",
+        metavar="URL[,URL...]",
+        help="share rooms through a Redis Cluster, given some of its nodes "
+        "(redis://127.0.0.1:7000,redis://127.0.0.1:7001): rooms spread over its shards",
+    )
     _add_process_options(chat)
     client = commands.add_parser(
         "client",
@@ -598,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if workers < 1:
                 print("shakehands: --workers must be at least 1", file=sys.stderr)
                 return 2
-            if args.command == "chat" and not args.redis:
+            if args.command == "chat" and not (args.redis or args.redis_cluster):
                 print(
                     "shakehands: without --redis each worker has rooms of its own",
                     file=sys.stderr,
@@ -618,7 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.uvloop,
             )
         elif args.command == "chat":
-            _run(_chat(host, port, args.redis, reuse_port))
+            if args.redis and args.redis_cluster:
+                print("shakehands: give --redis or --redis-cluster, not both", file=sys.stderr)
+                return 2
+            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster))
         elif args.command == "client":
             return int(_run(_client(args)))
         else:

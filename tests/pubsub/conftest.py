@@ -6,11 +6,13 @@ that need it skip, saying why, only when it cannot be started (no ``redis-server
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from .pubsub_helpers import ChatProcess
+from .pubsub_helpers import ChatProcess, LocalRedisCluster
 
 
 @pytest.fixture
@@ -22,3 +24,22 @@ def chat_processes() -> Iterator[list[ChatProcess]]:
     finally:
         for process in processes:
             process.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
+    """A real Redis Cluster of 3 masters and 3 replicas on 127.0.0.1, replicas in sync; skips
+    without ``redis-server`` and ``redis-cli``."""
+    executable, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if executable is None or cli is None:
+        pytest.skip("redis-server / redis-cli are not installed (Debian package redis-server)")
+    cluster = LocalRedisCluster(executable, cli, tmp_path)
+    try:
+        cluster.start()
+    except (OSError, RuntimeError) as exc:
+        cluster.stop()
+        pytest.skip(f"the Redis Cluster could not be started: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -182,6 +182,8 @@ async def test_in_memory_chat_page_rooms_and_errors(chat_processes: list[ChatPro
             "id": joined_one["id"],
             "name": "one",
             "text": "héllo",
+            "offset": 1,
+            "epoch": joined_one["epoch"],
         }
     await two.send(b"binary")
     (error,) = await events(two, 1)

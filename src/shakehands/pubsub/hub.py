@@ -15,6 +15,19 @@ Where messages travel between publishers and subscribers is the backend's busine
   with :class:`PublishError`, and reports the window in which messages may have been missed as a
   :class:`Gap` (to :meth:`Hub.on_gap` callbacks and the log).
 
+With a backend that keeps history (:class:`MemoryBackend`, the Redis Streams backend) every
+publication has a :class:`Position` (an offset within the topic's epoch), and
+``subscribe(connection, topic, since=position)`` first delivers what the connection missed after
+``since``, then live publications, with no gap and no duplicate at the hand-over: publications
+that arrive while the replay runs are held for that connection, and those the replay already
+covered are skipped by offset. When the history no longer reaches back, the subscription ends
+with a :class:`HistoryLost` (in :class:`Subscription`), so that the application can reload.
+
+How a position appears on the wire is the application's choice: ``Hub(wire=...)`` takes a
+callable that builds the message sent to subscribers from the topic, the position and the
+published message, called once per publication (not per subscriber), and once per replayed
+publication for the subscriber it is replayed to.
+
 This module knows nothing about frames: it passes ``str`` / ``bytes`` messages to broadcast.
 """
 
@@ -28,7 +41,18 @@ from typing import Any, Protocol
 
 from ..asyncio.base import TransportProtocol
 from ..asyncio.broadcast import BroadcastResult, SlowClientPolicy, broadcast
-from .backend import Gap, HubBackend, HubCounters, Message, PublishError, logger
+from .backend import (
+    Gap,
+    HistoryBackend,
+    HistoryLost,
+    HubBackend,
+    HubCounters,
+    Message,
+    Position,
+    PublishError,
+    Subscription,
+    logger,
+)
 from .memory import MemoryBackend
 
 __all__ = ["Hub", "connection_of"]
@@ -44,6 +68,13 @@ class ASGIWebSocket(Protocol):
 
 #: A connection, or what leads to one (:func:`connection_of`): an ASGI WebSocket or its scope.
 Subscriber = TransportProtocol | ASGIWebSocket | Mapping[str, Any]
+
+#: Builds the message subscribers receive from (topic, position, published message).
+Wire = Callable[[str, Position | None, Message], Message]
+
+#: Publications read from history per step of a replay; between steps the replay yields to the
+#: event loop and waits while the subscriber's write buffer is over its limit.
+REPLAY_PAGE = 200
 
 
 def connection_of(connection: Subscriber) -> TransportProtocol:
@@ -81,6 +112,9 @@ class Hub:
         backend: :class:`MemoryBackend` (default) or :class:`RedisBackend`.
         policy: the slow-client policy for deliveries (see :class:`~shakehands.SlowClientPolicy`).
         compress: whether deliveries are compressed where permessage-deflate was negotiated.
+        wire: ``wire(topic, position, message)`` builds what subscribers receive (for example
+            the message with its offset, in the application's JSON); called once per
+            publication. Without it subscribers receive the published message as is.
 
     Example::
 
@@ -101,17 +135,24 @@ class Hub:
         *,
         policy: SlowClientPolicy | None = None,
         compress: bool = True,
+        wire: Wire | None = None,
     ) -> None:
         self.backend: HubBackend = backend if backend is not None else MemoryBackend()
         self.policy = policy
         self.compress = compress
+        self.wire = wire
         #: Running totals: publications, deliveries, drops, gaps.
         self.counters = HubCounters()
         self._subscribers: dict[str, dict[TransportProtocol, None]] = {}
+        # Connections replaying history (or waiting for the live path to catch up with it).
+        self._resuming: dict[str, dict[TransportProtocol, _Resumer]] = {}
+        # The last position delivered live per topic with resumers or subscribers.
+        self._live: dict[str, Position] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._topics_of: dict[TransportProtocol, set[str]] = {}
         self._gap_callbacks: list[Callable[[Gap], None]] = []
         self._publishing: set[asyncio.Task[int]] = set()
+        self._publishing_tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._starting: asyncio.Task[None] | None = None
 
@@ -135,6 +176,8 @@ class Hub:
         self._started = False
         self._starting = None
         self._subscribers.clear()
+        self._resuming.clear()
+        self._live.clear()
         self._ready.clear()
         self._topics_of.clear()
 
@@ -154,34 +197,168 @@ class Hub:
     # Subscriptions
     # -----------------------------------------------------------------------------------------
 
-    def subscribe(self, connection: Subscriber, topic: str) -> asyncio.Future[None]:
+    def subscribe(
+        self, connection: Subscriber, topic: str, *, since: Position | None = None
+    ) -> asyncio.Future[Subscription]:
         """Deliver messages published on ``topic`` to ``connection`` until it closes.
 
         ``connection``: a shakehands connection, or an ASGI WebSocket that shakehands serves
         (:func:`connection_of`).
 
-        Returns a future, done once the subscription is live on the bus (at once in memory; after
-        Redis confirms it otherwise, which may be after a reconnection), or once it has ended
-        (the connection closed first). Awaiting it is optional, so callbacks can subscribe too.
+        ``since``: the position of the last publication the connection got (a client sends it
+        back when it reconnects; :meth:`Position.parse` reads it). The publications after it
+        are delivered first, in order, then live ones, none twice and none missing. If the
+        history no longer reaches back (or ``since`` is of another epoch or topic, or ahead of
+        the last publication), live delivery starts at once and the subscription's ``lost``
+        says why. Ignored if ``connection`` already subscribes to ``topic``.
+
+        Returns a future, done once the subscription is live on the bus and the replay (if any)
+        is over (at once in memory without ``since``; after Redis confirms it otherwise, which
+        may be after a reconnection), or once it has ended (the connection closed first). Its
+        :class:`Subscription` gives the position reached (with a backend that has positions),
+        how many publications were replayed and, if ``since`` could not be served, why. Awaiting
+        it is optional, so callbacks can subscribe too.
         """
         loop = asyncio.get_running_loop()
         connection = connection_of(connection)
+        done: asyncio.Future[Subscription]
         if connection.closed_future.done():
-            done: asyncio.Future[None] = loop.create_future()
-            done.set_result(None)
+            done = loop.create_future()
+            done.set_result(Subscription(topic))
             return done
+        if since is not None and not isinstance(since, Position):
+            raise TypeError(f"since must be a Position, not {type(since).__name__}")
         self._ensure_started()
         topics = self._topics_of.get(connection)
         if topics is None:
             topics = self._topics_of[connection] = set()
             connection.closed_future.add_done_callback(lambda _: self.unsubscribe(connection))
+        if topic in topics:
+            since = None
         topics.add(topic)
-        subscribers = self._subscribers.get(topic)
-        if subscribers is None:
-            subscribers = self._subscribers[topic] = {}
-            self._ready[topic] = self.backend.subscribe(topic)
-        subscribers[connection] = None
-        return _follow(self._ready[topic])
+        ready = self._ready.get(topic)
+        if ready is None:
+            ready = self._ready[topic] = self.backend.subscribe(topic)
+        if since is None:
+            self._subscribers.setdefault(topic, {})[connection] = None
+        else:
+            self._resuming.setdefault(topic, {})[connection] = _Resumer()
+        done = loop.create_future()
+        task = loop.create_task(self._settle(connection, topic, since, ready, done))
+        self._publishing_tasks.add(task)
+        task.add_done_callback(self._publishing_tasks.discard)
+        return done
+
+    async def _settle(
+        self,
+        connection: TransportProtocol,
+        topic: str,
+        since: Position | None,
+        ready: asyncio.Future[None],
+        done: asyncio.Future[Subscription],
+    ) -> None:
+        """Wait for the bus, replay from ``since`` if asked, then resolve ``done``."""
+        result = Subscription(topic)
+        try:
+            if not ready.done():
+                await asyncio.wait([ready])  # cancelled if the subscription ended first
+            if not ready.cancelled() and self._ready.get(topic) is ready:
+                if since is None:
+                    if isinstance(self.backend, HistoryBackend):
+                        try:
+                            result = Subscription(topic, await self.backend.head(topic))
+                        except Exception as exc:  # the bus is away: no position to give
+                            logger.warning("reading the position of %r failed: %s", topic, exc)
+                else:
+                    result = await self._replay(connection, topic, since)
+        except Exception:
+            logger.exception("subscribing to %r failed", topic)
+            self._hand_over(connection, topic, None, lost=True)
+        finally:
+            if not done.done():
+                done.set_result(result)
+
+    async def _replay(
+        self, connection: TransportProtocol, topic: str, since: Position
+    ) -> Subscription:
+        self.counters.resumed += 1
+        backend = self.backend
+        if not isinstance(backend, HistoryBackend):
+            lost = HistoryLost(topic, since, "unsupported", None)
+            return self._lost(connection, topic, lost)
+        wire = self.wire
+        last = since
+        replayed = 0
+        while self._resuming.get(topic, {}).get(connection) is not None:
+            try:
+                page = await backend.read_history(topic, last, REPLAY_PAGE)
+            except Exception as exc:
+                logger.warning("reading the history of %r failed: %s", topic, exc)
+                page = HistoryLost(topic, last, "unavailable", None)
+            if isinstance(page, HistoryLost):
+                return self._lost(connection, topic, page, replayed)
+            if connection not in self._resuming.get(topic, {}):
+                break  # closed or unsubscribed meanwhile
+            for position, message in page:
+                self._send_one(connection, wire(topic, position, message) if wire else message)
+                last = position
+            replayed += len(page)
+            self.counters.replayed += len(page)
+            if len(page) < REPLAY_PAGE:
+                break
+            await _writable(connection)
+        reached = self._hand_over(connection, topic, last, lost=False)
+        return Subscription(topic, reached, replayed)
+
+    def _lost(
+        self, connection: TransportProtocol, topic: str, lost: HistoryLost, replayed: int = 0
+    ) -> Subscription:
+        self.counters.history_lost += 1
+        logger.info("topic %r: cannot resume from %s (%s)", topic, lost.since, lost.reason)
+        position = self._hand_over(connection, topic, lost.current, lost=True)
+        return Subscription(topic, position, replayed, lost)
+
+    def _hand_over(
+        self, connection: TransportProtocol, topic: str, last: Position | None, *, lost: bool
+    ) -> Position | None:
+        """Move ``connection`` from replaying to live: send what was held for it (what the
+        replay did not already cover), in order, with no await in between.
+
+        The live path may lag behind the history (Redis: a stream read returns entries the
+        reader has not delivered yet). Until it has delivered ``last``, the connection stays
+        with the resumers, and live publications up to ``last`` are skipped for it."""
+        resumer = self._resuming.get(topic, {}).get(connection)
+        if resumer is None:
+            return last  # unsubscribed meanwhile
+        held, resumer.held = resumer.held, []
+        for position, message in held:
+            if not lost and _covered(position, last):
+                continue  # the replay delivered it already
+            self._send_one(connection, message)
+            if position is not None:
+                last = position
+        live = self._live.get(topic)
+        if lost or last is None or (live is not None and _covered(last, live)):
+            self._promote(topic, connection)
+        else:
+            resumer.skip_through = last
+        return last
+
+    def _promote(self, topic: str, connection: TransportProtocol) -> None:
+        resuming = self._resuming.get(topic)
+        if resuming is not None:
+            resuming.pop(connection, None)
+            if not resuming:
+                del self._resuming[topic]
+        self._subscribers.setdefault(topic, {})[connection] = None
+
+    def _send_one(self, connection: TransportProtocol, message: Message) -> None:
+        result = broadcast((connection,), message, compress=self.compress, policy=self.policy)
+        counters = self.counters
+        counters.delivered += result.sent
+        counters.skipped += result.skipped
+        counters.dropped += result.dropped
+        counters.closed_slow += result.closed
 
     def unsubscribe(self, connection: Subscriber, topic: str | None = None) -> None:
         """Stop delivering ``topic`` (every topic if ``None``) to ``connection``."""
@@ -194,24 +371,31 @@ class Hub:
                 continue
             topics.discard(name)
             subscribers = self._subscribers.get(name)
-            if subscribers is None:
-                continue
-            subscribers.pop(connection, None)
-            if not subscribers:
-                del self._subscribers[name]
-                self._ready.pop(name, None)
-                self.backend.unsubscribe(name)
+            if subscribers is not None:
+                subscribers.pop(connection, None)
+                if not subscribers:
+                    del self._subscribers[name]
+            resuming = self._resuming.get(name)
+            if resuming is not None:
+                resuming.pop(connection, None)
+                if not resuming:
+                    del self._resuming[name]
+            idle = name not in self._subscribers and name not in self._resuming
+            if idle:
+                self._live.pop(name, None)
+                if self._ready.pop(name, None) is not None:
+                    self.backend.unsubscribe(name)
         if not topics:
             del self._topics_of[connection]
 
     def subscribers(self, topic: str) -> list[TransportProtocol]:
-        """The local connections subscribed to ``topic``."""
-        return list(self._subscribers.get(topic, ()))
+        """The local connections subscribed to ``topic`` (those still replaying included)."""
+        return [*self._subscribers.get(topic, ()), *self._resuming.get(topic, ())]
 
     def topics(self, connection: Subscriber | None = None) -> set[str]:
         """Topics with local subscribers, or those of ``connection``."""
         if connection is None:
-            return set(self._subscribers)
+            return set(self._subscribers) | set(self._resuming)
         return set(self._topics_of.get(connection_of(connection), ()))
 
     # -----------------------------------------------------------------------------------------
@@ -276,8 +460,23 @@ class Hub:
             )
         return result
 
-    def _deliver(self, topic: str, message: Message) -> None:
+    def _deliver(self, topic: str, message: Message, position: Position | None = None) -> None:
+        resuming = self._resuming.get(topic)
+        if topic not in self._subscribers and not resuming:
+            return
+        if self.wire is not None:
+            message = self.wire(topic, position, message)  # once per publication
+        if position is not None:
+            self._live[topic] = position
         self.deliver_locally(topic, message)
+        if resuming:
+            for connection, resumer in list(resuming.items()):
+                if resumer.skip_through is None:
+                    resumer.held.append((position, message))  # replay under way
+                elif not _covered(position, resumer.skip_through):
+                    # The live path has caught up with the replay: live from now on.
+                    self._send_one(connection, message)
+                    self._promote(topic, connection)
 
     # -----------------------------------------------------------------------------------------
     # Gaps
@@ -296,17 +495,34 @@ class Hub:
                 logger.exception("gap callback failed")
 
 
-def _follow(source: asyncio.Future[None]) -> asyncio.Future[None]:
-    """A future of its own for each caller (cancelling one cancels no other), done with source."""
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+class _Resumer:
+    """A connection replaying a topic's history: the live publications held for it meanwhile;
+    after the replay, the last position it got, until the live path has delivered it."""
 
-    def copy(_: asyncio.Future[None]) -> None:
-        # Done either way: live, or the subscription ended before it was (nothing to wait for).
-        if not future.done():
-            future.set_result(None)
+    __slots__ = ("held", "skip_through")
 
-    if source.done():
-        copy(source)
-    else:
-        source.add_done_callback(copy)
-    return future
+    def __init__(self) -> None:
+        self.held: list[tuple[Position | None, Message]] = []
+        self.skip_through: Position | None = None
+
+
+def _covered(position: Position | None, last: Position | None) -> bool:
+    """Whether ``position`` is at or before ``last`` in the same epoch."""
+    return (
+        position is not None
+        and last is not None
+        and position.epoch == last.epoch
+        and position.offset <= last.offset
+    )
+
+
+async def _writable(connection: TransportProtocol) -> None:
+    """Yield to the loop; then wait while ``connection`` has more than its write limit queued
+    (a replay must not be dropped by the slow-client policy)."""
+    await asyncio.sleep(0)
+    delay = 0.005
+    while connection.can_take_messages() and connection.write_buffer_size(0) > (
+        connection.write_limit
+    ):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
