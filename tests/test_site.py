@@ -122,10 +122,10 @@ def test_site_builds(site: Path) -> None:
 def test_strict_mode_fails_on_a_broken_link(link: str, tmp_path: Path) -> None:
     """The site's ``strict`` and ``validation`` settings, and its hook for links that leave
     ``docs/``, on a two-page site: one bad link fails the build."""
-    import yaml  # mkdocs' own dependency
-
     if importlib.util.find_spec("mkdocs") is None:
         _missing("mkdocs is not installed (pip install -e '.[docs]')")
+    import yaml  # mkdocs' own dependency
+
     ours = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -258,11 +258,13 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _exit_status(ws: ClientConnection, we_closed: bool) -> int:
+def _exit_status(ws: ClientConnection, sent: int | None) -> int:
+    """Clean after 1000/1001, or the echo of the code we closed with (``sent``); a different
+    code is the server's own, even when its close frame crossed ours."""
     code = ws.close_code
     if code is None or code == CloseCode.ABNORMAL_CLOSURE:
         return _EXIT_UNCLEAN
-    if we_closed or code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
+    if code == sent or code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY):
         return _EXIT_CLEAN
     return _EXIT_UNCLEAN
 
@@ -338,7 +340,7 @@ async def _client(args: argparse.Namespace) -> int:
         file=status_out,
         flush=True,
     )
-    status = _exit_status(ws, we_closed)
+    status = _exit_status(ws, close_code if we_closed else None)
     if args.count is not None and received < args.count and status == _EXIT_CLEAN:
         if not timed_out:
             print(

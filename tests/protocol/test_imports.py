@@ -117,14 +117,25 @@ def test_hub_module_keeps_its_names() -> None:
 
 
 def test_one_module_picks_compiled_code() -> None:
-    # protocol/_accel.py decides whether the core uses shakehands._speedups; no other module of
-    # the package imports the extension itself.
+    # protocol/_accel.py decides whether the core uses the C extensions (shakehands._speedups,
+    # and shakehands._fastpath for the callback API's data path); no other module of the
+    # package imports them itself (asyncio/_fastpath.py is the Python side, asking _accel).
     package = Path(shakehands.__file__).parent
-    imports = ("from shakehands._speedups import", "from shakehands import _speedups")
+    markers = (
+        "shakehands._speedups",
+        "shakehands._fastpath",
+        "from shakehands import _speedups",
+        "from shakehands import _fastpath",
+        'import_module(f"shakehands.',
+    )
     importers = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if any(line.strip().startswith(imports) for line in path.read_text("utf-8").splitlines())
+        if any(
+            "import" in line and any(marker in line for marker in markers)
+            for line in path.read_text("utf-8").splitlines()
+            if not line.strip().startswith(("#", '"', "'", ":", "``"))
+        )
     )
     assert importers == ["protocol/_accel.py"]
 
