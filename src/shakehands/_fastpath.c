@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_frame.h"
 #include "_mask.h"
 
 /* The read size offered when the connection's own buffer is in use (a cut frame). */
@@ -927,28 +928,9 @@ mixin_data_received(PyObject *ws, PyObject *data)
 static PyObject *
 build_frame(unsigned char first, const char *payload, Py_ssize_t len, Py_ssize_t *hlen_p)
 {
-    unsigned char header[10];
-    Py_ssize_t hlen;
-    uint64_t n = (uint64_t)len;
+    unsigned char header[SHAKEHANDS_MAX_HEADER];
+    Py_ssize_t hlen = shakehands_frame_header(first, (uint64_t)len, header);
 
-    header[0] = first;
-    if (n < 126) {
-        header[1] = (unsigned char)n;
-        hlen = 2;
-    }
-    else if (n < 65536) {
-        header[1] = 126;
-        header[2] = (unsigned char)(n >> 8);
-        header[3] = (unsigned char)n;
-        hlen = 4;
-    }
-    else {
-        header[1] = 127;
-        for (int i = 0; i < 8; i++) {
-            header[2 + i] = (unsigned char)(n >> (8 * (7 - i)));
-        }
-        hlen = 10;
-    }
     *hlen_p = hlen;
     PyObject *frame = PyBytes_FromStringAndSize(NULL, hlen + (payload ? len : 0));
     if (frame != NULL) {
