@@ -330,8 +330,9 @@ class Hub:
                     if connection not in self._resuming.get(topic, {}):
                         break  # closed or unsubscribed meanwhile
                     for entry in page:
-                        self._send_one(connection, entry.message, entry.frames)
+                        self._send_one(connection, entry.message, entry.frames, flush=False)
                         last = entry.position
+                    connection.write_queued()  # the page in one write
                 replayed += len(page)
                 self.counters.replayed += len(page)
                 if complete and len(page) < REPLAY_PAGE:
@@ -389,9 +390,16 @@ class Hub:
         connection: TransportProtocol,
         message: Message,
         frames: dict[tuple[object, ...], bytes] | None = None,
+        *,
+        flush: bool = True,
     ) -> None:
         result = broadcast(
-            (connection,), message, compress=self.compress, policy=self.policy, frames=frames
+            (connection,),
+            message,
+            compress=self.compress,
+            policy=self.policy,
+            frames=frames,
+            flush=flush,
         )
         counters = self.counters
         if frames is not None:
