@@ -44,8 +44,11 @@ from .redis import _load_redis
 from .redis_streams import (
     _HISTORY,
     _STATE,
+    _TRIM_BY_AGE,
+    DEFAULT_HISTORY_AGE,
     DEFAULT_HISTORY_SIZE,
     READ_CONCURRENCY,
+    _age_ms,
     _decode,
     _encode,
     _new_epoch,
@@ -56,18 +59,25 @@ from .redis_streams import (
 __all__ = ["RedisClusterBackend"]
 
 # KEYS: stream, meta, channel. ARGV: approximate maximum length, an epoch for a topic that has
-# none, the entry. Returns {epoch, offset}.
-_PUBLISH = """
+# none, the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
+_PUBLISH = (
+    _TRIM_BY_AGE
+    + """
+local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'last', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'e', epoch, 'd', ARGV[3])
+redis.call(
+  'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
+  'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
+)
 redis.call('SPUBLISH', KEYS[3], epoch .. ' ' .. offset .. ' ' .. ARGV[3])
 return {epoch, offset}
 """
+)
 
 # KEYS: stream, meta. ARGV: the epoch a process knows, the offset the shard's history still
 # agrees with it up to (base), a new epoch. Starts the new epoch after base, unless another
@@ -127,6 +137,8 @@ class RedisClusterBackend:
             them): the rest is discovered.
         prefix: prepended to Redis key and channel names.
         history_size: entries kept per topic (``MAXLEN ~``).
+        history_age: seconds an entry is kept at most (``math.inf``: no bound by age), as
+            with :class:`~shakehands.pubsub.RedisStreamsBackend`.
         min_backoff, max_backoff: seconds between attempts to reach a shard again, doubling.
         connect_timeout: seconds for a connection attempt.
         health_check_interval: seconds of silence on a shard link after which it is probed
@@ -139,6 +151,7 @@ class RedisClusterBackend:
         *,
         prefix: str = "shakehands:",
         history_size: int = DEFAULT_HISTORY_SIZE,
+        history_age: float = DEFAULT_HISTORY_AGE,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 2.0,
@@ -151,6 +164,8 @@ class RedisClusterBackend:
             raise ValueError("give at least one node of the cluster")
         self.prefix = prefix
         self.history_size = history_size
+        self.history_age = history_age
+        self._age_ms = _age_ms(history_age)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
@@ -533,7 +548,7 @@ class RedisClusterBackend:
         """:meth:`read_history`, and the offset the current epoch started after."""
         async with self._reads:
             epoch, last, first, entries, base = await self._scripts["history"](
-                keys=self._keys(topic)[:2], args=[since.offset, limit]
+                keys=self._keys(topic)[:2], args=[since.offset, limit, self._age_ms]
             )
         last, base = int(last), int(base)
         if not epoch:
@@ -576,7 +591,7 @@ class RedisClusterBackend:
             try:
                 await self._scripts["publish"](
                     keys=self._keys(topic),
-                    args=[self.history_size, _new_epoch(), _encode(message)],
+                    args=[self.history_size, _new_epoch(), _encode(message), self._age_ms],
                 )
             except asyncio.CancelledError:
                 raise

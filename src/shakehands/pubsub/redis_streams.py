@@ -1,13 +1,14 @@
 """The Redis Streams backend of a :class:`~shakehands.pubsub.Hub`: every process sharing a
 Redis server sees every message, and subscribers can resume after a reconnection.
 
-Each topic is a Redis stream (its history, trimmed with ``XADD ... MAXLEN ~ N``) and a small hash
-(its epoch and last offset), both under one hash tag (``{topic}``), so that they live on the same
-node of a Redis Cluster. A publication is one Lua script, atomic in Redis and in its AOF: it
-creates the epoch if the topic has none, increments the offset and adds the entry with the
-stream ID ``<offset>-0``. So offsets are the stream IDs, and they continue after a Redis restart
-when Redis persists (``appendonly yes``); if Redis lost the topic's data, the next publication
-draws a new epoch, and positions from before are answered with ``HistoryLost("epoch")``.
+Each topic is a Redis stream (its history, trimmed with ``XADD ... MAXLEN ~ N``, and by age with
+``XTRIM MINID``) and a small hash (its epoch and last offset), both under one hash tag
+(``{topic}``), so that they live on the same node of a Redis Cluster. A publication is one Lua
+script, atomic in Redis and in its AOF: it creates the epoch if the topic has none, increments
+the offset and adds the entry with the stream ID ``<offset>-0``. So offsets are the stream IDs,
+and they continue after a Redis restart when Redis persists (``appendonly yes``); if Redis lost
+the topic's data, the next publication draws a new epoch, and positions from before are answered
+with ``HistoryLost("epoch")``.
 
 Live delivery: one dedicated connection per process runs ``XREAD BLOCK`` on the streams of every
 subscribed topic from the last ID it delivered (no polling: the read returns when entries come,
@@ -18,7 +19,7 @@ so nothing stored is missed; a :class:`~shakehands.pubsub.Gap` is reported only 
 entries were trimmed past that ID or whose epoch changed (Redis lost its data).
 
 Compared with :class:`~shakehands.pubsub.RedisBackend` (pub/sub): every publication is stored
-(memory in Redis: the message plus about 70 bytes, times ``history_size`` per topic), the reader
+(memory in Redis: the message plus about 90 bytes, times ``history_size`` per topic), the reader
 names every subscribed stream in each ``XREAD`` (fine for thousands of topics per process, not
 for millions), and delivery is at least as late as the reader's next round trip.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import math
 import os
 import random
 import time
@@ -41,18 +43,61 @@ from .redis import _load_redis
 
 __all__ = ["RedisStreamsBackend"]
 
+# Trims the stream KEYS[1] by age: entries whose time field ``t`` (milliseconds, Redis's clock)
+# is older than ``age`` milliseconds go (``XTRIM MINID``); ``age`` < 0: no bound by age. Returns
+# Redis's time in milliseconds. Cheap when nothing is due: one look at the oldest entry.
+_TRIM_BY_AGE = """
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+local function time_of(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then return tonumber(fields[i + 1]) end
+  end
+  return nil
+end
+local function trim_by_age(stream, age)
+  local now = now_ms()
+  if age < 0 then return now end
+  local horizon = now - age
+  while true do
+    local batch = redis.call('XRANGE', stream, '-', '+', 'COUNT', 100)
+    if #batch == 0 then return now end
+    for _, entry in ipairs(batch) do
+      local t = time_of(entry)
+      -- Entries without a time (written before it was kept) are not trimmed by age.
+      if t == nil or t >= horizon then
+        redis.call('XTRIM', stream, 'MINID', entry[1])
+        return now
+      end
+    end
+    local after = tonumber(string.match(batch[#batch][1], '^(%d+)')) + 1
+    redis.call('XTRIM', stream, 'MINID', after .. '-0')
+  end
+end
+"""
+
 # KEYS: stream, meta. ARGV: approximate maximum length, an epoch for a topic that has none,
-# the entry. Returns {epoch, offset}.
-_PUBLISH = """
+# the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
+_PUBLISH = (
+    _TRIM_BY_AGE
+    + """
+local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'last', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'e', epoch, 'd', ARGV[3])
+redis.call(
+  'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
+  'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
+)
 return {epoch, offset}
 """
+)
 
 # KEYS: stream, meta. ARGV: an epoch for a topic that has none. Returns {epoch, last offset,
 # first kept stream ID or false}.
@@ -63,18 +108,25 @@ local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {meta[1], meta[2] or '0', first[1] and first[1][1] or false}
 """
 
-# KEYS: stream, meta. ARGV: offset to read after, count. Returns {epoch or false, last offset,
-# first kept stream ID or false, entries, base}: one consistent view for read_history. ``base``
-# is the offset the epoch started after (0, unless a Redis Cluster failover lost writes).
-_HISTORY = """
+# KEYS: stream, meta. ARGV: offset to read after, count, the maximum age in milliseconds (-1:
+# none). Returns {epoch or false, last offset, first kept stream ID or false, entries, base}: one
+# consistent view for read_history, after trimming what aged out. ``base`` is the offset the
+# epoch started after (0, unless a Redis Cluster failover lost writes).
+_HISTORY = (
+    _TRIM_BY_AGE
+    + """
+trim_by_age(KEYS[1], tonumber(ARGV[3]))
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last', 'base')
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 return {meta[1], meta[2] or '0', first[1] and first[1][1] or false, entries, meta[3] or '0'}
 """
+)
 
-#: Publications kept per topic (approximately: Redis trims whole nodes of the stream).
+#: Publications kept per topic (approximately: Redis trims whole nodes of the stream), and for
+#: how many seconds at most (the same defaults as in memory).
 DEFAULT_HISTORY_SIZE = 1000
+DEFAULT_HISTORY_AGE = 300.0
 #: History and position reads in flight at once per process: 10 000 clients resuming together
 #: queue here instead of each taking a Redis connection ("Too many connections").
 READ_CONCURRENCY = 16
@@ -86,6 +138,13 @@ def _text(value: Any) -> str:
 
 def _offset_of(stream_id: Any) -> int:
     return int(_text(stream_id).partition("-")[0])
+
+
+def _age_ms(history_age: float) -> int:
+    """``history_age`` (seconds, ``math.inf`` for no bound) as the scripts take it."""
+    if not history_age >= 0:
+        raise ValueError("history_age must be 0 or more seconds")
+    return -1 if math.isinf(history_age) else int(history_age * 1000)
 
 
 def _new_epoch() -> str:
@@ -115,14 +174,18 @@ class RedisStreamsBackend:
         url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
         prefix: prepended to Redis key names.
         history_size: entries kept per stream (``MAXLEN ~``: Redis may keep a few more).
+        history_age: seconds an entry is kept at most (``math.inf``: no bound by age). Entries
+            carry Redis's time (``TIME``), and those older are trimmed (``XTRIM MINID``) when
+            the topic is published to or its history read.
         min_backoff, max_backoff: seconds between reconnection attempts, doubling from the
             first to the second (with jitter).
         connect_timeout: seconds for a connection attempt to Redis.
         health_check_interval: the longest a blocking read waits; a reply that does not come
             within it (plus ``connect_timeout``) counts as a lost connection.
 
-    Entries hold two fields: ``e``, the epoch, and ``d``, one type byte (``t`` text, ``b``
-    binary) followed by the payload.
+    Entries hold three fields: ``e``, the epoch, ``d``, one type byte (``t`` text, ``b``
+    binary) followed by the payload, and ``t``, Redis's time of the publication in
+    milliseconds (for ``history_age``).
     """
 
     def __init__(
@@ -131,6 +194,7 @@ class RedisStreamsBackend:
         *,
         prefix: str = "shakehands:",
         history_size: int = DEFAULT_HISTORY_SIZE,
+        history_age: float = DEFAULT_HISTORY_AGE,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 2.0,
@@ -141,6 +205,8 @@ class RedisStreamsBackend:
         self.url = url
         self.prefix = prefix
         self.history_size = history_size
+        self.history_age = history_age
+        self._age_ms = _age_ms(history_age)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
@@ -426,7 +492,7 @@ class RedisStreamsBackend:
         :class:`~shakehands.pubsub.HistoryBackend`)."""
         async with self._reads:
             epoch, last, first, entries, _ = await self._scripts["history"](
-                keys=self._keys(topic), args=[since.offset, limit]
+                keys=self._keys(topic), args=[since.offset, limit, self._age_ms]
             )
         last = int(last)
         if not epoch:
@@ -497,7 +563,7 @@ class RedisStreamsBackend:
                 for topic, payload, _ in batch:
                     await script(
                         keys=self._keys(topic),
-                        args=[self.history_size, _new_epoch(), payload],
+                        args=[self.history_size, _new_epoch(), payload, self._age_ms],
                         client=pipeline,
                     )  # queued, not sent
                 results = await pipeline.execute()
