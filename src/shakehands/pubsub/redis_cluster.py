@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import random
 import time
 import zlib
 from collections import deque
@@ -40,7 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, PublishError, logger
-from .redis import _load_redis
+from .redis_link import Backoff, load_redis, no_retry
 from .redis_streams import (
     _HISTORY,
     _STATE,
@@ -182,8 +181,8 @@ class RedisClusterBackend:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publishing = asyncio.Lock()
         self._down_since: dict[str, float] = {}
-        # Consecutive failed links per node: the backoff before trying the slot map again.
-        self._failures: dict[tuple[str, int], int] = {}
+        # Per node whose link failed: the backoff before trying the slot map again.
+        self._backoffs: dict[tuple[str, int], Backoff] = {}
 
     def _keys(self, topic: str) -> list[str]:
         base = f"{self.prefix}{{{topic}}}"
@@ -195,7 +194,7 @@ class RedisClusterBackend:
 
     async def start(self, deliver: Deliver, report_gap: Callable[[Gap], None]) -> None:
         """Discover the cluster (retrying in the background if it cannot be reached yet)."""
-        self._redis = _load_redis()
+        self._redis = load_redis()
         cluster_module = importlib.import_module("redis.asyncio.cluster")
         retry_module = importlib.import_module("redis.asyncio.retry")
         backoff_module = importlib.import_module("redis.backoff")
@@ -267,10 +266,10 @@ class RedisClusterBackend:
 
     async def _attach(self, topic: str) -> None:
         """Find ``topic``'s shard (after refreshing the slot map, on retries) and subscribe."""
-        delay = self.min_backoff
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         while topic in self._topics:
             try:
-                if delay > self.min_backoff:
+                if backoff.failing:
                     await self._cluster.nodes_manager.initialize()
                 state = self._topics[topic]
                 if state.last is None:
@@ -280,8 +279,7 @@ class RedisClusterBackend:
                 address = (node.host, int(node.port))
             except Exception as exc:
                 logger.debug("locating %r failed: %s", topic, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.sleep()
                 continue
             link = self._links.get(address)
             if link is None:
@@ -306,14 +304,12 @@ class RedisClusterBackend:
 
     async def _run_link(self, link: _Link) -> None:
         host, port = link.node
-        retry_module = importlib.import_module("redis.asyncio.retry")
-        backoff_module = importlib.import_module("redis.backoff")
         client = self._redis.Redis(
             host=host,
             port=port,
             socket_connect_timeout=self.connect_timeout,
             socket_keepalive=True,
-            retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+            retry=no_retry(),
         )
         pubsub = client.pubsub()
         interval = self.health_check_interval
@@ -323,7 +319,7 @@ class RedisClusterBackend:
                 for topic in sorted(link.topics):
                     await pubsub.ssubscribe(self._keys(topic)[2])
                 link.pubsub = pubsub
-            self._failures.pop(link.node, None)
+            self._backoffs.pop(link.node, None)
             heard = pinged = time.monotonic()
             while True:
                 message = await pubsub.get_message(timeout=interval / 2)
@@ -339,9 +335,10 @@ class RedisClusterBackend:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failures = self._failures[link.node] = self._failures.get(link.node, 0) + 1
-            wait = min(self.min_backoff * 2 ** (failures - 1), self.max_backoff)
-            wait *= random.uniform(0.8, 1.2)
+            backoff = self._backoffs.get(link.node)
+            if backoff is None:
+                backoff = self._backoffs[link.node] = Backoff(self.min_backoff, self.max_backoff)
+            wait = backoff.next()
             logger.warning(
                 "lost the shard link to %s:%d: %s; finding the slots' node in %.2f s",
                 host,

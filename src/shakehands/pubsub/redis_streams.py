@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, PublishError, logger
-from .redis import _load_redis
+from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, logger
+from .redis_link import Backoff, RedisLink, load_redis, no_retry
 
 __all__ = ["RedisStreamsBackend"]
 
@@ -167,7 +165,7 @@ def _decode(data: Any) -> Message | None:
     return payload if kind == b"b" else None
 
 
-class RedisStreamsBackend:
+class RedisStreamsBackend(RedisLink):
     """Redis Streams as the message bus and the history of each topic (``redis.asyncio``).
 
     Args:
@@ -202,18 +200,19 @@ class RedisStreamsBackend:
     ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be 1 or more")
-        self.url = url
+        super().__init__(
+            url,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+        )
         self.prefix = prefix
         self.history_size = history_size
         self.history_age = history_age
         self._age_ms = _age_ms(history_age)
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
-        self.connect_timeout = connect_timeout
-        self.health_check_interval = health_check_interval
         self._deliver: Deliver | None = None
         self._report_gap: Callable[[Gap], None] | None = None
-        self._client: Any = None
         self._scripts: dict[str, Any] = {}
         # Per subscribed topic: the last stream ID delivered, and the epoch it belongs to.
         self._cursors: dict[str, str] = {}
@@ -225,21 +224,8 @@ class RedisStreamsBackend:
         self._seen = 0
         self._changed = asyncio.Event()
         self._reader_id: int | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
         # History reads at once (a herd of resuming clients must not exhaust the pool).
         self._reads = asyncio.Semaphore(READ_CONCURRENCY)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._up = False
-        self._down_since: float | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
-        self._outbox: list[tuple[str, bytes, asyncio.Future[int]]] = []
-        self._outbox_ready = asyncio.Event()
-
-    @property
-    def connected(self) -> bool:
-        """Whether the reading link to Redis is up."""
-        return self._up
 
     def _keys(self, topic: str) -> list[str]:
         stream = f"{self.prefix}{{{topic}}}"
@@ -251,9 +237,7 @@ class RedisStreamsBackend:
 
     async def start(self, deliver: Deliver, report_gap: Callable[[Gap], None]) -> None:
         """Connect (in the background: Redis may come later); return after the first attempt."""
-        redis_asyncio = _load_redis()
-        retry_module = importlib.import_module("redis.asyncio.retry")
-        backoff_module = importlib.import_module("redis.backoff")
+        redis_asyncio = load_redis()
         self._deliver = deliver
         self._report_gap = report_gap
         self._client = redis_asyncio.Redis.from_url(
@@ -261,47 +245,18 @@ class RedisStreamsBackend:
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.connect_timeout + self.health_check_interval,
             socket_keepalive=True,
-            retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+            retry=no_retry(),
         )
         for name, source in (("publish", _PUBLISH), ("state", _STATE), ("history", _HISTORY)):
             self._scripts[name] = self._client.register_script(source)
-        loop = asyncio.get_running_loop()
-        self._first_attempt = loop.create_future()
-        self._reader = loop.create_task(self._run(redis_asyncio, retry_module, backoff_module))
-        self._writer = loop.create_task(self._write())
-        await asyncio.shield(self._first_attempt)
-
-    def _attempt_done(self) -> None:
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_result(None)
-
-    async def close(self) -> None:
-        """Stop reading and publishing; release the connections."""
-        tasks = list(self._tasks)
-        for task in (self._reader, self._writer):
-            if task is not None:
-                tasks.append(task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._reader = self._writer = None
-        self._up = False
-        for _, _, future in self._outbox:
-            future.cancel()
-        self._outbox = []
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await asyncio.shield(self._start_tasks(self._run(redis_asyncio)))
 
     # -----------------------------------------------------------------------------------------
     # Reading
     # -----------------------------------------------------------------------------------------
 
-    async def _run(self, redis_asyncio: Any, retry_module: Any, backoff_module: Any) -> None:
-        delay = self.min_backoff
+    async def _run(self, redis_asyncio: Any) -> None:
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         interval = self.health_check_interval
         while True:
             reader = redis_asyncio.Redis.from_url(
@@ -310,12 +265,12 @@ class RedisStreamsBackend:
                 socket_connect_timeout=self.connect_timeout,
                 socket_timeout=self.connect_timeout + interval,
                 socket_keepalive=True,
-                retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+                retry=no_retry(),
             )
             try:
                 self._reader_id = int(await reader.client_id())
                 await self._link_up()
-                delay = self.min_backoff
+                backoff.reset()
                 while True:
                     self._seen = self._generation
                     self._changed.clear()
@@ -337,19 +292,7 @@ class RedisStreamsBackend:
                 self._reader_id = None
                 with contextlib.suppress(Exception):
                     await reader.aclose()
-                if self._up:
-                    self._up = False
-                    self._down_since = time.time()
-                    logger.warning("lost the connection to Redis at %s: %s", self.url, exc)
-                    with contextlib.suppress(Exception):
-                        await self._client.connection_pool.disconnect()
-                wait = delay * random.uniform(0.8, 1.2)
-                logger.warning(
-                    "cannot reach Redis at %s (%s); retrying in %.2f s", self.url, exc, wait
-                )
-                self._attempt_done()
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, self.max_backoff)
+                await self._lost(exc, backoff)
 
     async def _link_up(self) -> None:
         """Connected: after an outage, check that each stream continues from its cursor."""
@@ -433,14 +376,13 @@ class RedisStreamsBackend:
         return future
 
     async def _start_reading(self, topic: str, future: asyncio.Future[None]) -> None:
-        delay = self.min_backoff
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         while not future.done() and topic in self._wanted:
             try:
                 epoch, last, _ = await self._state(topic)
             except Exception as exc:
                 logger.debug("reading the state of %r failed: %s", topic, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.sleep()
                 continue
             if topic not in self._wanted:
                 future.cancel()  # unsubscribed meanwhile
@@ -475,11 +417,6 @@ class RedisStreamsBackend:
         self._cursors.pop(topic, None)
         self._epochs.pop(topic, None)
         self._streams.pop(self._keys(topic)[0], None)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -----------------------------------------------------------------------------------------
     # History
@@ -529,55 +466,14 @@ class RedisStreamsBackend:
     async def publish(self, topic: str, message: Message) -> int:
         """Store and number the publication; return 1 once Redis has it (calls are sent in the
         order they are made, pipelined)."""
-        if self._client is None:
-            raise PublishError("the hub was not started")
-        if not self._up:
-            raise PublishError(f"Redis at {self.url} is unreachable{self._since()}")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outbox.append((topic, _encode(message), future))
-        self._outbox_ready.set()
-        return await future
+        return await self._send(topic, _encode(message))
 
-    def _since(self) -> str:
-        if self._down_since is None:
-            return ""
-        return f" since {time.strftime('%H:%M:%S', time.localtime(self._down_since))}"
+    async def _queue(self, pipeline: Any, key: str, payload: bytes) -> None:
+        await self._scripts["publish"](
+            keys=self._keys(key),
+            args=[self.history_size, _new_epoch(), payload, self._age_ms],
+            client=pipeline,
+        )  # queued, not sent
 
-    async def _write(self) -> None:
-        """Send queued publications, as many per round trip as are waiting, in order."""
-        script = self._scripts["publish"]
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if not batch:
-                continue
-            if not self._up:
-                error = PublishError(f"Redis at {self.url} is unreachable{self._since()}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            pipeline = self._client.pipeline(transaction=False)
-            try:
-                for topic, payload, _ in batch:
-                    await script(
-                        keys=self._keys(topic),
-                        args=[self.history_size, _new_epoch(), payload, self._age_ms],
-                        client=pipeline,
-                    )  # queued, not sent
-                results = await pipeline.execute()
-            except asyncio.CancelledError:
-                for _, _, future in batch:
-                    future.cancel()
-                raise
-            except Exception as exc:
-                # Some may be stored (and will be delivered); each caller hears it failed.
-                error = PublishError(f"publishing to Redis at {self.url} failed: {exc}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, _, future), _result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(1)
+    def _receivers(self, reply: Any) -> int:
+        return 1
