@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import shakehands
-from shakehands.pubsub import Hub, MemoryBackend
+from shakehands.pubsub import Hub, MemoryBackend, Position
 
 from .test_history import Counting, receive, resuming_server
 
@@ -90,3 +90,56 @@ async def test_a_herd_resuming_at_once_frames_each_publication_once() -> None:
             f"history reads, {counters.replay_built} wire messages built, "
             f"{counters.replay_frames} frames"
         )
+
+
+class GatedBackend(MemoryBackend):
+    """History reads wait at a gate (a slow Redis), so that they overlap subscriptions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.reads = 0
+
+    async def read_history(self, topic: str, since: Position, limit: int) -> Any:
+        self.reads += 1
+        await self.gate.wait()
+        return await super().read_history(topic, since, limit)
+
+
+async def test_a_shared_read_is_not_complete_for_a_later_subscriber() -> None:
+    """A subscribes and its history read starts; a publication comes; B subscribes from the
+    same position and shares A's read, which does not hold that publication (nor does B's
+    live path: it came before B subscribed). B reads on from the end of the shared page, and
+    both get every publication once, in order."""
+    backend = GatedBackend()
+    async with (
+        Hub(backend, wire=Counting()) as hub,
+        resuming_server(hub) as port,
+    ):
+        await hub.publish("race", "m1")
+        since = await backend.head("race")
+        await hub.publish("race", "m2")
+        backend.gate.clear()
+        a = await shakehands.connect(f"ws://{HOST}:{port}/race?since={since}")
+        async with asyncio.timeout(10):
+            while backend.reads < 1:  # A's read is under way
+                await asyncio.sleep(0.01)
+        await hub.publish("race", "m3")
+        b = await shakehands.connect(f"ws://{HOST}:{port}/race?since={since}")
+        async with asyncio.timeout(10):
+            while hub.counters.resumed < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert backend.reads == 1  # B waits for A's read
+        backend.gate.set()
+        for client in (a, b):
+            got = await receive(client, 3)
+            assert [m.get("text") for m in got if "text" in m] == ["m2", "m3"]
+        # A got m3 live (held during its replay); B read on from m2: one read more.
+        assert backend.reads == 2
+        await hub.publish("race", "m4")
+        assert [m["text"] for m in await receive(a, 1)] == ["m4"]
+        assert [m["text"] for m in await receive(b, 1)] == ["m4"]
+        await a.close()
+        await b.close()

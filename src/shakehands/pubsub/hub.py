@@ -624,14 +624,17 @@ class _ReplayCache:
         them (read on from the last one)."""
         known = self.pages.get(since)
         if known is not None:
-            started, read = known
-            result = await asyncio.shield(read)
-            if ticket <= started or (
-                not isinstance(result, HistoryLost) and len(result) == REPLAY_PAGE
-            ):
-                return result, True
-            if not isinstance(result, HistoryLost) and result:
-                return result, False
+            started, shared = known
+            if not shared.done():
+                await asyncio.wait([shared])  # if this task is cancelled, the read goes on
+            if not shared.cancelled():  # cancelled: its reader was; read anew
+                result = shared.result()  # a failed read fails those that waited for it
+                if ticket <= started or (
+                    not isinstance(result, HistoryLost) and len(result) == REPLAY_PAGE
+                ):
+                    return result, True
+                if not isinstance(result, HistoryLost) and result:
+                    return result, False
         read = asyncio.get_running_loop().create_future()
         self.pages[since] = (self.hub._resume_count, read)
         try:
@@ -639,8 +642,11 @@ class _ReplayCache:
         except BaseException as exc:
             if self.pages.get(since, (0, None))[1] is read:
                 del self.pages[since]
-            read.set_exception(exc)
-            read.exception()  # retrieved: each waiter handles it
+            if isinstance(exc, asyncio.CancelledError):
+                read.cancel()  # those waiting read for themselves
+            else:
+                read.set_exception(exc)
+                read.exception()  # retrieved: each waiter handles it
             raise
         read.set_result(result)
         return result, True
