@@ -25,8 +25,9 @@ with a :class:`HistoryLost` (in :class:`Subscription`), so that the application 
 
 How a position appears on the wire is the application's choice: ``Hub(wire=...)`` takes a
 callable that builds the message sent to subscribers from the topic, the position and the
-published message, called once per publication (not per subscriber), and once per replayed
-publication for the subscriber it is replayed to.
+published message, called once per publication (not per subscriber), and once more per
+publication replayed, however many subscribers it is replayed to (replays of a topic share the
+messages built and their frames, and the history pages read: see ``_ReplayCache``).
 
 This module knows nothing about frames: it passes ``str`` / ``bytes`` messages to broadcast.
 """
