@@ -29,16 +29,20 @@ Options:
   for the reconnecting clients; ``redis=N`` a real ``redis-server`` (skipped without one).
 - ``expect="TEXT"``: the output must contain ``TEXT``; a program still running when it
   appears (a client that reconnects forever) is stopped there.
-- ``setup=NAME``: a named setup of :data:`SETUPS` below (a real peer such as tinyproxy, Dante,
-  a TLS server or uvicorn; the definitions a fragment takes from the blocks before it; and the
-  checks that use what the block defined). It may replace text of the block (``wss://example.com/``
-  by a local TLS server trusted through ``SSL_CERT_FILE``, ``fullchain.pem`` by the test
-  certificate), run code before it and after it in the same namespace, and say how the
-  ``server`` check connects. The value of a fragment's last expression is ``_`` there: a
-  ``shakehands.serve(handler, ..., origins=[...])`` line is served and checked by its setup.
+- ``setup=NAME``: a named setup of :data:`SETUPS` below: the real peers the block needs
+  (tinyproxy, Dante, a TLS server, uvicorn, gunicorn), the definitions a fragment takes from
+  the blocks before it, and the checks of what the block defined. It may replace text of the
+  block (``wss://example.com/`` by a local TLS server trusted through ``SSL_CERT_FILE``,
+  ``fullchain.pem`` by the test certificate), run code before and after it in the same
+  namespace, run another program that uses it (gunicorn loading a worker class from it), and
+  say how the ``server`` check connects. The value of the block's last expression is ``_``
+  there: a ``shakehands.serve(handler, ..., origins=[...])`` line is served and checked.
 
 Every block may take from shakehands only names that exist (``from shakehands.x import name``,
 ``shakehands.name``): a renamed API fails its fragments too, before they run.
+
+A block whose peer is not installed (``redis-server``, tinyproxy, Dante, gunicorn) is skipped,
+unless ``SHAKEHANDS_REQUIRE_DOCS=1`` (``.ci/steps/40-docs-site.sh`` sets it): then it fails.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+REQUIRED = os.environ.get("SHAKEHANDS_REQUIRE_DOCS") == "1"
 STARTUP_TIMEOUT = 30.0  # seconds for a server to answer (the machine may be loaded)
 RUN_TIMEOUT = 60.0
 
@@ -821,6 +826,17 @@ def run_until(process: subprocess.Popen[str], expected: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("block", RUN, ids=lambda block: block.name)
 def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    try:
+        run_block(block, tmp_path, request)
+    except pytest.skip.Exception as exc:
+        if REQUIRED:
+            pytest.fail(f"{block.name} did not run: {exc} (SHAKEHANDS_REQUIRE_DOCS=1)")
+        raise
+
+
+def run_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Run ``block`` as its mark says (see the module's docstring); fail if it does not do
+    what the mark promises."""
     replace = {"0.0.0.0": HOST}
     for option, values in numbers(block).items():
         for number in values:
