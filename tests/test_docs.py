@@ -52,6 +52,7 @@ import contextlib
 import importlib.util
 import itertools
 import os
+import queue
 import re
 import shlex
 import ssl
@@ -554,17 +555,19 @@ def _gunicorn_worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 @contextlib.contextmanager
-def tls_echo(request: pytest.FixtureRequest) -> Iterator[tuple[int, list[str | bytes], str]]:
+def tls_echo(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[int, queue.Queue[str | bytes], str]]:
     """A blocking echo server over TLS (the test certificate) that records what it received:
     its port, the messages, and the certificate's file (for ``SSL_CERT_FILE``)."""
     cert, key = request.getfixturevalue("certificate")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    received: list[str | bytes] = []
+    received: queue.Queue[str | bytes] = queue.Queue()
 
     def echo(ws: sync.ServerConnection) -> None:
         for message in ws:
-            received.append(message)
+            received.put(message)
             ws.send(message)
 
     with running(echo, ssl=context) as server:
@@ -583,7 +586,7 @@ def _socks_tor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup
             },
             env={"SSL_CERT_FILE": cert},
         )
-        assert received == ["through Tor"]
+        assert received.get(timeout=10) == "through Tor"  # its handler may not be done yet
 
 
 @setup("proxies")
