@@ -245,6 +245,7 @@ class RedisBackend:
                 logger.debug("%s %s failed: %s", method, channel, exc)
 
     def subscribe(self, topic: str) -> asyncio.Future[None]:
+        """Subscribe to the topic's channel; the future is done once Redis confirms it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(topic, []).append(future)
         self._topics.add(topic)
@@ -252,6 +253,7 @@ class RedisBackend:
         return future
 
     def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe from the topic's channel (and cancel a subscription still pending)."""
         self._topics.discard(topic)
         for waiter in self._waiters.pop(topic, []):
             if not waiter.done():
@@ -310,6 +312,8 @@ class RedisBackend:
                     future.set_result(int(receivers))
 
     async def close(self) -> None:
+        """Stop reading and publishing (pending publications are cancelled); close the
+        connections to Redis."""
         tasks = list(self._tasks)
         for task in (self._reader, self._writer):
             if task is not None:
