@@ -1,6 +1,6 @@
 """The benchmark harness: every server, every workload, one command.
 
-    python -m bench            # the full grid: 5 repetitions, medians and spread (about 40 minutes)
+    python -m bench            # the full grid: 5 repetitions, medians and spread (about 35 minutes)
     python -m bench --quick    # one short repetition (about 4 minutes)
     python -m bench --render   # rewrite latest.md / latest.png from latest.json, measure nothing
 
