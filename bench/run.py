@@ -204,11 +204,11 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
 class ServerProcess:
     """One echo server of bench/servers.py, pinned to the server core.
 
-    The constructor starts it and returns at once; :meth:`wait_ready` waits until it listens
-    (so that every server of a run can start at once).
+    The constructor starts it and waits until it listens; with ``wait=False`` it returns at
+    once and :meth:`wait_ready` waits (so that every server of a run can start at once).
     """
 
-    def __init__(self, name: str, loop: str) -> None:
+    def __init__(self, name: str, loop: str, *, wait: bool = True) -> None:
         self.name = name
         self.loop = loop
         self.port = free_port()
@@ -225,6 +225,12 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if wait:
+            try:
+                self.wait_ready()
+            except RuntimeError:
+                self.stop()
+                raise
 
     @property
     def cell(self) -> Cell:
@@ -256,7 +262,7 @@ def start_servers(cells: Sequence[Cell], log: Callable[[str], None] = print) -> 
     started: list[ServerProcess] = []
     for name, loop in cells:
         try:
-            started.append(ServerProcess(name, loop))
+            started.append(ServerProcess(name, loop, wait=False))
         except OSError as exc:
             log(f"{name} ({loop}): cannot start: {exc}")
     ready = []
@@ -386,7 +392,15 @@ def per_unit(used: float | None, count: float) -> float | None:
     return used / count * 1e6
 
 
-def run_workload(binary: Path, server: ServerProcess, work: Workload, settings: Settings) -> Sample:
+def run_workload(binary: Path, server: ServerProcess, work: Workload, settings: Settings) -> float:
+    """The first metric only (throughput, or KiB/conn for idle memory): bench/asgi.py's use."""
+    return measure_workload(binary, server, work, settings).value
+
+
+def measure_workload(
+    binary: Path, server: ServerProcess, work: Workload, settings: Settings
+) -> Sample:
+    """One measurement: the workload's metric and the server's CPU per message or handshake."""
     port = str(server.port)
     raw = server.name in RAW_SERVERS
     if work.key == "idle":
@@ -1072,7 +1086,7 @@ def measure(
                 others = [s for s in servers if s is not server]
                 cpu_before, wall_before = cpu_of(others), time.monotonic()
                 try:
-                    sample = run_workload(binary, server, work, settings)
+                    sample = measure_workload(binary, server, work, settings)
                 except (RuntimeError, KeyError, ValueError) as exc:
                     log(f"  {name} ({loop}) {work.key}: failed: {exc}")
                     continue
