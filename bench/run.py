@@ -847,8 +847,13 @@ def header(results: Results, merged: list[str] | None) -> list[str]:
         f"server's RSS growth per idle connection (slope between {idle_base} and {idle_top} "
         "connections), hs/s complete connect-handshake-close cycles per second "
         f"({run.get('churn_concurrency', 16)} at a time). Each cell: median [min-max] of the "
-        "repetitions. `raw-tcp` and `c-echo` echo raw TCP (no WebSocket): the ceilings of a "
-        "Python server on that loop and of any server on this machine.",
+        "repetitions. `raw-tcp` echoes raw TCP (no WebSocket): the ceiling of a Python server "
+        "on that loop."
+        + (
+            " `c-echo` does it in C on epoll: the ceiling of any server on this machine."
+            if results.samples.get(NATIVE, {}).get(C_CEILING)
+            else ""
+        ),
         "",
     ]
     return lines
