@@ -19,7 +19,9 @@ def cpu_seconds(pid: int) -> float:
         pid: the process (a live one: ``/proc/PID/stat`` must exist).
 
     Returns:
-        utime + stime of ``/proc/PID/stat`` (fields 14 and 15), in seconds.
+        utime + stime of ``/proc/PID/stat`` (fields 14 and 15), in seconds: every thread's,
+        including threads that have exited, counted in clock ticks (usually 10 ms), so a
+        window of a second or more is needed for a precise difference.
 
     Raises:
         OSError: no such process (or no ``/proc``).

@@ -215,9 +215,12 @@ class ServerProcess:
         argv = [sys.executable, "-m", "bench.servers", name, "--port", str(self.port)]
         if loop in LOOPS:
             argv += ["--loop", loop]
-        # The shakehands of this source tree (src/), not whatever else is installed.
+        # The shakehands of this source tree (src/), not whatever else is installed; then the
+        # PYTHONPATH given, if any (e.g. peers installed with pip --target).
         root = BENCH.parent
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]))
+        given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        paths = [str(root / "src"), str(root), *given]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)))
         self.proc = subprocess.Popen(
             pinned(SERVER_CORE, argv),
             cwd=BENCH.parent,
@@ -936,12 +939,15 @@ def bystander_lines(bystander: Bystanders) -> list[str]:
     if not worst:
         return []
     top, server, loop = max(worst)
+    if top >= 0.005:
+        highest = f"at most {top:.2f} % of a core ({server}, {loop})"
+    else:
+        highest = "0.00 % of a core, every one of them"
     lines = [
         "## Servers not being measured",
         "",
         "Every server of a repetition runs at once; while one is measured, the others wait "
-        f"without traffic. Their CPU over that time, % of a core: highest {top:.2f} % "
-        f"({server}, {loop}).",
+        f"without traffic. Their CPU over that time: {highest}.",
     ]
     busy = sorted((w for w in worst if w[0] >= 1.0), reverse=True)
     if busy:
@@ -1018,7 +1024,8 @@ def write_chart(samples: Samples, path: Path) -> bool:
                 if r is not None:
                     xs.append(j + (i - len(servers) / 2 + 0.5) * width)
                     ys.append(r)
-            ax.bar(xs, ys, width, label=server, color=colors[i % len(colors)])
+            if xs:  # no legend entry for a server this run did not measure
+                ax.bar(xs, ys, width, label=server, color=colors[i % len(colors)])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(WORKLOADS)))
         ax.set_xticklabels([w.label.replace(", ", ",\n", 1) for w in WORKLOADS], fontsize=8)
@@ -1173,9 +1180,9 @@ def main(argv: list[str] | None = None) -> None:
     merged = None
     if args.merge:
         merged = sorted(
-            f"{server} ({loop}: {', '.join(sorted(works))})"
-            for loop, servers in results.samples.items()
-            for server, works in servers.items()
+            f"{server} ({loop}: {', '.join(sorted(keys))})"
+            for loop, per_server in results.samples.items()
+            for server, keys in per_server.items()
         )
         results = merge_results(load_results(out / "latest.json"), results)
         results.run["merged"] = merged

@@ -169,7 +169,8 @@ def test_markdown_report(tmp_path: Path) -> None:
     assert header.endswith("| raw-tcp | c-echo |")
     assert "## Server CPU per message, uvloop loop" in text
     assert "| CPU: 100 conns, 1 in flight, 256 B |" in text
-    assert "highest 1.50 % (raw-tcp, uvloop)" in text
+    assert "at most 1.50 % of a core (raw-tcp, uvloop)" in text
+    assert "At or above 1 %: raw-tcp (uvloop) 1.5 %." in text
     assert "| callback >= 1.2x picows on every row (asyncio) | lowest 1.30x" in text
     assert "## Targets (issue 5)" in text
     # Rows nobody measured are left out.
