@@ -1130,7 +1130,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one short repetition")
     parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 1)")
     parser.add_argument(
-        "--only", nargs="+", metavar="SERVER", choices=ALL_SERVERS, help="run only these servers"
+        "--only",
+        nargs="+",
+        metavar="SERVER",
+        choices=ALL_SERVERS,
+        help="run only these servers: " + ", ".join(ALL_SERVERS),
     )
     parser.add_argument("--loop", choices=LOOPS, action="append", help="only this loop")
     parser.add_argument("--workload", nargs="+", choices=list(WORKLOAD_BY_KEY), help="only these")
@@ -1149,6 +1153,8 @@ def main(argv: list[str] | None = None) -> None:
         help="measure nothing: rewrite OUTPUT/latest.md and latest.png from OUTPUT/latest.json",
     )
     args = parser.parse_args(argv)
+    if args.reps is not None and args.reps < 1:
+        parser.error("--reps must be at least 1")
     out: Path = args.output
     if args.render:
         results = load_results(out / "latest.json")

@@ -216,11 +216,17 @@ def test_render_rewrites_the_report_from_the_samples(tmp_path: Path) -> None:
     assert "## Targets (issue 14)" in (tmp_path / "latest.md").read_text()
 
 
-def test_unknown_server_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--only", "no-such-server"], "invalid choice"), (["--reps", "0"], "at least 1")],
+)
+def test_bad_arguments_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
-        run.main(["--only", "no-such-server"])
+        run.main(argv)
     assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
