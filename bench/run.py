@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .procstat import cpu_seconds
 
@@ -465,6 +465,12 @@ class Results:
     cpu_us: Samples = field(default_factory=dict)  # server CPU per message or handshake, µs
     bystander_cpu: Bystanders = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)  # when, settings, machine, versions
+    #: [loop, server, workload, repetition] of each measurement that failed: the samples of
+    #: such a cell no longer line up with the repetitions, so they are not paired.
+    failed: list[list[Any]] = field(default_factory=list)
+    #: loop -> server -> workload -> when the run that measured the cell started: after a
+    #: --merge, cells of different runs are not paired. Absent (first format): one run.
+    origin: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def add(self, cell: Cell, work: Workload, sample: Sample) -> None:
         server, loop = cell
@@ -488,7 +494,24 @@ class Results:
             cpu_us=data.get("cpu_us", {}),
             bystander_cpu=data.get("bystander_cpu", {}),
             run=data.get("run", {}),
+            failed=data.get("failed", []),
+            origin=data.get("origin", {}),
         )
+
+    def stamp(self, started: str) -> None:
+        """Say that every cell with samples was measured by the run that started then."""
+        for loop, servers in self.samples.items():
+            for server, works in servers.items():
+                for key in works:
+                    self.origin.setdefault(loop, {}).setdefault(server, {})[key] = started
+
+    def pairable(self, loop: str, ours: str, theirs: str, key: str) -> bool:
+        """Whether the i-th samples of two cells are from the same repetition of one run."""
+        cells = [(NATIVE if s == C_CEILING else loop, s) for s in (ours, theirs)]
+        if any(f[:3] == [lp, s, key] for f in self.failed for lp, s in cells):
+            return False
+        first, second = (self.origin.get(lp, {}).get(s, {}).get(key) for lp, s in cells)
+        return first == second
 
 
 def load_results(path: Path) -> Results:
@@ -498,12 +521,17 @@ def load_results(path: Path) -> Results:
     return Results.from_json(json.loads(path.read_text()))
 
 
-def merge_samples(old: Samples, new: Samples) -> Samples:
+T = TypeVar("T")
+
+
+def merge_samples(
+    old: dict[str, dict[str, dict[str, T]]], new: dict[str, dict[str, dict[str, T]]]
+) -> dict[str, dict[str, dict[str, T]]]:
     """``old`` with every (loop, server, workload) that ``new`` measured replaced by ``new``'s.
 
     Samples are replaced, never pooled: the medians of one cell always come from one run.
     """
-    merged: Samples = {
+    merged: dict[str, dict[str, dict[str, T]]] = {
         loop: {server: dict(works) for server, works in servers.items()}
         for loop, servers in old.items()
     }
@@ -524,11 +552,20 @@ def merge_results(old: Results, new: Results) -> Results:
     bystander: Bystanders = {loop: dict(per) for loop, per in old.bystander_cpu.items()}
     for loop, per in new.bystander_cpu.items():
         bystander.setdefault(loop, {}).update(per)
+    remeasured = {
+        (loop, server, key)
+        for loop, servers in new.samples.items()
+        for server, works in servers.items()
+        for key in works
+    }
+    failed = [f for f in old.failed if tuple(f[:3]) not in remeasured] + new.failed
     return Results(
         samples=merge_samples(old.samples, new.samples),
         cpu_us=merge_samples(cpu_old, new.cpu_us),
         bystander_cpu=bystander,
         run=new.run,
+        failed=failed,
+        origin=merge_samples(old.origin, new.origin),
     )
 
 
@@ -896,7 +933,30 @@ def metric_tables(samples: Samples, cpu: Samples) -> list[str]:
     return lines
 
 
-def ratio_tables(samples: Samples, cpu: Samples) -> list[str]:
+def ratio_cell(
+    results: Results,
+    metric: Samples,
+    loop: str,
+    ours: str,
+    theirs: str,
+    work: Workload,
+    compare: Callable[[float | None, float | None], float | None],
+) -> str:
+    """The ratio of the medians; then, if the samples pair up by repetition, the range of the
+    ratio within each repetition (the two servers were measured close together in time, so
+    most of the machine's noise cancels out of it)."""
+    a, b = values_of(metric, loop, ours, work.key), values_of(metric, loop, theirs, work.key)
+    r = compare(statistics.median(a) if a else None, statistics.median(b) if b else None)
+    text = fmt_ratio(r)
+    pairable = results.pairable(loop, ours, theirs, work.key)
+    if r is None or not pairable or len(a) != len(b) or len(a) < 2:
+        return text
+    per_rep = [x for x in map(compare, a, b) if x is not None]
+    return f"{text} [{min(per_rep):.2f}-{max(per_rep):.2f}]" if per_rep else text
+
+
+def ratio_tables(results: Results) -> list[str]:
+    samples, cpu = results.samples, results.cpu_us
     lines: list[str] = []
     for api in [*SHAKEHANDS, "shakehands-sync"]:
         for loop in [*LOOPS, "threads"]:
@@ -906,22 +966,25 @@ def ratio_tables(samples: Samples, cpu: Samples) -> list[str]:
             lines += [
                 f"## Ratios: {api} / peer, {loop}",
                 "",
-                "Medians. Above 1.00x shakehands is better (for memory: the peer uses that many "
-                "times more; for CPU: the peer spends that many times more per message).",
+                "Ratio of the medians [lowest-highest ratio within one repetition]. Above 1.00x "
+                "shakehands is better (for memory: the peer uses that many times more; for CPU: "
+                "the peer spends that many times more per message).",
                 "",
                 "| workload | " + " | ".join(peers) + " |",
                 "|---|" + "---|" * len(peers),
             ]
             for w in WORKLOADS:
-                ours = median(samples, loop, api, w.key)
-                cells = [fmt_ratio(ratio(ours, median(samples, loop, p, w.key), w)) for p in peers]
+
+                def speed(x: float | None, y: float | None, w: Workload = w) -> float | None:
+                    return ratio(x, y, w)
+
+                cells = [ratio_cell(results, samples, loop, api, p, w, speed) for p in peers]
                 if any(c != "-" for c in cells):
                     lines.append(f"| {w.label} | " + " | ".join(cells) + " |")
             for w in WORKLOADS:
-                ours = median(cpu, loop, api, w.key)
-                if w.cpu_unit is None or ours is None:
+                if w.cpu_unit is None or median(cpu, loop, api, w.key) is None:
                     continue
-                cells = [fmt_ratio(cpu_ratio(ours, median(cpu, loop, p, w.key))) for p in peers]
+                cells = [ratio_cell(results, cpu, loop, api, p, w, cpu_ratio) for p in peers]
                 if any(c != "-" for c in cells):
                     lines.append(f"| CPU: {w.label} | " + " | ".join(cells) + " |")
             lines.append("")
@@ -966,8 +1029,19 @@ def write_markdown(results: Results, path: Path, merged: list[str] | None = None
     samples, cpu = results.samples, results.cpu_us
     lines = header(results, merged)
     lines += metric_tables(samples, cpu)
-    lines += ratio_tables(samples, cpu)
+    lines += ratio_tables(results)
     lines += bystander_lines(results.bystander_cpu)
+    if results.failed:
+        lines += [
+            "## Failed measurements",
+            "",
+            ", ".join(
+                f"{server} ({loop}) {key} in repetition {rep + 1}"
+                for loop, server, key, rep in results.failed
+            )
+            + ".",
+            "",
+        ]
     lines += [
         "## Targets (issue 14)",
         "",
@@ -1083,6 +1157,10 @@ def measure(
     for rep in range(settings.reps):
         servers = start_servers(cells, log)
         by_cell = {server.cell: server for server in servers}
+        missing = [cell for cell in cells if cell not in by_cell]
+        results.failed += [
+            [loop, name, w.key, rep] for (name, loop), w in plan(missing, works, rep)
+        ]
         # CPU of each server while another one is measured, and the time that lasted.
         idle_cpu: dict[Cell, float] = dict.fromkeys(by_cell, 0.0)
         idle_wall: dict[Cell, float] = dict.fromkeys(by_cell, 0.0)
@@ -1092,6 +1170,7 @@ def measure(
                 server = by_cell[cell]
                 if server.proc.poll() is not None:
                     log(f"  {name} ({loop}) {work.key}: the server has exited")
+                    results.failed.append([loop, name, work.key, rep])
                     continue
                 if not settle(servers):
                     log(f"  servers still busy after 5 s (before {name} {loop} {work.key})")
@@ -1101,6 +1180,7 @@ def measure(
                     sample = measure_workload(binary, server, work, settings)
                 except (RuntimeError, KeyError, ValueError) as exc:
                     log(f"  {name} ({loop}) {work.key}: failed: {exc}")
+                    results.failed.append([loop, name, work.key, rep])
                     continue
                 finally:
                     wall = time.monotonic() - wall_before
@@ -1174,6 +1254,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = grid(args.only, args.loop or LOOPS)
     works = [w for w in WORKLOADS if not args.workload or w.key in args.workload]
     results = measure(binary, cells, works, settings, lambda line: print(line, flush=True))
+    results.stamp(started)
     results.run = {
         "started": started,
         "command": "python -m bench" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),

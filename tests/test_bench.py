@@ -155,6 +155,37 @@ def test_coroutine_target_falls_back_to_the_ceiling() -> None:
     assert rows[target] == ("lowest 1.43x; not met: 4x2x1m 1.43x", "no")
 
 
+def test_ratio_pairs_the_samples_of_each_repetition() -> None:
+    work = run.WORKLOAD_BY_KEY["100x1x256"]
+    results = run.Results()
+    for ours, theirs in [(130.0, 100.0), (90.0, 100.0), (120.0, 80.0)]:
+        results.add(A, work, run.Sample(ours))
+        results.add(B, work, run.Sample(theirs))
+
+    def cell() -> str:
+        return run.ratio_cell(
+            results,
+            results.samples,
+            "asyncio",
+            A[0],
+            B[0],
+            work,
+            lambda x, y: run.ratio(x, y, work),
+        )
+
+    # The ratio of the medians (120 / 100), then the range of 1.30, 0.90 and 1.50.
+    assert cell() == "1.20x [0.90-1.50]"
+    # A failed measurement: the samples no longer line up with the repetitions.
+    results.failed.append(["asyncio", "picows", "100x1x256", 1])
+    assert cell() == "1.20x"
+    # Cells of two runs (--merge) are not paired either.
+    results.failed.clear()
+    results.stamp("2026-12-01 10:00")
+    assert cell() == "1.20x [0.90-1.50]"
+    results.origin["asyncio"]["picows"]["100x1x256"] = "2026-11-24 21:34"
+    assert cell() == "1.20x"
+
+
 def test_markdown_report(tmp_path: Path) -> None:
     results = grid_samples()
     results.bystander_cpu = {"asyncio": {"picows": [0.0, 0.4]}, "uvloop": {"raw-tcp": [1.5]}}
@@ -173,6 +204,10 @@ def test_markdown_report(tmp_path: Path) -> None:
     assert "At or above 1 %: raw-tcp (uvloop) 1.5 %." in text
     assert "| callback >= 1.2x picows on every row (asyncio) | lowest 1.30x" in text
     assert "## Targets (issue 5)" in text
+    assert "## Failed measurements" not in text
+    results.failed = [["uvloop", "picows", "churn", 2]]
+    run.write_markdown(results, path)
+    assert "picows (uvloop) churn in repetition 3." in path.read_text()
     # Rows nobody measured are left out.
     assert "1 conn, 1 in flight, 64 KiB" not in text
 
@@ -200,9 +235,17 @@ def test_merge_replaces_remeasured_cells() -> None:
     old = run.Results()
     old.add(A, work, run.Sample(1.0, 10.0))
     old.add(B, work, run.Sample(2.0, 20.0))
+    old.stamp("before")
+    old.failed = [["asyncio", "shakehands-callback", "1x64x256", 0]]
     new = run.Results(run={"started": "now"})
     new.add(A, work, run.Sample(3.0))  # no CPU sample this time: the old one must go too
+    new.stamp("now")
     merged = run.merge_results(old, new)
+    assert merged.failed == []  # the failure was in the cell measured again
+    assert merged.origin["asyncio"] == {
+        "shakehands-callback": {"1x64x256": "now"},
+        "picows": {"1x64x256": "before"},
+    }
     assert merged.samples["asyncio"]["shakehands-callback"]["1x64x256"] == [3.0]
     assert merged.samples["asyncio"]["picows"]["1x64x256"] == [2.0]
     assert "1x64x256" not in merged.cpu_us["asyncio"]["shakehands-callback"]
