@@ -191,6 +191,7 @@ class RedisBackend(RedisLink):
                 logger.debug("%s %s failed: %s", method, channel, exc)
 
     def subscribe(self, topic: str) -> asyncio.Future[None]:
+        """Subscribe to the topic's channel; the future is done once Redis confirms it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(topic, []).append(future)
         self._topics.add(topic)
@@ -198,6 +199,7 @@ class RedisBackend(RedisLink):
         return future
 
     def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe from the topic's channel (and cancel a subscription still pending)."""
         self._topics.discard(topic)
         for waiter in self._waiters.pop(topic, []):
             if not waiter.done():

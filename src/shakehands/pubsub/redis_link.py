@@ -66,6 +66,7 @@ class Backoff:
         self.delay = self.minimum
 
     async def sleep(self) -> None:
+        """Wait for :meth:`next`'s time."""
         await asyncio.sleep(self.next())
 
 
@@ -203,7 +204,8 @@ class RedisLink:
                     future.set_result(self._receivers(reply))
 
     async def close(self) -> None:
-        """Stop reading and publishing; release the connections."""
+        """Stop reading and publishing (pending publications are cancelled); close the
+        connections to Redis."""
         tasks = list(self._tasks)
         for task in (self._reader, self._writer):
             if task is not None:
