@@ -72,23 +72,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_run(binary: Path, server: ServerProcess, key: str, duration: float) -> float:
-    """One run of workload ``key`` against ``server``, without warm-up: the server's CPU
-    microseconds per message (per handshake for ``churn``)."""
-    port = str(server.port)
+def cpu_run(binary: Path, port: int, pid: int, key: str, duration: float) -> float:
+    """One run of workload ``key`` against the server of process ``pid`` listening on
+    ``port``, without warm-up: the server's CPU microseconds per message (per handshake for
+    ``churn``)."""
     if key == "churn":
-        args = ["churn", HOST, port, str(FULL.churn_concurrency), "0", str(duration)]
+        args = ["churn", HOST, str(port), str(FULL.churn_concurrency), "0", str(duration)]
     else:
         work = next(w for w in WORKLOADS if w.key == key)
-        args = ["echo", HOST, port, str(work.conns), str(work.depth), str(work.size)]
+        args = ["echo", HOST, str(port), str(work.conns), str(work.depth), str(work.size)]
         args += ["0", str(duration)]
-    before = cpu_seconds(server.proc.pid)
+    before = cpu_seconds(pid)
     data = loadgen(binary, args, duration + 60)
-    used = cpu_seconds(server.proc.pid) - before
+    used = cpu_seconds(pid) - before
     count = data["handshakes"] if key == "churn" else data["messages"]
     if not count:
-        raise RuntimeError(f"{server.name} {key}: nothing done")
-    return used / count * 1e6
+        raise RuntimeError(f"{key}: nothing done")
+    return float(used / count * 1e6)
 
 
 def cpu_main(rows: list[str], loops: list[str], reps: int, duration: float) -> None:
@@ -101,11 +101,13 @@ def cpu_main(rows: list[str], loops: list[str], reps: int, duration: float) -> N
         try:
             for key in rows:  # one unmeasured run each: imports, caches, first connections
                 for name in names:
-                    cpu_run(binary, servers[name], key, min(duration, 0.3))
+                    server = servers[name]
+                    cpu_run(binary, server.port, server.proc.pid, key, min(duration, 0.3))
             for rep in range(reps):
                 for key in rows:
                     for name in names if rep % 2 == 0 else names[::-1]:
-                        micros = cpu_run(binary, servers[name], key, duration)
+                        server = servers[name]
+                        micros = cpu_run(binary, server.port, server.proc.pid, key, duration)
                         results.setdefault((loop, key, name), []).append(micros)
                         print(
                             f"[{loop} rep {rep + 1}/{reps}] {name:26} {key:10} {micros:8.2f} us",
