@@ -329,10 +329,6 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-            if self._flush_handle is None:
-                # Scheduled after the application's task wakes up: what it sends in answer is
-                # written in the same loop iteration, not one later.
-                self._flush_handle = self.loop.call_soon(self._deferred_flush)
         if (
             len(inbox) >= self.config.max_queue
             and not self._reading_paused
@@ -504,10 +500,10 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
                 ``websocket.close``), as uvicorn's implementations raise.
             TypeError, ValueError: a malformed event.
         """
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise TypeError(f"ASGI messages are mappings, got {message!r}")
         kind = message.get("type")
-        if not isinstance(kind, str):
+        if type(kind) is not str and not isinstance(kind, str):
             raise TypeError(f"ASGI message without a 'type': {message!r}")
         if self._writing_paused and not self._lost:
             waiter: asyncio.Future[None] = self.loop.create_future()
@@ -610,7 +606,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             data = message.get("bytes")
             text = message.get("text")
             if data is not None:
-                if not isinstance(data, (bytes, bytearray, memoryview)):
+                if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
                     raise TypeError(
                         f"websocket.send: bytes must be bytes, not {type(data).__name__}"
                     )
@@ -629,7 +625,10 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             else:
                 protocol.send_text(cast(str, text))
                 self._unflushed += len(cast(str, text))
-            if self._unflushed >= self.write_limit:
+            if not self._inbox or self._unflushed >= self.write_limit:
+                # The application has read everything received (the common case: it answers
+                # the last message), or the answers pile up: write now. Answers to a burst of
+                # messages read in one go are written together, by the last one.
                 self._deferred_flush()
             elif self._flush_handle is None:
                 self._flush_handle = self.loop.call_soon(self._deferred_flush)
