@@ -66,7 +66,7 @@ from uvicorn.protocols.utils import (
 )
 from uvicorn.server import ServerState
 
-from .asyncio.base import HoldsCloseForReader, TransportProtocol
+from .asyncio.base import HoldsCloseForReader, TransportProtocol, write_chunks
 from .protocol.config import ServerConfig, server_config
 from .protocol.connection import Close, State
 from .protocol.errors import CloseCode
@@ -87,6 +87,12 @@ ASGIMessage = dict[str, Any]
 Receive = Callable[[], Awaitable[ASGIMessage]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[ASGIMessage, Receive, Send], Awaitable[object]]
+
+#: Up to this many bytes, what the core queued (a frame header and its uncopied payload of 64 KiB
+#: or more, say) is joined into one write: one copy costs less than a second ``transport.write``
+#: and ``send()`` system call (measured: ``bench/asgi.py --cpu``, the 64 KiB row). Above it,
+#: the payload is handed over uncopied (:func:`~shakehands.asyncio.base.write_chunks`).
+_JOIN_LIMIT = 2**18
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
 
@@ -438,6 +444,17 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
                 self._refuse(self.protocol.internal_error("the ASGI application failed"))
         elif state is State.OPEN:
             self._close_from_server(code, "")
+
+    def _flush(self) -> None:
+        out = self.protocol.data_to_send(send_close=not self._hold_close)
+        if not out or self.transport.is_closing():
+            return
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif sum(map(len, out)) <= _JOIN_LIMIT:
+            self.transport.write(b"".join(out))
+        else:
+            write_chunks(self.transport, out)
 
     def _deferred_flush(self) -> None:
         if self._flush_handle is not None:
