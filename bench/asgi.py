@@ -20,8 +20,10 @@ rewrites the report and chart from ``asgi.json`` without measuring).
 pinned to core 0, and the load generator (core 1) drives them in turn, alternating the order
 in each repetition; each run starts without a warm-up (the loop count includes every message
 the server saw), after one unmeasured run per server. Prints a markdown table of medians and the
-ratio websockets-sansio / shakehands (the issue's target is 1.5x). ``bench/asgi_profile.py``
-breaks the same runs down by package.
+ratio websockets-sansio / shakehands (the issue's target is 1.5x), with the floor: the same
+measure for the raw TCP echo of ``bench/servers.py`` (a Python ``asyncio.Protocol`` that writes
+back what it reads: no WebSocket, no uvicorn, no Starlette) on the same loop.
+``bench/asgi_profile.py`` breaks the same runs down by package.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 
 from bench.run import (
+    CEILING,
     FULL,
     HOST,
     LOOPS,
@@ -72,16 +75,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_run(binary: Path, port: int, pid: int, key: str, duration: float) -> float:
+def cpu_run(
+    binary: Path, port: int, pid: int, key: str, duration: float, raw: bool = False
+) -> float:
     """One run of workload ``key`` against the server of process ``pid`` listening on
     ``port``, without warm-up: the server's CPU microseconds per message (per handshake for
-    ``churn``)."""
+    ``churn``). ``raw``: plain TCP messages, for the raw TCP echo."""
     if key == "churn":
         args = ["churn", HOST, str(port), str(FULL.churn_concurrency), "0", str(duration)]
     else:
         work = next(w for w in WORKLOADS if w.key == key)
         args = ["echo", HOST, str(port), str(work.conns), str(work.depth), str(work.size)]
         args += ["0", str(duration)]
+        if raw:
+            args.append("raw")
     before = cpu_seconds(pid)
     data = loadgen(binary, args, duration + 60)
     used = cpu_seconds(pid) - before
@@ -94,20 +101,28 @@ def cpu_run(binary: Path, port: int, pid: int, key: str, duration: float) -> flo
 def cpu_main(rows: list[str], loops: list[str], reps: int, duration: float) -> None:
     """``--cpu``: server CPU per message / handshake, shakehands against websockets-sansio."""
     binary = build_loadgen()
-    names = [OURS, REFERENCE]
+    # The raw TCP echo of bench/servers.py (no WebSocket, no uvicorn): the floor of a Python
+    # server on this loop, kernel and event loop included. No handshakes: no churn row.
+    names = [OURS, REFERENCE, CEILING]
     results: dict[tuple[str, str, str], list[float]] = {}
+
+    def run(server: ServerProcess, key: str, seconds: float) -> float:
+        raw = server.name == CEILING
+        return cpu_run(binary, server.port, server.proc.pid, key, seconds, raw)
+
     for loop in loops:
         servers = {name: ServerProcess(name, loop) for name in names}
         try:
             for key in rows:  # one unmeasured run each: imports, caches, first connections
                 for name in names:
-                    server = servers[name]
-                    cpu_run(binary, server.port, server.proc.pid, key, min(duration, 0.3))
+                    if not (name == CEILING and key == "churn"):
+                        run(servers[name], key, min(duration, 0.3))
             for rep in range(reps):
                 for key in rows:
                     for name in names if rep % 2 == 0 else names[::-1]:
-                        server = servers[name]
-                        micros = cpu_run(binary, server.port, server.proc.pid, key, duration)
+                        if name == CEILING and key == "churn":
+                            continue
+                        micros = run(servers[name], key, duration)
                         results.setdefault((loop, key, name), []).append(micros)
                         print(
                             f"[{loop} rep {rep + 1}/{reps}] {name:26} {key:10} {micros:8.2f} us",
@@ -121,17 +136,25 @@ def cpu_main(rows: list[str], loops: list[str], reps: int, duration: float) -> N
         f"Server CPU time per message (per handshake for churn), {reps} runs of {duration} s, "
         "medians [range]; lower is better\n"
     )
-    print(f"| loop | workload | {OURS} (us) | {REFERENCE} (us) | {REFERENCE} / {OURS} |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| loop | workload | {OURS} (us) | {REFERENCE} (us) | {REFERENCE} / {OURS} "
+        f"| {CEILING} floor (us) | 1.5x needs ours at most (us) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for loop in loops:
         for key in rows:
             cells = []
             medians = []
-            for name in names:
+            for name in (OURS, REFERENCE):
                 values = results[(loop, key, name)]
                 medians.append(statistics.median(values))
                 cells.append(f"{medians[-1]:.2f} [{min(values):.2f}-{max(values):.2f}]")
-            print(f"| {loop} | {key} | {' | '.join(cells)} | {medians[1] / medians[0]:.2f}x |")
+            floor = results.get((loop, key, CEILING))
+            floor_cell = f"{statistics.median(floor):.2f}" if floor else "-"
+            print(
+                f"| {loop} | {key} | {' | '.join(cells)} | {medians[1] / medians[0]:.2f}x "
+                f"| {floor_cell} | {medians[1] / 1.5:.2f} |"
+            )
 
 
 def targets(samples: Samples) -> list[tuple[str, str, str]]:
