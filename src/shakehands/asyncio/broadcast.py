@@ -38,7 +38,8 @@ no fragmented message being sent, nothing its compiled data path built) gets the
 ``write_queued`` would do for it, without the calls. :func:`_direct_rule` is the one place that
 decides it; the loop over the connections is C (``shakehands._fastpath.fan_out``) when the
 compiled path is built, else :func:`_fan_out_python`. Every other connection goes through the
-full path below, which applies the rules above.
+full path below, which applies the rules above (every connection does with ``flush=False``:
+the frames then stay queued on each core until the caller writes them).
 """
 
 from __future__ import annotations
@@ -272,6 +273,8 @@ def broadcast(
     *,
     compress: bool = True,
     policy: SlowClientPolicy | None = None,
+    frames: dict[tuple[object, ...], bytes] | None = None,
+    flush: bool = True,
 ) -> BroadcastResult:
     """Queue ``message`` on every open connection of ``connections``, framing it once.
 
@@ -287,6 +290,13 @@ def broadcast(
         compress: with permessage-deflate negotiated, compress the message (once per group of
             connections with the same compressor settings, when they can share it).
         policy: the slow-client policy of connections that have none of their own.
+        frames: a dictionary kept with ``message`` by a caller that sends it in several calls
+            (a replay to one client after another): frames built are stored in it and reused,
+            so the message is framed once in all.
+        flush: write each connection's queued frames now (the default). With ``False`` they
+            stay queued on its core until the caller calls ``connection.write_queued()``: a
+            caller sending many messages to one connection in a row (a replay) writes them
+            with one system call.
 
     Returns:
         A :class:`BroadcastResult`: how many connections got it, missed it, were closed.
@@ -307,19 +317,27 @@ def broadcast(
         raise TypeError(f"cannot send {type(message).__name__}")
     default_policy = policy or DEFAULT_POLICY
     size = len(payload)
+    if frames is None:
+        frames = {}
     result = BroadcastResult()
-    plain = serialize_frame(opcode, payload)
-    frames: dict[tuple[object, ...], bytes] = {_PLAIN: plain}
-    written, rest = _fan_out(
-        memoryview(plain) if len(plain) >= _LARGE_CHUNK else plain,
-        connections,
-        _direct_rule(compress, default_policy),
-    )
-    result.sent = written
-    used: set[tuple[object, ...]] = set()
-    if written:
-        used.add(_PLAIN)
-        result.frames += 1
+    rest: Iterable[TransportProtocol] = connections
+    if flush:
+        # The direct writes (see the module docstring); with flush=False every frame stays
+        # queued on its connection's core, so they all take the full path.
+        plain = frames.get(_PLAIN)
+        built = plain is None
+        if plain is None:
+            plain = serialize_frame(opcode, payload)
+        written, rest = _fan_out(
+            memoryview(plain) if len(plain) >= _LARGE_CHUNK else plain,
+            connections,
+            _direct_rule(compress, default_policy),
+        )
+        result.sent = written
+        if written:
+            frames[_PLAIN] = plain
+            if built:
+                result.frames += 1
     for connection in rest:
         if not connection.can_take_messages():
             result.skipped += 1
@@ -336,8 +354,6 @@ def broadcast(
                 frame = frames.get(key)
                 if frame is None:
                     frame = frames[key] = _shared_frame(key, opcode, payload)
-                if key not in used:
-                    used.add(key)
                     result.frames += 1
                 protocol.send_serialized(frame)
         except InvalidState:
@@ -346,6 +362,7 @@ def broadcast(
             continue
         # Anything the core queued before (a pong) leaves first, through the connection's one
         # write path; a close frame the core owes cannot be pending here (checked above).
-        connection.write_queued()
+        if flush:
+            connection.write_queued()
         result.sent += 1
     return result
