@@ -83,14 +83,14 @@ def _extensions() -> list[Extension]:
         Extension(
             "shakehands._speedups",
             sources=["src/shakehands/_speedups.c"],
-            depends=["src/shakehands/_mask.h"],
+            depends=["src/shakehands/_frame.h", "src/shakehands/_mask.h"],
             optional=True,
         ),
         # The compiled data path of the callback API (shakehands.asyncio._fastpath).
         Extension(
             "shakehands._fastpath",
             sources=["src/shakehands/_fastpath.c"],
-            depends=["src/shakehands/_mask.h"],
+            depends=["src/shakehands/_frame.h", "src/shakehands/_mask.h"],
             optional=True,
         ),
     ]

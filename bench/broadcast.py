@@ -19,7 +19,14 @@ What it measures (everything on 127.0.0.1):
    - With Redis, each publication goes to redis-server and back to the server's one subscription
      before the broadcast.
 
-2. End-to-end latency across two processes: two ``python -m shakehands chat --redis`` servers; a
+2. ``--call-cpu`` (alone, instead of the rest): the server CPU of one ``broadcast()`` call to
+   N connections (``--clients``), per API (callback, coroutine). The clients are raw sockets of
+   another process that completed the handshake and do not read during the calls (100-byte
+   frames fit in the socket buffers), so the call's process CPU time is the server's cost per
+   delivery; a bare ``transport.write`` loop and a bare ``socket.send`` loop over the same
+   connections give the ceiling. ``--messages`` calls per run, median per run.
+
+3. End-to-end latency across two processes: two ``python -m shakehands chat --redis`` servers; a
    client of the first sends timestamped messages, a client of the second receives them.
    For comparison, the same with both clients on one in-memory chat server.
 """
@@ -180,6 +187,98 @@ async def fan_out(
 
 
 # ---------------------------------------------------------------------------------------------
+# CPU of the broadcast() call (--call-cpu)
+# ---------------------------------------------------------------------------------------------
+
+#: The clients of --call-cpu: COUNT raw connections that complete the handshake, then wait for
+#: a line on stdin, drain what arrived and print how many bytes.
+RAW_CLIENTS = r"""
+import socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+request = (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+socks = []
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    socks.append(sock)
+print("ready", flush=True)
+sys.stdin.readline()
+total = 0
+for sock in socks:
+    sock.setblocking(False)
+    try:
+        while data := sock.recv(1 << 20):
+            total += len(data)
+    except BlockingIOError:
+        pass
+print(total, flush=True)
+"""
+
+
+async def call_cpu(api: str, mode: str, clients: int, calls: int, size: int) -> float:
+    """Median process CPU seconds of one fan-out to ``clients`` connections (see --call-cpu).
+
+    ``mode``: ``"broadcast"`` (the function), ``"write"`` (a bare ``transport.write`` loop of
+    the same frame) or ``"send"`` (a bare ``socket.send`` loop; asyncio's transports only).
+    """
+    from shakehands.asyncio.broadcast import broadcast
+    from shakehands.protocol.frames import Opcode, serialize_frame
+
+    conns: list[Any] = []
+
+    class Hold(shakehands.Listener):
+        def on_open(self, ws: Any) -> None:
+            conns.append(ws)
+
+    async def hold(ws: Any) -> None:
+        conns.append(ws)
+        await ws.wait_closed()
+
+    options: dict[str, Any] = {"compression": None, "ping_interval": None, "open_timeout": 60}
+    context: Any = (
+        shakehands.serve_callbacks(Hold(), HOST, 0, backlog=4096, **options)
+        if api == "callback"
+        else shakehands.serve(hold, HOST, 0, backlog=4096, **options)
+    )
+    message = "x" * size
+    frame = serialize_frame(Opcode.TEXT, message.encode())
+    async with context as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", RAW_CLIENTS, str(server.port), str(clients),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None and process.stdin is not None
+        assert (await process.stdout.readline()).strip() == b"ready"
+        while len(conns) < clients:
+            await asyncio.sleep(0.01)
+        times = []
+        for _ in range(calls):
+            start = time.process_time()
+            if mode == "broadcast":
+                assert broadcast(conns, message).sent == clients
+            elif mode == "write":
+                for ws in conns:
+                    ws.transport.write(frame)
+            else:
+                for ws in conns:
+                    ws.transport._sock.send(frame)  # asyncio's socket transports only
+            times.append(time.process_time() - start)
+            await asyncio.sleep(0.05)  # let the loop run between calls
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
+        received = int((await process.stdout.readline()).strip())
+        await process.wait()
+        assert received == clients * calls * len(frame), "not every frame arrived"
+        for ws in conns:
+            ws.transport.abort()
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------
 # Latency across processes
 # ---------------------------------------------------------------------------------------------
 
@@ -276,6 +375,12 @@ def main() -> None:
         default=["none"],
         help="permessage-deflate setups to compare (in memory); default: none",
     )
+    parser.add_argument(
+        "--call-cpu",
+        action="store_true",
+        help="only the server CPU of the broadcast() call, per API, against bare write loops",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="--call-cpu: interleaved runs")
     args = parser.parse_args()
     run: Any = asyncio.run
     if args.uvloop:
@@ -285,6 +390,27 @@ def main() -> None:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 return runner.run(coroutine)
 
+    if args.call_cpu:
+        loop_name = "uvloop" if args.uvloop else "asyncio"
+        print(
+            f"broadcast() call, server CPU per delivery, {loop_name}, {args.messages} calls of "
+            f"{args.size} bytes per run, {args.runs} interleaved runs (range of the medians)"
+        )
+        print("| clients | what | deliveries/s of server CPU |")
+        print("|---:|---|---:|")
+        setups = [("callback", "broadcast"), ("coroutine", "broadcast"), ("callback", "write")]
+        if not args.uvloop:
+            setups.append(("callback", "send"))
+        for clients in args.clients:
+            rates: dict[tuple[str, str], list[float]] = {}
+            for _ in range(args.runs):
+                for api, mode in setups:
+                    seconds = run(call_cpu(api, mode, clients, args.messages, args.size))
+                    rates.setdefault((api, mode), []).append(clients / seconds)
+            for (api, mode), values in rates.items():
+                what = f"{api} API, broadcast()" if mode == "broadcast" else f"bare {mode} loop"
+                print(f"| {clients:,} | {what} | {min(values):,.0f}-{max(values):,.0f} |")
+        return
     redis_process = None
     with tempfile.TemporaryDirectory() as directory:
         redis_url = args.redis

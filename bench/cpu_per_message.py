@@ -11,6 +11,16 @@ them in turn within each repetition (A B C D, then D C B A, ...), and the server
 user+system time over the run (``/proc/PID/stat``) is divided by the messages echoed. Prints a
 markdown table: median and range per workload. "raw TCP / compiled" is the share of the
 ceiling reached (1.0: as cheap as the raw echo).
+
+``--deflate``: the same with permessage-deflate negotiated (the default configuration, what
+browsers ask for), pure Python against compiled only (the raw echoes do not compress). The C
+load generator does not compress, so a Python client (:data:`DEFLATE_CLIENT`, shakehands with
+``compression="deflate"``, on core 1) drives the servers. It is slower than they are, so the
+servers are not saturated: each message costs a wake-up and its own ``send`` (no batching), and
+the numbers are larger and noisier than with the C load generator. Compare the two
+implementations within one run only (today both take the core's path once deflate is
+negotiated, so their difference is the noise); a C client that compresses would measure it
+properly.
 """
 
 from __future__ import annotations
@@ -46,6 +56,56 @@ assert _fastpath.enabled == (sys.argv[1] == "compiled"), "the compiled path is n
 from bench.servers import main
 main(["shakehands-callback", "--port", sys.argv[2], "--loop", sys.argv[3]])
 """
+
+SERVER_DEFLATE = SERVER.replace('"shakehands-callback",', '"shakehands-callback-deflate",')
+
+#: The client of ``--deflate``: CONNS connections with DEPTH messages in flight each, text
+#: messages of SIZE bytes that compress like chat, for DURATION seconds after WARMUP; prints
+#: ``{"messages": n}`` (messages echoed after the warm-up), as the C load generator does.
+DEFLATE_CLIENT = """
+import asyncio, json, sys, time
+import shakehands
+
+port, conns, depth, size = (int(a) for a in sys.argv[1:5])
+warmup, duration = float(sys.argv[5]), float(sys.argv[6])
+words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while")
+text = " ".join(words[i % len(words)] for i in range(size))[:size]
+
+async def main():
+    uri = f"ws://127.0.0.1:{port}/"
+    clients = [await shakehands.connect(uri, compression="deflate", max_message_size=None)
+               for _ in range(conns)]
+    assert all(ws.protocol.deflate is not None for ws in clients), "deflate not negotiated"
+    counting = False
+    count = 0
+    end = time.monotonic() + warmup + duration
+
+    async def drive(ws):
+        nonlocal count
+        for _ in range(depth):
+            await ws.send(text)
+        while time.monotonic() < end:
+            await ws.recv()
+            if counting:
+                count += 1
+            await ws.send(text)
+
+    tasks = [asyncio.create_task(drive(ws)) for ws in clients]
+    await asyncio.sleep(warmup)
+    counting = True
+    await asyncio.gather(*tasks)
+    for ws in clients:
+        await ws.close()
+    print(json.dumps({"messages": count}))
+
+asyncio.run(main())
+"""
+
+#: (label, conns, depth, size) of ``--deflate``
+DEFLATE_WORKLOADS = [
+    ("10 conns x 1 in flight x 256 B, deflate", 10, 1, 256),
+    ("1 conn x 16 in flight x 4 KiB, deflate", 1, 16, 4096),
+]
 
 IMPLS = ("python", "compiled")
 #: The Python raw TCP echo of bench/servers.py: what a Python server cannot beat.
@@ -85,7 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="permessage-deflate negotiated (pure Python and compiled only; a Python client)",
+    )
     args = parser.parse_args(argv)
+    workloads = DEFLATE_WORKLOADS if args.deflate else WORKLOADS
 
     binary = build_loadgen()
     c_echo = build_c_echo()
@@ -94,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT / "src"), str(ROOT)])}
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        order = (*IMPLS, CEILING, PHYSICAL)
+        order = IMPLS if args.deflate else (*IMPLS, CEILING, PHYSICAL)
         for impl in order:
             port = free_port()
             if impl == PHYSICAL:
@@ -103,25 +169,31 @@ def main(argv: list[str] | None = None) -> None:
                 argv_ = [sys.executable, "-m", "bench.servers", CEILING, "--port", str(port)]
                 argv_ += ["--loop", args.loop]
             else:
-                argv_ = [sys.executable, "-c", SERVER, impl, str(port), args.loop]
+                script = SERVER_DEFLATE if args.deflate else SERVER
+                argv_ = [sys.executable, "-c", script, impl, str(port), args.loop]
             servers[impl] = (subprocess.Popen(pinned(0, argv_), env=env, cwd=ROOT), port)
             wait_for_port(port)
         samples: dict[tuple[str, str], list[float]] = {}
         for rep in range(args.reps):
-            for label, conns, depth, size in WORKLOADS:
+            for label, conns, depth, size in workloads:
                 for impl in order if rep % 2 == 0 else order[::-1]:
                     proc, port = servers[impl]
-                    command = ["echo", HOST, str(port), str(conns), str(depth), str(size)]
-                    command += ["0", str(args.duration)]
-                    if impl in (CEILING, PHYSICAL):
-                        command.append("raw")
+                    if args.deflate:
+                        command = [sys.executable, "-c", DEFLATE_CLIENT, str(port), str(conns)]
+                        command += [str(depth), str(size), "0.5", str(args.duration)]
+                    else:
+                        command = [str(binary), "echo", HOST, str(port), str(conns), str(depth)]
+                        command += [str(size), "0", str(args.duration)]
+                        if impl in (CEILING, PHYSICAL):
+                            command.append("raw")
                     before = cpu_seconds(proc.pid)
                     result = subprocess.run(
-                        pinned(1, [str(binary), *command]),
+                        pinned(1, command),
                         capture_output=True,
                         text=True,
                         timeout=args.duration + 60,
                         check=True,
+                        env=env,
                     )
                     used = cpu_seconds(proc.pid) - before
                     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -133,8 +205,20 @@ def main(argv: list[str] | None = None) -> None:
             proc.terminate()
             proc.wait(10)
 
-    print(f"Server CPU per message, callback API, {args.loop} loop, {args.reps} repetitions")
+    deflate = ", permessage-deflate negotiated" if args.deflate else ""
+    print(
+        f"Server CPU per message, callback API{deflate}, {args.loop} loop, {args.reps} repetitions"
+    )
     print("(median, range in brackets; lower is better)\n")
+    if args.deflate:
+        print("| workload | pure Python (us) | compiled (us) | compiled / Python |")
+        print("|---|---|---|---|")
+        for label, *_ in workloads:
+            per_impl = [samples[(label, impl)] for impl in IMPLS]
+            python, compiled = (statistics.median(v) for v in per_impl)
+            cells = [f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]" for v in per_impl]
+            print(f"| {label} | {' | '.join(cells)} | {compiled / python:.2f}x |")
+        return
     print(
         "| workload | pure Python (us) | compiled (us) | raw TCP echo (us) | C epoll echo (us) "
         "| compiled / Python | raw TCP / compiled |"

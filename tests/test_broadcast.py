@@ -2,13 +2,15 @@
 
 Servers of both APIs on 127.0.0.1 with shakehands clients; slow clients are real ones that stop
 reading (``max_queue=1`` pauses their socket reads, so the server's write buffer fills).
+Every test runs with both loops of the direct writes (``fan_out``): C
+(``shakehands._fastpath.fan_out``) and pure Python (``_fan_out_python``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -22,8 +24,23 @@ from shakehands import (
     broadcast_counters,
     set_slow_client_policy,
 )
+from shakehands.asyncio import broadcast as broadcast_module
+from shakehands.protocol._accel import fastpath as compiled_fastpath
 
 from .helpers import HOST
+
+
+@pytest.fixture(autouse=True, params=["c-fan-out", "python-fan-out"])
+def fan_out(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which loop writes the shared frame to the connections that take it directly."""
+    name = str(request.param)
+    if name == "c-fan-out":
+        if compiled_fastpath is None:
+            pytest.skip("shakehands._fastpath is not built (or SHAKEHANDS_NO_SPEEDUPS is set)")
+        monkeypatch.setattr(broadcast_module, "_fan_out", compiled_fastpath.fan_out)
+    else:
+        monkeypatch.setattr(broadcast_module, "_fan_out", broadcast_module._fan_out_python)
+    yield name
 
 
 async def hold(ws: shakehands.ServerConnection) -> None:
@@ -206,7 +223,11 @@ async def test_slow_client_misses_messages_and_the_others_do_not(api: str) -> No
         # Once it reads, the slow client gets exactly what was not dropped, in order, and can
         # receive again.
         expected = [n for n, r in results if slow_conn not in r.slow]
-        received = [int.from_bytes((await slow.recv())[:4], "big") for _ in expected]
+        received: list[int] = []
+        for _ in expected:
+            data = await slow.recv()
+            assert isinstance(data, bytes)
+            received.append(int.from_bytes(data[:4], "big"))
         assert received == expected
         assert broadcast(conns, b"caught up").sent == 2
         assert await slow.recv() == b"caught up"
@@ -269,3 +290,70 @@ async def test_client_connections_mask_each_copy() -> None:
         for client in clients:
             assert await client.recv() == "from every client"
             await client.close()
+
+
+async def test_connections_may_be_any_iterable(api: str) -> None:
+    async with server_of(api, compression=None) as server:
+        clients = [await shakehands.connect(f"ws://{HOST}:{server.port}/") for _ in range(3)]
+        conns = await connected(server, 3)
+        result = broadcast((conn for conn in conns), "from a generator")
+        assert (result.sent, result.frames) == (3, 1)
+        assert broadcast(set(conns), b"from a set").sent == 3
+        for client in clients:
+            assert await client.recv() == "from a generator"
+            assert await client.recv() == b"from a set"
+            await client.close()
+
+
+class EchoThenBroadcast(shakehands.Listener):
+    """Answers each message, then broadcasts it to every connection (the sender included)."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+
+    def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
+        ws.send(f"echo {message!s}")
+        broadcast(self.server.connections, f"all {message!s}")
+
+
+async def test_broadcast_from_a_batch_keeps_the_senders_order() -> None:
+    # On the compiled callback path, the echo is queued in C until the end of the batch: the
+    # broadcast must not overtake it on the sender's connection.
+    listener = EchoThenBroadcast()
+    async with shakehands.serve_callbacks(listener, HOST, 0, compression=None) as server:
+        listener.server = server
+        sender = await shakehands.connect(f"ws://{HOST}:{server.port}/")
+        other = await shakehands.connect(f"ws://{HOST}:{server.port}/")
+        await connected(server, 2)
+        for number in range(3):
+            await sender.send(str(number))
+        assert [await sender.recv() for _ in range(6)] == [
+            f"{kind} {number}" for number in range(3) for kind in ("echo", "all")
+        ]
+        assert [await other.recv() for _ in range(3)] == [f"all {n}" for n in range(3)]
+        await sender.close()
+        await other.close()
+
+
+async def test_large_messages_are_written_whole(api: str) -> None:
+    async with server_of(api, compression=None) as server:
+        client = await shakehands.connect(f"ws://{HOST}:{server.port}/", max_message_size=None)
+        (conn,) = await connected(server, 1)
+        payload = bytes(range(256)) * 4096  # 1 MiB: written from a memoryview of the frame
+        result = broadcast([conn], payload)
+        assert (result.sent, result.frames) == (1, 1)
+        assert await client.recv() == payload
+        await client.close()
+
+
+async def test_an_error_in_a_write_propagates(api: str) -> None:
+    async with server_of(api, compression=None) as server:
+        client = await shakehands.connect(f"ws://{HOST}:{server.port}/")
+        (conn,) = await connected(server, 1)
+
+        def refuse() -> bool:
+            raise RuntimeError("no")
+
+        with pytest.raises(RuntimeError, match="no"):
+            broadcast_module._fan_out(b"x", [conn], lambda connection: refuse())
+        await client.close()

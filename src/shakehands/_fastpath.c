@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_frame.h"
 #include "_mask.h"
 
 /* The read size offered when the connection's own buffer is in use (a cut frame). */
@@ -51,6 +52,7 @@ static PyObject *slow_received_name; /* "_slow_received" */
 static PyObject *compress_name;      /* "compress" */
 static PyObject *on_message_name;    /* "on_message" */
 static PyObject *write_name;         /* "write" */
+static PyObject *transport_name;     /* "transport" */
 
 /* What a run over the buffered bytes ended with. */
 enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG };
@@ -758,6 +760,12 @@ FastPath_get_buffered(FastPathObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+FastPath_get_queued(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->pending != NULL || self->out_len > 0);
+}
+
+static PyObject *
 FastPath_get_backlogged(FastPathObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(self->backlog);
@@ -767,6 +775,8 @@ static PyGetSetDef FastPath_getset[] = {
     {"active", (getter)FastPath_get_active, NULL, "Whether frames are parsed here.", NULL},
     {"buffered", (getter)FastPath_get_buffered, NULL,
      "Bytes read and not parsed yet (a frame cut by a read, or a backlog).", NULL},
+    {"queued", (getter)FastPath_get_queued, NULL,
+     "Whether output built here waits to be written (the end of a batch).", NULL},
     {"backlogged", (getter)FastPath_get_backlogged, NULL,
      "Whether messages wait for the next loop iteration (after batch_limit).", NULL},
     {NULL},
@@ -927,28 +937,9 @@ mixin_data_received(PyObject *ws, PyObject *data)
 static PyObject *
 build_frame(unsigned char first, const char *payload, Py_ssize_t len, Py_ssize_t *hlen_p)
 {
-    unsigned char header[10];
-    Py_ssize_t hlen;
-    uint64_t n = (uint64_t)len;
+    unsigned char header[SHAKEHANDS_MAX_HEADER];
+    Py_ssize_t hlen = shakehands_frame_header(first, (uint64_t)len, header);
 
-    header[0] = first;
-    if (n < 126) {
-        header[1] = (unsigned char)n;
-        hlen = 2;
-    }
-    else if (n < 65536) {
-        header[1] = 126;
-        header[2] = (unsigned char)(n >> 8);
-        header[3] = (unsigned char)n;
-        hlen = 4;
-    }
-    else {
-        header[1] = 127;
-        for (int i = 0; i < 8; i++) {
-            header[2 + i] = (unsigned char)(n >> (8 * (7 - i)));
-        }
-        hlen = 10;
-    }
     *hlen_p = hlen;
     PyObject *frame = PyBytes_FromStringAndSize(NULL, hlen + (payload ? len : 0));
     if (frame != NULL) {
@@ -1100,6 +1091,84 @@ PyDoc_STRVAR(module_doc,
 "Use it through shakehands.asyncio.serve_callbacks: it picks this module when the C\n"
 "speedups are in use, pure Python otherwise (SHAKEHANDS_NO_SPEEDUPS=1).");
 
+/* ------------------------------------------------------------------------------------------ */
+/* fan_out: the writes of a broadcast                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(fan_out_doc,
+"fan_out(data, connections, direct, /) -> (int, list)\n"
+"--\n"
+"\n"
+"For each connection of the iterable ``connections``: if ``direct(connection)`` is true,\n"
+"``connection.transport.write(data)``; else the connection is kept for the caller. Returns\n"
+"how many were written to, and the connections kept, in order. ``direct`` (Python, shakehands.asyncio.broadcast) is the one\n"
+"place that decides; this loop only spares the Python frames of the writes.");
+
+static PyObject *
+fan_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "fan_out() takes exactly 3 positional arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *data = args[0], *direct = args[2];
+    PyObject *iterator = PyObject_GetIter(args[1]);
+    if (iterator == NULL) {
+        return NULL;
+    }
+    PyObject *rest = PyList_New(0);
+    if (rest == NULL) {
+        Py_DECREF(iterator);
+        return NULL;
+    }
+    PyObject *connection;
+    Py_ssize_t written = 0;
+    while ((connection = PyIter_Next(iterator)) != NULL) {
+        PyObject *answer = PyObject_CallOneArg(direct, connection);
+        int yes = answer == NULL ? -1 : PyObject_IsTrue(answer);
+        Py_XDECREF(answer);
+        int failed = yes < 0;
+        if (yes > 0) {
+            PyObject *transport = PyObject_GetAttr(connection, transport_name);
+            if (transport == NULL) {
+                failed = 1;
+            }
+            else {
+                PyObject *wargs[2] = {transport, data};
+                PyObject *r = PyObject_VectorcallMethod(
+                    write_name, wargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+                failed = r == NULL;
+                written += !failed;
+                Py_XDECREF(r);
+                Py_DECREF(transport);
+            }
+        }
+        else if (yes == 0) {
+            failed = PyList_Append(rest, connection) < 0;
+        }
+        Py_DECREF(connection);
+        if (failed) {
+            Py_DECREF(iterator);
+            Py_DECREF(rest);
+            return NULL;
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) {
+        Py_DECREF(rest);
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(nN)", written, rest);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"fan_out", (PyCFunction)(void (*)(void))fan_out, METH_FASTCALL, fan_out_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static int
 module_exec(PyObject *module)
 {
@@ -1109,7 +1178,8 @@ module_exec(PyObject *module)
     slow_received_name = PyUnicode_InternFromString("_slow_received");
     on_message_name = PyUnicode_InternFromString("on_message");
     write_name = PyUnicode_InternFromString("write");
-    if (fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
+    transport_name = PyUnicode_InternFromString("transport");
+    if (transport_name == NULL || fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
         slow_received_name == NULL || on_message_name == NULL || write_name == NULL) {
         return -1;
     }
@@ -1140,6 +1210,7 @@ static struct PyModuleDef fastpath_module = {
     .m_doc = module_doc,
     .m_size = 0,
     .m_slots = module_slots,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

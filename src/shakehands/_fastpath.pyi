@@ -1,6 +1,9 @@
 """The compiled data path of the callback API (see shakehands.asyncio._fastpath)."""
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+_C = TypeVar("_C")
 
 class ReadBuffer:
     size: int
@@ -10,6 +13,7 @@ class FastPath:
     active: bool
     buffered: int
     backlogged: bool
+    queued: bool
     def __init__(self, read_buffer: ReadBuffer, batch_limit: int) -> None: ...
     def enable(self, listener: Any, limit: int, /) -> None: ...
     def disable(self) -> None: ...
@@ -24,3 +28,7 @@ class CallbackFastPathMixin:
     def send(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
     ) -> None: ...
+
+def fan_out(
+    data: bytes | memoryview, connections: Iterable[_C], direct: Callable[[_C], bool], /
+) -> tuple[int, list[_C]]: ...

@@ -16,6 +16,7 @@
 /* Inputs larger than this are masked with the GIL released. */
 #define SHAKEHANDS_GIL_RELEASE_THRESHOLD (64 * 1024)
 
+#include "_frame.h"
 #include "_mask.h"
 
 PyDoc_STRVAR(apply_mask_doc,
@@ -308,7 +309,7 @@ build_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer payload;
     long first;
-    unsigned char header[10];
+    unsigned char header[SHAKEHANDS_MAX_HEADER];
     Py_ssize_t hlen;
     PyObject *result;
 
@@ -329,25 +330,7 @@ build_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[1], &payload, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    uint64_t len = (uint64_t)payload.len;
-    header[0] = (unsigned char)first;
-    if (len < 126) {
-        header[1] = (unsigned char)len;
-        hlen = 2;
-    }
-    else if (len < 65536) {
-        header[1] = 126;
-        header[2] = (unsigned char)(len >> 8);
-        header[3] = (unsigned char)len;
-        hlen = 4;
-    }
-    else {
-        header[1] = 127;
-        for (int i = 0; i < 8; i++) {
-            header[2 + i] = (unsigned char)(len >> (8 * (7 - i)));
-        }
-        hlen = 10;
-    }
+    hlen = shakehands_frame_header((unsigned char)first, (uint64_t)payload.len, header);
     result = PyBytes_FromStringAndSize(NULL, hlen + payload.len);
     if (result != NULL) {
         char *dst = PyBytes_AS_STRING(result);

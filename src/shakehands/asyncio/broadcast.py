@@ -30,19 +30,30 @@ is closed with ``close_code`` (1013 "try again later" by default, or 1008). Memo
 stays bounded by ``max_buffer`` plus one message, whatever the fan-out rate. What was dropped or
 closed is counted per connection (:func:`broadcast_counters`) and per call
 (:class:`BroadcastResult`).
+
+The common case, written directly. A connection that would take the shared unmasked frame
+(open, not slow, plain framing) and has nothing queued before it (nothing in its core's output,
+no fragmented message being sent, nothing its compiled data path built) gets the frame with one
+``transport.write``: that is what :meth:`~.protocol.connection.Connection.send_serialized` and
+``write_queued`` would do for it, without the calls. :func:`_direct_rule` is the one place that
+decides it; the loop over the connections is C (``shakehands._fastpath.fan_out``) when the
+compiled path is built, else :func:`_fan_out_python`. Every other connection goes through the
+full path below, which applies the rules above (every connection does with ``flush=False``:
+the frames then stay queued on each core until the caller writes them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
+from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import Role
 from ..protocol.errors import CloseCode, InvalidState
 from ..protocol.extensions.permessage_deflate import PerMessageDeflate
 from ..protocol.frames import Opcode, is_valid_close_code, serialize_frame
-from .base import TransportProtocol
+from .base import _LARGE_CHUNK, TransportProtocol
 
 __all__ = [
     "broadcast",
@@ -177,6 +188,58 @@ def _shared_frame(key: tuple[object, ...], opcode: int, payload: bytes) -> bytes
     return serialize_frame(opcode, codec.compress(payload, True), rsv1=True)
 
 
+_T = TypeVar("_T")
+
+
+def _fan_out_python(
+    data: bytes | memoryview, connections: Iterable[_T], direct: Callable[[_T], bool]
+) -> tuple[int, list[_T]]:
+    """``transport.write(data)`` to each connection ``direct`` accepts; return how many, and
+    the others in order (the pure-Python twin of ``shakehands._fastpath.fan_out``)."""
+    written = 0
+    rest = []
+    for connection in connections:
+        if direct(connection):
+            connection.transport.write(data)  # type: ignore[attr-defined]
+            written += 1
+        else:
+            rest.append(connection)
+    return written, rest
+
+
+#: The loop of the direct writes: C if built (and allowed), else Python.
+_fan_out: Callable[..., tuple[int, list[TransportProtocol]]] = (
+    getattr(_compiled, "fan_out", None) or _fan_out_python
+)
+
+
+def _direct_rule(
+    compress: bool, default_policy: SlowClientPolicy
+) -> Callable[[TransportProtocol], bool]:
+    """The test of the direct write: whether the full path would queue the shared unmasked
+    frame on ``connection`` and write it at once with nothing before it.
+
+    True only when, as the full path decides: the connection can take messages, its policy
+    sees no backlog (:meth:`~.base.TransportProtocol.write_buffer_size` is 0), its framing key
+    is the plain one; and nothing may go before the frame: the core has no output queued and
+    sends no fragmented message, and a compiled data path (``_fast``) has built nothing. Any
+    doubt answers False: the full path then decides.
+    """
+
+    def direct(connection: TransportProtocol) -> bool:
+        if not connection.can_take_messages() or _framing_key(connection, compress) is not _PLAIN:
+            return False
+        protocol = connection.protocol
+        if protocol._out or protocol._send_opcode:
+            return False
+        if connection.write_buffer_size((connection.broadcast_policy or default_policy).max_buffer):
+            return False
+        fast = getattr(connection, "_fast", None)
+        return fast is None or not fast.queued
+
+    return direct
+
+
 def _too_slow(
     connection: TransportProtocol,
     size: int,
@@ -257,7 +320,25 @@ def broadcast(
     if frames is None:
         frames = {}
     result = BroadcastResult()
-    for connection in connections:
+    rest: Iterable[TransportProtocol] = connections
+    if flush:
+        # The direct writes (see the module docstring); with flush=False every frame stays
+        # queued on its connection's core, so they all take the full path.
+        plain = frames.get(_PLAIN)
+        built = plain is None
+        if plain is None:
+            plain = serialize_frame(opcode, payload)
+        written, rest = _fan_out(
+            memoryview(plain) if len(plain) >= _LARGE_CHUNK else plain,
+            connections,
+            _direct_rule(compress, default_policy),
+        )
+        result.sent = written
+        if written:
+            frames[_PLAIN] = plain
+            if built:
+                result.frames += 1
+    for connection in rest:
         if not connection.can_take_messages():
             result.skipped += 1
             continue

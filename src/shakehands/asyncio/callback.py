@@ -242,6 +242,9 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
 
     def _handshake_complete(self) -> None:
         self.subprotocol = self.protocol.subprotocol
+        # The callback API does not expose the 101 response: let it go (its object and its
+        # headers are 265 of the ~3.7 KiB an idle connection holds).
+        self.protocol.response = None
         self._start_keepalive()
         self._opened = True
         try:
