@@ -79,6 +79,11 @@ class H2Client:
         self.remote_settings = asyncio.Event()
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Every GOAWAY received, as ``(last_stream_id, error_code)``. GOAWAY frames are
+        #: kept from ``h2``, whose state machine takes no frame after one (a graceful GOAWAY
+        #: is followed by the streams' last frames).
+        self.goaways: list[tuple[int, int]] = []
+        self._frames = bytearray()
 
     @classmethod
     async def open(
@@ -91,6 +96,9 @@ class H2Client:
         assert ssl_object.selected_alpn_protocol() == "h2"
         client = cls(reader, writer)
         client.conn.initiate_connection()
+        # As browsers do (Chromium: 15 MiB), a connection window far above the streams' own,
+        # so that a stream this client does not read cannot hold it all.
+        client.conn.increment_flow_control_window(2**24)
         if settings:
             client.conn.update_settings(settings)
         client.flush()
@@ -113,6 +121,7 @@ class H2Client:
                 data = await self.reader.read(65536)
                 if not data:
                     break
+                data = self._without_goaway(data)
                 for event in self.conn.receive_data(data):
                     self._event(event)
                 self.flush()
@@ -124,6 +133,29 @@ class H2Client:
             self.changed.set()
             for stream in self.streams.values():
                 stream.changed.set()
+
+    def _without_goaway(self, data: bytes) -> bytes:
+        """``data`` with whole frames only, GOAWAY frames taken out (into :attr:`goaways`)."""
+        self._frames += data
+        kept = bytearray()
+        buf = self._frames
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            frame, buf = buf[: 9 + length], buf[9 + length :]
+            if frame[3] == 0x7:  # GOAWAY
+                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
+                self.goaways.append((last, int.from_bytes(frame[13:17], "big")))
+            else:
+                kept += frame
+        self._frames = buf
+        return bytes(kept)
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes on the socket, past ``h2`` (what it would not send)."""
+        self.flush()
+        self.writer.write(data)
 
     def _event(self, event: Any) -> None:
         if isinstance(event, h2.events.RemoteSettingsChanged):
@@ -154,6 +186,10 @@ class H2Client:
                 self._feed(stream)
         elif isinstance(event, h2.events.StreamEnded):
             stream.ended = True
+            if stream.ws is not None and stream.ws.state is State.CLOSED:
+                # The closing handshake is over and the server ended its side: end ours.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.conn.end_stream(stream.stream_id)
         elif isinstance(event, h2.events.StreamReset):
             stream.reset = int(event.error_code or 0)
         stream.changed.set()

@@ -333,6 +333,8 @@ class H2Stream(asyncio.Transport):
         self._connection_lost(None)
         if self._remote_ended:
             self._owner._forget(self)
+        elif self._owner._goaway_sent:
+            self._owner._maybe_done()
         elif self._linger is None:
             self._linger = self._owner.loop.call_later(
                 self._owner.server.config.close_limit, self.abort
@@ -639,11 +641,16 @@ class HTTP2Connection(asyncio.Protocol):
         stream._cancel_linger()
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
-        if not self.streams:
-            if self._goaway_sent:
-                self._end(ErrorCodes.NO_ERROR)
-            else:
-                self._arm_idle()
+        if self._goaway_sent:
+            self._maybe_done()
+        elif not self.streams:
+            self._arm_idle()
+
+    def _maybe_done(self) -> None:
+        """After GOAWAY: close once every stream has been answered to the end (the peer's own
+        END_STREAM is not waited for: the server is going away)."""
+        if all(stream._local_ended and stream._lost for stream in self.streams.values()):
+            self._end(ErrorCodes.NO_ERROR)
 
     # ------------------------------------------------------------------------------------
     # Ending
@@ -664,8 +671,7 @@ class HTTP2Connection(asyncio.Protocol):
         frame.error_code = ErrorCodes.NO_ERROR
         self._flush()
         self.transport.write(frame.serialize())
-        if not self.streams:
-            self._end(ErrorCodes.NO_ERROR)
+        self._maybe_done()
 
     def _calm(self, why: str) -> None:
         logger.warning("HTTP/2 peer %s: %s; sending GOAWAY", self._peer(), why)
