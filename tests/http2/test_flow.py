@@ -16,7 +16,7 @@ import pytest
 
 import shakehands
 
-from ..asyncio.asyncio_helpers import wait_for_condition
+from ..asyncio.asyncio_helpers import echo_server, wait_for_condition
 from ..helpers import HOST
 from .h2_helpers import h2_client
 
@@ -115,8 +115,6 @@ async def test_a_handler_that_never_reads_closes_its_window_only(
 async def test_a_protocol_error_closes_that_websocket_only(
     api: str, certificate: tuple[Path, Path], server_context: ssl.SSLContext
 ) -> None:
-    from ..asyncio.asyncio_helpers import echo_server
-
     async with (
         echo_server(api, ssl=server_context) as server,
         h2_client(server.port, certificate) as client,
@@ -138,19 +136,19 @@ async def test_a_protocol_error_closes_that_websocket_only(
 async def test_graceful_shutdown_goaway_and_1001(
     api: str, certificate: tuple[Path, Path], server_context: ssl.SSLContext
 ) -> None:
-    from ..asyncio.asyncio_helpers import echo_server
-
-    async with echo_server(api, ssl=server_context) as server:
-        async with h2_client(server.port, certificate) as client:
-            streams = [client.websocket() for _ in range(3)]
-            for stream in streams:
-                await client.accepted(stream)
-            server.close()
-            for stream in streams:
-                await client.wait(stream, lambda s: s.ended)
-                assert stream.ws is not None and stream.ws.close_code == 1001
-            await client.wait_closed()
-            assert client.goaways, "no GOAWAY"
-            last, code = client.goaways[0]
-            assert code == 0 and last == streams[-1].stream_id
-            await asyncio.wait_for(server.wait_closed(), 10)
+    async with (
+        echo_server(api, ssl=server_context) as server,
+        h2_client(server.port, certificate) as client,
+    ):
+        streams = [client.websocket() for _ in range(3)]
+        for stream in streams:
+            await client.accepted(stream)
+        server.close()
+        for stream in streams:
+            await client.wait(stream, lambda s: s.ended)
+            assert stream.ws is not None and stream.ws.close_code == 1001
+        await client.wait_closed()
+        assert client.goaways, "no GOAWAY"
+        last, code = client.goaways[0]
+        assert code == 0 and last == streams[-1].stream_id
+        await asyncio.wait_for(server.wait_closed(), 10)
