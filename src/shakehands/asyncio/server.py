@@ -480,6 +480,10 @@ def serve(
         legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; see
             :mod:`shakehands.protocol.hixie76`).
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
+        http2: WebSockets over HTTP/2 (RFC 8441) on a TLS listener, same port: ``None`` (on
+            with ``ssl`` when the ``h2`` package is installed), ``True``, ``False``. It sets
+            the context's ALPN protocols. See :mod:`shakehands.http2.server`.
+        http2_max_streams: most HTTP/2 streams open at once on one connection (100).
         sock, reuse_port, backlog: passed to ``loop.create_server``.
 
     Every option is defined, with its default, in
