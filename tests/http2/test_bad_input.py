@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from hyperframe.frame import HeadersFrame, WindowUpdateFrame
+from hyperframe.frame import ContinuationFrame, HeadersFrame, WindowUpdateFrame
 
 import shakehands
 from shakehands.http2.server import HTTP2Connection
@@ -225,6 +225,20 @@ async def test_more_streams_than_the_setting_ends_the_connection(
             client.send_raw(frame.serialize())
             await client.wait_closed()
             assert client.goaways and client.goaways[-1][1] == PROTOCOL_ERROR
+        await still_serving(server.port, certificate)
+
+
+async def test_continuation_flood_ends_the_connection(
+    certificate: tuple[Path, Path], server_context: ssl.SSLContext
+) -> None:
+    async with echo_server("coroutine", ssl=server_context) as server:
+        async with h2_client(server.port, certificate) as client:
+            # A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION
+            # frames (CVE-2024-27316). h2 keeps at most 64 of them.
+            frames = [HeadersFrame(1, b"")] + [ContinuationFrame(1, b"") for _ in range(200)]
+            client.send_raw(b"".join(f.serialize() for f in frames))
+            await client.wait_closed()
+            assert client.goaways and client.goaways[-1][1] != 0
         await still_serving(server.port, certificate)
 
 

@@ -335,7 +335,8 @@ class H2Stream(asyncio.Transport):
             self._owner._forget(self)
         elif self._owner._goaway_sent:
             self._owner._maybe_done()
-        elif self._linger is None:
+        elif self._linger is None or self._protocol is None:
+            self._cancel_linger()
             self._linger = self._owner.loop.call_later(
                 self._owner.server.config.close_limit, self.abort
             )
@@ -555,6 +556,8 @@ class HTTP2Connection(asyncio.Protocol):
         stream.send_response_head(Response(status, headers, body))
         stream._out += body
         stream._closing = True
+        # A peer that never opens its window for the answer: reset after close_timeout.
+        stream._linger = self.loop.call_later(self.server.config.close_limit, stream.abort)
         self._send(stream)
 
     def _data(self, event: h2.events.DataReceived) -> None:
@@ -663,6 +666,7 @@ class HTTP2Connection(asyncio.Protocol):
         """
         if self._goaway_sent or self._ended:
             return
+        self._disarm_idle()
         self._goaway_sent = True
         # h2 closes its state machine on GOAWAY; a graceful one (streams go on) is sent as a
         # frame of its own, and new streams are refused here.
@@ -671,6 +675,11 @@ class HTTP2Connection(asyncio.Protocol):
         frame.error_code = ErrorCodes.NO_ERROR
         self._flush()
         self.transport.write(frame.serialize())
+        # The WebSockets get their 1001 from the server, with close_timeout to answer; past
+        # that (and a stream that never drains), the connection ends anyway.
+        self._idle = self.loop.call_later(
+            2 * self.server.config.close_limit, self._end, ErrorCodes.NO_ERROR
+        )
         self._maybe_done()
 
     def _calm(self, why: str) -> None:
@@ -707,7 +716,7 @@ class HTTP2Connection(asyncio.Protocol):
 
     def _arm_idle(self) -> None:
         timeout = self.server.config.open_timeout
-        if timeout is not None and self._idle is None and not self._ended:
+        if timeout is not None and self._idle is None and not self._ended and not self._goaway_sent:
             self._idle = self.loop.call_later(timeout, self._idle_expired)
 
     def _disarm_idle(self) -> None:
