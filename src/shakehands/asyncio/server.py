@@ -483,7 +483,7 @@ def serve(
         http2: WebSockets over HTTP/2 (RFC 8441) on a TLS listener, same port: ``None`` (on
             with ``ssl`` when the ``h2`` package is installed), ``True``, ``False``. It sets
             the context's ALPN protocols. See :mod:`shakehands.http2.server`.
-        http2_max_streams: most HTTP/2 streams open at once on one connection (100).
+        http2_max_streams: most HTTP/2 streams open at once on one connection.
         sock, reuse_port, backlog: passed to ``loop.create_server``.
 
     Every option is defined, with its default, in
