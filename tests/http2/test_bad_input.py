@@ -86,6 +86,30 @@ async def test_bad_extended_connect_is_refused_on_its_stream(
         await echo_still_works(client)
 
 
+async def test_extended_connect_without_the_setting_is_reset(
+    certificate: tuple[Path, Path],
+    server_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(HTTP2Connection, "enable_connect_protocol", False)
+
+    def page(request: shakehands.Request) -> shakehands.Response | None:
+        return None if request.is_upgrade else shakehands.Response(200, body=b"page")
+
+    async with (
+        echo_server("coroutine", ssl=server_context, process_request=page) as server,
+        h2_client(server.port, certificate) as client,
+    ):
+        assert not client.peer_extended_connect
+        stream = client.websocket()
+        await client.wait(stream, lambda s: s.reset is not None or s.ended)
+        assert stream.reset == PROTOCOL_ERROR and stream.status is None
+        get = client.request("GET", "/")
+        await client.wait(get, lambda s: s.ended)
+        assert get.status == 200 and bytes(get.data) == b"page"
+        assert client.goaways == []
+
+
 async def test_too_many_header_fields_get_431(
     api: str, certificate: tuple[Path, Path], server_context: ssl.SSLContext
 ) -> None:

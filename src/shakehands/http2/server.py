@@ -375,6 +375,10 @@ class HTTP2Connection(asyncio.Protocol):
     control_limit = 500
     #: The window of time of both budgets, in seconds.
     budget_seconds = 10.0
+    #: Whether to advertise ``SETTINGS_ENABLE_CONNECT_PROTOCOL``: without it, browsers open
+    #: their WebSockets over HTTP/1.1 while pages still load over HTTP/2, and an extended
+    #: CONNECT that comes anyway is malformed (RFC 8441 §3): its stream is reset.
+    enable_connect_protocol = True
 
     def __init__(self, server: Any, factory: Callable[[Any], TransportProtocol]) -> None:
         self.server = server
@@ -410,7 +414,7 @@ class HTTP2Connection(asyncio.Protocol):
             initial_values={
                 codes.MAX_CONCURRENT_STREAMS: config.http2_max_streams,
                 codes.MAX_HEADER_LIST_SIZE: header_list,
-                codes.ENABLE_CONNECT_PROTOCOL: 1,
+                codes.ENABLE_CONNECT_PROTOCOL: int(self.enable_connect_protocol),
             },
         )
         self.h2.decoder.max_header_list_size = header_list
