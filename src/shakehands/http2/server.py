@@ -434,7 +434,7 @@ class HTTP2Connection(asyncio.Protocol):
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             logger.info("HTTP/2 connection error from %s: %s", self._peer(), exc)
-            self._end(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR))
+            self._end(ErrorCodes.PROTOCOL_ERROR, goaway=False)  # h2 queued its GOAWAY
             return
         now = self.loop.time()
         for event in events:
@@ -699,12 +699,14 @@ class HTTP2Connection(asyncio.Protocol):
         self.streams.clear()
         self.transport.close()
 
-    def _end(self, code: ErrorCodes) -> None:
-        """Close the connection: GOAWAY ``code``, every stream lost, then the socket."""
+    def _end(self, code: ErrorCodes, *, goaway: bool = True) -> None:
+        """Close the connection: GOAWAY ``code`` (unless h2 queued one), every stream lost,
+        then the socket."""
         if self._ended:
             return
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(error_code=code)
+        if goaway:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(error_code=code)
         try:
             data = self.h2.data_to_send()
         except h2.exceptions.ProtocolError:
