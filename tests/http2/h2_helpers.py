@@ -165,7 +165,7 @@ class H2Client:
             self.goaway = event
             return
         if isinstance(event, h2.events.WindowUpdated):
-            for each in self.streams.values():
+            for each in [s for s in self.streams.values() if s.pending]:
                 self.pump(each)
             return
         stream = self.streams.get(getattr(event, "stream_id", 0) or 0)

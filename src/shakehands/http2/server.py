@@ -388,6 +388,8 @@ class HTTP2Connection(asyncio.Protocol):
         self.h2: h2.connection.H2Connection
         #: The streams with a request, by id.
         self.streams: dict[int, H2Stream] = {}
+        # The streams whose buffer waits for a window (or for the socket), in order.
+        self._waiting: dict[int, H2Stream] = {}
         #: Done when the TLS connection is lost.
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self._goaway_sent = False
@@ -616,16 +618,21 @@ class HTTP2Connection(asyncio.Protocol):
                     out.clear()
             self._flush()
         stream._sent()
+        if stream._out and not stream._lost:
+            self._waiting[stream.stream_id] = stream
+        else:
+            self._waiting.pop(stream.stream_id, None)
 
     def _window_opened(self, stream_id: int) -> None:
+        """A window grew (``stream_id`` 0: the connection's, or all streams' by SETTINGS):
+        send what waited for it, and only that (the peer acknowledges often)."""
         if stream_id:
-            stream = self.streams.get(stream_id)
-            if stream is not None and stream._out:
+            stream = self._waiting.get(stream_id)
+            if stream is not None:
                 self._send(stream)
             return
-        for stream in list(self.streams.values()):
-            if stream._out or (stream._closing and not stream._local_ended):
-                self._send(stream)
+        for stream in list(self._waiting.values()):
+            self._send(stream)
 
     def _end_stream(self, stream_id: int) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
@@ -646,6 +653,7 @@ class HTTP2Connection(asyncio.Protocol):
 
     def _forget(self, stream: H2Stream) -> None:
         stream._cancel_linger()
+        self._waiting.pop(stream.stream_id, None)
         if self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
         if self._goaway_sent:
