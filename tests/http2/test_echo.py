@@ -215,3 +215,8 @@ def test_http2_true_without_tls_is_an_error() -> None:
 
 async def echo_handler_unused(ws: shakehands.ServerConnection) -> None:
     await ws.close()
+
+
+def test_the_blocking_server_refuses_http2_true() -> None:
+    with pytest.raises(ValueError, match="only the asyncio servers speak HTTP/2"):
+        shakehands.sync.serve(lambda ws: None, HOST, 0, http2=True)
