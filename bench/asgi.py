@@ -4,6 +4,7 @@ WebSocket implementation set to shakehands (``shakehands.asgi:UvicornWebSocket``
 
     python -m bench.asgi            # 3 repetitions, medians (about 10 minutes)
     python -m bench.asgi --quick    # one short repetition
+    python -m bench.asgi --cpu      # server CPU time per message / handshake (a busy machine)
 
 Same harness as ``python -m bench`` (bench/run.py: the C load generator on core 1, the server on
 core 0, the same workloads and fair settings: no compression, no size limit, no keepalive).
@@ -12,6 +13,17 @@ What differs from the main benchmark is the server: uvicorn, Starlette and the a
 user gets, and the ratios what the WebSocket implementation changes under that. Results:
 ``bench/results/asgi.md``, ``asgi.json`` (every sample) and ``asgi.png`` (a chart; ``--redraw``
 rewrites the report and chart from ``asgi.json`` without measuring).
+
+``--cpu`` measures what a shared machine cannot blur much: the CPU time (user + system, from
+``/proc/PID/stat``) the uvicorn server process spends per echoed message, or per handshake
+(connect, handshake, close), for shakehands and websockets-sansio. Both servers run at once,
+pinned to core 0, and the load generator (core 1) drives them in turn, alternating the order
+in each repetition; each run starts without a warm-up (the loop count includes every message
+the server saw), after one unmeasured run per server. Prints a markdown table of medians and the
+ratio websockets-sansio / shakehands (the issue's target is 1.5x), with the floor: the same
+measure for the raw TCP echo of ``bench/servers.py`` (a Python ``asyncio.Protocol`` that writes
+back what it reads: no WebSocket, no uvicorn, no Starlette) on the same loop.
+``bench/asgi_profile.py`` breaks the same runs down by package.
 """
 
 from __future__ import annotations
@@ -19,11 +31,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import statistics
+import sys
 import time
 from pathlib import Path
 
 from bench.run import (
+    CEILING,
     FULL,
+    HOST,
     LOOPS,
     QUICK,
     RESULTS,
@@ -34,6 +51,7 @@ from bench.run import (
     build_loadgen,
     fmt,
     fmt_ratio,
+    loadgen,
     machine_description,
     median,
     ratio,
@@ -45,6 +63,98 @@ OURS = "uvicorn-shakehands"
 REFERENCE = "uvicorn-websockets-sansio"
 SERVERS = [OURS, REFERENCE, "uvicorn-wsproto"]
 MESSAGE_ROWS = ["1x1x256", "1x64x256", "100x1x256", "100x16x256", "1x1x64k", "4x2x1m"]
+
+
+#: The rows of ``--cpu``: every message row and the handshakes.
+CPU_ROWS = [*MESSAGE_ROWS, "churn"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_run(
+    binary: Path, port: int, pid: int, key: str, duration: float, raw: bool = False
+) -> float:
+    """One run of workload ``key`` against the server of process ``pid`` listening on
+    ``port``, without warm-up: the server's CPU microseconds per message (per handshake for
+    ``churn``). ``raw``: plain TCP messages, for the raw TCP echo."""
+    if key == "churn":
+        args = ["churn", HOST, str(port), str(FULL.churn_concurrency), "0", str(duration)]
+    else:
+        work = next(w for w in WORKLOADS if w.key == key)
+        args = ["echo", HOST, str(port), str(work.conns), str(work.depth), str(work.size)]
+        args += ["0", str(duration)]
+        if raw:
+            args.append("raw")
+    before = cpu_seconds(pid)
+    data = loadgen(binary, args, duration + 60)
+    used = cpu_seconds(pid) - before
+    count = data["handshakes"] if key == "churn" else data["messages"]
+    if not count:
+        raise RuntimeError(f"{key}: nothing done")
+    return float(used / count * 1e6)
+
+
+def cpu_main(rows: list[str], loops: list[str], reps: int, duration: float) -> None:
+    """``--cpu``: server CPU per message / handshake, shakehands against websockets-sansio."""
+    binary = build_loadgen()
+    # The raw TCP echo of bench/servers.py (no WebSocket, no uvicorn): the floor of a Python
+    # server on this loop, kernel and event loop included. No handshakes: no churn row.
+    names = [OURS, REFERENCE, CEILING]
+    results: dict[tuple[str, str, str], list[float]] = {}
+
+    def run(server: ServerProcess, key: str, seconds: float) -> float:
+        raw = server.name == CEILING
+        return cpu_run(binary, server.port, server.proc.pid, key, seconds, raw)
+
+    for loop in loops:
+        servers = {name: ServerProcess(name, loop) for name in names}
+        try:
+            for key in rows:  # one unmeasured run each: imports, caches, first connections
+                for name in names:
+                    if not (name == CEILING and key == "churn"):
+                        run(servers[name], key, min(duration, 0.3))
+            for rep in range(reps):
+                for key in rows:
+                    for name in names if rep % 2 == 0 else names[::-1]:
+                        if name == CEILING and key == "churn":
+                            continue
+                        micros = run(servers[name], key, duration)
+                        results.setdefault((loop, key, name), []).append(micros)
+                        print(
+                            f"[{loop} rep {rep + 1}/{reps}] {name:26} {key:10} {micros:8.2f} us",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        finally:
+            for server in servers.values():
+                server.stop()
+    print(
+        f"Server CPU time per message (per handshake for churn), {reps} runs of {duration} s, "
+        "medians [range]; lower is better\n"
+    )
+    print(
+        f"| loop | workload | {OURS} (us) | {REFERENCE} (us) | {REFERENCE} / {OURS} "
+        f"| {CEILING} floor (us) | 1.5x needs ours at most (us) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for loop in loops:
+        for key in rows:
+            cells = []
+            medians = []
+            for name in (OURS, REFERENCE):
+                values = results[(loop, key, name)]
+                medians.append(statistics.median(values))
+                cells.append(f"{medians[-1]:.2f} [{min(values):.2f}-{max(values):.2f}]")
+            floor = results.get((loop, key, CEILING))
+            floor_cell = f"{statistics.median(floor):.2f}" if floor else "-"
+            print(
+                f"| {loop} | {key} | {' | '.join(cells)} | {medians[1] / medians[0]:.2f}x "
+                f"| {floor_cell} | {medians[1] / 1.5:.2f} |"
+            )
 
 
 def targets(samples: Samples) -> list[tuple[str, str, str]]:
@@ -185,7 +295,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--redraw", action="store_true", help="rewrite asgi.md and asgi.png from asgi.json"
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="server CPU time per message, ours and the reference"
+    )
+    parser.add_argument("--rows", help=f"--cpu: comma-separated rows (default: {CPU_ROWS})")
+    parser.add_argument("--reps", type=int, default=3, help="--cpu: runs per row (default 3)")
+    parser.add_argument(
+        "--duration", type=float, default=1.5, help="--cpu: seconds per run (default 1.5)"
+    )
     args = parser.parse_args(argv)
+    if args.cpu:
+        rows = args.rows.split(",") if args.rows else CPU_ROWS
+        unknown = set(rows) - set(CPU_ROWS)
+        if unknown:
+            parser.error(f"unknown rows {sorted(unknown)}: choose among {CPU_ROWS}")
+        cpu_main(rows, args.loop or ["asyncio"], args.reps, args.duration)
+        return
     out: Path = args.output
     if args.redraw:
         samples: Samples = json.loads((out / "asgi.json").read_text())

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from .procstat import cpu_seconds
 from .run import BUILD, HOST, build_loadgen, free_port, pinned
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +66,6 @@ def build_c_echo() -> Path:
         sys.exit("a C compiler (cc) is needed to build bench/c_echo.c")
     subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
     return binary
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_port(port: int) -> None:

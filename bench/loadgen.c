@@ -12,7 +12,9 @@
  *       of SIZE bytes in flight on each (client frames are masked, RFC 6455 §5.3), count the
  *       echoes and their latency. After WARMUP seconds the counters are reset; DURATION
  *       seconds later one JSON line is printed: messages/s, MB/s (payload echoed, 10^6 B),
- *       latency percentiles (microseconds), errors.
+ *       latency percentiles (microseconds), errors. The line {"measuring": true} is printed
+ *       (and flushed) when the measured window opens: the harness reads the server's CPU time
+ *       then and when the result line comes, for the CPU it spent per message.
  *
  *   idle  HOST PORT PID BASE EXTRA [deflate|raw]
  *       Open BASE connections, read the server's VmRSS from /proc/PID/status, open EXTRA more,
@@ -22,7 +24,8 @@
  *
  *   churn HOST PORT CONCURRENCY WARMUP DURATION
  *       Connect, handshake, send a close frame, wait for the server's close frame and its end
- *       of the TCP connection, repeat, CONCURRENCY at a time: prints handshakes per second.
+ *       of the TCP connection, repeat, CONCURRENCY at a time: prints handshakes per second
+ *       (and {"measuring": true} when the measured window opens, as echo does).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -66,6 +69,13 @@ static void raise_nofile(void) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* The measured window starts: say so at once on stdout (one JSON line), so that the harness can
+ * read the server's CPU time at the start of the window; the result line ends it. */
+static void mark_measuring(void) {
+    printf("{\"measuring\": true}\n");
+    fflush(stdout);
 }
 
 static void set_nonblock(int fd) {
@@ -366,6 +376,7 @@ static int mode_echo(int argc, char **argv) {
         if (!g_measuring && t >= t0) {
             g_measuring = 1;
             measured_from = t;
+            mark_measuring();
         }
         if (t >= t_end) break;
         int n = epoll_wait(ep, evs, 256, 50);
@@ -398,6 +409,7 @@ static int mode_echo(int argc, char **argv) {
            "\"messages\": %llu, \"seconds\": %.3f, \"errors\": %llu}\n",
            g_msgs / elapsed, g_bytes / elapsed / 1e6, percentile(0.5), percentile(0.99),
            (unsigned long long)g_msgs, elapsed, (unsigned long long)g_errors);
+    fflush(stdout); /* the end of the window, before the connections are torn down */
     return g_errors ? 1 : 0;
 }
 
@@ -555,6 +567,7 @@ static int mode_churn(int argc, char **argv) {
             measuring = 1;
             measured_from = t;
             done = 0;
+            mark_measuring();
         }
         if (t >= t_end) break;
         int n = epoll_wait(ep, evs, 256, 50);
@@ -571,6 +584,7 @@ static int mode_churn(int argc, char **argv) {
     double elapsed = now() - measured_from;
     printf("{\"handshakes_per_s\": %.1f, \"handshakes\": %llu, \"seconds\": %.3f}\n",
            done / elapsed, (unsigned long long)done, elapsed);
+    fflush(stdout);
     return 0;
 }
 

@@ -15,9 +15,15 @@ parsing does not count against the server):
 2. Latency: ``--messages`` publications paced at ``--rate`` per second, each carrying its send
    time (``time.time()``); the clients take the difference on arrival: p50 and p99 over all
    deliveries. The publication goes through the backend (Redis round trip included).
-3. Resume: ``--herd`` clients connect at once (at most 500 handshakes in flight), each with the
-   same position ``--missed`` publications old; time until all have their replay and the
-   ``subscribed`` notice, the server's CPU per resumed client, and its peak RSS growth.
+3. Resume: ``--herd`` clients connect at once (at most ``--opening`` handshakes in flight, 500
+   by default), each with the same position ``--missed`` publications old, while the room goes
+   on publishing (``--live`` publications, 10 per second); time until all have their replay and
+   the ``subscribed`` notice, each client's time to caught-up (p50 / p99, from the herd's
+   start), the server's CPU per resumed client, its peak RSS and the hub's counters (history
+   reads, wire messages and frames built for the replays). Both processes raise
+   ``RLIMIT_NOFILE`` to its hard limit (10 000 clients need 10 000 descriptors on each side).
+   The herd's clients do not offer permessage-deflate: with compression every connection has
+   its own compressor context (about 64 KiB with the defaults), which frames cannot share.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import shakehands  # noqa: E402
 from shakehands.pubsub import (  # noqa: E402
+    HistoryBackend,
     Hub,
     MemoryBackend,
     Position,
@@ -58,6 +65,7 @@ HOST = "127.0.0.1"
 def stamp(topic: str, position: Position | None, message: str | bytes) -> str:
     """Wire format: offset and the publication's own text (which holds its send time)."""
     offset = position.offset if position else 0
+    assert isinstance(message, str)  # the bench publishes JSON text
     return f'{{"o":{offset},"m":{message}}}'
 
 
@@ -89,25 +97,43 @@ def clients_main(uri: str, count: int, expected: int, queue: Any) -> None:
     asyncio.run(main())
 
 
-def herd_main(uri: str, count: int, expected: int, queue: Any) -> None:
-    """``count`` clients resuming at once; each reads ``expected`` messages and the notice."""
+def raise_open_files() -> int:
+    """Raise this process's RLIMIT_NOFILE to its hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def herd_main(uri: str, count: int, expected: int, opening: int, queue: Any) -> None:
+    """``count`` clients resuming at once; each reads messages until it has the subscription
+    notice and ``expected`` messages (live ones arrive in between)."""
+    raise_open_files()
 
     async def main() -> None:
-        # All at once, as after a deploy; the handshakes themselves are limited to 500 in
-        # flight so that the kernel's accept queue does not drop SYNs (the replays overlap).
-        opening = asyncio.Semaphore(500)
+        # All at once, as after a deploy; the handshakes themselves are limited in flight so
+        # that the kernel's accept queue does not drop SYNs (the replays overlap them).
+        gate = asyncio.Semaphore(opening)
+        caught_up: list[float] = []
 
         async def one() -> Any:
-            async with opening:
-                client = await shakehands.connect(uri)
-            for _ in range(expected + 1):
-                await client.recv()
+            async with gate:
+                client = await shakehands.connect(uri, compression=None, open_timeout=120)
+            seen = 0
+            subscribed = False
+            while seen < expected or not subscribed:
+                data = json.loads(await client.recv())
+                if "subscribed" in data:
+                    subscribed = True
+                else:
+                    seen += 1
+            caught_up.append(time.time() - start)
             return client
 
         queue.put("start")
         start = time.time()
         clients = await asyncio.gather(*(one() for _ in range(count)))
-        queue.put(("done", start, time.time()))
+        queue.put(("done", start, time.time(), caught_up))
         for client in clients:
             await client.close()
 
@@ -128,7 +154,7 @@ async def room_server(hub: Hub) -> AsyncIterator[int]:
         await ws.send(json.dumps({"subscribed": str(result.position), "lost": bool(result.lost)}))
         await ws.wait_closed()
 
-    async with shakehands.serve(handler, HOST, 0) as server:
+    async with shakehands.serve(handler, HOST, 0, backlog=4096) as server:
         yield server.port
 
 
@@ -175,27 +201,48 @@ async def measure(name: str, make_hub: Any, args: argparse.Namespace) -> dict[st
         row["latency_p99_ms"] = round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)
 
         if name != "pubsub" and args.herd:
-            head = await hub.backend.head("room")  # type: ignore[attr-defined]
+            backend = hub.backend
+            assert isinstance(backend, HistoryBackend)
+            head = await backend.head("room")
             since = Position(head.epoch, head.offset)
             for i in range(args.missed):
                 await hub.publish("room", json.dumps({"t": time.time(), "i": i}))
             queue = context.Queue()
             child = context.Process(
-                target=herd_main, args=(f"{uri}?since={since}", args.herd, args.missed, queue)
+                target=herd_main,
+                args=(f"{uri}?since={since}", args.herd, args.missed, args.opening, queue),
             )
+            before = hub.counters
+            reads, built, frames = before.history_reads, before.replay_built, before.replay_frames
             rss = rss_kib()
             child.start()
             assert await loop.run_in_executor(None, queue.get, True, 600) == "start"
             cpu = time.process_time()
-            _, start, end = await loop.run_in_executor(None, queue.get, True, 600)
+
+            async def live() -> None:  # the room goes on while the herd resumes
+                for i in range(args.live):
+                    await asyncio.sleep(0.1)
+                    await hub.publish("room", json.dumps({"t": time.time(), "i": -i}))
+
+            publishing = asyncio.create_task(live())
+            _, start, end, caught_up = await loop.run_in_executor(None, queue.get, True, 900)
             used = time.process_time() - cpu
+            await publishing
             await loop.run_in_executor(None, child.join, 120)
+            caught_up.sort()
+            counters = hub.counters
             row["herd_clients"] = args.herd
             row["herd_missed"] = args.missed
             row["herd_seconds"] = round(end - start, 2)
+            row["caught_up_p50_s"] = round(statistics.median(caught_up), 2)
+            row["caught_up_p99_s"] = round(caught_up[int(0.99 * (len(caught_up) - 1))], 2)
             row["resume_cpu_ms_per_client"] = round(1000 * used / args.herd, 3)
+            row["server_peak_rss_mib"] = round(rss_kib() / 1024, 1)
             row["herd_rss_growth_mib"] = round((rss_kib() - rss) / 1024, 1)
-            row["replayed"] = hub.counters.replayed
+            row["replayed"] = counters.replayed
+            row["history_reads"] = counters.history_reads - reads
+            row["replay_wire_built"] = counters.replay_built - built
+            row["replay_frames"] = counters.replay_frames - frames
     return row
 
 
@@ -206,8 +253,12 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--herd", type=int, default=10000)
     parser.add_argument("--missed", type=int, default=100)
+    parser.add_argument("--live", type=int, default=20)
+    parser.add_argument("--opening", type=int, default=500)
     parser.add_argument("--backends", nargs="+", default=["memory", "pubsub", "streams", "cluster"])
     args = parser.parse_args()
+    if raise_open_files() < args.herd + 200:
+        parser.error(f"--herd {args.herd} needs more open files than RLIMIT_NOFILE allows")
 
     from tests.pubsub.pubsub_helpers import LocalRedisCluster, RedisServer
 

@@ -1,4 +1,4 @@
-"""Echo servers for the benchmark: shakehands' APIs, every peer, and a raw TCP ceiling.
+"""Echo servers for the benchmark: shakehands' APIs, every peer, and the raw TCP ceilings.
 
 ``python -m bench.servers NAME --port PORT [--loop asyncio|uvloop]`` runs one until killed.
 Every WebSocket server is configured the same way, so that the comparison is fair: no
@@ -6,7 +6,12 @@ compression, no message size limit, no keepalive pings, binary messages echoed a
 The ``shakehands-callback-deflate`` variant runs the default configuration (permessage-deflate
 on) and is only used to measure what compression costs in memory per idle connection.
 
-The harness (bench/run.py) starts each server pinned to one core with ``taskset``.
+Two ceilings echo raw TCP (no WebSocket at all): ``raw-tcp``, an asyncio protocol (what a
+Python server cannot beat), and ``c-echo``, bench/c_echo.c on epoll (what no server on this
+machine can beat; it takes no ``--loop``).
+
+The harness (bench/run.py) starts every server at once, each pinned to the server core with
+``taskset``, and measures them in turn.
 """
 
 from __future__ import annotations
@@ -226,7 +231,7 @@ async def tornado_server(port: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The ceiling: TCP echo, no WebSocket work at all
+# The ceilings: TCP echo, no WebSocket work at all
 # --------------------------------------------------------------------------------------------
 
 
@@ -243,6 +248,18 @@ async def raw_tcp_server(port: int) -> None:
     srv = await loop.create_server(Echo, HOST, port)
     async with srv:
         await _forever()
+
+
+@server("c-echo", uses_loop=False)
+def c_echo_server(port: int) -> None:
+    # The physical ceiling: bench/c_echo.c, a raw TCP echo in C on epoll (no interpreter at all).
+    # The process becomes the C program (same PID: the harness reads its /proc entries).
+    import os
+
+    from bench.run import build_c
+
+    binary = build_c("c_echo")
+    os.execv(binary, [str(binary), str(port)])
 
 
 # --------------------------------------------------------------------------------------------

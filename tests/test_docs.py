@@ -2,39 +2,70 @@
 Markdown page under ``docs/`` (the site's tutorial and how-to guides included), and
 ``examples/*.py``.
 
-Every ```` ```python ```` block compiles (top-level ``await`` allowed: fragments such as
-``async with shakehands.connect(...) as ws:`` are meant to be pasted into a coroutine). A block
-is run only when the line right before its fence says how, with an HTML comment (invisible on
-GitHub); the marks are reviewed with the documentation:
+Every ```` ```python ```` block is executed. The line right before its fence may say how, with
+an HTML comment (invisible on GitHub and on the site); the marks are reviewed with the
+documentation. ``<!-- test: MODE OPTION=VALUE ... -->``, values quoted as in a shell
+(``expect="hello 2"``):
 
-- ``<!-- test: run [port=N] [demo=N] -->``: a program that must exit with status 0 (a fragment
-  with top-level ``await`` runs as the body of a coroutine);
-- ``<!-- test: server port=N [path=/p] -->``: a server that runs until stopped; it must accept a
-  WebSocket connection on ``ws://127.0.0.1:PORT/p``, then it is stopped;
-- ``<!-- test: compile -->``: compile only, said explicitly for a block that looks like a whole
-  program (``asyncio.run(``, ``serve_forever(``, ``if __name__``) but is not one.
+- no mark, or ``run``: a program that must exit with status 0. A fragment with top-level
+  ``await`` (``async with shakehands.connect(...) as ws:``, meant to be pasted into a
+  coroutine) runs as the body of one coroutine, with ``asyncio`` and ``shakehands`` imported;
+- ``server``: a server that runs until stopped; it must accept a WebSocket connection on
+  ``ws://127.0.0.1:PORT/p`` (``port=N``, ``path=/p``), then it is stopped;
+- ``excerpt of=PATH``: the block is a part of the program ``PATH`` (the same lines, indented
+  or not), which a test under ``tests/`` runs: ``examples/minimal_client.py`` for one;
+- ``compile reason="..."``: compile only, the exception, and it says why. A ``compile`` mark
+  without a reason fails.
 
-Every block, run or not, may take from shakehands only names that exist
-(``from shakehands.x import name``, ``shakehands.name``): a renamed API fails its fragments too.
+Options:
 
-``port=N``: every ``N`` in the block is replaced by a free port of 127.0.0.1 (the documentation
-keeps its memorable numbers; the tests never take a fixed port). ``demo=N``: the seed's demo
-(``python -m shakehands``) is started on a free port first, and ``N`` replaced by that port.
+- ``port=N`` (or ``port=N,M``): every ``N`` in the block is replaced by a free port of
+  127.0.0.1 (the documentation keeps its memorable numbers; the tests never take a fixed
+  port). A block that listens on ``"0.0.0.0"`` listens on ``"127.0.0.1"`` (the tests never
+  listen beyond the loopback).
+- Peers, started by the test first, ``N`` replaced by their port: ``demo=N`` the seed's demo
+  (``python -m shakehands``); ``echo=N`` an echo server; ``restarting=N`` a server that says
+  ``hello 1`` (``hello 2``, ...) to each connection and closes it with 1012 (service restart),
+  for the reconnecting clients; ``redis=N`` a real ``redis-server`` (skipped without one).
+- ``expect="TEXT"``: the output must contain ``TEXT``; a program still running when it
+  appears (a client that reconnects forever) is stopped there.
+- ``setup=NAME``: a named setup of :data:`SETUPS` below: the real peers the block needs
+  (tinyproxy, Dante, a TLS server, uvicorn, gunicorn), the definitions a fragment takes from
+  the blocks before it, and the checks of what the block defined. It may replace text of the
+  block (``wss://example.com/`` by a local TLS server trusted through ``SSL_CERT_FILE``,
+  ``fullchain.pem`` by the test certificate), run code before and after it in the same
+  namespace, run another program that uses it (gunicorn loading a worker class from it), and
+  say how the ``server`` check connects. The value of the block's last expression is ``_``
+  there: a ``shakehands.serve(handler, ..., origins=[...])`` line is served and checked.
+
+Every block may take from shakehands only names that exist (``from shakehands.x import name``,
+``shakehands.name``): a renamed API fails its fragments too, before they run.
+
+A block whose peer is not installed (``redis-server``, tinyproxy, Dante, gunicorn) is skipped,
+unless ``SHAKEHANDS_REQUIRE_DOCS=1`` (``.ci/steps/40-docs-site.sh`` sets it): then it fails.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
+import itertools
 import os
+import queue
 import re
+import shlex
+import ssl
 import subprocess
 import sys
+import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -42,19 +73,27 @@ import shakehands
 from shakehands import sync
 
 from .helpers import HOST, free_port
+from .proxy.conftest import PROXY_VARIABLES
+from .proxy.proxy_helpers import danted, tinyproxy
+from .pubsub.pubsub_helpers import RedisServer
+from .sync.sync_helpers import running
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+REQUIRED = os.environ.get("SHAKEHANDS_REQUIRE_DOCS") == "1"
 STARTUP_TIMEOUT = 30.0  # seconds for a server to answer (the machine may be loaded)
 RUN_TIMEOUT = 60.0
 
-MODES = {"compile", "run", "server"}
-OPTIONS = {"port", "demo", "path"}
+MODES = {"run", "server", "excerpt", "compile"}
+#: The options that start a peer before the block: the fixture giving its port.
+PEERS = {"demo": "demo_port", "echo": "echo_port", "restarting": "restarting_port",
+         "redis": "redis_port"}  # fmt: skip
+NUMBERS = {"port", *PEERS}
+OPTIONS = NUMBERS | {"path", "expect", "setup", "of", "reason"}
 MARK = re.compile(r"^<!--\s*test:\s*(.*?)\s*-->$")
-LOOKS_LIKE_A_PROGRAM = ("asyncio.run(", "serve_forever(", "if __name__")
 
 
 @dataclass
@@ -62,7 +101,7 @@ class Block:
     path: Path
     line: int  # of the opening fence, 1-based
     code: str
-    mode: str | None = None
+    mode: str = "run"
     options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -71,10 +110,18 @@ class Block:
 
 
 def parse_mark(text: str, where: str) -> tuple[str, dict[str, str]]:
-    mode, *words = text.split()
+    mode, *words = shlex.split(text)
     assert mode in MODES, f"{where}: unknown test mode {mode!r} (one of {sorted(MODES)})"
+    assert all("=" in word for word in words), f"{where}: options are NAME=VALUE: {words}"
     options = dict(word.split("=", 1) for word in words)
     assert set(options) <= OPTIONS, f"{where}: unknown options {sorted(set(options) - OPTIONS)}"
+    if mode == "compile":
+        assert options.get("reason", "").strip(), (
+            f"{where}: a compile-only block must say why it cannot run: "
+            '<!-- test: compile reason="..." --> (or give it a setup that runs it)'
+        )
+    if mode == "excerpt":
+        assert "of" in options, f"{where}: <!-- test: excerpt of=PATH -->"
     return mode, options
 
 
@@ -104,24 +151,41 @@ def python_blocks(path: Path) -> Iterator[Block]:
 BLOCKS = [block for path in DOCUMENTS for block in python_blocks(path)]
 
 
+def numbers(block: Block) -> dict[str, list[str]]:
+    """The numbers of the block each numeric option replaces: ``{"port": ["8771", "8772"]}``."""
+    return {
+        option: block.options[option].split(",") for option in NUMBERS if option in block.options
+    }
+
+
 def test_documents_have_python_blocks() -> None:
     assert len(BLOCKS) >= 15
-    assert {block.mode for block in BLOCKS} == MODES | {None}
+    assert {block.mode for block in BLOCKS} <= MODES
+    assert {"run", "server"} <= {block.mode for block in BLOCKS}
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda block: block.name)
 def test_block_compiles(block: Block) -> None:
     compile(block.code, block.name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    if block.mode is None:
-        looks = [word for word in LOOKS_LIKE_A_PROGRAM if word in block.code]
-        assert not looks, (
-            f"{block.name} looks like a whole program ({', '.join(looks)}): mark it with "
-            "<!-- test: run ... -->, <!-- test: server ... --> or <!-- test: compile -->"
-        )
-    for option in ("port", "demo"):
-        if option in block.options:
-            number = block.options[option]
+    if "setup" in block.options:
+        assert block.options["setup"] in SETUPS, f"{block.name}: no such setup in SETUPS"
+    for values in numbers(block).values():
+        for number in values:
             assert re.search(rf"\b{number}\b", block.code), f"{block.name}: no {number} in it"
+
+
+def test_compile_only_blocks_are_the_exception() -> None:
+    """Every block runs, but for a few that say why they cannot (and a mark without a reason
+    fails when the documents are read: see :func:`parse_mark`)."""
+    compiled = [block.name for block in BLOCKS if block.mode == "compile"]
+    assert len(compiled) <= 2, f"blocks that only compile: {compiled}; give them a setup"
+    with pytest.raises(AssertionError, match="must say why"):
+        parse_mark("compile", "README.md:1")
+    with pytest.raises(AssertionError, match="must say why"):
+        parse_mark('compile reason=""', "README.md:1")
+    assert parse_mark('compile reason="an nginx file"', "README.md:1")[1] == {
+        "reason": "an nginx file"
+    }
 
 
 def shakehands_names(code: str) -> Iterator[tuple[str, str]]:
@@ -180,22 +244,422 @@ def test_names_check_sees_a_missing_name() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Excerpts
+# ---------------------------------------------------------------------------------------------
+
+
+def is_excerpt_of(code: str, program: str) -> bool:
+    """Whether the lines of ``code`` are consecutive lines of ``program``, indented alike."""
+    wanted = [line.rstrip() for line in code.rstrip().splitlines()]
+    lines = [line.rstrip() for line in program.splitlines()]
+    for start in range(len(lines) - len(wanted) + 1):
+        window = lines[start : start + len(wanted)]
+        if textwrap.dedent("\n".join(window)).splitlines() == wanted:
+            return True
+    return False
+
+
+EXCERPTS = [block for block in BLOCKS if block.mode == "excerpt"]
+
+
+@pytest.mark.parametrize("block", EXCERPTS, ids=lambda block: block.name)
+def test_excerpt_is_in_its_program(block: Block) -> None:
+    program = ROOT / block.options["of"]
+    assert program.is_file(), f"{block.name}: no {block.options['of']}"
+    assert is_excerpt_of(block.code, program.read_text(encoding="utf-8")), (
+        f"{block.name} is no longer a part of {block.options['of']}: copy it again"
+    )
+    tests = [
+        path
+        for path in (ROOT / "tests").rglob("*.py")
+        if path.name not in ("test_docs.py", "test_site.py")
+        and program.name in path.read_text(encoding="utf-8")
+    ]
+    assert tests, f"no test runs {block.options['of']}, of which {block.name} is a part"
+
+
+def test_excerpt_check_sees_a_change() -> None:
+    program = "def f():\n    if x:\n        return 1\n    return 2\n"
+    assert is_excerpt_of("if x:\n    return 1\n", program)
+    assert not is_excerpt_of("if x:\n    return 3\n", program)
+    assert not is_excerpt_of("return 1\nreturn 2\n", program)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setups
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What a named setup gives a block (see the module's docstring)."""
+
+    #: Text of the block -> what the test runs instead (a local peer for a public host).
+    replace: dict[str, str] = field(default_factory=dict)
+    #: Code run before the block, in its namespace: what it takes from earlier blocks.
+    before: str = ""
+    #: Code run after it, in the same namespace: the checks of what it defined (``_``: the
+    #: value of its last expression).
+    after: str = ""
+    #: Environment variables of the program (``https_proxy``, ``SSL_CERT_FILE``).
+    env: dict[str, str] = field(default_factory=dict)
+    #: ``server`` blocks: the scheme and the ``sync.connect`` options of the check.
+    scheme: str = "ws"
+    client: dict[str, Any] = field(default_factory=dict)
+    #: A program that uses the block (written as ``block.py`` beside it), run instead of it,
+    #: and the port it serves on (a block that is a module for another program).
+    command: list[str] | None = None
+    port: int | None = None
+
+
+SetupFactory = Callable[[pytest.FixtureRequest, Path], contextlib.AbstractContextManager[Setup]]
+#: The named setups, ``setup=NAME``. Each is a context manager: the peers it starts are stopped
+#: when the block is done; what follows its ``yield`` checks what the peers saw.
+SETUPS: dict[str, SetupFactory] = {}
+
+
+def setup(name: str) -> Callable[[Callable[..., Iterator[Setup]]], SetupFactory]:
+    def register(function: Callable[..., Iterator[Setup]]) -> SetupFactory:
+        factory = contextlib.contextmanager(function)
+        SETUPS[name] = factory
+        return factory
+
+    return register
+
+
+#: The handler of the blocks that serve ``handler`` without defining it: an echo.
+ECHO_HANDLER = """\
+async def handler(ws):
+    async for message in ws:
+        await ws.send(message)
+"""
+
+#: For the checks: the status of a refused upgrade (an assertion error if it was accepted).
+STATUS_OF = """\
+async def status_of(uri, **options):
+    try:
+        ws = await shakehands.connect(uri, **options)
+    except shakehands.InvalidStatus as exc:
+        return exc.response.status
+    await ws.close()
+    raise AssertionError(f"{uri} {options} was accepted")
+"""
+
+
+@setup("handler-and-origins")
+def _origins(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``shakehands.serve(handler, ..., 8765, origins=["https://app.example.com"], ...)``:
+    served, the allowed origin gets in, another one and none are refused with 403."""
+    yield Setup(
+        before=ECHO_HANDLER,
+        after=STATUS_OF
+        + """\
+async with _:
+    async with shakehands.connect("ws://127.0.0.1:8765/", origin="https://app.example.com") as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+    assert await status_of("ws://127.0.0.1:8765/", origin="https://evil.example") == 403
+    assert await status_of("ws://127.0.0.1:8765/") == 403
+""",
+    )
+
+
+@setup("readme-process-request")
+def _process_request(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """README's ``process_request``: ``/health`` answered over plain HTTP, 404 for other paths,
+    the upgrade on ``/chat`` with its subprotocol, 403 for another origin."""
+    yield Setup(
+        before=ECHO_HANDLER,
+        after=STATUS_OF
+        + """\
+import urllib.error, urllib.request
+
+def get(path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:8766{path}", timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+async with _:
+    assert await asyncio.to_thread(get, "/health") == (200, b"OK\\n")
+    assert await asyncio.to_thread(get, "/nowhere") == (404, b"no such endpoint\\n")
+    async with shakehands.connect("ws://127.0.0.1:8766/chat", subprotocols=["chat.v1"]) as ws:
+        assert ws.subprotocol == "chat.v1"
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+    assert await status_of("ws://127.0.0.1:8766/chat", origin="https://evil.example") == 403
+""",
+    )
+
+
+@setup("readme-router")
+def _readme_router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The router behind Basic auth: the room greets alice, 401 without credentials, 404 for
+    a path no route matches."""
+    yield Setup(
+        after=STATUS_OF
+        + """\
+async with _:
+    async with shakehands.connect("ws://alice:s3cr3t@127.0.0.1:8765/rooms/lobby") as ws:
+        assert await ws.recv() == "welcome to lobby"
+    assert await status_of("ws://127.0.0.1:8765/rooms/lobby") == 401
+    assert await status_of("ws://alice:s3cr3t@127.0.0.1:8765/nowhere") == 404
+""",
+    )
+
+
+@setup("readme-context")
+def _readme_context(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``authenticate`` and ``greet`` served together (README's imports before them): the
+    token's user is greeted, a wrong token gets 401."""
+    yield Setup(
+        before="from http import HTTPStatus\nfrom shakehands import Response\n",
+        after=STATUS_OF
+        + """\
+async with shakehands.serve(greet, "127.0.0.1", 0, process_request=authenticate) as server:
+    async with shakehands.connect(f"ws://127.0.0.1:{server.port}/?token=secret-1") as ws:
+        assert await ws.recv() == "hello alice"
+    assert await status_of(f"ws://127.0.0.1:{server.port}/?token=nope") == 401
+""",
+    )
+
+
+@setup("routing-own-hook")
+def _routing_own_hook(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The page's router (its first block), with ``only_public_rooms``: a public room greets,
+    a private one gets 403, an unrouted path 404."""
+    yield Setup(
+        before="""\
+router = shakehands.Router()
+
+@router.route("/rooms/{name}")
+async def room(ws):
+    await ws.send(f"welcome to {ws.path_params['name']}")
+""",
+        after=STATUS_OF
+        + """\
+async with _:
+    async with shakehands.connect("ws://127.0.0.1:8770/rooms/lobby") as ws:
+        assert await ws.recv() == "welcome to lobby"
+    assert await status_of("ws://127.0.0.1:8770/rooms/_staff") == 403
+    assert await status_of("ws://127.0.0.1:8770/nowhere") == 404
+""",
+    )
+
+
+@setup("routing-other-apis")
+def _routing_other_apis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The callback router served as the block says, and the blocking server it made (``_``:
+    ``sync.serve`` listens at once) serving in a thread: each greets the room."""
+    yield Setup(
+        after="""\
+import threading
+
+async with serve_callbacks(callback_router, "127.0.0.1", 8771):
+    async with shakehands.connect("ws://127.0.0.1:8771/rooms/lobby") as ws:
+        assert await ws.recv() == "welcome to lobby"
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+
+with _ as server:
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        async with shakehands.connect("ws://127.0.0.1:8772/rooms/kitchen") as ws:
+            assert await ws.recv() == "welcome to kitchen"
+    finally:
+        server.shutdown()
+        thread.join()
+""",
+    )
+
+
+@setup("callback-rooms")
+def _callback_rooms(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The listener of the page's rooms, with the page's in-memory ``hub``, served as its last
+    line says: a message reaches both members of the room."""
+    yield Setup(
+        before="from shakehands import Hub\n\nhub = Hub()\n",
+        after="""\
+async with hub, shakehands.serve_callbacks(Rooms(), "127.0.0.1", 0) as server:
+    uri = f"ws://127.0.0.1:{server.port}/kitchen"
+    async with shakehands.connect(uri) as first:
+        await first.send("first here")
+        assert await first.recv() == "first here"  # then first is a member
+        async with shakehands.connect(uri) as second:
+            await second.send("second here")
+            assert await second.recv() == "second here"
+            assert await first.recv() == "second here"
+""",
+    )
+
+
+@setup("fastapi-rooms")
+def _fastapi_rooms(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The FastAPI ``app`` under uvicorn with shakehands (``redis=`` gives it a Redis server):
+    a message reaches both members of the room."""
+    yield Setup(
+        after="""\
+import socket
+import uvicorn
+
+sock = socket.create_server(("127.0.0.1", 0))
+config = uvicorn.Config(app, ws="shakehands.asgi:UvicornWebSocket", lifespan="off",
+                        log_level="warning")
+server = uvicorn.Server(config)
+serving = asyncio.create_task(server.serve(sockets=[sock]))
+uri = f"ws://127.0.0.1:{sock.getsockname()[1]}/rooms/kitchen"
+async with shakehands.connect(uri, open_timeout=30) as first:
+    await first.send("first here")
+    assert await first.recv() == "first here"  # then first is a member
+    async with shakehands.connect(uri) as second:
+        await second.send("second here")
+        assert await second.recv() == "second here"
+        assert await first.recv() == "second here"
+server.should_exit = True
+await serving
+""",
+    )
+
+
+#: An ASGI app that accepts a WebSocket only when shakehands serves it (the scope carries its
+#: connection), and echoes.
+SHAKEHANDS_ONLY_APP = """\
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    if "shakehands" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})  # a 403: not served by shakehands
+        return
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "text": message.get("text")})
+"""
+
+
+@setup("gunicorn-worker")
+def _gunicorn_worker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The worker class, given to gunicorn (``--worker-class block.ShakehandsWorker``),
+    serving an app that accepts a WebSocket only from shakehands (skipped without gunicorn)."""
+    if importlib.util.find_spec("gunicorn") is None:
+        pytest.skip("gunicorn is not installed (the dev extra has it)")
+    (tmp_path / "app.py").write_text(SHAKEHANDS_ONLY_APP, encoding="utf-8")
+    port = free_port()
+    yield Setup(
+        command=["-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", "1",
+                 "--worker-class", "block.ShakehandsWorker", "app:app"],
+        port=port,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def tls_echo(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[int, queue.Queue[str | bytes], str]]:
+    """A blocking echo server over TLS (the test certificate) that records what it received:
+    its port, the messages, and the certificate's file (for ``SSL_CERT_FILE``)."""
+    cert, key = request.getfixturevalue("certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    received: queue.Queue[str | bytes] = queue.Queue()
+
+    def echo(ws: sync.ServerConnection) -> None:
+        for message in ws:
+            received.put(message)
+            ws.send(message)
+
+    with running(echo, ssl=context) as server:
+        yield server.port, received, str(cert)
+
+
+@setup("socks-tor")
+def _socks_tor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``wss://example.com/`` through ``socks5h://127.0.0.1:9050``: a local TLS echo server
+    through Dante."""
+    with tls_echo(request) as (port, received, cert), danted(tmp_path) as proxy:
+        yield Setup(
+            replace={
+                "wss://example.com/": f"wss://{HOST}:{port}/",
+                "127.0.0.1:9050": f"{HOST}:{proxy.port}",
+            },
+            env={"SSL_CERT_FILE": cert},
+        )
+        assert received.get(timeout=10) == "through Tor"  # its handler may not be done yet
+
+
+@setup("proxies")
+def _proxies(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``wss://example.com/feed`` is a local TLS echo server; ``proxy:3128`` tinyproxy with
+    ``alice:s3cret`` (and ``https_proxy`` of the environment, with the credentials);
+    ``127.0.0.1:9050`` Dante. Both tinyproxy lines go through it."""
+    auth = ("alice", "s3cret")
+    with (
+        tls_echo(request) as (port, _, cert),
+        tinyproxy(tmp_path, auth=auth) as http_proxy,
+        danted(tmp_path) as socks_proxy,
+    ):
+        yield Setup(
+            replace={
+                "wss://example.com/": f"wss://{HOST}:{port}/",
+                "proxy:3128": f"{HOST}:{http_proxy.port}",
+                "127.0.0.1:9050": f"{HOST}:{socks_proxy.port}",
+            },
+            env={"https_proxy": http_proxy.url("alice:s3cret"), "SSL_CERT_FILE": cert},
+        )
+        assert http_proxy.log_text().count(f"CONNECT {HOST}:{port}") == 2
+
+
+@setup("proxy-refuses")
+def _proxy_refuses(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``http://proxy:3128`` is a tinyproxy that wants credentials (407)."""
+    with tinyproxy(tmp_path, auth=("alice", "s3cret")) as proxy:
+        yield Setup(
+            replace={"wss://example.com/": f"wss://{HOST}:{free_port()}/",
+                     "proxy:3128": f"{HOST}:{proxy.port}"},
+        )  # fmt: skip
+
+
+@setup("tls")
+def _tls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """The test certificate for ``fullchain.pem`` and ``privkey.pem``, ``handler`` an echo,
+    ``main()`` run; the check connects with ``wss://``, trusting the certificate, from the
+    allowed origin."""
+    cert, key = request.getfixturevalue("certificate")
+    yield Setup(
+        replace={"fullchain.pem": str(cert), "privkey.pem": str(key)},
+        before=ECHO_HANDLER,
+        after="await main()\n",
+        scheme="wss",
+        client={
+            "ssl": ssl.create_default_context(cafile=str(cert)),
+            "origin": "https://app.example.com",
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Running blocks
 # ---------------------------------------------------------------------------------------------
 
 
-def environment() -> dict[str, str]:
-    """The environment of the programs: this tree's shakehands first on the path."""
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the programs: this tree's shakehands first on the path, no proxy
+    variable but those a setup gives."""
     source = str(Path(shakehands.__file__).resolve().parent.parent)
     paths = [source, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
+    env = {name: value for name, value in os.environ.items() if name not in PROXY_VARIABLES}
+    env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=cwd,
-        env=environment(),
+        env=environment(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -213,7 +677,7 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
         return process.communicate()
 
 
-def wait_for_websocket(process: subprocess.Popen[str], uri: str) -> None:
+def wait_for_websocket(process: subprocess.Popen[str], uri: str, **options: Any) -> None:
     """Open and close a WebSocket connection to ``uri`` once the program listens."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
@@ -221,7 +685,7 @@ def wait_for_websocket(process: subprocess.Popen[str], uri: str) -> None:
             out, err = stop(process)
             pytest.fail(f"the program exited with {process.returncode}:\n{out}\n{err}")
         try:
-            with sync.connect(uri, open_timeout=10) as ws:
+            with sync.connect(uri, open_timeout=10, **options) as ws:
                 ws.close()
             return
         except ConnectionRefusedError:
@@ -245,6 +709,32 @@ def demo_port() -> Iterator[int]:
         stop(process)
 
 
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """An echo server (the blocking API, in a thread) on a free port."""
+    with running() as server:
+        yield server.port
+
+
+@pytest.fixture
+def restarting_port() -> Iterator[int]:
+    """A server that says ``hello N`` to its N-th connection, then closes it with 1012."""
+    count = itertools.count(1)
+
+    def restarting(ws: sync.ServerConnection) -> None:
+        ws.send(f"hello {next(count)}")
+        ws.close(1012, "restarting")
+
+    with running(restarting) as server:
+        yield server.port
+
+
+@pytest.fixture
+def redis_port(redis_server: RedisServer) -> int:
+    """A real ``redis-server`` (the ``redis_server`` fixture: skips without one)."""
+    return redis_server.port
+
+
 def has_top_level_await(code: str) -> bool:
     try:
         compile(code, "<block>", "exec")
@@ -263,6 +753,7 @@ README_SERVERS = [
     if block.mode == "server"
     and block.path.name == "README.md"
     and not has_top_level_await(block.code)
+    and "setup" not in block.options
 ]
 
 
@@ -284,50 +775,113 @@ def start_server_block(block: Block, directory: Path) -> tuple[subprocess.Popen[
     return process, uri
 
 
-#: Runs a block with top-level ``await`` (``async with shakehands.connect(...) as ws:``) as the
-#: body of a coroutine, the way it is meant to be pasted: with ``asyncio`` and ``shakehands``
-#: imported.
-FRAGMENT_RUNNER = """\
+#: Runs a fragment (top-level ``await``), or a block with a setup, the way it is meant to be
+#: pasted: the setup's code before it, the block, the setup's code after it, in one namespace
+#: where ``asyncio`` and ``shakehands`` are imported, on one event loop (a block that calls
+#: ``asyncio.run`` itself still may). The value of the block's last expression is ``_``.
+RUNNER = """\
 import ast, asyncio, sys
-path = sys.argv[1]
-with open(path, encoding="utf-8") as file:
-    code = compile(file.read(), path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-import shakehands  # a fragment is pasted where shakehands is imported
-result = eval(code, {"__name__": "__main__", "asyncio": asyncio, "shakehands": shakehands})
-if asyncio.iscoroutine(result):
-    asyncio.run(result)
+import shakehands
+
+def compiled(path, keep_last):
+    with open(path, encoding="utf-8") as file:
+        tree = ast.parse(file.read(), path)
+    if keep_last and tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        tree.body[-1] = ast.copy_location(
+            ast.Assign(targets=[ast.Name("_", ast.Store())], value=last.value), last
+        )
+        ast.fix_missing_locations(tree)
+    return compile(tree, path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+namespace = {"__name__": "__main__", "asyncio": asyncio, "shakehands": shakehands}
+with asyncio.Runner() as runner:
+    for piece in ("before.py", "block.py", "after.py"):
+        result = eval(compiled(piece, piece == "block.py"), namespace)
+        if asyncio.iscoroutine(result):
+            runner.run(result)
 """
+
+
+def substitute(text: str, replace: dict[str, str]) -> str:
+    for old, new in replace.items():
+        text = re.sub(rf"\b{re.escape(old)}\b" if old.isdigit() else re.escape(old), new, text)
+    return text
+
+
+def run_until(process: subprocess.Popen[str], expected: str) -> tuple[str, str]:
+    """The output of ``process`` until it ends, or until ``expected`` is in it (then the
+    process is stopped)."""
+    assert process.stdout is not None
+    timer = threading.Timer(RUN_TIMEOUT, process.kill)
+    timer.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if expected in "".join(lines):
+                break
+    finally:
+        timer.cancel()
+    out, err = stop(process)
+    return "".join(lines) + out, err
 
 
 @pytest.mark.parametrize("block", RUN, ids=lambda block: block.name)
 def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    code = block.code
-    port = free_port()
-    if "port" in block.options:
-        code = re.sub(rf"\b{block.options['port']}\b", str(port), code)
-    if "demo" in block.options:
-        demo = request.getfixturevalue("demo_port")
-        code = re.sub(rf"\b{block.options['demo']}\b", str(demo), code)
-    program = tmp_path / "block.py"
-    program.write_text(f"# {block.name}\n{code}", encoding="utf-8")
-    if has_top_level_await(code):  # a fragment meant for a coroutine: run it in one
-        program.with_name("fragment.py").write_text(FRAGMENT_RUNNER, encoding="utf-8")
-        process = start([str(program.with_name("fragment.py")), str(program)], tmp_path)
-    else:
-        process = start([str(program)], tmp_path)
-    if block.mode == "server":
-        assert "port" in block.options, f"{block.name}: a server needs port=N"
-        try:
-            wait_for_websocket(process, f"ws://{HOST}:{port}{block.options.get('path', '/')}")
-        finally:
-            stop(process)
-    else:
-        try:
-            out, err = process.communicate(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            out, err = stop(process)
-            pytest.fail(f"{block.name} did not finish in {RUN_TIMEOUT} s:\n{out}\n{err}")
-        assert process.returncode == 0, f"{block.name} exited with {process.returncode}:\n{err}"
+    try:
+        run_block(block, tmp_path, request)
+    except pytest.skip.Exception as exc:
+        if REQUIRED:
+            pytest.fail(f"{block.name} did not run: {exc} (SHAKEHANDS_REQUIRE_DOCS=1)")
+        raise
+
+
+def run_block(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Run ``block`` as its mark says (see the module's docstring); fail if it does not do
+    what the mark promises."""
+    replace = {"0.0.0.0": HOST}
+    for option, values in numbers(block).items():
+        for number in values:
+            port = request.getfixturevalue(PEERS[option]) if option in PEERS else free_port()
+            replace[number] = str(port)
+    with contextlib.ExitStack() as stack:
+        given = Setup()
+        if "setup" in block.options:
+            given = stack.enter_context(SETUPS[block.options["setup"]](request, tmp_path))
+        replace.update(given.replace)
+        code = substitute(block.code, replace)
+        program = tmp_path / "block.py"
+        program.write_text(f"# {block.name}\n{code}", encoding="utf-8")
+        if given.command is not None:
+            process = start(given.command, tmp_path, given.env)
+        elif has_top_level_await(code) or "setup" in block.options:
+            (tmp_path / "before.py").write_text(substitute(given.before, replace), "utf-8")
+            (tmp_path / "after.py").write_text(substitute(given.after, replace), "utf-8")
+            (tmp_path / "runner.py").write_text(RUNNER, encoding="utf-8")
+            process = start([str(tmp_path / "runner.py")], tmp_path, given.env)
+        else:
+            process = start([str(program)], tmp_path, given.env)
+        if block.mode == "server":
+            assert "port" in block.options or given.port, f"{block.name}: a server needs port=N"
+            port = given.port or int(replace[numbers(block)["port"][0]])
+            uri = f"{given.scheme}://{HOST}:{port}{block.options.get('path', '/')}"
+            try:
+                wait_for_websocket(process, uri, **given.client)
+            finally:
+                stop(process)
+        elif "expect" in block.options:
+            out, err = run_until(process, block.options["expect"])
+            assert block.options["expect"] in out, f"{block.name} did not print it:\n{out}\n{err}"
+            assert process.returncode in (0, -15), f"{block.name} failed:\n{err}"
+            assert "Traceback" not in err, f"{block.name}:\n{err}"
+        else:
+            try:
+                out, err = process.communicate(timeout=RUN_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                out, err = stop(process)
+                pytest.fail(f"{block.name} did not finish in {RUN_TIMEOUT} s:\n{out}\n{err}")
+            assert process.returncode == 0, f"{block.name} exited with {process.returncode}:\n{err}"
 
 
 def test_run_blocks_exist() -> None:

@@ -60,6 +60,11 @@ SAMPLES: dict[str, Any] = {
     "http2_max_streams": 10,
     "origin": "https://a.test",
     "extra_headers": {"X-A": "1"},
+    "max_redirects": 3,
+    "backoff_initial_delay": 0.5,
+    "backoff_factor": 2.0,
+    "backoff_max_delay": 5.0,
+    "proxy": None,
 }
 
 
@@ -203,9 +208,13 @@ def test_mypy_catches_a_misspelt_option(tmp_path: Path) -> None:
         "sync.serve(lambda ws: None, close_timout=1)\n"
         "sync.connect('ws://x/', max_queu=1)\n"
         "shakehands.serve(handler, max_queue='many')\n"
+        "shakehands.unix_connect('/s', proxy=None)\n"
+        "sync.reconnect('ws://x/', max_redirect=1)\n"
     )
     result = run_mypy(program, Path(shakehands.__file__).resolve().parent.parent)
-    for name in ("max_mesage_size", "ping_intervall", "orign", "close_timout", "max_queu"):
+    misspelt = ("max_mesage_size", "ping_intervall", "orign", "close_timout", "max_queu")
+    # proxy: not an option of unix_connect (a Unix domain socket is reached directly).
+    for name in (*misspelt, "max_redirect", "proxy"):
         assert f'"{name}"' in result.stdout, (name, result.stdout)
     assert 'Argument "max_queue"' in result.stdout, result.stdout
 
@@ -228,3 +237,53 @@ def test_front_ends_do_not_restate_defaults(function: Any) -> None:
             continue
         quoted = re.findall(r"\(\d+(?:\.\d+)?(?: ?[KM]iB| s)?[);]|by default|\(default", text)
         assert not quoted, (names, quoted)
+
+
+def _client_front_ends() -> Iterator[Any]:
+    """Every client entry point, called without any I/O happening before validation."""
+    yield pytest.param(lambda **o: shakehands.connect("ws://example.com/", **o), id="connect")
+    yield pytest.param(
+        lambda **o: shakehands.unix_connect("/nonexistent.sock", **o), id="unix_connect"
+    )
+    yield pytest.param(lambda **o: sync.connect("ws://example.com/", **o), id="sync.connect")
+    yield pytest.param(
+        lambda **o: sync.unix_connect("/nonexistent.sock", **o), id="sync.unix_connect"
+    )
+    yield pytest.param(lambda **o: sync.reconnect("ws://example.com/", **o), id="sync.reconnect")
+
+
+@pytest.mark.parametrize("open_client", list(_client_front_ends()))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_redirects": -1},
+        {"max_redirects": "3"},
+        {"backoff_factor": 0.5},
+        {"backoff_initial_delay": 0},
+        {"backoff_max_delay": True},
+        {"max_queue": 0},
+    ],
+    ids=repr,
+)
+def test_client_front_ends_validate_through_the_config(
+    open_client: Any, options: dict[str, Any]
+) -> None:
+    """Each client front end maps its keyword arguments onto ClientConfig: a bad value fails
+    before any I/O with the configuration's own error, not one of the front end's."""
+    with pytest.raises((TypeError, ValueError)) as expected:
+        ClientConfig(**options)
+    with pytest.raises(type(expected.value)) as got:
+        open_client(**options)
+    assert str(got.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("open_client", list(_client_front_ends())[::2])
+def test_a_bad_proxy_url_fails_before_any_io(open_client: Any) -> None:
+    with pytest.raises(ValueError, match="unsupported proxy scheme"):
+        open_client(proxy="ftp://proxy.test:21")
+
+
+@pytest.mark.parametrize("open_client", list(_client_front_ends())[1:4:2])
+def test_unix_clients_refuse_a_proxy(open_client: Any) -> None:
+    with pytest.raises(TypeError, match="proxy does not apply to a Unix domain socket"):
+        open_client(proxy=None)

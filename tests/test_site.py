@@ -15,7 +15,9 @@ browser reads it without an error.
   (:data:`FORMER_HOMES`) re-export their new home's names. A class or function of another
   library re-exported (``shakehands.asgi.ClientDisconnected`` is uvicorn's) is that library's
   to document. The reference shows only documented names (``show_if_no_docstring: false``;
-  ``#:`` comments count), so a public name without a docstring fails here too. A new public
+  ``#:`` comments count), so a public name without a docstring fails here too (a small site
+  built with the same options shows that it is left out), and every public method or property
+  of a public class has a docstring, its own or the one it overrides. A new public
   name without a reference entry fails here; a new module page is
   one line, ``::: shakehands.module``, plus its nav entry in ``mkdocs.yml``.
 - Headless Chromium, driven over the Chrome DevTools Protocol through shakehands' own blocking
@@ -315,6 +317,97 @@ def test_the_check_sees_a_missing_name(site: Path) -> None:
     nothing_here.__module__ = fake.__name__
     fake.nothing_here = nothing_here  # type: ignore[attr-defined]
     assert undocumented(fake, inventory(site)) == ["shakehands.not_documented.nothing_here"]
+
+
+def test_a_name_without_a_docstring_is_not_in_the_reference(tmp_path: Path) -> None:
+    """The reference's own options (``show_if_no_docstring: false``) on a one-page site of a
+    small package: a function, a class and a method without a docstring are left out of the
+    inventory, so :func:`undocumented` reports such a name (the other half of the chain is
+    :func:`test_the_check_sees_a_missing_name`)."""
+    if importlib.util.find_spec("mkdocs") is None:
+        _missing("mkdocs is not installed (pip install -e '.[docs]')")
+    import yaml  # mkdocs' own dependency
+
+    ours = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    (plugin,) = [p for p in ours["plugins"] if isinstance(p, dict) and "mkdocstrings" in p]
+    python = plugin["mkdocstrings"]["handlers"]["python"]
+    options = {k: v for k, v in python["options"].items() if k != "extensions"}
+    assert options["show_if_no_docstring"] is False
+    package = tmp_path / "src" / "undocumented_demo"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        '"""A package with documented and undocumented names."""\n\n'
+        '__all__ = ["documented", "bare", "Thing", "Bare"]\n\n\n'
+        'def documented() -> None:\n    """Documented."""\n\n\n'
+        "def bare() -> None:\n    pass\n\n\n"
+        'class Thing:\n    """A documented class."""\n\n'
+        '    def told(self) -> None:\n        """Documented."""\n\n'
+        "    def untold(self) -> None:\n        pass\n\n\n"
+        "class Bare:\n    pass\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# Home\n\n::: undocumented_demo\n")
+    config = {
+        "site_name": "docstrings",
+        "docs_dir": "docs",
+        "strict": True,
+        "plugins": [
+            {"mkdocstrings": {"default_handler": "python", "handlers": {
+                "python": {"paths": [str(tmp_path / "src")], "options": options}}}},
+        ],
+    }  # fmt: skip
+    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(tmp_path / "site")],
+        cwd=tmp_path,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    names = {name for name in inventory(tmp_path / "site") if name.startswith("undocumented_")}
+    assert names == {
+        "undocumented_demo",
+        "undocumented_demo.documented",
+        "undocumented_demo.Thing",
+        "undocumented_demo.Thing.told",
+    }
+
+
+def test_public_methods_have_docstrings() -> None:
+    """The reference shows a class's public methods and properties that have a docstring:
+    each one has its own, or overrides a documented one (``asyncio.Protocol``'s callbacks),
+    else it would be silently missing from the reference."""
+    missing = []
+    seen: set[type] = set()
+    for name in public_modules():
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # an optional dependency (the dev extra has them all)
+            if (exc.name or "shakehands").split(".")[0] == "shakehands":
+                raise
+            continue
+        for value in map(functools.partial(getattr, module), getattr(module, "__all__", ())):
+            if not inspect.isclass(value) or value in seen:
+                continue
+            seen.add(value)
+            if value.__module__.split(".")[0] != "shakehands":
+                continue
+            for attribute, member in vars(value).items():
+                if attribute.startswith("_"):
+                    continue
+                if isinstance(member, property):
+                    documented = inspect.getdoc(member)
+                elif inspect.isfunction(member) or isinstance(member, staticmethod | classmethod):
+                    documented = inspect.getdoc(getattr(value, attribute))
+                else:
+                    continue
+                if not documented:
+                    missing.append(f"{value.__module__}.{value.__qualname__}.{attribute}")
+    assert len(seen) > 50
+    assert not missing, "public methods without a docstring:\n  " + "\n  ".join(missing)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from uvicorn.protocols.utils import (
 )
 from uvicorn.server import ServerState
 
-from .asyncio.base import HoldsCloseForReader, TransportProtocol
+from .asyncio.base import HoldsCloseForReader, TransportProtocol, write_chunks
 from .protocol.config import ServerConfig, server_config
 from .protocol.connection import Close, State
 from .protocol.errors import CloseCode
@@ -87,6 +87,12 @@ ASGIMessage = dict[str, Any]
 Receive = Callable[[], Awaitable[ASGIMessage]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[ASGIMessage, Receive, Send], Awaitable[object]]
+
+#: Up to this many bytes, what the core queued (a frame header and its uncopied payload of 64 KiB
+#: or more, say) is joined into one write: one copy costs less than a second ``transport.write``
+#: and ``send()`` system call (measured: ``bench/asgi.py --cpu``, the 64 KiB row). Above it,
+#: the payload is handed over uncopied (:func:`~shakehands.asyncio.base.write_chunks`).
+_JOIN_LIMIT = 2**18
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
 
@@ -329,10 +335,6 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-            if self._flush_handle is None:
-                # Scheduled after the application's task wakes up: what it sends in answer is
-                # written in the same loop iteration, not one later.
-                self._flush_handle = self.loop.call_soon(self._deferred_flush)
         if (
             len(inbox) >= self.config.max_queue
             and not self._reading_paused
@@ -443,6 +445,17 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         elif state is State.OPEN:
             self._close_from_server(code, "")
 
+    def _flush(self) -> None:
+        out = self.protocol.data_to_send(send_close=not self._hold_close)
+        if not out or self.transport.is_closing():
+            return
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif sum(map(len, out)) <= _JOIN_LIMIT:
+            self.transport.write(b"".join(out))
+        else:
+            write_chunks(self.transport, out)
+
     def _deferred_flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -504,10 +517,10 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
                 ``websocket.close``), as uvicorn's implementations raise.
             TypeError, ValueError: a malformed event.
         """
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise TypeError(f"ASGI messages are mappings, got {message!r}")
         kind = message.get("type")
-        if not isinstance(kind, str):
+        if type(kind) is not str and not isinstance(kind, str):
             raise TypeError(f"ASGI message without a 'type': {message!r}")
         if self._writing_paused and not self._lost:
             waiter: asyncio.Future[None] = self.loop.create_future()
@@ -610,7 +623,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             data = message.get("bytes")
             text = message.get("text")
             if data is not None:
-                if not isinstance(data, (bytes, bytearray, memoryview)):
+                if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
                     raise TypeError(
                         f"websocket.send: bytes must be bytes, not {type(data).__name__}"
                     )
@@ -629,7 +642,10 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             else:
                 protocol.send_text(cast(str, text))
                 self._unflushed += len(cast(str, text))
-            if self._unflushed >= self.write_limit:
+            if not self._inbox or self._unflushed >= self.write_limit:
+                # The application has read everything received (the common case: it answers
+                # the last message), or the answers pile up: write now. Answers to a burst of
+                # messages read in one go are written together, by the last one.
                 self._deferred_flush()
             elif self._flush_handle is None:
                 self._flush_handle = self.loop.call_soon(self._deferred_flush)

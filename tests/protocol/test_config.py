@@ -10,6 +10,7 @@ import pytest
 
 from shakehands import DeflateOptions
 from shakehands.protocol import config
+from shakehands.protocol.client import Backoff
 from shakehands.protocol.config import (
     ClientConfig,
     ClientOptions,
@@ -17,6 +18,7 @@ from shakehands.protocol.config import (
     ServerOptions,
     client_config,
     server_config,
+    unix_client_config,
 )
 
 
@@ -127,6 +129,20 @@ SERVER_BAD_VALUES: list[tuple[str, Any, type[Exception], str]] = [
 CLIENT_BAD_VALUES: list[tuple[str, Any, type[Exception], str]] = [
     ("origin", 5, TypeError, "origin must be a string or None, got 5"),
     ("subprotocols", "chat", TypeError, "subprotocols must be a list of strings, got 'chat'"),
+    ("max_redirects", -1, ValueError, "max_redirects must be at least 0, got -1"),
+    ("max_redirects", 1.5, TypeError, "max_redirects must be an int, got 1.5"),
+    ("max_redirects", True, TypeError, "max_redirects must be an int, got True"),
+    ("max_redirects", None, TypeError, "max_redirects must be an int, got None"),
+    ("backoff_initial_delay", 0, ValueError, "backoff initial_delay must be > 0, got 0"),
+    ("backoff_initial_delay", float("nan"), ValueError, "backoff initial_delay must be > 0"),
+    ("backoff_factor", 0.9, ValueError, "backoff factor must be >= 1, got 0.9"),
+    ("backoff_factor", "2", TypeError, "backoff factor must be a number, got '2'"),
+    ("backoff_max_delay", 0.5, ValueError, "backoff max_delay (0.5) must be >= initial_delay"),
+    ("backoff_max_delay", True, TypeError, "backoff max_delay must be a number, got True"),
+    ("proxy", 3128, TypeError, "proxy must be a URL string, True or None, got 3128"),
+    ("proxy", False, TypeError, "proxy must be a URL string, True or None, got False"),
+    ("proxy", "ftp://h:21", ValueError, "unsupported proxy scheme 'ftp'"),
+    ("proxy", "http://h:1/path", ValueError, "a proxy URL has no path, query or fragment"),
 ]
 
 
@@ -146,6 +162,38 @@ def test_bad_client_values_name_option_and_value(
     with pytest.raises(error) as excinfo:
         client_config(**{name: value})
     assert str(excinfo.value).startswith(message)
+
+
+def test_client_connect_time_options() -> None:
+    client = ClientConfig()
+    assert client.max_redirects == 10 and client.proxy is True
+    assert (client.backoff_initial_delay, client.backoff_factor, client.backoff_max_delay) == (
+        1.0,
+        1.618,
+        60.0,
+    )
+    assert client_config(max_redirects=0, proxy="socks5h://127.0.0.1:9050").max_redirects == 0
+    backoff = Backoff.from_config(client_config(backoff_initial_delay=2, backoff_max_delay=3))
+    assert backoff == Backoff(initial_delay=2, factor=1.618, max_delay=3)
+
+
+def test_backoff_and_its_options_share_one_validation() -> None:
+    # The same values, the same errors: Backoff and ClientConfig call check_backoff.
+    for kwargs in ({"factor": 0.5}, {"initial_delay": -1}, {"max_delay": "x"}):
+        with pytest.raises((TypeError, ValueError)) as direct:
+            Backoff(**kwargs)  # type: ignore[arg-type]
+        with pytest.raises(type(direct.value)) as through_config:
+            client_config(**{f"backoff_{k}": v for k, v in kwargs.items()})  # type: ignore[misc]
+        assert str(through_config.value) == str(direct.value)
+
+
+def test_unix_client_config_has_no_proxy() -> None:
+    assert unix_client_config().proxy is None
+    assert unix_client_config(max_redirects=2).max_redirects == 2
+    with pytest.raises(TypeError, match="proxy does not apply to a Unix domain socket"):
+        unix_client_config(proxy="http://h:1")  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(TypeError, match="unknown client option: origins"):
+        unix_client_config(origins=[])  # type: ignore[call-arg]
 
 
 def test_every_field_has_a_doc_comment() -> None:

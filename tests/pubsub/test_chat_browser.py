@@ -2,7 +2,10 @@
 
 Chromium is driven through the DevTools protocol, over a WebSocket opened with shakehands' own
 client: one tab on each chat server, same room; a message typed in one tab appears in both, and
-a shakehands client on the second server receives it too. Skips, saying why, without Chromium.
+a shakehands client on the second server receives it too. The page's own reconnection: its
+server killed and restarted mid-conversation (the tab resumes with ``?since=`` and shows every
+message once, in order), and an in-memory server restarted (the tab shows that earlier messages
+are no longer available). Skips, saying why, without Chromium.
 """
 
 from __future__ import annotations
@@ -165,3 +168,69 @@ async def test_chat_page_in_chromium_across_two_processes(
             log = await wait_for_text(devtools, tab, "watcher: hi from a script")
             assert log.count("hello from process one") == 1
         await watcher.close()
+
+
+def talk_lines(log: str, name: str) -> list[int]:
+    """The numbers of ``<name>: line N`` messages in a page's log, in the order shown."""
+    return [int(n) for n in re.findall(rf"^{name}: line (\d+)$", log, re.MULTILINE)]
+
+
+async def test_chat_page_reconnects_and_resumes_after_a_server_is_killed(
+    redis_server: RedisServer, chat_processes: list[ChatProcess], tmp_path: Path
+) -> None:
+    """The page's own reconnection (backoff, ``?since=``): its server is killed with SIGKILL
+    mid-conversation and started again; the tab shows every message once, in order."""
+    first = ChatProcess("--redis", redis_server.url)
+    second = ChatProcess("--redis", redis_server.url)
+    chat_processes += [first, second]
+    async with chromium(tmp_path) as devtools:
+        tab = await devtools.open_tab(f"http://127.0.0.1:{first.port}/deck?name=viewer")
+        await wait_for_text(devtools, tab, "joined deck as viewer")
+        talker = await shakehands.connect(second.uri("deck", "talker"))
+        assert json.loads(await talker.recv())["type"] == "joined"
+        for i in range(1, 6):
+            await talker.send(f"line {i}")
+        await wait_for_text(devtools, tab, "talker: line 5")
+        first.kill()
+        await wait_for_text(devtools, tab, "reconnecting in")
+        for i in range(6, 11):  # while the tab's server is away
+            await talker.send(f"line {i}")
+        restarted = await asyncio.to_thread(
+            ChatProcess, "--redis", redis_server.url, port=first.port
+        )
+        chat_processes.append(restarted)
+        log = await wait_for_text(devtools, tab, "talker: line 10")
+        assert "resumed deck as viewer (5 missed)" in log
+        for i in range(11, 13):
+            await talker.send(f"line {i}")
+        log = await wait_for_text(devtools, tab, "talker: line 12")
+        assert talk_lines(log, "talker") == list(range(1, 13))
+        assert "no longer available" not in log
+        await talker.close()
+
+
+async def test_chat_page_tells_when_history_is_lost(
+    chat_processes: list[ChatProcess], tmp_path: Path
+) -> None:
+    """An in-memory chat restarted: the page resumes with a position of the lost epoch and
+    shows the "no longer available" notice, then goes on live."""
+    chat = ChatProcess()
+    chat_processes.append(chat)
+    async with chromium(tmp_path) as devtools:
+        tab = await devtools.open_tab(f"http://127.0.0.1:{chat.port}/den?name=viewer")
+        await wait_for_text(devtools, tab, "joined den as viewer")
+        talker = await shakehands.connect(chat.uri("den", "talker"))
+        await talker.recv()
+        await talker.send("line 1")
+        await wait_for_text(devtools, tab, "talker: line 1")
+        await talker.close()
+        chat.kill()
+        restarted = await asyncio.to_thread(ChatProcess, port=chat.port)
+        chat_processes.append(restarted)
+        log = await wait_for_text(devtools, tab, "earlier messages are no longer available (epoch)")
+        talker = await shakehands.connect(restarted.uri("den", "talker"))
+        await talker.recv()
+        await talker.send("line 2")
+        log = await wait_for_text(devtools, tab, "talker: line 2")
+        assert talk_lines(log, "talker") == [1, 2]
+        await talker.close()

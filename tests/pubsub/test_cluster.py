@@ -206,3 +206,27 @@ def test_cluster_backend_arguments() -> None:
             RedisClusterBackend(bad)
     with pytest.raises(ValueError):
         RedisClusterBackend(history_size=0)
+
+
+async def test_history_is_bounded_by_age_on_the_cluster(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    async with (
+        Hub(cluster_backend(redis_cluster, history_age=0.5), wire=as_json) as hub,
+        resuming_server(hub) as port,
+    ):
+        await hub.publish("aged", "old")
+        head = await hub.backend.head("aged")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.8)
+        await hub.publish("aged", "new")  # trims "old" on the topic's shard
+        master = redis_cluster.master_of("shakehands:{aged}")
+        assert master.command("XLEN", "shakehands:{aged}") == b":1\r\n"
+        client = await shakehands.connect(f"ws://{HOST}:{port}/aged?since={head.epoch}:0")
+        assert (await receive(client, 1))[0]["lost"] == "trimmed"
+        await client.close()
+        client = await shakehands.connect(f"ws://{HOST}:{port}/aged?since={head}")
+        got = await receive(client, 2)
+        assert got[0]["text"] == "new" and got[0]["offset"] == 2 and got[1]["lost"] is None
+        await client.close()
+    with pytest.raises(ValueError):
+        RedisClusterBackend(history_age=-0.5)

@@ -304,3 +304,42 @@ async def test_a_herd_resuming_at_once_over_redis(redis_server: RedisServer) -> 
             assert [m["offset"] for m in got[:20]] == list(range(2, 22))
             assert got[20]["lost"] is None and got[20]["replayed"] == 20
         assert hub.counters.history_lost == 0
+
+
+async def test_history_is_bounded_by_age_too(redis_server: RedisServer) -> None:
+    """``history_age``: entries older than it are trimmed (XTRIM MINID on Redis's clock) when
+    the topic is published to, or its history read: a resume from before is ``trimmed``."""
+    async with (
+        Hub(streams(redis_server, history_age=0.5), wire=as_json) as hub,
+        resuming_server(hub) as port,
+    ):
+        for i in range(3):
+            await hub.publish("aged", f"old{i}")
+        head = await hub.backend.head("aged")  # type: ignore[attr-defined]
+        start = Position(head.epoch, 0)
+        # Within the age: what followed is replayed. (From offset 1: the hub keeps the pages
+        # its replays read for a few seconds, and a resume from 0 below must reach Redis.)
+        client = await shakehands.connect(f"ws://{HOST}:{port}/aged?since={head.epoch}:1")
+        assert [m.get("text") for m in await receive(client, 3)][:2] == ["old1", "old2"]
+        await client.close()
+        await asyncio.sleep(0.8)
+        # Aged out, with no publication since: the read trims them first.
+        client = await shakehands.connect(f"ws://{HOST}:{port}/aged?since={start}")
+        assert (await receive(client, 1))[0]["lost"] == "trimmed"
+        await client.close()
+        assert redis_server.command("XLEN", "shakehands:{aged}") == b":0\r\n"
+        await hub.publish("aged", "new")
+        # Offsets go on; a resume from the last aged-out one gets the new entry.
+        client = await shakehands.connect(f"ws://{HOST}:{port}/aged?since={head}")
+        got = await receive(client, 2)
+        assert got[0]["text"] == "new" and got[0]["offset"] == 4 and got[1]["lost"] is None
+        await client.close()
+        # A publication trims too: the old entry goes when a later one comes after the age.
+        await asyncio.sleep(0.8)
+        await hub.publish("aged", "newer")
+        assert redis_server.command("XLEN", "shakehands:{aged}") == b":1\r\n"
+    with pytest.raises(ValueError):
+        RedisStreamsBackend(history_age=-1)
+    with pytest.raises(ValueError):
+        RedisStreamsBackend(history_age=float("nan"))
+    assert RedisStreamsBackend(history_age=float("inf"))._age_ms == -1

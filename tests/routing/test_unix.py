@@ -313,6 +313,7 @@ async def test_own_client_over_unix_socket(api: str, sock_path: Path) -> None:
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "hello"
             await ws.send(b"\x00\xff")
             assert await asyncio.wait_for(ws.recv(), TIMEOUT) == b"\x00\xff"
+
         # The blocking client, from a thread (the server runs on this loop).
         def talk() -> str | bytes:
             with sync.unix_connect(str(sock_path), "ws://localhost/") as ws:

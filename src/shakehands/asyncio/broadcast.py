@@ -210,6 +210,8 @@ def broadcast(
     *,
     compress: bool = True,
     policy: SlowClientPolicy | None = None,
+    frames: dict[tuple[object, ...], bytes] | None = None,
+    flush: bool = True,
 ) -> BroadcastResult:
     """Queue ``message`` on every open connection of ``connections``, framing it once.
 
@@ -225,6 +227,13 @@ def broadcast(
         compress: with permessage-deflate negotiated, compress the message (once per group of
             connections with the same compressor settings, when they can share it).
         policy: the slow-client policy of connections that have none of their own.
+        frames: a dictionary kept with ``message`` by a caller that sends it in several calls
+            (a replay to one client after another): frames built are stored in it and reused,
+            so the message is framed once in all.
+        flush: write each connection's queued frames now (the default). With ``False`` they
+            stay queued on its core until the caller calls ``connection.write_queued()``: a
+            caller sending many messages to one connection in a row (a replay) writes them
+            with one system call.
 
     Returns:
         A :class:`BroadcastResult`: how many connections got it, missed it, were closed.
@@ -245,7 +254,8 @@ def broadcast(
         raise TypeError(f"cannot send {type(message).__name__}")
     default_policy = policy or DEFAULT_POLICY
     size = len(payload)
-    frames: dict[tuple[object, ...], bytes] = {}
+    if frames is None:
+        frames = {}
     result = BroadcastResult()
     for connection in connections:
         if not connection.can_take_messages():
@@ -271,6 +281,7 @@ def broadcast(
             continue
         # Anything the core queued before (a pong) leaves first, through the connection's one
         # write path; a close frame the core owes cannot be pending here (checked above).
-        connection.write_queued()
+        if flush:
+            connection.write_queued()
         result.sent += 1
     return result

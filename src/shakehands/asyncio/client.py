@@ -35,7 +35,13 @@ from ..protocol.client import (
     redact,
     wrong_scheme,
 )
-from ..protocol.config import ClientConfig, ClientOptions, client_config
+from ..protocol.config import (
+    ClientConfig,
+    ClientOptions,
+    UnixClientOptions,
+    client_config,
+    unix_client_config,
+)
 from ..protocol.connection import State
 from ..protocol.errors import (
     ConnectionRefused,
@@ -46,7 +52,7 @@ from ..protocol.errors import (
     OpenTimeout,
 )
 from ..protocol.handshake import Response
-from ..protocol.proxy import Proxy, ProxyArgument, select_proxy
+from ..protocol.proxy import Proxy, select_proxy
 from .connection import WebSocketConnection
 from .proxy import create_proxy_connection
 
@@ -180,7 +186,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         server_hostname: the name to check the server's certificate against (default: the
             URI's host).
         max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
-        proxy: ``True`` (default): the proxy of the environment, as curl picks it
+        proxy: ``True``: the proxy of the environment, as curl picks it
             (``wss_proxy``/``https_proxy``/..., ``no_proxy``: see ``docs/proxies.md``), for
             the URI and for each redirect; a URL (``http://``, ``https://``,
             ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
@@ -191,8 +197,9 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         max_message_size, max_frame_size, max_queue, write_limit, ping_interval, ping_timeout,
         close_timeout, compression: as for :func:`~shakehands.serve`.
 
-    Every WebSocket option is defined, with its default, in
-    :class:`~shakehands.protocol.config.ClientConfig` (and the README's options table).
+    Every option but ``ssl`` and ``server_hostname`` is defined, with its default and its
+    validation, in :class:`~shakehands.protocol.config.ClientConfig` (and the README's
+    options table).
 
     ``async for ws in connect(uri)`` yields a new connection each time the previous one is
     lost: it retries (logging each attempt to the ``shakehands.client`` logger) after connection
@@ -239,37 +246,38 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         *,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
-        max_redirects: int = 10,
-        backoff_initial_delay: float = 1.0,
-        backoff_factor: float = 1.618,
-        backoff_max_delay: float = 60.0,
-        proxy: ProxyArgument = True,
         **options: Unpack[ClientOptions],
     ) -> None:
+        self._setup(uri, ssl, server_hostname, client_config(**options), unix_path=None)
+
+    def _setup(
+        self,
+        uri: str,
+        ssl: ssl_module.SSLContext | None,
+        server_hostname: str | None,
+        config: ClientConfig,
+        unix_path: str | None,
+    ) -> None:
+        """Check the arguments and keep them (before any I/O: a bad one fails at once)."""
         self.uri = uri
         self.wsuri = parse_uri(uri)
         #: The options (validated when ``connect`` is called, before any I/O).
-        self.config = client_config(**options)
-        self.open_timeout = self.config.open_timeout
+        self.config = config
+        self.open_timeout = config.open_timeout
         if self.wsuri.secure and ssl is None:
             ssl = ssl_module.create_default_context()
         elif not self.wsuri.secure and ssl is not None:
             raise ValueError("an ssl context needs a wss:// URI")
         self.ssl = ssl
         self.server_hostname = server_hostname
-        if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
-            raise TypeError(f"max_redirects must be an int, got {max_redirects!r}")
-        if max_redirects < 0:
-            raise ValueError(f"max_redirects must be >= 0, got {max_redirects!r}")
-        self.max_redirects = max_redirects
+        self.max_redirects = config.max_redirects
         #: The delays between reconnection attempts.
-        self.backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
+        self.backoff = Backoff.from_config(config)
         #: A Unix domain socket to connect to instead of the URI's host and port.
-        self.unix_path: str | None = None
-        #: The ``proxy`` argument (checked now: a bad URL fails before any I/O).
-        self.proxy_argument = proxy
+        self.unix_path = unix_path
         #: The proxy this connection goes through (``None``: direct); redirects choose again.
-        self.proxy = select_proxy(proxy, self.wsuri.host, self.wsuri.port, self.wsuri.secure)
+        #: Chosen now: a bad proxy URL in the environment fails before any I/O.
+        self.proxy = select_proxy(config.proxy, self.wsuri.host, self.wsuri.port, self.wsuri.secure)
         self.connection: ClientConnection | None = None
 
     def _ssl_for(self, wsuri: WebSocketURI) -> tuple[ssl_module.SSLContext | None, str]:
@@ -294,7 +302,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         """
         loop = asyncio.get_running_loop()
         if self.unix_path is None:
-            proxy = select_proxy(self.proxy_argument, wsuri.host, wsuri.port, wsuri.secure)
+            proxy = select_proxy(self.config.proxy, wsuri.host, wsuri.port, wsuri.secure)
             if proxy is not None:
                 return await self._open_proxied(factory, wsuri, attempt, proxy)
         attempt.phase = "TCP connect"
@@ -377,7 +385,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
                     and not wsuri.secure
                     and self.unix_path is None
                     # A direct probe would go around the proxy.
-                    and select_proxy(self.proxy_argument, wsuri.host, wsuri.port, False) is None
+                    and select_proxy(self.config.proxy, wsuri.host, wsuri.port, False) is None
                     and connection.protocol.nothing_received
                     and await _speaks_tls(wsuri.host, wsuri.port)
                 ):
@@ -478,7 +486,8 @@ class unix_connect(connect):  # noqa: N801 - used like a function, as connect
         path: the socket's path in the file system.
         uri: the URI of the request (its host goes into ``Host``, its path and query into the
             request line; ``wss://`` runs TLS over the socket); by default ``ws://localhost/``.
-        **kwargs: as for :class:`connect`.
+        **kwargs: as for :class:`connect`, but ``proxy`` (``TypeError``: a Unix domain socket
+            is reached directly).
 
     Example::
 
@@ -493,21 +502,7 @@ class unix_connect(connect):  # noqa: N801 - used like a function, as connect
         *,
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
-        max_redirects: int = 10,
-        backoff_initial_delay: float = 1.0,
-        backoff_factor: float = 1.618,
-        backoff_max_delay: float = 60.0,
-        **options: Unpack[ClientOptions],
+        **options: Unpack[UnixClientOptions],
     ) -> None:
-        super().__init__(
-            uri,
-            ssl=ssl,
-            server_hostname=server_hostname,
-            max_redirects=max_redirects,
-            backoff_initial_delay=backoff_initial_delay,
-            backoff_factor=backoff_factor,
-            backoff_max_delay=backoff_max_delay,
-            proxy=None,
-            **options,
-        )
-        self.unix_path = str(path)
+        config = unix_client_config(**options)
+        self._setup(uri, ssl, server_hostname, config, unix_path=str(path))

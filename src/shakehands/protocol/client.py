@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Unpack
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from .config import ClientConfig, ClientOptions, client_config
+from .config import ClientConfig, ClientOptions, check_backoff, client_config
 from .connection import Connection, Role, State
 from .errors import (
     CloseCode,
@@ -254,8 +254,7 @@ class Backoff:
     together).
 
     Raises:
-        ValueError: ``initial_delay`` or ``max_delay`` not positive, ``factor`` below 1, or
-            ``max_delay`` below ``initial_delay``.
+        TypeError, ValueError: as :func:`~shakehands.protocol.config.check_backoff`.
 
     Example:
         >>> delays = Backoff(initial_delay=1.0, factor=2.0, max_delay=8.0).delays()
@@ -268,19 +267,13 @@ class Backoff:
     max_delay: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("initial_delay", "factor", "max_delay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"backoff {name} must be a number, got {value!r}")
-        if not self.initial_delay > 0:
-            raise ValueError(f"backoff initial_delay must be > 0, got {self.initial_delay!r}")
-        if not self.factor >= 1:
-            raise ValueError(f"backoff factor must be >= 1, got {self.factor!r}")
-        if not self.max_delay >= self.initial_delay:
-            raise ValueError(
-                f"backoff max_delay ({self.max_delay!r}) must be >= initial_delay "
-                f"({self.initial_delay!r})"
-            )
+        check_backoff(self.initial_delay, self.factor, self.max_delay)
+
+    @classmethod
+    def from_config(cls, config: ClientConfig) -> Backoff:
+        """The backoff of a client's options (``backoff_initial_delay``, ``backoff_factor``,
+        ``backoff_max_delay``: validated already)."""
+        return cls(config.backoff_initial_delay, config.backoff_factor, config.backoff_max_delay)
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The delays before the 1st, 2nd, ... retry, forever."""

@@ -1,8 +1,11 @@
 """The options of a connection, defined once: typed, frozen, validated and documented.
 
-This module owns every option that ``serve``, ``serve_callbacks``, ``sync.serve``, ``connect``
-and ``sync.connect`` accept, apart from the I/O layer's own (``ssl``, ``sock``, ``backlog``,
-``reuse_port``, ``server_hostname``): its name, type, default, valid values, and what it means.
+This module owns every option that ``serve``, ``serve_callbacks``, ``sync.serve``, ``connect``,
+``unix_connect``, ``sync.connect``, ``sync.unix_connect`` and ``sync.reconnect`` accept, apart
+from the I/O layer's own (``ssl``, ``sock``, ``backlog``, ``reuse_port``, ``server_hostname``,
+``unix_path``): its name, type, default, valid values, and what it means. The client's
+connect-time options (``max_redirects``, ``backoff_*``, ``proxy``) are here too: the front ends
+read them from the :class:`ClientConfig`, none validates them on its own.
 
 - :class:`ServerConfig` and :class:`ClientConfig` are the options themselves, one frozen
   dataclass per role (with :class:`Config` for what both roles share). Building one validates
@@ -30,6 +33,7 @@ from typing import Any, Literal, TypedDict, Unpack
 from .extensions.permessage_deflate import DeflateOptions, compression_options
 from .headers import HeadersLike
 from .http11 import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request, Response
+from .proxy import ProxyArgument, parse_proxy
 
 __all__ = [
     "Config",
@@ -37,14 +41,17 @@ __all__ = [
     "ClientConfig",
     "ServerOptions",
     "ClientOptions",
+    "UnixClientOptions",
     "Compression",
     "ProcessRequest",
     "SelectSubprotocol",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "server_config",
     "client_config",
+    "unix_client_config",
     "ConfiguredConnection",
     "check_handler",
+    "check_backoff",
 ]
 
 #: Default ``max_message_size``: 1 MiB.
@@ -97,6 +104,37 @@ def _strings(name: str, value: object, *, allow_none_items: bool) -> tuple[Any, 
         if not (isinstance(item, str) or (item is None and allow_none_items)):
             raise TypeError(f"{name} must hold {kinds}, got {item!r}")
     return items
+
+
+def check_backoff(initial_delay: float, factor: float, max_delay: float) -> None:
+    """Check the three numbers of an exponential backoff (the clients' ``backoff_*`` options,
+    :class:`~shakehands.protocol.client.Backoff`): the one place they are validated.
+
+    Raises:
+        TypeError: a value is not a number.
+        ValueError: ``initial_delay`` not positive, ``factor`` below 1, or ``max_delay`` below
+            ``initial_delay``.
+    """
+    values = {"initial_delay": initial_delay, "factor": factor, "max_delay": max_delay}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"backoff {name} must be a number, got {value!r}")
+    if not initial_delay > 0:
+        raise ValueError(f"backoff initial_delay must be > 0, got {initial_delay!r}")
+    if not factor >= 1:
+        raise ValueError(f"backoff factor must be >= 1, got {factor!r}")
+    if not max_delay >= initial_delay:
+        raise ValueError(
+            f"backoff max_delay ({max_delay!r}) must be >= initial_delay ({initial_delay!r})"
+        )
+
+
+def _check_proxy(value: object) -> None:
+    if value is None or value is True:
+        return
+    # A URL is parsed now, so that a bad one fails before any I/O (parse_proxy raises
+    # TypeError for anything but a string, naming the accepted values).
+    parse_proxy(value)  # type: ignore[arg-type]
 
 
 def check_handler(handler: object, *, coroutine: bool, expected: str) -> None:
@@ -273,6 +311,22 @@ class ClientConfig(Config):
     subprotocols: Sequence[str] = ()
     #: More request headers.
     extra_headers: HeadersLike | None = None
+    #: Redirects (301, 302, 303, 307, 308) followed at most; 0 follows none (the 30x is then
+    #: raised as :class:`~shakehands.InvalidStatus`).
+    max_redirects: int = 10
+    #: Reconnection (``async for ws in connect(...)``, ``sync.reconnect``): the wait before the
+    #: n-th retry is random in ``[0, min(backoff_max_delay, backoff_initial_delay *
+    #: backoff_factor ** n)]`` (:class:`~shakehands.protocol.client.Backoff`), in seconds.
+    backoff_initial_delay: float = 1.0
+    #: See ``backoff_initial_delay``; at least 1.
+    backoff_factor: float = 1.618
+    #: See ``backoff_initial_delay``; at least ``backoff_initial_delay``.
+    backoff_max_delay: float = 60.0
+    #: ``True``: the proxy of the environment, as curl picks it (``wss_proxy``,
+    #: ``https_proxy``, ..., ``no_proxy``), for the URI and for each redirect; a proxy URL
+    #: (``http://``, ``https://``, ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no
+    #: proxy. See ``docs/proxies.md``. Over a Unix domain socket there is none.
+    proxy: ProxyArgument = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,6 +336,9 @@ class ClientConfig(Config):
             "subprotocols",
             _strings("subprotocols", self.subprotocols or (), allow_none_items=False),
         )
+        _check_int("max_redirects", self.max_redirects, minimum=0, optional=False)
+        check_backoff(self.backoff_initial_delay, self.backoff_factor, self.backoff_max_delay)
+        _check_proxy(self.proxy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,13 +375,24 @@ class ServerOptions(_CommonOptions, total=False):
     http2_max_streams: int
 
 
-class ClientOptions(_CommonOptions, total=False):
-    """The keyword arguments of ``connect`` and ``sync.connect`` that :class:`ClientConfig`
-    defines (see there for what each means and its default)."""
+class UnixClientOptions(_CommonOptions, total=False):
+    """The keyword arguments of ``unix_connect`` and ``sync.unix_connect``: those of
+    :class:`ClientOptions` but ``proxy`` (a Unix domain socket is reached directly)."""
 
     origin: str | None
     subprotocols: Sequence[str] | None
     extra_headers: HeadersLike | None
+    max_redirects: int
+    backoff_initial_delay: float
+    backoff_factor: float
+    backoff_max_delay: float
+
+
+class ClientOptions(UnixClientOptions, total=False):
+    """The keyword arguments of ``connect``, ``sync.connect`` and ``sync.reconnect`` that
+    :class:`ClientConfig` defines (see there for what each means and its default)."""
+
+    proxy: ProxyArgument
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +413,20 @@ def server_config(**options: Unpack[ServerOptions]) -> ServerConfig:
 def client_config(**options: Unpack[ClientOptions]) -> ClientConfig:
     """A :class:`ClientConfig` from a front end's keyword arguments (see :func:`server_config`)."""
     return ClientConfig(**_resolved(ClientConfig, dict(options)))
+
+
+def unix_client_config(**options: Unpack[UnixClientOptions]) -> ClientConfig:
+    """A :class:`ClientConfig` for a client over a Unix domain socket: ``proxy`` is ``None``.
+
+    Raises:
+        TypeError: ``proxy`` among the options (a Unix socket is not reached through a proxy),
+            or as :func:`client_config`.
+        ValueError: as :func:`client_config`.
+    """
+    given: dict[str, Any] = dict(options)
+    if "proxy" in given:
+        raise TypeError("proxy does not apply to a Unix domain socket (unix_connect)")
+    return ClientConfig(**_resolved(ClientConfig, given), proxy=None)
 
 
 def _resolved(config: type[Config], options: dict[str, Any]) -> dict[str, Any]:

@@ -190,6 +190,13 @@ class HubCounters:
     resumed: int = 0
     replayed: int = 0
     history_lost: int = 0
+    #: History pages read from the backend for replays, wire messages built for replays and
+    #: frames built for them: with a herd resuming from the same position, each publication is
+    #: built and framed once, not once per client (frames: once per group of connections with
+    #: the same framing, see :func:`~shakehands.broadcast`).
+    history_reads: int = 0
+    replay_built: int = 0
+    replay_frames: int = 0
 
 
 class HubBackend(Protocol):

@@ -25,8 +25,9 @@ with a :class:`HistoryLost` (in :class:`Subscription`), so that the application 
 
 How a position appears on the wire is the application's choice: ``Hub(wire=...)`` takes a
 callable that builds the message sent to subscribers from the topic, the position and the
-published message, called once per publication (not per subscriber), and once per replayed
-publication for the subscriber it is replayed to.
+published message, called once per publication (not per subscriber), and once more per
+publication replayed, however many subscribers it is replayed to (replays of a topic share the
+messages built and their frames, and the history pages read: see ``_ReplayCache``).
 
 This module knows nothing about frames: it passes ``str`` / ``bytes`` messages to broadcast.
 """
@@ -75,6 +76,12 @@ Wire = Callable[[str, Position | None, Message], Message]
 #: Publications read from history per step of a replay; between steps the replay yields to the
 #: event loop and waits while the subscriber's write buffer is over its limit.
 REPLAY_PAGE = 200
+#: Replay steps running at once per hub. A herd of clients resuming together takes turns, page
+#: by page, so that opening handshakes and live deliveries still get the event loop.
+REPLAY_STEPS_IN_FLIGHT = 8
+#: Seconds the pages and wire messages built for a topic's replays are kept after its last
+#: replay ended: clients of a herd arrive over seconds, and each would otherwise rebuild them.
+REPLAY_CACHE_LINGER = 5.0
 
 
 def connection_of(connection: Subscriber) -> TransportProtocol:
@@ -155,6 +162,14 @@ class Hub:
         self._publishing_tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._starting: asyncio.Task[None] | None = None
+        # Per topic being replayed: history pages and built wire messages shared by every
+        # connection replaying it (a herd resuming from the same position reads and frames
+        # each publication once).
+        self._replays: dict[str, _ReplayCache] = {}
+        self._replay_steps: asyncio.Semaphore | None = None
+        # Counts subscriptions with ``since``: a history page read after a connection
+        # subscribed is complete for it (see _ReplayCache.page).
+        self._resume_count = 0
 
     async def start(self) -> None:
         """Start the backend (the Redis backend connects in the background if it must wait)."""
@@ -180,6 +195,10 @@ class Hub:
         self._live.clear()
         self._ready.clear()
         self._topics_of.clear()
+        for cache in self._replays.values():
+            if cache.expiry is not None:
+                cache.expiry.cancel()
+        self._replays.clear()
 
     async def __aenter__(self) -> Hub:
         await self.start()
@@ -242,7 +261,8 @@ class Hub:
         if since is None:
             self._subscribers.setdefault(topic, {})[connection] = None
         else:
-            self._resuming.setdefault(topic, {})[connection] = _Resumer()
+            self._resume_count += 1
+            self._resuming.setdefault(topic, {})[connection] = _Resumer(self._resume_count)
         done = loop.create_future()
         task = loop.create_task(self._settle(connection, topic, since, ready, done))
         self._publishing_tasks.add(task)
@@ -286,27 +306,41 @@ class Hub:
         if not isinstance(backend, HistoryBackend):
             lost = HistoryLost(topic, since, "unsupported", None)
             return self._lost(connection, topic, lost)
-        wire = self.wire
+        resumer = self._resuming.get(topic, {}).get(connection)
+        if resumer is None:
+            return Subscription(topic)  # closed or unsubscribed meanwhile
+        cache = self._replays.get(topic)
+        if cache is None:
+            cache = self._replays[topic] = _ReplayCache(self, backend, topic)
+        cache.enter()
+        if self._replay_steps is None:
+            self._replay_steps = asyncio.Semaphore(REPLAY_STEPS_IN_FLIGHT)
+        steps = self._replay_steps
         last = since
         replayed = 0
-        while self._resuming.get(topic, {}).get(connection) is not None:
-            try:
-                page = await backend.read_history(topic, last, REPLAY_PAGE)
-            except Exception as exc:
-                logger.warning("reading the history of %r failed: %s", topic, exc)
-                page = HistoryLost(topic, last, "unavailable", None)
-            if isinstance(page, HistoryLost):
-                return self._lost(connection, topic, page, replayed)
-            if connection not in self._resuming.get(topic, {}):
-                break  # closed or unsubscribed meanwhile
-            for position, message in page:
-                self._send_one(connection, wire(topic, position, message) if wire else message)
-                last = position
-            replayed += len(page)
-            self.counters.replayed += len(page)
-            if len(page) < REPLAY_PAGE:
-                break
-            await _writable(connection)
+        try:
+            while self._resuming.get(topic, {}).get(connection) is not None:
+                async with steps:
+                    try:
+                        page, complete = await cache.page(last, resumer.ticket)
+                    except Exception as exc:
+                        logger.warning("reading the history of %r failed: %s", topic, exc)
+                        page, complete = HistoryLost(topic, last, "unavailable", None), True
+                    if isinstance(page, HistoryLost):
+                        return self._lost(connection, topic, page, replayed)
+                    if connection not in self._resuming.get(topic, {}):
+                        break  # closed or unsubscribed meanwhile
+                    for entry in page:
+                        self._send_one(connection, entry.message, entry.frames, flush=False)
+                        last = entry.position
+                    connection.write_queued()  # the page in one write
+                replayed += len(page)
+                self.counters.replayed += len(page)
+                if complete and len(page) < REPLAY_PAGE:
+                    break
+                await _writable(connection)
+        finally:
+            cache.leave()
         reached = self._hand_over(connection, topic, last, lost=False)
         return Subscription(topic, reached, replayed)
 
@@ -352,9 +386,25 @@ class Hub:
                 del self._resuming[topic]
         self._subscribers.setdefault(topic, {})[connection] = None
 
-    def _send_one(self, connection: TransportProtocol, message: Message) -> None:
-        result = broadcast((connection,), message, compress=self.compress, policy=self.policy)
+    def _send_one(
+        self,
+        connection: TransportProtocol,
+        message: Message,
+        frames: dict[tuple[object, ...], bytes] | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        result = broadcast(
+            (connection,),
+            message,
+            compress=self.compress,
+            policy=self.policy,
+            frames=frames,
+            flush=flush,
+        )
         counters = self.counters
+        if frames is not None:
+            counters.replay_frames += result.frames
         counters.delivered += result.sent
         counters.skipped += result.skipped
         counters.dropped += result.dropped
@@ -499,11 +549,126 @@ class _Resumer:
     """A connection replaying a topic's history: the live publications held for it meanwhile;
     after the replay, the last position it got, until the live path has delivered it."""
 
-    __slots__ = ("held", "skip_through")
+    __slots__ = ("held", "skip_through", "ticket")
 
-    def __init__(self) -> None:
+    def __init__(self, ticket: int) -> None:
         self.held: list[tuple[Position | None, Message]] = []
         self.skip_through: Position | None = None
+        #: When it subscribed (the hub's resume count then): what was read later is complete.
+        self.ticket = ticket
+
+
+class _Replayed:
+    """One publication being replayed: its wire message, built once, and its frames, built
+    once (by :func:`broadcast`) for every connection it is replayed to."""
+
+    __slots__ = ("position", "message", "frames")
+
+    def __init__(self, position: Position, message: Message) -> None:
+        self.position = position
+        self.message = message
+        self.frames: dict[tuple[object, ...], bytes] = {}
+
+
+class _ReplayCache:
+    """What the connections replaying one topic share, while any of them replays it.
+
+    Theory of operation. 10 000 clients resuming after a deploy usually ask for the same range
+    (they were all caught up). Reading the history once per client, building the wire message
+    and framing it once per client per publication would cost clients x publications in CPU
+    and in memory; here each history page is read once for everyone waiting for it, and each
+    replayed publication is built (``wire``) and framed once, whatever the number of clients.
+
+    A page is keyed by the position it starts after. A full page (``REPLAY_PAGE`` entries) is
+    the same for every reader: history after a position never changes (trimming only makes
+    later reads answer ``HistoryLost``). A short page reached the end of the history when it
+    was read, so it is complete only for connections that subscribed before that read began
+    (they hold the live publications that came after); a later one reads again. Memory: at
+    most the topic's history, built, while replays run and for ``REPLAY_CACHE_LINGER``
+    seconds after the last one ended.
+    """
+
+    __slots__ = ("hub", "backend", "topic", "users", "built", "pages", "expiry")
+
+    def __init__(self, hub: Hub, backend: HistoryBackend, topic: str) -> None:
+        self.hub = hub
+        self.backend = backend
+        self.topic = topic
+        self.users = 0
+        self.expiry: asyncio.TimerHandle | None = None
+        self.built: dict[Position, _Replayed] = {}
+        # since -> (the resume count when the read began, the read).
+        self.pages: dict[Position, tuple[int, asyncio.Future[list[_Replayed] | HistoryLost]]] = {}
+
+    def enter(self) -> None:
+        self.users += 1
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
+    def leave(self) -> None:
+        self.users -= 1
+        if not self.users:
+            loop = asyncio.get_running_loop()
+            self.expiry = loop.call_later(REPLAY_CACHE_LINGER, self._drop)
+
+    def _drop(self) -> None:
+        self.expiry = None
+        if not self.users and self.hub._replays.get(self.topic) is self:
+            del self.hub._replays[self.topic]
+
+    async def page(
+        self, since: Position, ticket: int
+    ) -> tuple[list[_Replayed] | HistoryLost, bool]:
+        """The publications after ``since`` (up to ``REPLAY_PAGE``), and whether they are
+        complete for a connection that subscribed with ``ticket``: if not, more may follow
+        them (read on from the last one)."""
+        known = self.pages.get(since)
+        if known is not None:
+            started, shared = known
+            if not shared.done():
+                await asyncio.wait([shared])  # if this task is cancelled, the read goes on
+            if not shared.cancelled():  # cancelled: its reader was; read anew
+                result = shared.result()  # a failed read fails those that waited for it
+                if ticket <= started or (
+                    not isinstance(result, HistoryLost) and len(result) == REPLAY_PAGE
+                ):
+                    return result, True
+                if not isinstance(result, HistoryLost) and result:
+                    return result, False
+        read = asyncio.get_running_loop().create_future()
+        self.pages[since] = (self.hub._resume_count, read)
+        try:
+            result = await self._read(since)
+        except BaseException as exc:
+            if self.pages.get(since, (0, None))[1] is read:
+                del self.pages[since]
+            if isinstance(exc, asyncio.CancelledError):
+                read.cancel()  # those waiting read for themselves
+            else:
+                read.set_exception(exc)
+                read.exception()  # retrieved: each waiter handles it
+            raise
+        read.set_result(result)
+        return result, True
+
+    async def _read(self, since: Position) -> list[_Replayed] | HistoryLost:
+        hub = self.hub
+        hub.counters.history_reads += 1
+        page = await self.backend.read_history(self.topic, since, REPLAY_PAGE)
+        if isinstance(page, HistoryLost):
+            return page
+        wire, topic, built = hub.wire, self.topic, self.built
+        result: list[_Replayed] = []
+        for position, message in page:
+            entry = built.get(position)
+            if entry is None:
+                hub.counters.replay_built += 1
+                entry = built[position] = _Replayed(
+                    position, wire(topic, position, message) if wire else message
+                )
+            result.append(entry)
+        return result
 
 
 def _covered(position: Position | None, last: Position | None) -> bool:

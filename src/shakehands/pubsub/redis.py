@@ -14,28 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .backend import Deliver, Gap, Message, PublishError, logger
+from .backend import Deliver, Gap, Message, logger
+from .redis_link import Backoff, RedisLink, load_redis, no_retry
 
 __all__ = ["RedisBackend"]
 
 
-def _load_redis() -> Any:
-    try:
-        return importlib.import_module("redis.asyncio")
-    except ImportError:
-        raise RuntimeError(
-            "the Redis backend needs the redis package: pip install 'shakehands[redis]'"
-        ) from None
-
-
-class RedisBackend:
+class RedisBackend(RedisLink):
     """Redis pub/sub as the message bus (``redis.asyncio``, imported when the hub starts).
 
     Args:
@@ -61,66 +51,41 @@ class RedisBackend:
         connect_timeout: float = 2.0,
         health_check_interval: float = 10.0,
     ) -> None:
-        self.url = url
+        super().__init__(
+            url,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+        )
         self.prefix = prefix
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
-        self.connect_timeout = connect_timeout
-        self.health_check_interval = health_check_interval
         self._deliver: Deliver | None = None
         self._report_gap: Callable[[Gap], None] | None = None
-        self._client: Any = None
         self._pubsub: Any = None
         self._topics: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._commands = asyncio.Lock()
-        self._reader: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         # A channel of our own, always subscribed: its confirmation says the link is up.
         self._control = f"{prefix}_hub:{os.getpid()}:{os.urandom(4).hex()}"
-        self._up = False
-        self._down_since: float | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
-        # Publications wait here for the writer task, which pipelines them in call order.
-        self._outbox: list[tuple[str, bytes, asyncio.Future[int]]] = []
-        self._outbox_ready = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def connected(self) -> bool:
-        """Whether the subscription link to Redis is up."""
-        return self._up
 
     def _channel(self, topic: str) -> str:
         return self.prefix + topic
 
     async def start(self, deliver: Deliver, report_gap: Callable[[Gap], None]) -> None:
         """Connect (in the background: Redis may come later); return after the first attempt."""
-        redis_asyncio = _load_redis()
-        retry_module = importlib.import_module("redis.asyncio.retry")
-        backoff_module = importlib.import_module("redis.backoff")
+        redis_asyncio = load_redis()
         self._deliver = deliver
         self._report_gap = report_gap
-        # No retries inside redis-py: this class owns reconnection, so that it can log each
-        # attempt and fail publications at once while Redis is away.
         self._client = redis_asyncio.Redis.from_url(
             self.url,
             socket_connect_timeout=self.connect_timeout,
             socket_keepalive=True,
-            retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+            retry=no_retry(),
         )
-        loop = asyncio.get_running_loop()
-        self._first_attempt = loop.create_future()
-        self._reader = loop.create_task(self._run())
-        self._writer = loop.create_task(self._write())
-        await asyncio.shield(self._first_attempt)
-
-    def _attempt_done(self) -> None:
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_result(None)
+        await asyncio.shield(self._start_tasks(self._run()))
 
     async def _run(self) -> None:
-        delay = self.min_backoff
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         while True:
             pubsub = self._client.pubsub()
             try:
@@ -137,7 +102,7 @@ class RedisBackend:
                         heard = now
                         self._handle(message)
                         if self._up:
-                            delay = self.min_backoff
+                            backoff.reset()
                     elif now - heard > 2 * interval:
                         raise ConnectionError(f"no answer from Redis for {now - heard:.1f} s")
                     elif now - heard > interval and now - pinged > interval:
@@ -152,21 +117,7 @@ class RedisBackend:
                 self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                if self._up:
-                    self._up = False
-                    self._down_since = time.time()
-                    logger.warning("lost the connection to Redis at %s: %s", self.url, exc)
-                    # Connections of the publishing pool are as dead as ours: drop them, so
-                    # that the first publication after Redis returns does not meet a stale one.
-                    with contextlib.suppress(Exception):
-                        await self._client.connection_pool.disconnect()
-                wait = delay * random.uniform(0.8, 1.2)
-                logger.warning(
-                    "cannot reach Redis at %s (%s); retrying in %.2f s", self.url, exc, wait
-                )
-                self._attempt_done()
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, self.max_backoff)
+                await self._lost(exc, backoff)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -228,11 +179,6 @@ class RedisBackend:
         if self._report_gap is not None:
             self._report_gap(gap)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _command(self, method: str, channel: str) -> None:
         async with self._commands:
             pubsub = self._pubsub
@@ -245,6 +191,7 @@ class RedisBackend:
                 logger.debug("%s %s failed: %s", method, channel, exc)
 
     def subscribe(self, topic: str) -> asyncio.Future[None]:
+        """Subscribe to the topic's channel; the future is done once Redis confirms it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(topic, []).append(future)
         self._topics.add(topic)
@@ -252,6 +199,7 @@ class RedisBackend:
         return future
 
     def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe from the topic's channel (and cancel a subscription still pending)."""
         self._topics.discard(topic)
         for waiter in self._waiters.pop(topic, []):
             if not waiter.done():
@@ -260,71 +208,11 @@ class RedisBackend:
 
     async def publish(self, topic: str, message: Message) -> int:
         """Publish through Redis; calls are sent in the order they are made (pipelined)."""
-        if self._client is None:
-            raise PublishError("the hub was not started")
-        if not self._up:
-            raise PublishError(f"Redis at {self.url} is unreachable{self._since()}")
         payload = b"t" + message.encode("utf-8") if isinstance(message, str) else b"b" + message
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outbox.append((self._channel(topic), payload, future))
-        self._outbox_ready.set()
-        return await future
+        return await self._send(self._channel(topic), payload)
 
-    def _since(self) -> str:
-        if self._down_since is None:
-            return ""
-        return f" since {time.strftime('%H:%M:%S', time.localtime(self._down_since))}"
+    async def _queue(self, pipeline: Any, key: str, payload: bytes) -> None:
+        pipeline.publish(key, payload)
 
-    async def _write(self) -> None:
-        """Send queued publications, as many per round trip as are waiting, in order."""
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if not batch:
-                continue
-            if not self._up:
-                error = PublishError(f"Redis at {self.url} is unreachable{self._since()}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            pipeline = self._client.pipeline(transaction=False)
-            for channel, payload, _ in batch:
-                pipeline.publish(channel, payload)
-            try:
-                results = await pipeline.execute()
-            except asyncio.CancelledError:
-                for _, _, future in batch:
-                    future.cancel()
-                raise
-            except Exception as exc:
-                # The batch may be partly delivered; each caller hears it failed (at most once).
-                error = PublishError(f"publishing to Redis at {self.url} failed: {exc}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, _, future), receivers in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(int(receivers))
-
-    async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in (self._reader, self._writer):
-            if task is not None:
-                tasks.append(task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._reader = self._writer = None
-        self._up = False
-        for _, _, future in self._outbox:
-            future.cancel()
-        self._outbox = []
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+    def _receivers(self, reply: Any) -> int:
+        return int(reply)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import random
 import time
 import zlib
 from collections import deque
@@ -40,12 +39,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, PublishError, logger
-from .redis import _load_redis
+from .redis_link import Backoff, load_redis, no_retry
 from .redis_streams import (
     _HISTORY,
     _STATE,
+    _TRIM_BY_AGE,
+    DEFAULT_HISTORY_AGE,
     DEFAULT_HISTORY_SIZE,
     READ_CONCURRENCY,
+    _age_ms,
     _decode,
     _encode,
     _new_epoch,
@@ -56,18 +58,25 @@ from .redis_streams import (
 __all__ = ["RedisClusterBackend"]
 
 # KEYS: stream, meta, channel. ARGV: approximate maximum length, an epoch for a topic that has
-# none, the entry. Returns {epoch, offset}.
-_PUBLISH = """
+# none, the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
+_PUBLISH = (
+    _TRIM_BY_AGE
+    + """
+local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'last', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'e', epoch, 'd', ARGV[3])
+redis.call(
+  'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
+  'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
+)
 redis.call('SPUBLISH', KEYS[3], epoch .. ' ' .. offset .. ' ' .. ARGV[3])
 return {epoch, offset}
 """
+)
 
 # KEYS: stream, meta. ARGV: the epoch a process knows, the offset the shard's history still
 # agrees with it up to (base), a new epoch. Starts the new epoch after base, unless another
@@ -127,6 +136,8 @@ class RedisClusterBackend:
             them): the rest is discovered.
         prefix: prepended to Redis key and channel names.
         history_size: entries kept per topic (``MAXLEN ~``).
+        history_age: seconds an entry is kept at most (``math.inf``: no bound by age), as
+            with :class:`~shakehands.pubsub.RedisStreamsBackend`.
         min_backoff, max_backoff: seconds between attempts to reach a shard again, doubling.
         connect_timeout: seconds for a connection attempt.
         health_check_interval: seconds of silence on a shard link after which it is probed
@@ -139,6 +150,7 @@ class RedisClusterBackend:
         *,
         prefix: str = "shakehands:",
         history_size: int = DEFAULT_HISTORY_SIZE,
+        history_age: float = DEFAULT_HISTORY_AGE,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 2.0,
@@ -151,6 +163,8 @@ class RedisClusterBackend:
             raise ValueError("give at least one node of the cluster")
         self.prefix = prefix
         self.history_size = history_size
+        self.history_age = history_age
+        self._age_ms = _age_ms(history_age)
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
@@ -167,8 +181,8 @@ class RedisClusterBackend:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._publishing = asyncio.Lock()
         self._down_since: dict[str, float] = {}
-        # Consecutive failed links per node: the backoff before trying the slot map again.
-        self._failures: dict[tuple[str, int], int] = {}
+        # Per node whose link failed: the backoff before trying the slot map again.
+        self._backoffs: dict[tuple[str, int], Backoff] = {}
 
     def _keys(self, topic: str) -> list[str]:
         base = f"{self.prefix}{{{topic}}}"
@@ -180,7 +194,7 @@ class RedisClusterBackend:
 
     async def start(self, deliver: Deliver, report_gap: Callable[[Gap], None]) -> None:
         """Discover the cluster (retrying in the background if it cannot be reached yet)."""
-        self._redis = _load_redis()
+        self._redis = load_redis()
         cluster_module = importlib.import_module("redis.asyncio.cluster")
         retry_module = importlib.import_module("redis.asyncio.retry")
         backoff_module = importlib.import_module("redis.backoff")
@@ -252,10 +266,10 @@ class RedisClusterBackend:
 
     async def _attach(self, topic: str) -> None:
         """Find ``topic``'s shard (after refreshing the slot map, on retries) and subscribe."""
-        delay = self.min_backoff
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         while topic in self._topics:
             try:
-                if delay > self.min_backoff:
+                if backoff.failing:
                     await self._cluster.nodes_manager.initialize()
                 state = self._topics[topic]
                 if state.last is None:
@@ -265,8 +279,7 @@ class RedisClusterBackend:
                 address = (node.host, int(node.port))
             except Exception as exc:
                 logger.debug("locating %r failed: %s", topic, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.sleep()
                 continue
             link = self._links.get(address)
             if link is None:
@@ -291,14 +304,12 @@ class RedisClusterBackend:
 
     async def _run_link(self, link: _Link) -> None:
         host, port = link.node
-        retry_module = importlib.import_module("redis.asyncio.retry")
-        backoff_module = importlib.import_module("redis.backoff")
         client = self._redis.Redis(
             host=host,
             port=port,
             socket_connect_timeout=self.connect_timeout,
             socket_keepalive=True,
-            retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+            retry=no_retry(),
         )
         pubsub = client.pubsub()
         interval = self.health_check_interval
@@ -308,7 +319,7 @@ class RedisClusterBackend:
                 for topic in sorted(link.topics):
                     await pubsub.ssubscribe(self._keys(topic)[2])
                 link.pubsub = pubsub
-            self._failures.pop(link.node, None)
+            self._backoffs.pop(link.node, None)
             heard = pinged = time.monotonic()
             while True:
                 message = await pubsub.get_message(timeout=interval / 2)
@@ -324,9 +335,10 @@ class RedisClusterBackend:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failures = self._failures[link.node] = self._failures.get(link.node, 0) + 1
-            wait = min(self.min_backoff * 2 ** (failures - 1), self.max_backoff)
-            wait *= random.uniform(0.8, 1.2)
+            backoff = self._backoffs.get(link.node)
+            if backoff is None:
+                backoff = self._backoffs[link.node] = Backoff(self.min_backoff, self.max_backoff)
+            wait = backoff.next()
             logger.warning(
                 "lost the shard link to %s:%d: %s; finding the slots' node in %.2f s",
                 host,
@@ -533,7 +545,7 @@ class RedisClusterBackend:
         """:meth:`read_history`, and the offset the current epoch started after."""
         async with self._reads:
             epoch, last, first, entries, base = await self._scripts["history"](
-                keys=self._keys(topic)[:2], args=[since.offset, limit]
+                keys=self._keys(topic)[:2], args=[since.offset, limit, self._age_ms]
             )
         last, base = int(last), int(base)
         if not epoch:
@@ -576,7 +588,7 @@ class RedisClusterBackend:
             try:
                 await self._scripts["publish"](
                     keys=self._keys(topic),
-                    args=[self.history_size, _new_epoch(), _encode(message)],
+                    args=[self.history_size, _new_epoch(), _encode(message), self._age_ms],
                 )
             except asyncio.CancelledError:
                 raise

@@ -1,13 +1,14 @@
 """The Redis Streams backend of a :class:`~shakehands.pubsub.Hub`: every process sharing a
 Redis server sees every message, and subscribers can resume after a reconnection.
 
-Each topic is a Redis stream (its history, trimmed with ``XADD ... MAXLEN ~ N``) and a small hash
-(its epoch and last offset), both under one hash tag (``{topic}``), so that they live on the same
-node of a Redis Cluster. A publication is one Lua script, atomic in Redis and in its AOF: it
-creates the epoch if the topic has none, increments the offset and adds the entry with the
-stream ID ``<offset>-0``. So offsets are the stream IDs, and they continue after a Redis restart
-when Redis persists (``appendonly yes``); if Redis lost the topic's data, the next publication
-draws a new epoch, and positions from before are answered with ``HistoryLost("epoch")``.
+Each topic is a Redis stream (its history, trimmed with ``XADD ... MAXLEN ~ N``, and by age with
+``XTRIM MINID``) and a small hash (its epoch and last offset), both under one hash tag
+(``{topic}``), so that they live on the same node of a Redis Cluster. A publication is one Lua
+script, atomic in Redis and in its AOF: it creates the epoch if the topic has none, increments
+the offset and adds the entry with the stream ID ``<offset>-0``. So offsets are the stream IDs,
+and they continue after a Redis restart when Redis persists (``appendonly yes``); if Redis lost
+the topic's data, the next publication draws a new epoch, and positions from before are answered
+with ``HistoryLost("epoch")``.
 
 Live delivery: one dedicated connection per process runs ``XREAD BLOCK`` on the streams of every
 subscribed topic from the last ID it delivered (no polling: the read returns when entries come,
@@ -18,7 +19,7 @@ so nothing stored is missed; a :class:`~shakehands.pubsub.Gap` is reported only 
 entries were trimmed past that ID or whose epoch changed (Redis lost its data).
 
 Compared with :class:`~shakehands.pubsub.RedisBackend` (pub/sub): every publication is stored
-(memory in Redis: the message plus about 70 bytes, times ``history_size`` per topic), the reader
+(memory in Redis: the message plus about 90 bytes, times ``history_size`` per topic), the reader
 names every subscribed stream in each ``XREAD`` (fine for thousands of topics per process, not
 for millions), and delivery is at least as late as the reader's next round trip.
 
@@ -29,30 +30,72 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import math
 import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, PublishError, logger
-from .redis import _load_redis
+from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, logger
+from .redis_link import Backoff, RedisLink, load_redis, no_retry
 
 __all__ = ["RedisStreamsBackend"]
 
+# Trims the stream KEYS[1] by age: entries whose time field ``t`` (milliseconds, Redis's clock)
+# is older than ``age`` milliseconds go (``XTRIM MINID``); ``age`` < 0: no bound by age. Returns
+# Redis's time in milliseconds. Cheap when nothing is due: one look at the oldest entry.
+_TRIM_BY_AGE = """
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+local function time_of(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then return tonumber(fields[i + 1]) end
+  end
+  return nil
+end
+local function trim_by_age(stream, age)
+  local now = now_ms()
+  if age < 0 then return now end
+  local horizon = now - age
+  while true do
+    local batch = redis.call('XRANGE', stream, '-', '+', 'COUNT', 100)
+    if #batch == 0 then return now end
+    for _, entry in ipairs(batch) do
+      local t = time_of(entry)
+      -- Entries without a time (written before it was kept) are not trimmed by age.
+      if t == nil or t >= horizon then
+        redis.call('XTRIM', stream, 'MINID', entry[1])
+        return now
+      end
+    end
+    local after = tonumber(string.match(batch[#batch][1], '^(%d+)')) + 1
+    redis.call('XTRIM', stream, 'MINID', after .. '-0')
+  end
+end
+"""
+
 # KEYS: stream, meta. ARGV: approximate maximum length, an epoch for a topic that has none,
-# the entry. Returns {epoch, offset}.
-_PUBLISH = """
+# the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
+_PUBLISH = (
+    _TRIM_BY_AGE
+    + """
+local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'last', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0', 'e', epoch, 'd', ARGV[3])
+redis.call(
+  'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
+  'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
+)
 return {epoch, offset}
 """
+)
 
 # KEYS: stream, meta. ARGV: an epoch for a topic that has none. Returns {epoch, last offset,
 # first kept stream ID or false}.
@@ -63,18 +106,25 @@ local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {meta[1], meta[2] or '0', first[1] and first[1][1] or false}
 """
 
-# KEYS: stream, meta. ARGV: offset to read after, count. Returns {epoch or false, last offset,
-# first kept stream ID or false, entries, base}: one consistent view for read_history. ``base``
-# is the offset the epoch started after (0, unless a Redis Cluster failover lost writes).
-_HISTORY = """
+# KEYS: stream, meta. ARGV: offset to read after, count, the maximum age in milliseconds (-1:
+# none). Returns {epoch or false, last offset, first kept stream ID or false, entries, base}: one
+# consistent view for read_history, after trimming what aged out. ``base`` is the offset the
+# epoch started after (0, unless a Redis Cluster failover lost writes).
+_HISTORY = (
+    _TRIM_BY_AGE
+    + """
+trim_by_age(KEYS[1], tonumber(ARGV[3]))
 local meta = redis.call('HMGET', KEYS[2], 'epoch', 'last', 'base')
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 return {meta[1], meta[2] or '0', first[1] and first[1][1] or false, entries, meta[3] or '0'}
 """
+)
 
-#: Publications kept per topic (approximately: Redis trims whole nodes of the stream).
+#: Publications kept per topic (approximately: Redis trims whole nodes of the stream), and for
+#: how many seconds at most (the same defaults as in memory).
 DEFAULT_HISTORY_SIZE = 1000
+DEFAULT_HISTORY_AGE = 300.0
 #: History and position reads in flight at once per process: 10 000 clients resuming together
 #: queue here instead of each taking a Redis connection ("Too many connections").
 READ_CONCURRENCY = 16
@@ -86,6 +136,13 @@ def _text(value: Any) -> str:
 
 def _offset_of(stream_id: Any) -> int:
     return int(_text(stream_id).partition("-")[0])
+
+
+def _age_ms(history_age: float) -> int:
+    """``history_age`` (seconds, ``math.inf`` for no bound) as the scripts take it."""
+    if not history_age >= 0:
+        raise ValueError("history_age must be 0 or more seconds")
+    return -1 if math.isinf(history_age) else int(history_age * 1000)
 
 
 def _new_epoch() -> str:
@@ -108,21 +165,25 @@ def _decode(data: Any) -> Message | None:
     return payload if kind == b"b" else None
 
 
-class RedisStreamsBackend:
+class RedisStreamsBackend(RedisLink):
     """Redis Streams as the message bus and the history of each topic (``redis.asyncio``).
 
     Args:
         url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
         prefix: prepended to Redis key names.
         history_size: entries kept per stream (``MAXLEN ~``: Redis may keep a few more).
+        history_age: seconds an entry is kept at most (``math.inf``: no bound by age). Entries
+            carry Redis's time (``TIME``), and those older are trimmed (``XTRIM MINID``) when
+            the topic is published to or its history read.
         min_backoff, max_backoff: seconds between reconnection attempts, doubling from the
             first to the second (with jitter).
         connect_timeout: seconds for a connection attempt to Redis.
         health_check_interval: the longest a blocking read waits; a reply that does not come
             within it (plus ``connect_timeout``) counts as a lost connection.
 
-    Entries hold two fields: ``e``, the epoch, and ``d``, one type byte (``t`` text, ``b``
-    binary) followed by the payload.
+    Entries hold three fields: ``e``, the epoch, ``d``, one type byte (``t`` text, ``b``
+    binary) followed by the payload, and ``t``, Redis's time of the publication in
+    milliseconds (for ``history_age``).
     """
 
     def __init__(
@@ -131,6 +192,7 @@ class RedisStreamsBackend:
         *,
         prefix: str = "shakehands:",
         history_size: int = DEFAULT_HISTORY_SIZE,
+        history_age: float = DEFAULT_HISTORY_AGE,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         connect_timeout: float = 2.0,
@@ -138,16 +200,19 @@ class RedisStreamsBackend:
     ) -> None:
         if history_size < 1:
             raise ValueError("history_size must be 1 or more")
-        self.url = url
+        super().__init__(
+            url,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+        )
         self.prefix = prefix
         self.history_size = history_size
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
-        self.connect_timeout = connect_timeout
-        self.health_check_interval = health_check_interval
+        self.history_age = history_age
+        self._age_ms = _age_ms(history_age)
         self._deliver: Deliver | None = None
         self._report_gap: Callable[[Gap], None] | None = None
-        self._client: Any = None
         self._scripts: dict[str, Any] = {}
         # Per subscribed topic: the last stream ID delivered, and the epoch it belongs to.
         self._cursors: dict[str, str] = {}
@@ -159,21 +224,8 @@ class RedisStreamsBackend:
         self._seen = 0
         self._changed = asyncio.Event()
         self._reader_id: int | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
         # History reads at once (a herd of resuming clients must not exhaust the pool).
         self._reads = asyncio.Semaphore(READ_CONCURRENCY)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._up = False
-        self._down_since: float | None = None
-        self._first_attempt: asyncio.Future[None] | None = None
-        self._outbox: list[tuple[str, bytes, asyncio.Future[int]]] = []
-        self._outbox_ready = asyncio.Event()
-
-    @property
-    def connected(self) -> bool:
-        """Whether the reading link to Redis is up."""
-        return self._up
 
     def _keys(self, topic: str) -> list[str]:
         stream = f"{self.prefix}{{{topic}}}"
@@ -185,9 +237,7 @@ class RedisStreamsBackend:
 
     async def start(self, deliver: Deliver, report_gap: Callable[[Gap], None]) -> None:
         """Connect (in the background: Redis may come later); return after the first attempt."""
-        redis_asyncio = _load_redis()
-        retry_module = importlib.import_module("redis.asyncio.retry")
-        backoff_module = importlib.import_module("redis.backoff")
+        redis_asyncio = load_redis()
         self._deliver = deliver
         self._report_gap = report_gap
         self._client = redis_asyncio.Redis.from_url(
@@ -195,47 +245,18 @@ class RedisStreamsBackend:
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.connect_timeout + self.health_check_interval,
             socket_keepalive=True,
-            retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+            retry=no_retry(),
         )
         for name, source in (("publish", _PUBLISH), ("state", _STATE), ("history", _HISTORY)):
             self._scripts[name] = self._client.register_script(source)
-        loop = asyncio.get_running_loop()
-        self._first_attempt = loop.create_future()
-        self._reader = loop.create_task(self._run(redis_asyncio, retry_module, backoff_module))
-        self._writer = loop.create_task(self._write())
-        await asyncio.shield(self._first_attempt)
-
-    def _attempt_done(self) -> None:
-        if self._first_attempt is not None and not self._first_attempt.done():
-            self._first_attempt.set_result(None)
-
-    async def close(self) -> None:
-        """Stop reading and publishing; release the connections."""
-        tasks = list(self._tasks)
-        for task in (self._reader, self._writer):
-            if task is not None:
-                tasks.append(task)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._reader = self._writer = None
-        self._up = False
-        for _, _, future in self._outbox:
-            future.cancel()
-        self._outbox = []
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
-            self._client = None
+        await asyncio.shield(self._start_tasks(self._run(redis_asyncio)))
 
     # -----------------------------------------------------------------------------------------
     # Reading
     # -----------------------------------------------------------------------------------------
 
-    async def _run(self, redis_asyncio: Any, retry_module: Any, backoff_module: Any) -> None:
-        delay = self.min_backoff
+    async def _run(self, redis_asyncio: Any) -> None:
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         interval = self.health_check_interval
         while True:
             reader = redis_asyncio.Redis.from_url(
@@ -244,12 +265,12 @@ class RedisStreamsBackend:
                 socket_connect_timeout=self.connect_timeout,
                 socket_timeout=self.connect_timeout + interval,
                 socket_keepalive=True,
-                retry=retry_module.Retry(backoff_module.NoBackoff(), 0),
+                retry=no_retry(),
             )
             try:
                 self._reader_id = int(await reader.client_id())
                 await self._link_up()
-                delay = self.min_backoff
+                backoff.reset()
                 while True:
                     self._seen = self._generation
                     self._changed.clear()
@@ -271,19 +292,7 @@ class RedisStreamsBackend:
                 self._reader_id = None
                 with contextlib.suppress(Exception):
                     await reader.aclose()
-                if self._up:
-                    self._up = False
-                    self._down_since = time.time()
-                    logger.warning("lost the connection to Redis at %s: %s", self.url, exc)
-                    with contextlib.suppress(Exception):
-                        await self._client.connection_pool.disconnect()
-                wait = delay * random.uniform(0.8, 1.2)
-                logger.warning(
-                    "cannot reach Redis at %s (%s); retrying in %.2f s", self.url, exc, wait
-                )
-                self._attempt_done()
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, self.max_backoff)
+                await self._lost(exc, backoff)
 
     async def _link_up(self) -> None:
         """Connected: after an outage, check that each stream continues from its cursor."""
@@ -367,14 +376,13 @@ class RedisStreamsBackend:
         return future
 
     async def _start_reading(self, topic: str, future: asyncio.Future[None]) -> None:
-        delay = self.min_backoff
+        backoff = Backoff(self.min_backoff, self.max_backoff)
         while not future.done() and topic in self._wanted:
             try:
                 epoch, last, _ = await self._state(topic)
             except Exception as exc:
                 logger.debug("reading the state of %r failed: %s", topic, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff)
+                await backoff.sleep()
                 continue
             if topic not in self._wanted:
                 future.cancel()  # unsubscribed meanwhile
@@ -410,11 +418,6 @@ class RedisStreamsBackend:
         self._epochs.pop(topic, None)
         self._streams.pop(self._keys(topic)[0], None)
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # -----------------------------------------------------------------------------------------
     # History
     # -----------------------------------------------------------------------------------------
@@ -426,7 +429,7 @@ class RedisStreamsBackend:
         :class:`~shakehands.pubsub.HistoryBackend`)."""
         async with self._reads:
             epoch, last, first, entries, _ = await self._scripts["history"](
-                keys=self._keys(topic), args=[since.offset, limit]
+                keys=self._keys(topic), args=[since.offset, limit, self._age_ms]
             )
         last = int(last)
         if not epoch:
@@ -463,55 +466,14 @@ class RedisStreamsBackend:
     async def publish(self, topic: str, message: Message) -> int:
         """Store and number the publication; return 1 once Redis has it (calls are sent in the
         order they are made, pipelined)."""
-        if self._client is None:
-            raise PublishError("the hub was not started")
-        if not self._up:
-            raise PublishError(f"Redis at {self.url} is unreachable{self._since()}")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outbox.append((topic, _encode(message), future))
-        self._outbox_ready.set()
-        return await future
+        return await self._send(topic, _encode(message))
 
-    def _since(self) -> str:
-        if self._down_since is None:
-            return ""
-        return f" since {time.strftime('%H:%M:%S', time.localtime(self._down_since))}"
+    async def _queue(self, pipeline: Any, key: str, payload: bytes) -> None:
+        await self._scripts["publish"](
+            keys=self._keys(key),
+            args=[self.history_size, _new_epoch(), payload, self._age_ms],
+            client=pipeline,
+        )  # queued, not sent
 
-    async def _write(self) -> None:
-        """Send queued publications, as many per round trip as are waiting, in order."""
-        script = self._scripts["publish"]
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if not batch:
-                continue
-            if not self._up:
-                error = PublishError(f"Redis at {self.url} is unreachable{self._since()}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            pipeline = self._client.pipeline(transaction=False)
-            try:
-                for topic, payload, _ in batch:
-                    await script(
-                        keys=self._keys(topic),
-                        args=[self.history_size, _new_epoch(), payload],
-                        client=pipeline,
-                    )  # queued, not sent
-                results = await pipeline.execute()
-            except asyncio.CancelledError:
-                for _, _, future in batch:
-                    future.cancel()
-                raise
-            except Exception as exc:
-                # Some may be stored (and will be delivered); each caller hears it failed.
-                error = PublishError(f"publishing to Redis at {self.url} failed: {exc}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, _, future), _result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(1)
+    def _receivers(self, reply: Any) -> int:
+        return 1

@@ -34,7 +34,13 @@ from ..protocol.client import (
     redact,
     wrong_scheme,
 )
-from ..protocol.config import ClientConfig, ClientOptions, client_config
+from ..protocol.config import (
+    ClientConfig,
+    ClientOptions,
+    UnixClientOptions,
+    client_config,
+    unix_client_config,
+)
 from ..protocol.connection import State
 from ..protocol.errors import (
     ConnectionRefused,
@@ -198,7 +204,7 @@ def _open_transport(
     ssl: ssl_module.SSLContext | None,
     server_hostname: str,
     unix_path: str | None,
-    proxy: ProxyArgument = None,
+    proxy: ProxyArgument,
 ) -> socket.socket:
     """Open the byte stream: TCP or Unix (or a proxy's tunnel), then TLS for wss://. The one
     place that decides how the client reaches the server."""
@@ -263,9 +269,9 @@ def _handshake(
     ssl: ssl_module.SSLContext | None,
     server_hostname: str,
     unix_path: str | None,
-    proxy: ProxyArgument = None,
 ) -> ClientConnection:
     """One request to ``uri``, within ``open_timeout``."""
+    proxy = config.proxy
     wsuri = parse_uri(uri)
     attempt = _Attempt(uri, config.open_timeout)
     protocol = ClientProtocol(uri, config)
@@ -318,10 +324,8 @@ def _open(
     uri: str,
     ssl: ssl_module.SSLContext | None,
     server_hostname: str | None,
-    max_redirects: int,
     unix_path: str | None,
     config: ClientConfig,
-    proxy: ProxyArgument = None,
 ) -> ClientConnection:
     """:func:`connect`'s work, redirects included, once the arguments are checked."""
     first = parse_uri(uri)
@@ -331,23 +335,22 @@ def _open(
         context = (ssl or ssl_module.create_default_context()) if wsuri.secure else None
         name = server_hostname if server_hostname and wsuri.host == first.host else wsuri.host
         try:
-            return _handshake(uri, config, context, name, unix_path, proxy)
+            return _handshake(uri, config, context, name, unix_path)
         except InvalidStatus as exc:
             response = exc.response
-            if response.status not in REDIRECT_STATUSES or max_redirects == 0:
+            if response.status not in REDIRECT_STATUSES or config.max_redirects == 0:
                 raise
-            uri = follow_redirect(uri, response, visited, max_redirects)
+            uri = follow_redirect(uri, response, visited, config.max_redirects)
             logger.info("HTTP %d: redirected to %s", response.status, redact(uri))
 
 
-def _checked(uri: str, ssl: ssl_module.SSLContext | None, max_redirects: int) -> WebSocketURI:
+def _checked(uri: str, ssl: ssl_module.SSLContext | None, config: ClientConfig) -> WebSocketURI:
+    """The parsed URI, once the arguments that are not options are checked; the proxy is
+    chosen now, so that a bad proxy URL in the environment fails before any I/O."""
     wsuri = parse_uri(uri)
     if not wsuri.secure and ssl is not None:
         raise ValueError("an ssl context needs a wss:// URI")
-    if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
-        raise TypeError(f"max_redirects must be an int, got {max_redirects!r}")
-    if max_redirects < 0:
-        raise ValueError(f"max_redirects must be >= 0, got {max_redirects!r}")
+    select_proxy(config.proxy, wsuri.host, wsuri.port, wsuri.secure)
     return wsuri
 
 
@@ -356,8 +359,6 @@ def connect(
     *,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    max_redirects: int = 10,
-    proxy: ProxyArgument = True,
     **options: Unpack[ClientOptions],
 ) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
@@ -374,14 +375,15 @@ def connect(
         server_hostname: the name to check the server's certificate against (default: the
             URI's host).
         max_redirects: redirects (301, 302, 303, 307, 308) followed at most; 0 follows none.
-        proxy: ``True`` (default): the proxy of the environment, as curl picks it
+        proxy: ``True``: the proxy of the environment, as curl picks it
             (``wss_proxy``/``https_proxy``/..., ``no_proxy``: see ``docs/proxies.md``), for
             the URI and for each redirect; a URL (``http://``, ``https://``,
             ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
             tunnel counts in ``open_timeout``.
         max_message_size, max_frame_size, max_queue, ping_interval, ping_timeout,
         close_timeout, write_limit, compression: as for :func:`~shakehands.sync.serve`;
-            every option is defined in :class:`~shakehands.protocol.config.ClientConfig`.
+            every option but ``ssl`` and ``server_hostname`` is defined, with its default
+            and validation, in :class:`~shakehands.protocol.config.ClientConfig`.
 
     Returns:
         The connection; its ``uri`` is the URI it was opened to (the last one after redirects).
@@ -412,9 +414,8 @@ def connect(
             print(ws.recv())
     """
     config = client_config(**options)
-    wsuri = _checked(uri, ssl, max_redirects)
-    select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)  # a bad proxy URL fails now
-    return _open(uri, ssl, server_hostname, max_redirects, None, config, proxy)
+    _checked(uri, ssl, config)
+    return _open(uri, ssl, server_hostname, None, config)
 
 
 def unix_connect(
@@ -423,8 +424,7 @@ def unix_connect(
     *,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    max_redirects: int = 10,
-    **options: Unpack[ClientOptions],
+    **options: Unpack[UnixClientOptions],
 ) -> ClientConnection:
     """:func:`connect` over the Unix domain socket at ``path``.
 
@@ -433,11 +433,12 @@ def unix_connect(
         uri: the URI of the request (its host goes into ``Host``, its path and query into the
             request line; ``wss://`` runs TLS over the socket); by default ``ws://localhost/``.
             Redirects are requested over the same socket.
-        ssl, server_hostname, max_redirects, **options: as for :func:`connect`.
+        ssl, server_hostname, **options: as for :func:`connect`, but ``proxy`` (a Unix domain
+            socket is reached directly).
 
     Raises:
         ConnectionRefused: nothing listens on the socket; ``FileNotFoundError``: no such
-        socket; otherwise as :func:`connect`.
+        socket; ``TypeError``: a ``proxy`` option; otherwise as :func:`connect`.
 
     Example::
 
@@ -446,22 +447,17 @@ def unix_connect(
         with unix_connect("/run/app.sock") as ws:
             ws.send("hello")
     """
-    config = client_config(**options)
-    _checked(uri, ssl, max_redirects)
-    return _open(uri, ssl, server_hostname, max_redirects, str(path), config)
+    config = unix_client_config(**options)
+    _checked(uri, ssl, config)
+    return _open(uri, ssl, server_hostname, str(path), config)
 
 
 def reconnect(
     uri: str,
     *,
     unix_path: str | None = None,
-    backoff_initial_delay: float = 1.0,
-    backoff_factor: float = 1.618,
-    backoff_max_delay: float = 60.0,
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
-    max_redirects: int = 10,
-    proxy: ProxyArgument = True,
     **options: Unpack[ClientOptions],
 ) -> Iterator[ClientConnection]:
     """Connect to ``uri``, yield the connection, and connect again each time it is lost.
@@ -484,7 +480,7 @@ def reconnect(
         unix_path: a Unix domain socket to connect to instead (as :func:`unix_connect`).
         backoff_initial_delay, backoff_factor, backoff_max_delay: the backoff (seconds).
         ssl, server_hostname, max_redirects, proxy, **options: as for :func:`connect` (no
-            proxy with ``unix_path``).
+            proxy with ``unix_path``: it is not used there).
 
     Raises:
         As :func:`connect`, for the failures that are not retried; ``ValueError`` for bad
@@ -503,13 +499,11 @@ def reconnect(
                 continue
     """
     config = client_config(**options)
-    wsuri = _checked(uri, ssl, max_redirects)
-    backoff = Backoff(backoff_initial_delay, backoff_factor, backoff_max_delay)
     path = None if unix_path is None else str(unix_path)
     if path is not None:
-        proxy = None
-    select_proxy(proxy, wsuri.host, wsuri.port, wsuri.secure)  # a bad proxy URL fails now
-    return _reconnect(uri, path, backoff, ssl, server_hostname, max_redirects, config, proxy)
+        config = config.replace(proxy=None)
+    _checked(uri, ssl, config)
+    return _reconnect(uri, path, Backoff.from_config(config), ssl, server_hostname, config)
 
 
 def _reconnect(
@@ -518,9 +512,7 @@ def _reconnect(
     backoff: Backoff,
     ssl: ssl_module.SSLContext | None,
     server_hostname: str | None,
-    max_redirects: int,
     config: ClientConfig,
-    proxy: ProxyArgument = None,
 ) -> Iterator[ClientConnection]:
     where = redact(uri) if unix_path is None else f"{unix_path} (unix)"
     delays = backoff.delays()
@@ -529,7 +521,7 @@ def _reconnect(
         attempt += 1
         logger.info("connecting to %s (attempt %d)", where, attempt)
         try:
-            connection = _open(uri, ssl, server_hostname, max_redirects, unix_path, config, proxy)
+            connection = _open(uri, ssl, server_hostname, unix_path, config)
         except Exception as exc:
             if not is_transient(exc):
                 logger.error("connecting to %s failed, giving up: %s", where, exc)
