@@ -56,6 +56,8 @@ SAMPLES: dict[str, Any] = {
     "max_header_bytes": 4000,
     "max_connections": 9,
     "legacy_hixie76": True,
+    "http2": False,
+    "http2_max_streams": 10,
     "origin": "https://a.test",
     "extra_headers": {"X-A": "1"},
     "max_redirects": 3,

@@ -10,6 +10,10 @@
 ``--workers N`` runs a server in N processes sharing the port (``SO_REUSEPORT``), each a full
 server; the first process only starts them and waits.
 
+``--certfile PEM`` (and ``--keyfile PEM`` when the key is apart) serves ``https://`` and
+``wss://`` for the demo, echo and chat commands, with WebSockets over HTTP/2 (RFC 8441) on when
+the ``h2`` package is installed; ``--no-http2`` keeps to HTTP/1.1.
+
 Ctrl-C and SIGTERM stop a server cleanly: every client gets a 1001 close frame.
 """
 
@@ -68,13 +72,39 @@ def _reuse(reuse_port: bool) -> dict[str, Any]:
     return {"reuse_port": True} if reuse_port else {}
 
 
-async def _demo(host: str, port: int, reuse_port: bool = False) -> None:
+def _tls(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s TLS options from ``--certfile``, ``--keyfile`` and ``--no-http2``."""
+    certfile = getattr(args, "certfile", None)
+    keyfile = getattr(args, "keyfile", None)
+    no_http2 = getattr(args, "no_http2", False)
+    if certfile is None:
+        if keyfile is not None or no_http2:
+            raise _UsageError("--keyfile and --no-http2 go with --certfile")
+        return {}
+    context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return {"ssl": context, "http2": False if no_http2 else None}
+
+
+def _tls_line(server: Server[Any], host: str) -> None:
+    """Say how a TLS server serves (after the line that says where it listens)."""
+    if server.secure:
+        http2 = "on" if server.config.http2 else "off"
+        print(f"TLS: https://{host}:{server.port}/ and wss://, HTTP/2 {http2}.", flush=True)
+
+
+async def _demo(
+    host: str, port: int, reuse_port: bool = False, tls: dict[str, Any] | None = None
+) -> None:
     async with serve(
-        meow, host, port, process_request=process_request, **_reuse(reuse_port)
+        meow, host, port, process_request=process_request, **_reuse(reuse_port), **(tls or {})
     ) as server:
-        await _run_until_signalled(
-            server, lambda: print(f"Listening on port {server.port}.", flush=True)
-        )
+
+        def started() -> None:
+            print(f"Listening on port {server.port}.", flush=True)
+            _tls_line(server, host)
+
+        await _run_until_signalled(server, started)
 
 
 async def _echo_handler(ws: ServerConnection) -> None:
@@ -96,11 +126,13 @@ async def _echo(
     max_size: int | None,
     reuse_port: bool = False,
     max_connections: int | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> None:
     options: dict[str, Any] = {
         "max_message_size": max_size,
         "max_connections": max_connections,
         **_reuse(reuse_port),
+        **(tls or {}),
     }
     context = (
         serve_callbacks(_EchoListener(), host, port, **options)
@@ -108,12 +140,12 @@ async def _echo(
         else serve(_echo_handler, host, port, **options)
     )
     async with context as server:
-        await _run_until_signalled(
-            server,
-            lambda: print(
-                f"Echo server ({api} API) listening on {host}:{server.port}.", flush=True
-            ),
-        )
+
+        def started() -> None:
+            print(f"Echo server ({api} API) listening on {host}:{server.port}.", flush=True)
+            _tls_line(server, host)
+
+        await _run_until_signalled(server, started)
 
 
 async def _chat(
@@ -122,6 +154,7 @@ async def _chat(
     redis_url: str | None,
     reuse_port: bool = False,
     redis_cluster: str | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> None:
     # The hub reports Redis outages, reconnections and lost windows through logging.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -141,15 +174,19 @@ async def _chat(
             process_request=chat.process_request,
             max_message_size=2**16,
             **_reuse(reuse_port),
+            **(tls or {}),
         ) as server,
     ):
-        await _run_until_signalled(
-            server,
-            lambda: print(
-                f"Chat server on http://{host}:{server.port}/ ({bus}, process {os.getpid()}).",
+        scheme = "https" if server.secure else "http"
+
+        def started() -> None:
+            print(
+                f"Chat server on {scheme}://{host}:{server.port}/ ({bus}, process {os.getpid()}).",
                 flush=True,
-            ),
-        )
+            )
+            _tls_line(server, host)
+
+        await _run_until_signalled(server, started)
 
 
 def _run_workers(argv: Sequence[str], host: str, port: int, workers: int) -> int:
@@ -195,7 +232,8 @@ def _without_workers(argv: Sequence[str]) -> list[str]:
 
 
 class _UsageError(Exception):
-    """A bad ``client`` argument: reported like argparse's errors, exit status 2."""
+    """A bad argument (``client``'s, or TLS options): reported like argparse's errors, exit
+    status 2."""
 
 
 #: Exit statuses of ``shakehands client`` (documented in the README).
@@ -462,6 +500,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 12345; echo: 9001)")
     _add_process_options(parser)
+    _add_tls_options(parser)
     commands = parser.add_subparsers(dest="command")
     echo = commands.add_parser("echo", help="an echo server (text and binary)")
     # SUPPRESS: `shakehands --port P echo` and `shakehands echo --port P` mean the same.
@@ -482,6 +521,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     echo.add_argument("--uvloop", action="store_true", help="run on uvloop (if installed)")
     _add_process_options(echo)
+    _add_tls_options(echo)
     chat = commands.add_parser("chat", help="the chat demo: rooms at /<room>, page at /")
     chat.add_argument("--host", default=argparse.SUPPRESS)
     chat.add_argument("--port", type=int, default=argparse.SUPPRESS)
@@ -498,6 +538,7 @@ def _parser() -> argparse.ArgumentParser:
         "(redis://127.0.0.1:7000,redis://127.0.0.1:7001): rooms spread over its shards",
     )
     _add_process_options(chat)
+    _add_tls_options(chat)
     client = commands.add_parser(
         "client",
         help="a client: interactive, or for scripts with --send / --count",
@@ -589,6 +630,26 @@ def _add_process_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS, as for the process options: before or after the command, the same.
+    parser.add_argument(
+        "--certfile",
+        metavar="PEM",
+        default=argparse.SUPPRESS,
+        help="serve https:// and wss:// with this certificate chain (and key, unless --keyfile)",
+    )
+    parser.add_argument(
+        "--keyfile", metavar="PEM", default=argparse.SUPPRESS, help="the private key of --certfile"
+    )
+    parser.add_argument(
+        "--no-http2",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="with --certfile: HTTP/1.1 only (default: WebSockets over HTTP/2 too, when the "
+        "h2 package is installed)",
+    )
+
+
 def _run(coroutine: Awaitable[Any], use_uvloop: bool = False) -> Any:
     if use_uvloop:
         try:
@@ -613,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     default_port = 9001 if args.command == "echo" else 12345
     port = default_port if args.port is None else args.port
     try:
+        tls = _tls(args) if args.command != "client" else {}
         if args.command != "client" and workers != 1:
             if workers < 1:
                 print("shakehands: --workers must be at least 1", file=sys.stderr)
@@ -633,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.max_size or None,
                     reuse_port,
                     args.max_connections or None,
+                    tls,
                 ),
                 args.uvloop,
             )
@@ -640,13 +703,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.redis and args.redis_cluster:
                 print("shakehands: give --redis or --redis-cluster, not both", file=sys.stderr)
                 return 2
-            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster))
+            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster, tls))
         elif args.command == "client":
             return int(_run(_client(args)))
         else:
-            _run(_demo(host, port, reuse_port))
+            _run(_demo(host, port, reuse_port, tls))
     except KeyboardInterrupt:
         return 130
+    except _UsageError as exc:
+        print(f"shakehands: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ShakehandsError, TimeoutError) as exc:
         print(f"shakehands: {exc}", file=sys.stderr)
         if isinstance(exc, InvalidStatus) and exc.response.body:

@@ -132,10 +132,15 @@ class ServerHandshake:
             logger.error("process_request returned %r, not a Response or None", response)
         # The core decides: a 101, the 4xx the request deserves, the hook's answer, or a 500.
         response = self.protocol.answer(response)
+        send_head = getattr(self.transport, "send_response_head", None)
+        if send_head is not None:
+            # An HTTP/2 stream (shakehands.http2.server): the answer's head is a HEADERS frame.
+            send_head(response)
         if self._open_handle is not None:
             self._open_handle.cancel()
             self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        if response.status == 101:
+        # answer() moved the state on: OPEN after a 101 (HTTP/2: a 200 to a CONNECT).
+        if self.protocol.state is State.OPEN:  # type: ignore[comparison-overlap]
             if not self.protocol.can_ping:
                 self.ping_interval = None  # draft-76: no keepalive
             self._handshake_complete()

@@ -143,6 +143,8 @@ class Server(Generic[C]):
         self._closing: asyncio.Task[None] | None = None
         #: The Unix socket file ``unix_serve`` created, removed when the server closes.
         self._socket_file: UnixSocketFile | None = None
+        #: Live HTTP/2 connections (:mod:`shakehands.http2.server`), for GOAWAY at shutdown.
+        self._http2: set[Any] = set()
 
     @property
     def close_timeout(self) -> float | None:
@@ -230,12 +232,15 @@ class Server(Generic[C]):
     async def _close(self, code: int, reason: str) -> None:
         assert self._server is not None
         self._server.close()
+        for http2 in list(self._http2):
+            http2.goaway()
         for connection in list(self._connections):
             if connection.protocol.state is State.CONNECTING:
                 connection.transport.abort()
             else:
                 connection._start_close(code, reason)
-        waiters = [c.closed_future for c in self._connections]
+        waiters: list[asyncio.Future[None]] = [c.closed_future for c in self._connections]
+        waiters += [http2.closed for http2 in self._http2]
         if waiters:
             await asyncio.wait(waiters)
         if self._tasks:
@@ -295,12 +300,22 @@ class ServeContext(Generic[C]):
         self._unix_path = path
         return self
 
+    def _protocol_factory(self) -> Callable[[], asyncio.BaseProtocol]:
+        """What ``loop.create_server`` calls for each connection: with HTTP/2 on, a protocol
+        that picks HTTP/2 or HTTP/1.1 by ALPN once TLS is up."""
+        server, factory = self._server, self._factory
+        if server.config.http2:
+            from ..http2.server import ALPNSwitch
+
+            return lambda: ALPNSwitch(server, factory)
+        return lambda: factory(server)
+
     async def _start(self) -> Server[C]:
         loop = asyncio.get_running_loop()
         server = self._server
         if not self._unix:
             server._server = await loop.create_server(
-                lambda: self._factory(server), self._host, self._port, **self._kwargs
+                self._protocol_factory(), self._host, self._port, **self._kwargs
             )
             return server
         kwargs = dict(self._kwargs)
@@ -309,7 +324,7 @@ class ServeContext(Generic[C]):
                 self._unix_path, kwargs.get("backlog", 100)
             )
         try:
-            server._server = await loop.create_unix_server(lambda: self._factory(server), **kwargs)
+            server._server = await loop.create_unix_server(self._protocol_factory(), **kwargs)
         except BaseException:
             if self._unix_path is not None:
                 kwargs["sock"].close()
@@ -379,11 +394,43 @@ def split_server_options(
     if ssl_context is not None and not isinstance(ssl_context, ssl_module.SSLContext):
         raise TypeError(f"ssl must be an ssl.SSLContext, got {ssl_context!r}")
     config = server_config(**ws_options)
+    config = config.replace(http2=_http2_on(config.http2, ssl_context))
     if ssl_context is not None and "ssl_handshake_timeout" not in create:
         # The TLS handshake runs before connection_made, so open_timeout cannot see it: bound it
         # with the same value rather than asyncio's default of 60 s.
         create["ssl_handshake_timeout"] = config.open_timeout
     return config, ssl_context is not None, create
+
+
+def _http2_on(http2: bool | None, ssl_context: ssl_module.SSLContext | None) -> bool:
+    """Resolve the ``http2`` option (see :mod:`shakehands.http2.server`) and set the TLS
+    context's ALPN protocols to match: ``h2`` and ``http/1.1``, or ``http/1.1`` only.
+
+    Raises:
+        ValueError: ``http2=True`` without TLS.
+        ImportError: ``http2=True`` without the ``h2`` package (the ``http2`` extra).
+    """
+    if ssl_context is None:
+        if http2:
+            raise ValueError("http2=True needs TLS (ssl=...): browsers speak HTTP/2 over TLS only")
+        return False
+    on = False
+    if http2 is not False:
+        try:
+            import h2.connection  # noqa: F401 - only to know whether it is there
+        except ImportError:
+            if http2:
+                raise ImportError(
+                    "http2=True needs the h2 package: pip install 'shakehands[http2]'"
+                ) from None
+            logger.info(
+                "HTTP/2 off: the h2 package is not installed (pip install 'shakehands[http2]'); "
+                "serving WebSockets over HTTP/1.1 only"
+            )
+        else:
+            on = True
+    ssl_context.set_alpn_protocols(["h2", "http/1.1"] if on else ["http/1.1"])
+    return on
 
 
 def _routed(router: Router, options: ServeOptions) -> Handler:
@@ -433,6 +480,10 @@ def serve(
         legacy_hixie76: also accept draft-hixie-76 clients (the seed's protocol; see
             :mod:`shakehands.protocol.hixie76`).
         ssl: an ``ssl.SSLContext`` to serve ``wss://``.
+        http2: WebSockets over HTTP/2 (RFC 8441) on a TLS listener, same port: ``None`` (on
+            with ``ssl`` when the ``h2`` package is installed), ``True``, ``False``. It sets
+            the context's ALPN protocols. See :mod:`shakehands.http2.server`.
+        http2_max_streams: most HTTP/2 streams open at once on one connection.
         sock, reuse_port, backlog: passed to ``loop.create_server``.
 
     Every option is defined, with its default, in

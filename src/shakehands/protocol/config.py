@@ -270,6 +270,13 @@ class ServerConfig(Config):
     max_connections: int | None = None
     #: Also accept the seed's draft-hixie-76 clients (off by default).
     legacy_hixie76: bool = False
+    #: WebSockets over HTTP/2 (RFC 8441) on a TLS listener of the asyncio servers: ALPN offers
+    #: ``h2`` and ``http/1.1`` on one port. ``None``: on when there is TLS and the ``h2``
+    #: package (the ``http2`` extra) is installed; ``True``: on, an error without TLS or
+    #: ``h2``; ``False``: HTTP/1.1 only.
+    http2: bool | None = None
+    #: HTTP/2: most streams open at once on one connection (``SETTINGS_MAX_CONCURRENT_STREAMS``).
+    http2_max_streams: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -289,6 +296,9 @@ class ServerConfig(Config):
         _check_int("max_connections", self.max_connections, minimum=1, optional=True)
         if not isinstance(self.legacy_hixie76, bool):
             raise TypeError(f"legacy_hixie76 must be a bool, got {self.legacy_hixie76!r}")
+        if self.http2 is not None and not isinstance(self.http2, bool):
+            raise TypeError(f"http2 must be a bool or None, got {self.http2!r}")
+        _check_int("http2_max_streams", self.http2_max_streams, minimum=1, optional=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +371,8 @@ class ServerOptions(_CommonOptions, total=False):
     max_header_bytes: int
     max_connections: int | None
     legacy_hixie76: bool
+    http2: bool | None
+    http2_max_streams: int
 
 
 class UnixClientOptions(_CommonOptions, total=False):

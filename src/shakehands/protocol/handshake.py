@@ -48,6 +48,7 @@ __all__ = [
     "accept_key",
     "generate_key",
     "check_request",
+    "check_extended_connect",
     "build_accept_response",
     "build_request",
     "check_response",
@@ -148,21 +149,59 @@ def check_request(request: Request) -> str:
     return key
 
 
+def check_extended_connect(request: Request) -> None:
+    """Validate a WebSocket request carried by an HTTP/2 extended CONNECT (RFC 8441 §4-5).
+
+    The I/O layer maps the HTTP/2 request onto a :class:`Request` first: ``:method`` is the
+    method, ``:path`` the target, ``:authority`` the ``Host`` header, and it has checked that
+    ``:protocol`` is ``websocket`` (the stream's routing). What stays a WebSocket rule is
+    checked here: there is no ``Sec-WebSocket-Key`` / ``Sec-WebSocket-Accept`` and no
+    ``Upgrade`` / ``Connection`` header on HTTP/2, but version 13 is still required.
+
+    Raises:
+        InvalidHandshake: 405 for a method other than CONNECT, 426 (with
+            ``Sec-WebSocket-Version: 13``) for a missing or other version, 400 otherwise.
+    """
+    headers = request.headers
+    if request.method != "CONNECT":
+        raise InvalidRequest(
+            f"method {request.method} not allowed: a WebSocket over HTTP/2 is a CONNECT",
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            [("Allow", "CONNECT")],
+        )
+    host = _single(headers, "Host", required=False)
+    if not host or any(c in host for c in " \t/"):
+        raise InvalidRequest("missing or invalid :authority")
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if len(versions) != 1 or versions[0].strip() != "13":
+        raise UnsupportedVersion(
+            "missing sec-websocket-version header"
+            if not versions
+            else "unsupported WebSocket version: only 13 is supported"
+        )
+    _single(headers, "Origin", required=False)
+
+
 def build_accept_response(
-    key: str,
+    key: str | None,
     *,
     subprotocol: str | None = None,
     extensions: str | None = None,
     extra_headers: HeadersLike | None = None,
 ) -> Response:
-    """The ``101 Switching Protocols`` response that accepts an upgrade."""
-    headers = Headers(
-        [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key)),
-        ]
-    )
+    """The response that accepts a handshake: ``101 Switching Protocols`` for the
+    ``Sec-WebSocket-Key`` ``key``; with ``key=None``, the ``200`` that accepts an HTTP/2
+    extended CONNECT (RFC 8441 §5: no key, no accept, no upgrade headers)."""
+    if key is None:
+        headers = Headers()
+    else:
+        headers = Headers(
+            [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept_key(key)),
+            ]
+        )
     if subprotocol is not None:
         headers.add("Sec-WebSocket-Protocol", subprotocol)
     if extensions:
@@ -171,6 +210,8 @@ def build_accept_response(
         for name, value in check_headers(extra_headers, "extra_headers").items():
             headers.add(name, value)
     # Our own headers, and checked extra ones: no second check of the whole.
+    if key is None:
+        return Response._unchecked(200, headers, b"", "OK")
     return Response._unchecked(101, headers, b"", "Switching Protocols")
 
 

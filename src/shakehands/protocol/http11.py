@@ -156,7 +156,10 @@ class Request:
 
     @property
     def is_upgrade(self) -> bool:
-        """Whether the request asks for a WebSocket upgrade at all."""
+        """Whether the request asks for a WebSocket at all: an ``Upgrade: websocket``, or, over
+        HTTP/2, an extended CONNECT (RFC 8441; only ``:protocol = websocket`` reaches here)."""
+        if self.method == "CONNECT" and self.version == "HTTP/2":
+            return True
         return "websocket" in parse_token_list(self.headers.get_all("Upgrade"))
 
     def serialize(self) -> bytes:

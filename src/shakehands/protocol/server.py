@@ -22,6 +22,7 @@ from .handshake import (
     RequestParser,
     Response,
     build_accept_response,
+    check_extended_connect,
     check_request,
     error_response,
 )
@@ -105,6 +106,28 @@ class ServerProtocol(Connection):
         """``config.compression``: permessage-deflate settings, ``None`` to decline offers."""
         return self.config.compression
 
+    #: Whether the handshake is an HTTP/2 extended CONNECT (RFC 8441), given by
+    #: :meth:`receive_http2_request`: the answer is then a response head for the I/O layer to
+    #: send as a HEADERS frame (``200`` accepts), and only its body is queued as bytes.
+    http2 = False
+
+    def receive_http2_request(self, request: Request) -> None:
+        """Take the request of an HTTP/2 extended CONNECT stream (RFC 8441), instead of bytes.
+
+        The I/O layer maps the HTTP/2 request onto ``request`` (see
+        :func:`~.handshake.check_extended_connect`); this reports it as a :class:`Request`
+        event, as a parsed HTTP/1.1 request would be. The stream's DATA then goes to
+        :meth:`receive_data` and :meth:`data_to_send` gives the frames for its DATA.
+
+        Raises:
+            InvalidHandshake: a request was received already.
+        """
+        if self.state is not State.CONNECTING or self._parser is None:
+            raise InvalidHandshake("a request was already received")
+        self.http2 = True
+        self._parser = None
+        self._request_received(request)
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes; while CONNECTING they are the request (a :class:`Request` event)."""
         if self.state is not State.CONNECTING:
@@ -171,7 +194,11 @@ class ServerProtocol(Connection):
         if request is None:
             raise InvalidHandshake("no request received yet")
         try:
-            key = check_request(request)
+            key: str | None = None
+            if self.http2:
+                check_extended_connect(request)
+            else:
+                key = check_request(request)
             self._check_origin(request)
             self.subprotocol = self._choose_subprotocol(request)
             extensions = self._negotiate_extensions(request)
@@ -207,6 +234,11 @@ class ServerProtocol(Connection):
         Every answer other than a 101 ends the connection and says so with
         ``Connection: close`` (unless it has a ``Connection`` header already). Returns the
         response sent; when it is not a 101, :attr:`handshake_exc` says why.
+
+        On HTTP/2 (:attr:`http2`) the success is the ``200`` of :meth:`accept`, a refusal ends
+        the stream only, and no ``Connection`` header is added (HTTP/2 has none); a hook's
+        own 2xx to a CONNECT would read as a success to the client, so it is a 500 (a 2xx
+        to a GET is a page, sent as it is).
         """
         if response is None:
             response = self.accept()
@@ -214,6 +246,18 @@ class ServerProtocol(Connection):
             response = self.internal_error(
                 f"process_request returned {response!r}, not a Response or None"
             )
+        elif (
+            self.http2
+            and 200 <= response.status < 300
+            and self.request is not None
+            and self.request.method == "CONNECT"
+        ):
+            response = self.internal_error(
+                f"process_request answered an HTTP/2 WebSocket request with {response.status}"
+            )
+        if self.http2:
+            self.send_response(response)
+            return response
         if response.status != 101 and "Connection" not in response.headers:
             response.headers.add("Connection", "close")
         self.send_response(response)
@@ -266,9 +310,21 @@ class ServerProtocol(Connection):
         if self.state is not State.CONNECTING:
             raise InvalidHandshake("a response was already sent")
         self.response = response
-        self._out.append(response.serialize())
         self._parser = None
-        if response.status == 101:
+        if self.http2:
+            # The head is the I/O layer's HEADERS frame; a refusal's body is the stream's DATA.
+            opens = (
+                response.status == 200
+                and self.handshake_exc is None
+                and self.request is not None
+                and self.request.method == "CONNECT"
+            )
+            if not opens and response.body:
+                self._out.append(response.body)
+        else:
+            self._out.append(response.serialize())
+            opens = response.status == 101
+        if opens:
             self.state = State.OPEN
             if (
                 self._negotiated_deflate is not None

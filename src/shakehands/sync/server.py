@@ -95,6 +95,8 @@ class ServerOptions:
             config = server_config(**options)
         elif options:
             raise TypeError("pass a ServerConfig or options as keyword arguments, not both")
+        if config.http2:
+            raise ValueError("http2=True: only the asyncio servers speak HTTP/2 (docs/http2.md)")
         self.config = config
         self.ssl = ssl
 
