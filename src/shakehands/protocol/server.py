@@ -83,7 +83,9 @@ class ServerProtocol(Connection):
         self.handshake_exc: InvalidHandshake | None = None
         #: The subprotocol agreed on, if any.
         self.subprotocol: str | None = None
-        self._early = bytearray()
+        # Bytes after the request head, kept until the 101 is sent; b"" when none (a bytearray
+        # once there are some): no buffer per connection for the common case.
+        self._early: bytearray | bytes = b""
 
     @property
     def origins(self) -> Sequence[str | None] | None:
@@ -112,7 +114,10 @@ class ServerProtocol(Connection):
             return
         if self._parser is None:
             # The request is in; keep what follows for after the 101, within a bound.
-            self._early += data
+            if self._early:
+                self._early += data
+            else:
+                self._early = bytearray(data)
             if len(self._early) > MAX_EARLY_DATA:
                 self._refuse(InvalidRequest("too much data before the handshake completed"))
             else:
@@ -137,7 +142,7 @@ class ServerProtocol(Connection):
     def _request_received(self, request: Request) -> None:
         """The request head is parsed: report it (a :class:`Request` event)."""
         self.request = request
-        self._events.append(request)
+        self._event(request)
 
     def _early_data_received(self) -> None:
         """More bytes followed the request head; they are in :attr:`_early`."""
@@ -266,7 +271,7 @@ class ServerProtocol(Connection):
         if self.state is not State.CONNECTING:
             raise InvalidHandshake("a response was already sent")
         self.response = response
-        self._out.append(response.serialize())
+        self._queue(response.serialize())
         self._parser = None
         if response.status == 101:
             self.state = State.OPEN
@@ -279,8 +284,9 @@ class ServerProtocol(Connection):
             response.headers._compact()
             if self.request is not None:
                 self.request.headers._compact()
-            early, self._early = self._early, bytearray()
+            early = self._early
             if early:
+                self._early = b""
                 self.receive_data(bytes(early))
         else:
             if self.handshake_exc is None:
