@@ -167,7 +167,7 @@ class Hixie76Framing:
         connection.send_fragment = self.send_fragment  # type: ignore[method-assign]
         connection.send_serialized = self.send_serialized  # type: ignore[method-assign]
         # Broadcasts frame a message for it on its own, through send_text (set on the instance:
-        # a ServerProtocol has a __dict__, unlike the slotted Connection the type says).
+        # a Hixie76ServerProtocol has a __dict__, unlike the slotted ServerProtocol).
         connection.shares_frames = False  # type: ignore[misc]
 
     # -----------------------------------------------------------------------------------------

@@ -55,6 +55,18 @@ class ServerProtocol(Connection):
         b'HTTP/1.1 101 Switching Protocols'
     """
 
+    # Slots, as the base class's: one of these per connection, no instance dict (issue 14).
+    __slots__ = (
+        "config",
+        "_negotiated_deflate",
+        "_parser",
+        "request",
+        "response",
+        "handshake_exc",
+        "subprotocol",
+        "_early",
+    )
+
     def __init__(
         self, config: ServerConfig | None = None, **options: Unpack[ServerOptions]
     ) -> None:
