@@ -367,10 +367,10 @@ class Connection(FrameReader, ExtensionHost):
         data = text.encode("utf-8")
         if len(data) < _SEPARATE_PAYLOAD:
             out = self._out
-            if out is NOTHING:
-                self._out = [build_frame(0x81, data)]
+            if out:  # a list (only data_to_send empties it, back to NOTHING)
+                out.append(build_frame(0x81, data))
             else:
-                out.append(build_frame(0x81, data))  # type: ignore[union-attr]
+                self._out = [build_frame(0x81, data)]
         else:
             self._queue_large(0x81, data)
 
@@ -388,10 +388,10 @@ class Connection(FrameReader, ExtensionHost):
         # The server's common case, kept short: an unmasked frame, no extension.
         if len(data) < _SEPARATE_PAYLOAD:
             out = self._out
-            if out is NOTHING:
-                self._out = [build_frame(0x82, data)]
+            if out:  # a list (only data_to_send empties it, back to NOTHING)
+                out.append(build_frame(0x82, data))
             else:
-                out.append(build_frame(0x82, data))  # type: ignore[union-attr]
+                self._out = [build_frame(0x82, data)]
         else:
             self._queue_large(0x82, data)
 
