@@ -113,7 +113,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._lost = False
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] = {}
+        # The pings waiting for their pong, by payload: None until the first ping (no dict per
+        # idle connection).
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
         self._keepalive_handle: asyncio.TimerHandle | None = None
         self._keepalive_payload: bytes | None = None
         self._keepalive_deadline: asyncio.TimerHandle | None = None
@@ -181,11 +183,12 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         if future is not None and not future.done():
             future.set_result(None)
         closed = self.protocol.close_exception()
-        for _, waiter in self._pings.values():
-            if not waiter.done():
-                waiter.set_exception(closed)
-                waiter.exception()  # mark retrieved: nobody may be waiting
-        self._pings.clear()
+        pings, self._pings = self._pings, None
+        if pings:
+            for _, waiter in pings.values():
+                if not waiter.done():
+                    waiter.set_exception(closed)
+                    waiter.exception()  # mark retrieved: nobody may be waiting
         self._wake_drain_waiters()
         self._on_connection_lost()
 
@@ -397,13 +400,16 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     # -----------------------------------------------------------------------------------------
 
     def _send_ping(self, data: bytes | None) -> asyncio.Future[float]:
-        data = ping_payload(data, self._pings)
+        pings = self._pings
+        data = ping_payload(data, () if pings is None else pings)
         if self.protocol.state is not State.OPEN:
             raise self.protocol.close_exception()
         waiter: asyncio.Future[float] = self.loop.create_future()
         self.protocol.send_ping(data)
         self._flush()
-        self._pings[data] = (self.loop.time(), waiter)
+        if pings is None:
+            pings = self._pings = {}
+        pings[data] = (self.loop.time(), waiter)
         return waiter
 
     def _on_pong(self, data: bytes) -> None:
@@ -412,11 +418,12 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
             if self._keepalive_deadline is not None:
                 self._keepalive_deadline.cancel()
                 self._keepalive_deadline = None
-        if data in self._pings:
+        pings = self._pings
+        if pings and data in pings:
             # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
             now = self.loop.time()
-            for payload in list(self._pings):
-                sent, waiter = self._pings.pop(payload)
+            for payload in list(pings):
+                sent, waiter = pings.pop(payload)
                 if not waiter.done():
                     waiter.set_result(now - sent)
                 if payload == data:

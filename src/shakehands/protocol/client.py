@@ -373,7 +373,7 @@ class ClientProtocol(Connection):
 
     def send_request(self) -> None:
         """Queue the upgrade request."""
-        self._out.append(self.request.serialize())
+        self._queue(self.request.serialize())
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes; while CONNECTING they are the response."""
@@ -412,7 +412,7 @@ class ClientProtocol(Connection):
             self._handshake_failed(exc)
             return
         self.state = State.OPEN
-        self._events.append(response)
+        self._event(response)
         rest = self._parser.rest
         if rest:
             self.receive_data(rest)

@@ -58,7 +58,7 @@ from .frames import (
     serialize_close,
     serialize_frame,
 )
-from .reader import FrameReader
+from .reader import NOTHING, FrameReader
 from .reader import _parse_data_frames as _parse_data_frames  # where it was first
 
 __all__ = [
@@ -168,7 +168,8 @@ class Connection(FrameReader, ExtensionHost):
         self.role = role
         self.state = state
         self._mask_out = role is Role.CLIENT
-        self._out: list[bytes] = []
+        # Empty until the first chunk: the shared NOTHING, not a list per idle connection.
+        self._out: list[bytes] | tuple[()] = NOTHING
         # The message being sent in fragments: 0 means none.
         self._send_opcode = 0
         # Whether the extensions encode it.
@@ -199,8 +200,11 @@ class Connection(FrameReader, ExtensionHost):
 
     def events_received(self) -> list[Event]:
         """Return and clear the events produced since the last call."""
-        events, self._events = self._events, []
-        return events
+        events = self._events
+        if events is NOTHING:
+            return []
+        self._events = NOTHING
+        return events  # type: ignore[return-value]  # not NOTHING: a list
 
     def data_to_send(self, *, send_close: bool = True) -> list[bytes]:
         """Return and clear the bytes queued for the wire.
@@ -211,8 +215,11 @@ class Connection(FrameReader, ExtensionHost):
         """
         if self._close_pending is not None and send_close:
             self._send_pending_close()
-        out, self._out = self._out, []
-        return out
+        out = self._out
+        if out is NOTHING:
+            return []
+        self._out = NOTHING
+        return out  # type: ignore[return-value]  # not NOTHING: a list
 
     #: Whether this connection's data frames are RFC 6455 frames that a broadcast may build once
     #: for many connections (:meth:`send_serialized`); not on a draft-76 connection.
@@ -283,6 +290,14 @@ class Connection(FrameReader, ExtensionHost):
     # Sending
     # -----------------------------------------------------------------------------------------
 
+    def _queue(self, chunk: bytes) -> None:
+        """Queue bytes for the next :meth:`data_to_send`."""
+        out = self._out
+        if out is NOTHING:
+            self._out = [chunk]
+        else:
+            out.append(chunk)  # type: ignore[union-attr]  # not NOTHING: a list
+
     def _check_open(self) -> None:
         if self.state is not State.OPEN:
             raise InvalidState(f"cannot send in state {self.state.name}")
@@ -291,11 +306,11 @@ class Connection(FrameReader, ExtensionHost):
         self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool = True
     ) -> None:
         if self._mask_out:
-            self._out.append(
+            self._queue(
                 serialize_frame(opcode, payload, fin=fin, mask=True, mask_key=os.urandom(4))
             )
         else:
-            self._out.append(serialize_frame(opcode, payload, fin=fin))
+            self._queue(serialize_frame(opcode, payload, fin=fin))
 
     def _data_frame(
         self,
@@ -315,7 +330,7 @@ class Connection(FrameReader, ExtensionHost):
             payload = extension.encode(payload, fin)
             rsv |= extension.rsv_bits
         b_mask = os.urandom(4) if self._mask_out else None
-        self._out.append(
+        self._queue(
             serialize_frame(
                 opcode,
                 payload,
@@ -332,10 +347,10 @@ class Connection(FrameReader, ExtensionHost):
             # Immutable: queue it as its own chunk rather than copy it behind the header; the
             # I/O layer hands both to the transport without joining them.
             # 64 KiB or more: the 64-bit length encoding.
-            self._out.append(_pack_h64(first_byte, 127, len(payload)))
-            self._out.append(payload)
+            self._queue(_pack_h64(first_byte, 127, len(payload)))
+            self._queue(payload)
         else:
-            self._out.append(build_frame(first_byte, payload))
+            self._queue(build_frame(first_byte, payload))
 
     def send_text(self, text: str, *, compress: bool = True) -> None:
         """Queue a text message (compressed if negotiated, unless ``compress`` is false: the
@@ -351,7 +366,11 @@ class Connection(FrameReader, ExtensionHost):
         # The server's common case, kept short: an unmasked frame, no extension.
         data = text.encode("utf-8")
         if len(data) < _SEPARATE_PAYLOAD:
-            self._out.append(build_frame(0x81, data))
+            out = self._out
+            if out:  # a list (only data_to_send empties it, back to NOTHING)
+                out.append(build_frame(0x81, data))
+            else:
+                self._out = [build_frame(0x81, data)]
         else:
             self._queue_large(0x81, data)
 
@@ -368,7 +387,11 @@ class Connection(FrameReader, ExtensionHost):
             return
         # The server's common case, kept short: an unmasked frame, no extension.
         if len(data) < _SEPARATE_PAYLOAD:
-            self._out.append(build_frame(0x82, data))
+            out = self._out
+            if out:  # a list (only data_to_send empties it, back to NOTHING)
+                out.append(build_frame(0x82, data))
+            else:
+                self._out = [build_frame(0x82, data)]
         else:
             self._queue_large(0x82, data)
 
@@ -405,7 +428,7 @@ class Connection(FrameReader, ExtensionHost):
             raise InvalidState("a fragmented message is being sent")
         if self._mask_out:
             raise InvalidState("a client masks every frame: it cannot send shared frames")
-        self._out.append(frames)
+        self._queue(frames)
 
     def send_fragment(
         self, data: str | bytes | bytearray | memoryview, *, fin: bool, compress: bool = True
@@ -475,7 +498,7 @@ class Connection(FrameReader, ExtensionHost):
             self.close_sent = Close(code, reason)
         self.state = State.CLOSED
         self._discard = True
-        self._buffer = bytearray()
+        self._buffer = b""
 
     # -----------------------------------------------------------------------------------------
     # Receiving (the parsing is FrameReader's; what it means for the state is decided here)
@@ -494,7 +517,7 @@ class Connection(FrameReader, ExtensionHost):
         """The peer closed its side of the TCP connection."""
         self.eof_received = True
         self._discard = True
-        self._buffer = bytearray()
+        self._buffer = b""
         if self._close_pending is not None:
             self._send_pending_close()
         self.state = State.CLOSED
@@ -506,9 +529,9 @@ class Connection(FrameReader, ExtensionHost):
                     self._pending_pong = payload
                 else:
                     self._frame(Opcode.PONG, payload)
-            self._events.append(Ping(payload))
+            self._event(Ping(payload))
         elif opcode == Opcode.PONG:
-            self._events.append(Pong(payload))
+            self._event(Pong(payload))
         else:
             code, reason = parse_close(payload)
             self.close_rcvd = Close(code, reason)
@@ -519,4 +542,4 @@ class Connection(FrameReader, ExtensionHost):
             else:
                 self.state = State.CLOSED
             self._discard = True
-            self._events.append(self.close_rcvd)
+            self._event(self.close_rcvd)

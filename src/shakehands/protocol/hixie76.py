@@ -167,7 +167,7 @@ class Hixie76Framing:
         connection.send_fragment = self.send_fragment  # type: ignore[method-assign]
         connection.send_serialized = self.send_serialized  # type: ignore[method-assign]
         # Broadcasts frame a message for it on its own, through send_text (set on the instance:
-        # a ServerProtocol has a __dict__, unlike the slotted Connection the type says).
+        # a Hixie76ServerProtocol has a __dict__, unlike the slotted ServerProtocol).
         connection.shares_frames = False  # type: ignore[misc]
 
     # -----------------------------------------------------------------------------------------
@@ -197,10 +197,10 @@ class Hixie76Framing:
         """Queue a frame: a whole text message or the close frame; anything else is refused."""
         if opcode == Opcode.CLOSE:
             # Draft-76 closes carry no code or reason.
-            self._connection._out.append(_CLOSE_FRAME)
+            self._connection._queue(_CLOSE_FRAME)
         elif opcode == Opcode.TEXT and fin:
             # UTF-8 never contains 0xFF, so the sentinel cannot occur inside the text.
-            self._connection._out.append(b"\x00" + bytes(payload) + b"\xff")
+            self._connection._queue(b"\x00" + bytes(payload) + b"\xff")
         else:
             name = Opcode(opcode).name.lower() if opcode in _OPCODES else str(opcode)
             raise InvalidState(f"draft-76 connections send whole text messages only, not {name}")
@@ -237,7 +237,7 @@ class Hixie76Framing:
                 if limit is not None and stop - pos - 1 > limit:
                     raise PayloadTooBig(f"message exceeds limit of {limit} bytes")
                 text = decode_utf8(data[pos + 1 : stop])
-                connection._events.append(text)
+                connection._event(text)
                 pos = stop + 1
             elif kind == _SENTINEL:
                 if end - pos < 2:
@@ -377,7 +377,7 @@ class Hixie76ServerProtocol(ServerProtocol):
         if self._draft76_answer and self.state is State.CONNECTING:
             self._draft76_answer = False
             if response.status == 101:
-                del self._early[:KEY3_LENGTH]
+                self._early = self._early[KEY3_LENGTH:]
                 self._framing = Hixie76Framing(self)
                 self._framing.install()
         super().send_response(response)

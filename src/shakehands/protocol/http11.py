@@ -57,7 +57,7 @@ _TARGET_RE = re.compile(rb"/[\x21-\x7e]*")
 _ABSOLUTE_TARGET_RE = re.compile(rb"(?i:https?|wss?)://([^/?#\x00-\x20\x7f-\xff]+)([\x21-\x7e]*)")
 
 
-@dataclass
+@dataclass(slots=True)
 class Request:
     """A parsed HTTP request, as the server sees it before answering.
 
@@ -376,6 +376,9 @@ class _HeadParser:
         return fields
 
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
+
+
 class RequestParser(_HeadParser):
     """Parses one HTTP/1.1 request head, incrementally.
 
@@ -442,7 +445,11 @@ class RequestParser(_HeadParser):
                 target = b"/" + target
         if not _TARGET_RE.fullmatch(target):
             raise InvalidRequest("invalid request target")
-        return method.decode("ascii"), target.decode("ascii"), authority
+        # The common methods as one shared string each, not one per connection kept open.
+        name = _METHODS.get(method)
+        if name is None:
+            name = method.decode("ascii")
+        return name, target.decode("ascii"), authority
 
 
 # HTTP/1.0 answers are parsed too (an old server or a proxy's error page says what it is);

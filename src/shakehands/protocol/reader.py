@@ -51,6 +51,10 @@ _KEEP_PART = 2**14
 #: Small pieces of text (decoded chunks under _KEEP_PART) are joined by batches of this many.
 _TEXT_BATCH = 256
 _VALID_OPCODES = frozenset(int(op) for op in Opcode)
+#: What an idle connection holds instead of an empty list of events or bytes to send, and an
+#: empty input buffer: one shared immutable object rather than one container per connection
+#: (issue 14). The first event or chunk replaces it with a list (see :meth:`FrameReader._event`).
+NOTHING: tuple[()] = ()
 
 #: The failure (1007) of a text message that is not UTF-8, wherever it is found.
 INVALID_UTF8 = "invalid UTF-8 in text message"
@@ -127,8 +131,11 @@ class FrameReader:
         #: The negotiated extensions, in the order of the handshake's answer.
         self.extensions: tuple[Extension, ...] = ()
 
-        self._events: list[Event] = []
-        self._buffer = bytearray()
+        # Empty (falsy) until the first event: see NOTHING.
+        self._events: list[Event] | tuple[()] = NOTHING
+        # Bytes of an incomplete frame, kept for the next read; b"" when none (a bytearray
+        # once there are some).
+        self._buffer: bytearray | bytes = b""
         self._discard = False  # stop parsing input: after a close frame or a failure
 
         # The frame being read: _remaining < 0 means a header is expected next.
@@ -140,7 +147,8 @@ class FrameReader:
         # _msg_parts (text, decoded binary) or _msg_masked, in order; the small ones since the
         # last large part are coalesced in _msg_bytes or _msg_text (see _payload_chunk).
         self._msg_opcode = 0
-        self._msg_parts: list[bytes] | list[str] = []
+        # Set by _start_message (unset between messages: no list per idle connection).
+        self._msg_parts: list[bytes] | list[str]
         # A binary message in several chunks that no extension decodes: its large parts still
         # masked, unmasked and joined in one pass at the end.
         self._msg_masked: list[tuple[BytesLike, bytes | None]] | None = None
@@ -184,6 +192,15 @@ class FrameReader:
             and not self.extensions
         )
 
+    def _event(self, event: Event) -> None:
+        """Add an event for the next :meth:`events_received` call."""
+        events = self._events
+        if events is NOTHING:
+            self._events = [event]
+        else:
+            # A list (maybe empty, and maybe held by _parse: append to it, never replace it).
+            events.append(event)  # type: ignore[union-attr]
+
     # The connection's side (see the module docstring).
 
     def _control_frame(self, opcode: int, payload: bytes) -> None:
@@ -204,6 +221,7 @@ class FrameReader:
             return
         buf: bytes | bytearray | memoryview
         if self._buffer:
+            # Not empty: a bytearray (see below).
             self._buffer += data
             buf = self._buffer
             self._read_size = 0
@@ -219,13 +237,16 @@ class FrameReader:
         except ProtocolError as exc:
             # Stop reading now.
             self._discard = True
-            self._buffer = bytearray()
+            self._buffer = b""
             self._protocol_failure(exc)
             return
         if self._discard:
-            self._buffer = bytearray()
+            self._buffer = b""
         elif buf is self._buffer:
-            del self._buffer[:pos]
+            if pos == len(buf):
+                self._buffer = b""
+            else:
+                del buf[:pos]  # type: ignore[union-attr]  # kept bytes are a bytearray
         elif pos < len(buf):
             self._buffer = bytearray(buf[pos:])
 
@@ -234,6 +255,9 @@ class FrameReader:
         pos = 0
         end = len(buf)
         events = self._events
+        if not isinstance(events, list):  # NOTHING: the list the events of this read go to
+            events = []
+            self._events = events
         # The header's second byte of a whole small data frame from the peer: masked (0x80)
         # when we are the server.
         mask_bit = 0x80 if self._expect_masked else 0
@@ -347,11 +371,11 @@ class FrameReader:
                 if opcode == Opcode.TEXT:
                     self._decoder = None
                     try:
-                        self._events.append(payload.decode("utf-8"))
+                        events.append(payload.decode("utf-8"))
                     except UnicodeDecodeError as exc:
                         raise InvalidPayload(INVALID_UTF8) from exc
                 else:
-                    self._events.append(payload)
+                    events.append(payload)
                 continue
             self._remaining = length
             self._frame_fin = bool(fin)
@@ -562,9 +586,9 @@ class FrameReader:
             if small is not None:
                 parts.append(small.getvalue())  # type: ignore[arg-type]
             message = b"".join(parts)  # type: ignore[arg-type]
-        self._events.append(message)
+        self._event(message)
         self._msg_opcode = 0
-        self._msg_parts = []
+        del self._msg_parts
         self._msg_bytes = None
         self._msg_text = None
         self._msg_size = 0

@@ -56,6 +56,19 @@ class ServerProtocol(Connection):
         b'HTTP/1.1 101 Switching Protocols'
     """
 
+    # Slots, as the base class's: one of these per connection, no instance dict (issue 14).
+    __slots__ = (
+        "config",
+        "_negotiated_deflate",
+        "_parser",
+        "request",
+        "response",
+        "handshake_exc",
+        "subprotocol",
+        "_early",
+        "http2",
+    )
+
     def __init__(
         self, config: ServerConfig | None = None, **options: Unpack[ServerOptions]
     ) -> None:
@@ -84,7 +97,13 @@ class ServerProtocol(Connection):
         self.handshake_exc: InvalidHandshake | None = None
         #: The subprotocol agreed on, if any.
         self.subprotocol: str | None = None
-        self._early = bytearray()
+        # Bytes after the request head, kept until the 101 is sent; b"" when none (a bytearray
+        # once there are some): no buffer per connection for the common case.
+        self._early: bytearray | bytes = b""
+        #: Whether the handshake is an HTTP/2 extended CONNECT (RFC 8441), given by
+        #: :meth:`receive_http2_request`: the answer is then a response head for the I/O layer
+        #: to send as a HEADERS frame (``200`` accepts), and only its body is queued as bytes.
+        self.http2 = False
 
     @property
     def origins(self) -> Sequence[str | None] | None:
@@ -105,11 +124,6 @@ class ServerProtocol(Connection):
     def compression(self) -> DeflateOptions | None:
         """``config.compression``: permessage-deflate settings, ``None`` to decline offers."""
         return self.config.compression
-
-    #: Whether the handshake is an HTTP/2 extended CONNECT (RFC 8441), given by
-    #: :meth:`receive_http2_request`: the answer is then a response head for the I/O layer to
-    #: send as a HEADERS frame (``200`` accepts), and only its body is queued as bytes.
-    http2 = False
 
     def receive_http2_request(self, request: Request) -> None:
         """Take the request of an HTTP/2 extended CONNECT stream (RFC 8441), instead of bytes.
@@ -135,7 +149,10 @@ class ServerProtocol(Connection):
             return
         if self._parser is None:
             # The request is in; keep what follows for after the 101, within a bound.
-            self._early += data
+            if self._early:
+                self._early += data
+            else:
+                self._early = bytearray(data)
             if len(self._early) > MAX_EARLY_DATA:
                 self._refuse(InvalidRequest("too much data before the handshake completed"))
             else:
@@ -160,7 +177,7 @@ class ServerProtocol(Connection):
     def _request_received(self, request: Request) -> None:
         """The request head is parsed: report it (a :class:`Request` event)."""
         self.request = request
-        self._events.append(request)
+        self._event(request)
 
     def _early_data_received(self) -> None:
         """More bytes followed the request head; they are in :attr:`_early`."""
@@ -320,9 +337,9 @@ class ServerProtocol(Connection):
                 and self.request.method == "CONNECT"
             )
             if not opens and response.body:
-                self._out.append(response.body)
+                self._queue(response.body)
         else:
-            self._out.append(response.serialize())
+            self._queue(response.serialize())
             opens = response.status == 101
         if opens:
             self.state = State.OPEN
@@ -335,8 +352,9 @@ class ServerProtocol(Connection):
             response.headers._compact()
             if self.request is not None:
                 self.request.headers._compact()
-            early, self._early = self._early, bytearray()
+            early = self._early
             if early:
+                self._early = b""
                 self.receive_data(bytes(early))
         else:
             if self.handshake_exc is None:
