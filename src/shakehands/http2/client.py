@@ -78,6 +78,11 @@ class HTTP2ClientConnection(H2Endpoint):
         self.settings_received: asyncio.Future[None] = self.loop.create_future()
         #: Done when the TLS connection is lost.
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        #: The server's GOAWAY, as ``(last_stream_id, error_code)``, once received.
+        self.goaway_received: tuple[int, int] | None = None
+        # Framing state of the GOAWAY filter (see _without_goaway).
+        self._partial = b""
+        self._skip = 0
 
     @property
     def close_limit(self) -> float:
@@ -92,7 +97,7 @@ class HTTP2ClientConnection(H2Endpoint):
     @property
     def is_open(self) -> bool:
         """Whether new streams can be opened (neither side has ended the connection)."""
-        return not self._ended and not self._goaway_sent
+        return not self._ended and not self._goaway_sent and self.goaway_received is None
 
     # ------------------------------------------------------------------------------------
     # asyncio.Protocol
@@ -117,6 +122,7 @@ class HTTP2ClientConnection(H2Endpoint):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
+        data = self._without_goaway(data)
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -153,6 +159,58 @@ class HTTP2ClientConnection(H2Endpoint):
 
     def eof_received(self) -> bool | None:
         return None
+
+    def _without_goaway(self, data: bytes) -> bytes:
+        """``data`` without the GOAWAY frames, which are handled here (:meth:`_goaway`).
+
+        ``h2`` closes its state machine on any GOAWAY and takes no frame after it, while a
+        graceful one (a server shutting down) is followed by the open streams' last frames:
+        their closing handshakes (1001). Frames are only delimited here (9-byte headers), not
+        parsed: ``h2`` still checks everything else, and bytes are copied only around a GOAWAY
+        or a header split across reads.
+        """
+        buf = self._partial + data if self._partial else data
+        self._partial = b""
+        size = len(buf)
+        pos = min(self._skip, size)
+        self._skip -= pos
+        kept: list[bytes] = []
+        start = 0
+        while pos + 9 <= size:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            if buf[pos + 3] == 0x7 and length <= 2**16:
+                if pos + 9 + length > size:
+                    break  # the rest of this GOAWAY comes with the next read
+                kept.append(buf[start:pos])
+                payload = buf[pos + 9 : pos + 9 + length]
+                start = pos = pos + 9 + length
+                if len(payload) >= 8:
+                    last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                    self._goaway(last, int.from_bytes(payload[4:8], "big"))
+                continue
+            pos += 9 + length
+        if pos > size:
+            self._skip = pos - size
+            end = size
+        else:
+            end = pos
+            self._partial = bytes(buf[pos:])
+        if not kept:
+            return buf if start == 0 and end == size else buf[start:end]
+        kept.append(buf[start:end])
+        return b"".join(kept)
+
+    def _goaway(self, last_stream_id: int, error_code: int) -> None:
+        """The server's GOAWAY: no new streams; those above ``last_stream_id`` were not
+        processed (reset: their WebSockets fail to open); an error ends the connection."""
+        self.goaway_received = (last_stream_id, error_code)
+        if error_code != ErrorCodes.NO_ERROR:
+            self._end(ErrorCodes.NO_ERROR, goaway=False)
+            return
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id > last_stream_id:
+                stream._reset_by_peer()
+        self._stream_done()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended = True
@@ -225,7 +283,7 @@ class HTTP2ClientConnection(H2Endpoint):
         connection._process()
 
     def _stream_done(self) -> None:
-        if self.close_when_idle and not self.streams:
+        if (self.close_when_idle or self.goaway_received is not None) and not self.streams:
             self.close()
 
     def close(self) -> None:

@@ -1,0 +1,380 @@
+"""The HTTP/2 client (RFC 8441): ``connect(..., http2=True)`` and ``http2.connect_session``.
+
+Our client against our server (``serve`` and ``serve_callbacks``, TLS on 127.0.0.1): the
+server observes each WebSocket arriving as an HTTP/2 stream (``request.version``), the client
+its own side (``http_version`` of the transport, the ``200``). Fallbacks to HTTP/1.1, refusals,
+permessage-deflate, flow control with a stream that is not read, closing codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shakehands
+from shakehands import Response
+from shakehands.http2.client import connect_session
+from shakehands.http2.server import HTTP2Connection
+from shakehands.protocol.client import ClientProtocol
+from shakehands.protocol.connection import State
+from shakehands.protocol.errors import InvalidHandshake, InvalidStatus
+
+from ..asyncio.asyncio_helpers import echo_server
+from ..helpers import HOST
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def versions_seen() -> tuple[list[str], Any]:
+    """A ``process_request`` hook that records each request's HTTP version."""
+    seen: list[str] = []
+
+    def process_request(request: shakehands.Request) -> None:
+        seen.append(request.version)
+
+    return seen, process_request
+
+
+async def test_connect_http2_echoes_over_an_extended_connect_stream(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    seen, process_request = versions_seen()
+    async with echo_server(api, ssl=server_context, process_request=process_request) as server:
+        uri = f"wss://{HOST}:{server.port}/echo"
+        async with shakehands.connect(uri, ssl=client_context, http2=True) as ws:
+            assert ws.transport.get_extra_info("http_version") == "2"
+            assert ws.response is not None and ws.response.status == 200
+            assert "sec-websocket-accept" not in ws.response.headers
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            await ws.send(b"\x00\xff" * 200_000)  # beyond the windows: 400 kB
+            assert await ws.recv() == b"\x00\xff" * 200_000
+            await ws.send("")
+            assert await ws.recv() == ""
+        assert ws.close_code == 1000
+        assert seen == ["HTTP/2"]
+
+
+async def test_subprotocol_and_origin_over_http2(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    origins: list[str | None] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        origins.append(ws.request.headers.get("Origin"))
+        await ws.send(f"{ws.subprotocol}")
+
+    async with shakehands.serve(
+        handler, HOST, 0, ssl=server_context, subprotocols=["b", "a"]
+    ) as server:
+        async with shakehands.connect(
+            f"wss://{HOST}:{server.port}/",
+            ssl=client_context,
+            http2=True,
+            subprotocols=["a", "c"],
+            origin="https://example.test",
+        ) as ws:
+            assert ws.subprotocol == "a"
+            assert await ws.recv() == "a"
+    assert origins == ["https://example.test"]
+
+
+async def test_many_websockets_on_one_session(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    peers: set[Any] = set()
+
+    def process_request(request: shakehands.Request) -> None:
+        assert request.version == "HTTP/2"
+        peers.add(request.remote_address)
+
+    async with (
+        echo_server(api, ssl=server_context, process_request=process_request) as server,
+        connect_session(f"wss://{HOST}:{server.port}/", ssl=client_context) as session,
+    ):
+        sockets = [await session.connect(f"/{i}") for i in range(30)]
+        streams = {ws.transport.get_extra_info("h2_stream_id") for ws in sockets}
+        assert len(streams) == 30
+        for round_ in range(3):
+            for i, ws in enumerate(sockets):
+                await ws.send(f"{i}:{round_}")
+            for i, ws in enumerate(sockets):
+                assert await ws.recv() == f"{i}:{round_}"
+        await sockets[0].close()
+        assert sockets[0].close_code == 1000
+        await sockets[1].send("still here")
+        assert await sockets[1].recv() == "still here"
+        later = await session.connect("/later")
+        await later.send("x")
+        assert await later.recv() == "x"
+    assert len(peers) == 1  # one TCP connection for all
+    assert all(ws.close_code == 1000 for ws in sockets)
+
+
+async def test_refused_streams_raise_invalid_status_and_the_session_goes_on(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    def process_request(request: shakehands.Request) -> Response | None:
+        if request.path == "/missing":
+            return Response(404, body=b"no such room")
+        if request.path == "/private":
+            return Response(403, body=b"go away")
+        return None
+
+    async with (
+        echo_server(api, ssl=server_context, process_request=process_request) as server,
+        connect_session(f"wss://{HOST}:{server.port}/", ssl=client_context) as session,
+    ):
+        with pytest.raises(InvalidStatus) as missing:
+            await session.connect("/missing")
+        assert missing.value.response.status == 404
+        with pytest.raises(InvalidStatus) as private:
+            await session.connect("/private")
+        assert private.value.response.status == 403
+        ws = await session.connect("/fine")
+        await ws.send("ok")
+        assert await ws.recv() == "ok"
+        uri = f"wss://{HOST}:{server.port}/missing"
+        with pytest.raises(InvalidStatus) as single:
+            await shakehands.connect(uri, ssl=client_context, http2=True)
+        assert single.value.response.status == 404
+        assert "HTTP 404" in str(single.value)
+
+
+async def test_fallback_when_the_server_has_http2_off(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    seen, process_request = versions_seen()
+    async with echo_server(
+        api, ssl=server_context, http2=False, process_request=process_request
+    ) as server:
+        uri = f"wss://{HOST}:{server.port}/"
+        async with shakehands.connect(uri, ssl=client_context, http2=True) as ws:
+            assert ws.response is not None and ws.response.status == 101
+            assert ws.transport.get_extra_info("ssl_object").selected_alpn_protocol() in (
+                "http/1.1",
+                None,
+            )
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+        with pytest.raises(InvalidHandshake):
+            await connect_session(uri, ssl=client_context).open()
+    assert seen == ["HTTP/1.1"]
+
+
+async def test_fallback_when_the_server_does_not_advertise_extended_connect(
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(HTTP2Connection, "enable_connect_protocol", False)
+    seen, process_request = versions_seen()
+
+    async def hi(ws: shakehands.ServerConnection) -> None:
+        await ws.send("hi")
+
+    async with shakehands.serve(
+        hi, HOST, 0, ssl=server_context, process_request=process_request
+    ) as server:
+        uri = f"wss://{HOST}:{server.port}/"
+        opener = shakehands.connect(uri, ssl=client_context, http2=True)
+        async with opener as ws:
+            assert ws.response is not None and ws.response.status == 101
+            assert ws.transport.get_extra_info("ssl_object").selected_alpn_protocol() == (
+                "http/1.1"
+            )
+            assert await ws.recv() == "hi"
+        # Remembered: the next attempt of this connect offers http/1.1 at once.
+        assert opener._http11_only == {(HOST, server.port)}
+        with pytest.raises(InvalidHandshake, match="does not accept WebSockets over HTTP/2"):
+            await connect_session(uri, ssl=client_context).open()
+    assert seen == ["HTTP/1.1"]
+
+
+async def test_ws_uri_with_http2_uses_http11() -> None:
+    seen, process_request = versions_seen()
+    async with echo_server("coroutine", process_request=process_request) as server:
+        async with shakehands.connect(f"ws://{HOST}:{server.port}/", http2=True) as ws:
+            assert ws.response is not None and ws.response.status == 101
+            await ws.send("plain")
+            assert await ws.recv() == "plain"
+    assert seen == ["HTTP/1.1"]
+    with pytest.raises(ValueError, match="wss://"):
+        connect_session(f"ws://{HOST}:1/")
+
+
+async def test_permessage_deflate_over_http2(
+    api: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with echo_server(api, ssl=server_context) as server:
+        uri = f"wss://{HOST}:{server.port}/"
+        async with shakehands.connect(uri, ssl=client_context, http2=True) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["sec-websocket-extensions"].startswith(
+                "permessage-deflate"
+            )
+            message = "compressible " * 60_000  # 780 kB of text
+            await ws.send(message)
+            assert await ws.recv() == message
+        async with shakehands.connect(uri, ssl=client_context, http2=True, compression=None) as ws:
+            assert ws.response is not None
+            assert "sec-websocket-extensions" not in ws.response.headers
+            await ws.send("raw")
+            assert await ws.recv() == "raw"
+
+
+async def test_a_stream_that_is_not_read_does_not_stall_the_others(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    chunk = b"\x01" * 2**18  # 256 KiB, four times a stream window
+    count = 16
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        if ws.request.path == "/flood":
+            for _ in range(count):
+                await ws.send(chunk)
+            await ws.send("done")
+        async for message in ws:
+            await ws.send(message)
+
+    async with (
+        shakehands.serve(handler, HOST, 0, ssl=server_context) as server,
+        connect_session(
+            f"wss://{HOST}:{server.port}/", ssl=client_context, max_queue=1
+        ) as session,
+    ):
+        flood = await session.connect("/flood")
+        chat = await session.connect("/chat")
+        # flood is not read: its stream window fills and its queue too; chat goes on.
+        for i in range(50):
+            await chat.send(f"m{i}")
+            assert await chat.recv() == f"m{i}"
+        received = [await flood.recv() for _ in range(count)]
+        assert received == [chunk] * count
+        assert await flood.recv() == "done"
+        await chat.send("after")
+        assert await chat.recv() == "after"
+
+
+async def test_closing_codes_both_ways(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    server_saw: list[int | None] = []
+    done = asyncio.Event()
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        if ws.request.path == "/server-closes":
+            await ws.close(4001, "bye from server")
+            return
+        await ws.wait_closed()
+        server_saw.append(ws.close_code)
+        done.set()
+
+    async with (
+        shakehands.serve(handler, HOST, 0, ssl=server_context) as server,
+        connect_session(f"wss://{HOST}:{server.port}/", ssl=client_context) as session,
+    ):
+        ws = await session.connect("/server-closes")
+        with pytest.raises(shakehands.ConnectionClosed):
+            await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4001, "bye from server")
+        ws = await session.connect("/client-closes")
+        await ws.close(4002, "bye from client")
+        assert ws.close_code == 4002
+        await asyncio.wait_for(done.wait(), 10)
+    assert server_saw == [4002]
+
+
+async def test_shutdown_closes_client_streams_with_1001(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        await ws.wait_closed()
+
+    server = await shakehands.serve(handler, HOST, 0, ssl=server_context)
+    session = await connect_session(f"wss://{HOST}:{server.port}/", ssl=client_context).open()
+    sockets = [await session.connect(f"/{i}") for i in range(3)]
+    server.close()
+    await server.wait_closed()
+    for ws in sockets:
+        with pytest.raises(shakehands.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1001
+    await session.close()
+
+
+# -------------------------------------------------------------------------------------------
+# The core's seam, no I/O
+# -------------------------------------------------------------------------------------------
+
+
+def test_core_builds_the_extended_connect() -> None:
+    core = ClientProtocol(
+        "wss://example.test:8443/chat?room=1",
+        origin="https://example.test",
+        subprotocols=["chat"],
+        compression="deflate",
+    )
+    core.use_http2()
+    core.send_request()
+    assert core.data_to_send() == []
+    fields = core.http2_request_fields()
+    assert fields[:5] == [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":path", "/chat?room=1"),
+        (":authority", "example.test:8443"),
+    ]
+    names = [name for name, _ in fields[5:]]
+    assert names == [
+        "sec-websocket-version",
+        "origin",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    ]
+    assert ("sec-websocket-version", "13") in fields
+    assert core.request.method == "CONNECT" and core.request.version == "HTTP/2"
+
+
+def test_core_checks_the_answer() -> None:
+    core = ClientProtocol("wss://example.test/", subprotocols=["chat"])
+    core.use_http2()
+    core.receive_http2_response(Response(200, {"sec-websocket-protocol": "chat"}))
+    assert core.state is State.OPEN
+    assert core.subprotocol == "chat"
+    assert isinstance(core.events_received()[0], Response)
+
+    refused = ClientProtocol("wss://example.test/")
+    refused.use_http2()
+    refused.receive_http2_response(Response(403, body=b"no"))
+    assert isinstance(refused.handshake_exc, InvalidStatus)
+    assert refused.handshake_exc.response.status == 403
+
+    upgraded = ClientProtocol("wss://example.test/")
+    upgraded.use_http2()
+    upgraded.receive_http2_response(Response(101))
+    assert isinstance(upgraded.handshake_exc, InvalidStatus)
+
+    wrong = ClientProtocol("wss://example.test/", subprotocols=["chat"])
+    wrong.use_http2()
+    wrong.receive_http2_response(Response(200, {"sec-websocket-protocol": "other"}))
+    assert wrong.handshake_exc is not None and "not offered" in str(wrong.handshake_exc)
+
+    http11 = ClientProtocol("wss://example.test/")
+    with pytest.raises(InvalidHandshake):
+        http11.receive_http2_response(Response(200))
+
+
+def test_http2_option_is_checked() -> None:
+    with pytest.raises(TypeError, match="http2 must be a bool"):
+        shakehands.connect("wss://example.test/", http2="yes")  # type: ignore[arg-type]
+
+
+def test_pseudo_paths(certificate: tuple[Path, Path]) -> None:
+    session = connect_session("wss://example.test/base")
+    assert session.uri == "wss://example.test/base"
