@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,15 +70,16 @@ async def test_subprotocol_and_origin_over_http2(
     async with shakehands.serve(
         handler, HOST, 0, ssl=server_context, subprotocols=["b", "a"]
     ) as server:
-        async with shakehands.connect(
+        ws = await shakehands.connect(
             f"wss://{HOST}:{server.port}/",
             ssl=client_context,
             http2=True,
             subprotocols=["a", "c"],
             origin="https://example.test",
-        ) as ws:
-            assert ws.subprotocol == "a"
-            assert await ws.recv() == "a"
+        )
+        assert ws.subprotocol == "a"
+        assert await ws.recv() == "a"
+        await ws.close()
     assert origins == ["https://example.test"]
 
 
@@ -198,10 +198,11 @@ async def test_fallback_when_the_server_does_not_advertise_extended_connect(
 async def test_ws_uri_with_http2_uses_http11() -> None:
     seen, process_request = versions_seen()
     async with echo_server("coroutine", process_request=process_request) as server:
-        async with shakehands.connect(f"ws://{HOST}:{server.port}/", http2=True) as ws:
-            assert ws.response is not None and ws.response.status == 101
-            await ws.send("plain")
-            assert await ws.recv() == "plain"
+        ws = await shakehands.connect(f"ws://{HOST}:{server.port}/", http2=True)
+        assert ws.response is not None and ws.response.status == 101
+        await ws.send("plain")
+        assert await ws.recv() == "plain"
+        await ws.close()
     assert seen == ["HTTP/1.1"]
     with pytest.raises(ValueError, match="wss://"):
         connect_session(f"ws://{HOST}:1/")
@@ -214,9 +215,7 @@ async def test_permessage_deflate_over_http2(
         uri = f"wss://{HOST}:{server.port}/"
         async with shakehands.connect(uri, ssl=client_context, http2=True) as ws:
             assert ws.response is not None
-            assert ws.response.headers["sec-websocket-extensions"].startswith(
-                "permessage-deflate"
-            )
+            assert ws.response.headers["sec-websocket-extensions"].startswith("permessage-deflate")
             message = "compressible " * 60_000  # 780 kB of text
             await ws.send(message)
             assert await ws.recv() == message
@@ -243,9 +242,7 @@ async def test_a_stream_that_is_not_read_does_not_stall_the_others(
 
     async with (
         shakehands.serve(handler, HOST, 0, ssl=server_context) as server,
-        connect_session(
-            f"wss://{HOST}:{server.port}/", ssl=client_context, max_queue=1
-        ) as session,
+        connect_session(f"wss://{HOST}:{server.port}/", ssl=client_context, max_queue=1) as session,
     ):
         flood = await session.connect("/flood")
         chat = await session.connect("/chat")
@@ -375,6 +372,6 @@ def test_http2_option_is_checked() -> None:
         shakehands.connect("wss://example.test/", http2="yes")  # type: ignore[arg-type]
 
 
-def test_pseudo_paths(certificate: tuple[Path, Path]) -> None:
-    session = connect_session("wss://example.test/base")
-    assert session.uri == "wss://example.test/base"
+def test_a_session_checks_its_options_before_any_io() -> None:
+    with pytest.raises(TypeError, match="unknown client option"):
+        connect_session("wss://example.test/", max_mesage_size=1)  # type: ignore[call-arg]
