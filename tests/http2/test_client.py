@@ -64,6 +64,7 @@ async def test_subprotocol_and_origin_over_http2(
     origins: list[str | None] = []
 
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         origins.append(ws.request.headers.get("Origin"))
         await ws.send(f"{ws.subprotocol}")
 
@@ -233,6 +234,7 @@ async def test_a_stream_that_is_not_read_does_not_stall_the_others(
     count = 16
 
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         if ws.request.path == "/flood":
             for _ in range(count):
                 await ws.send(chunk)
@@ -264,6 +266,7 @@ async def test_closing_codes_both_ways(
     done = asyncio.Event()
 
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         if ws.request.path == "/server-closes":
             await ws.close(4001, "bye from server")
             return
