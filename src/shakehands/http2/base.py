@@ -82,6 +82,10 @@ class H2Stream(asyncio.Transport):
         self._head_sent = False
         self._opened = False
         self._linger: asyncio.TimerHandle | None = None
+        #: Whether this stream carries a request we sent (client role): a WebSocket that did
+        #: not open then ends it with RST_STREAM ``CANCEL``, not END_STREAM (the server has
+        #: answered in full; there is nothing more to send: RFC 9113 §8.1).
+        self.client = False
 
     # ------------------------------------------------------------------------------------
     # asyncio.Transport
@@ -132,7 +136,7 @@ class H2Stream(asyncio.Transport):
         if self._closing or self._lost:
             return
         self._ensure_head()
-        if not self._head_sent:
+        if not self._head_sent or (self.client and not self._opened):
             # Nothing was answered (a connection dropped during its handshake): refuse.
             self.abort()
             return
@@ -280,6 +284,10 @@ class H2Stream(asyncio.Transport):
         elif self._linger is None or self._protocol is None:
             self._cancel_linger()
             self._linger = self._owner.loop.call_later(self._owner.close_limit, self.abort)
+            if self.client:
+                # The client's WebSocket is over: a connection kept for it alone need not
+                # wait for the server's END_STREAM (some servers never send it).
+                self._owner._maybe_done()
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost:

@@ -253,6 +253,7 @@ class HTTP2ClientConnection(H2Endpoint):
             raise InvalidHandshake(f"cannot open an HTTP/2 stream: {exc}") from None
         stream = H2Stream(self, stream_id, connection)
         stream._head_sent = True  # the request is the head, sent just now
+        stream.client = True
         self.streams[stream_id] = stream
         connection.connection_made(stream)
         self._flush()
@@ -284,6 +285,14 @@ class HTTP2ClientConnection(H2Endpoint):
 
     def _stream_done(self) -> None:
         if (self.close_when_idle or self.goaway_received is not None) and not self.streams:
+            self.close()
+
+    def _maybe_done(self) -> None:
+        """Close once every stream's WebSocket is over, when the connection is kept only for
+        them (``close_when_idle``, or after the server's GOAWAY)."""
+        if (self.close_when_idle or self.goaway_received is not None) and all(
+            stream._local_ended and stream._lost for stream in self.streams.values()
+        ):
             self.close()
 
     def close(self) -> None:

@@ -497,7 +497,15 @@ class ClientProtocol(Connection):
         super().receive_eof()
 
     def close_expected(self) -> bool:
-        """Close at once after a failed handshake; otherwise as :class:`Connection` says."""
+        """Close at once after a failed handshake; otherwise as :class:`Connection` says.
+
+        Over HTTP/2 (:attr:`http2`), the client ends its stream as soon as the closing
+        handshake is done: RFC 6455 §7.1.1's wait for the server to close first is about TCP
+        state (TIME_WAIT on the server), which a stream does not have; and some servers
+        (hypercorn 0.18) never end the stream after a closing handshake the client started.
+        """
         if self.handshake_exc is not None:
+            return True
+        if self.http2 and self.state is State.CLOSED:
             return True
         return super().close_expected()
