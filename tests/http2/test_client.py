@@ -371,7 +371,7 @@ def test_core_checks_the_answer() -> None:
 
 
 def test_http2_option_is_checked() -> None:
-    with pytest.raises(TypeError, match="http2 must be a bool"):
+    with pytest.raises(TypeError, match="http2 must be a bool or None"):
         shakehands.connect("wss://example.test/", http2="yes")  # type: ignore[arg-type]
 
 

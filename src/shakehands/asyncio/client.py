@@ -194,6 +194,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             the URI and for each redirect; a URL (``http://``, ``https://``,
             ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
             tunnel counts in ``open_timeout``.
+        http2: ``True``: for ``wss://``, a WebSocket over HTTP/2 (RFC 8441 extended CONNECT)
+            when the server advertises it, else HTTP/1.1; needs the ``http2`` extra. Many
+            WebSockets over one HTTP/2 connection: :func:`shakehands.http2.connect_session`.
+            See ``docs/http2.md``.
         backoff_initial_delay, backoff_factor, backoff_max_delay: when iterated, the wait
             before the n-th retry is random in ``[0, min(max, initial * factor ** n)]``
             (see :class:`~shakehands.protocol.client.Backoff`).
@@ -295,7 +299,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
     def _over_http2(self, wsuri: WebSocketURI) -> bool:
         """Whether to try HTTP/2 (``http2=True``, ``wss://``, direct; see docs/http2.md)."""
         return (
-            self.config.http2
+            bool(self.config.http2)
             and wsuri.secure
             and self.unix_path is None
             and (wsuri.host, wsuri.port) not in self._http11_only
