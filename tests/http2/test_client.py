@@ -370,6 +370,47 @@ def test_core_checks_the_answer() -> None:
         http11.receive_http2_response(Response(200))
 
 
+async def test_a_server_that_never_sends_settings_times_out(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    server_context.set_alpn_protocols(["h2"])
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)  # TLS, ALPN h2, then not a byte
+
+    server = await asyncio.start_server(silent, HOST, 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(shakehands.OpenTimeout) as timeout:
+            await shakehands.connect(
+                f"wss://{HOST}:{port}/", ssl=client_context, http2=True, open_timeout=0.5
+            )
+        assert timeout.value.phase == "HTTP/2 SETTINGS"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_session_paths_keep_the_query(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    seen: list[str] = []
+
+    def process_request(request: shakehands.Request) -> None:
+        seen.append(request.target)
+
+    async with (
+        echo_server("coroutine", ssl=server_context, process_request=process_request) as server,
+        connect_session(f"wss://{HOST}:{server.port}/base", ssl=client_context) as session,
+    ):
+        await session.connect()
+        await session.connect("room?id=7")
+    assert seen == ["/base", "/room?id=7"]
+
+
 def test_http2_option_is_checked() -> None:
     with pytest.raises(TypeError, match="http2 must be a bool or None"):
         shakehands.connect("wss://example.test/", http2="yes")  # type: ignore[arg-type]

@@ -26,8 +26,7 @@ def __getattr__(name: str) -> Any:
         except ImportError as exc:
             if exc.name is not None and exc.name.split(".")[0] in ("h2", "hyperframe", "hpack"):
                 raise ImportError(
-                    f"shakehands.http2.{name} needs the h2 package: "
-                    "pip install 'shakehands[http2]'"
+                    f"shakehands.http2.{name} needs the h2 package: pip install 'shakehands[http2]'"
                 ) from exc
             raise
         return getattr(client, name)

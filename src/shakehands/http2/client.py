@@ -29,6 +29,7 @@ import ssl as ssl_module
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Unpack
+from urllib.parse import urlsplit, urlunsplit
 
 import h2.config
 import h2.connection
@@ -445,8 +446,8 @@ class HTTP2Session:
             raise InvalidHandshake("the HTTP/2 session is not open")
         uri = self.uri
         if path is not None:
-            wsuri = self.opener.wsuri
-            uri = f"wss://{wsuri.host}:{wsuri.port}{path if path.startswith('/') else '/' + path}"
+            target, _, query = (path if path.startswith("/") else "/" + path).partition("?")
+            uri = urlunsplit(urlsplit(self.uri)._replace(path=target, query=query))
         connection = ClientConnection(ClientProtocol(uri, self.config), self.config)
         connection.uri = uri
         attempt = _Attempt()
