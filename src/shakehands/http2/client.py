@@ -351,7 +351,11 @@ async def open_connection(
         opener._http11_only.add((wsuri.host, wsuri.port))
         return await opener._open_transport(factory, wsuri, attempt, alpn=ALPN_HTTP11)
     attempt.phase = "WebSocket handshake"
-    return endpoint.open_websocket(factory())
+    try:
+        return endpoint.open_websocket(factory())
+    except BaseException:
+        endpoint.close()  # kept for this WebSocket alone
+        raise
 
 
 class HTTP2Session:
