@@ -58,6 +58,39 @@ async def test_connect_http2_echoes_over_an_extended_connect_stream(
         assert seen == ["HTTP/2"]
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_framing_sizes_fragments_and_pings(
+    api: str,
+    compression: str | None,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    async with (
+        echo_server(api, ssl=server_context, max_message_size=2**21) as server,
+        shakehands.connect(
+            f"wss://{HOST}:{server.port}/",
+            ssl=client_context,
+            http2=True,
+            compression=compression,  # type: ignore[arg-type]
+            max_message_size=2**21,
+        ) as ws,
+    ):
+        assert ws.transport.get_extra_info("http_version") == "2"
+        for size in (0, 1, 125, 126, 65535, 65536, 2**20):
+            text = "é" * (size // 2) + "a" * (size % 2)
+            await ws.send(text)
+            assert await ws.recv() == text
+            data = bytes(range(256)) * (size // 256) + b"\x07" * (size % 256)
+            await ws.send(data)
+            assert await ws.recv() == data
+        await ws.send(["frag", "men", "ted"])
+        assert await ws.recv() == "fragmented"
+        await ws.send([b"\x00", b"\x01" * 70_000, b""])
+        assert await ws.recv() == b"\x00" + b"\x01" * 70_000
+        latency = await asyncio.wait_for(ws.ping(b"over h2"), 10)  # its pong came
+        assert latency >= 0
+
+
 async def test_subprotocol_and_origin_over_http2(
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
