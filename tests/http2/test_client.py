@@ -166,6 +166,8 @@ async def test_refused_streams_raise_invalid_status_and_the_session_goes_on(
         with pytest.raises(InvalidStatus) as missing:
             await session.connect("/missing")
         assert missing.value.response.status == 404
+        assert missing.value.response.body == b"no such room"
+        assert "no such room" in str(missing.value)  # quoted, as over HTTP/1.1
         with pytest.raises(InvalidStatus) as private:
             await session.connect("/private")
         assert private.value.response.status == 403

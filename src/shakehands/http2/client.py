@@ -56,6 +56,9 @@ ALPN_HTTP11 = ["http/1.1"]
 #: The largest answer head accepted (HPACK's accounting: names, values, 32 per field).
 MAX_HEADER_LIST = 2**16
 
+#: The bytes of a refusal's body kept for its error message (the rest is read and dropped).
+REFUSAL_BODY = 4096
+
 #: The connection window the client grants (as browsers do: Chromium's is 15 MiB), far above
 #: one stream's, so that a stream whose reader is slow cannot hold it all.
 CONNECTION_WINDOW = 2**24
@@ -79,6 +82,8 @@ class HTTP2ClientConnection(H2Endpoint):
         self.settings_received: asyncio.Future[None] = self.loop.create_future()
         #: Done when the TLS connection is lost.
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        # Refusals waiting for the end of their body: stream id -> (status, headers, body).
+        self._refusals: dict[int, tuple[str, list[tuple[str, str]], bytearray]] = {}
         #: The server's GOAWAY, as ``(last_stream_id, error_code)``, once received.
         self.goaway_received: tuple[int, int] | None = None
         # Framing state of the GOAWAY filter (see _without_goaway).
@@ -135,18 +140,25 @@ class HTTP2ClientConnection(H2Endpoint):
             stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
             if isinstance(event, h2.events.ResponseReceived):
                 if stream is not None:
-                    self._response(stream, event.headers or [])
+                    self._response(stream, event.headers or [], event.stream_ended is not None)
             elif isinstance(event, h2.events.DataReceived):
                 size = event.flow_controlled_length or 0
-                if stream is None:
+                refusal = self._refusals.get(event.stream_id or 0)
+                if refusal is not None:
+                    body = refusal[2]
+                    body += (event.data or b"")[: REFUSAL_BODY - len(body)]
+                    self._ack(size, event.stream_id or 0)
+                elif stream is None:
                     self._ack(size, event.stream_id or 0)
                 else:
                     stream._receive(event.data or b"", size)
             elif isinstance(event, h2.events.StreamEnded):
                 if stream is not None:
+                    self._refused(stream)
                     stream._remote_end()
             elif isinstance(event, h2.events.StreamReset):
                 if stream is not None:
+                    self._refused(stream)
                     stream._reset_by_peer()
             elif isinstance(event, h2.events.WindowUpdated):
                 self._window_opened(event.stream_id or 0)
@@ -260,8 +272,10 @@ class HTTP2ClientConnection(H2Endpoint):
         self._flush()
         return connection
 
-    def _response(self, stream: H2Stream, raw: list[Any]) -> None:
-        """The answer's HEADERS on ``stream``: to its core, which accepts or refuses."""
+    def _response(self, stream: H2Stream, raw: list[Any], ended: bool) -> None:
+        """The answer's HEADERS on ``stream``: to its core, which accepts or refuses; a
+        refusal with a body waits for it (the first :data:`REFUSAL_BODY` bytes), so that its
+        error quotes it as over HTTP/1.1."""
         connection: Any = stream._protocol
         if connection is None:
             return
@@ -274,11 +288,28 @@ class HTTP2ClientConnection(H2Endpoint):
                 status = value
             elif not name.startswith(":"):
                 fields.append((name, value))
+        if status != "200" and not ended:
+            self._refusals[stream.stream_id] = (status, fields, bytearray())
+            return
+        self._answer(stream, status, fields, b"")
+
+    def _refused(self, stream: H2Stream) -> None:
+        """The end of a refusal's body (or a reset before it): the answer, at last."""
+        refusal = self._refusals.pop(stream.stream_id, None)
+        if refusal is not None:
+            self._answer(stream, *refusal)
+
+    def _answer(
+        self, stream: H2Stream, status: str, fields: list[tuple[str, str]], body: bytes | bytearray
+    ) -> None:
+        connection: Any = stream._protocol
+        if connection is None:
+            return
         core = connection.protocol
         try:
-            response = Response(int(status), Headers(fields))
+            response = Response(int(status), Headers(fields), bytes(body))
         except (TypeError, ValueError):
-            core._handshake_failed(InvalidResponse(f"invalid HTTP/2 response: {raw!r}"))
+            core._handshake_failed(InvalidResponse(f"invalid HTTP/2 response status {status!r}"))
         else:
             core.receive_http2_response(response)
         stream._opened = core.handshake_exc is None
