@@ -425,6 +425,13 @@ class H2Endpoint(asyncio.Protocol):
             del self.streams[stream.stream_id]
         self._stream_done()
 
+    def _drop_streams(self, exc: Exception | None) -> None:
+        """The connection is gone: every stream's WebSocket loses its transport."""
+        for stream in list(self.streams.values()):
+            stream._connection_lost(exc)
+            stream._cancel_linger()
+        self.streams.clear()
+
     def _stream_done(self) -> None:
         """A stream was forgotten (a subclass: idle timers, closing when the last is done)."""
 
@@ -438,10 +445,7 @@ class H2Endpoint(asyncio.Protocol):
     def _peer_goaway(self) -> None:
         """The peer sent GOAWAY: h2 takes no more frames; drop the streams and close."""
         self._ended = True
-        for stream in list(self.streams.values()):
-            stream._connection_lost(None)
-            stream._cancel_linger()
-        self.streams.clear()
+        self._drop_streams(None)
         self.transport.close()
 
     def _end(self, code: ErrorCodes, *, goaway: bool = True) -> None:
@@ -459,8 +463,5 @@ class H2Endpoint(asyncio.Protocol):
         if data and not self.transport.is_closing():
             self.transport.write(data)
         self._ended = True
-        for stream in list(self.streams.values()):
-            stream._connection_lost(None)
-            stream._cancel_linger()
-        self.streams.clear()
+        self._drop_streams(None)
         self.transport.close()

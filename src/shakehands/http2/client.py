@@ -227,10 +227,7 @@ class HTTP2ClientConnection(H2Endpoint):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended = True
-        for stream in list(self.streams.values()):
-            stream._connection_lost(exc)
-            stream._cancel_linger()
-        self.streams.clear()
+        self._drop_streams(exc)
         if not self.settings_received.done():
             self.settings_received.set_exception(
                 HandshakeInterrupted("the HTTP/2 connection closed before the server's SETTINGS")

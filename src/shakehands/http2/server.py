@@ -200,10 +200,7 @@ class HTTP2Connection(H2Endpoint):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        for stream in list(self.streams.values()):
-            stream._connection_lost(exc)
-            stream._cancel_linger()
-        self.streams.clear()
+        self._drop_streams(exc)
         self.server._http2.discard(self)
         if not self.closed.done():
             self.closed.set_result(None)
