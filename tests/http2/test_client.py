@@ -16,7 +16,7 @@ import pytest
 
 import shakehands
 from shakehands import Response
-from shakehands.http2.client import connect_session
+from shakehands.http2.client import GoawayFilter, connect_session
 from shakehands.http2.server import HTTP2Connection
 from shakehands.protocol.client import ClientProtocol
 from shakehands.protocol.connection import State
@@ -454,3 +454,36 @@ def test_http2_option_is_checked() -> None:
 def test_a_session_checks_its_options_before_any_io() -> None:
     with pytest.raises(TypeError, match="unknown client option"):
         connect_session("wss://example.test/", max_mesage_size=1)  # type: ignore[call-arg]
+
+
+def test_goaway_filter_at_every_split() -> None:
+    """Frames from a real h2 server connection, a graceful GOAWAY among them, fed in two
+    parts at every possible split and byte by byte: the GOAWAY is taken out, everything else
+    passes unchanged, in order."""
+    import h2.config
+    import h2.connection
+    from hyperframe.frame import GoAwayFrame
+
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    head = server.data_to_send()
+    goaway = GoAwayFrame(0)
+    goaway.last_stream_id = 5
+    goaway.error_code = 0
+    data_frame = bytes.fromhex("000003000000000001") + b"abc"  # DATA, stream 1
+    stream = head + data_frame + goaway.serialize() + data_frame + b"\x00" * 9  # empty DATA
+    expected = head + data_frame + data_frame + b"\x00" * 9
+    for split in range(len(stream) + 1):
+        goaways = GoawayFilter()
+        first, seen = goaways.feed(stream[:split])
+        second, more = goaways.feed(stream[split:])
+        assert first + second == expected, split
+        assert seen + more == [(5, 0)], split
+    goaways = GoawayFilter()
+    out = b""
+    seen = []
+    for i in range(len(stream)):
+        part, found = goaways.feed(stream[i : i + 1])
+        out += part
+        seen += found
+    assert (out, seen) == (expected, [(5, 0)])

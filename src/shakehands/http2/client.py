@@ -47,7 +47,7 @@ from .base import STREAM_WINDOW, H2Endpoint, H2Stream
 if TYPE_CHECKING:
     from ..asyncio.client import ClientConnection, _Attempt, connect
 
-__all__ = ["HTTP2ClientConnection", "HTTP2Session", "connect_session"]
+__all__ = ["GoawayFilter", "HTTP2ClientConnection", "HTTP2Session", "connect_session"]
 
 #: ALPN offers of an HTTP/2 attempt, and of the HTTP/1.1 attempt after a fallback.
 ALPN_H2 = ["h2", "http/1.1"]
@@ -62,6 +62,61 @@ REFUSAL_BODY = 4096
 #: The connection window the client grants (as browsers do: Chromium's is 15 MiB), far above
 #: one stream's, so that a stream whose reader is slow cannot hold it all.
 CONNECTION_WINDOW = 2**24
+
+
+class GoawayFilter:
+    """Takes the GOAWAY frames out of a stream of HTTP/2 frames (what a server sends).
+
+    ``h2`` closes its state machine on any GOAWAY and takes no frame after it, while a graceful
+    one (a server shutting down) is followed by the open streams' last frames: their closing
+    handshakes (1001). Frames are only delimited here (9-byte headers), not parsed: ``h2``
+    still checks everything else, and bytes are copied only around a GOAWAY or a frame header
+    split across reads.
+    """
+
+    __slots__ = ("_partial", "_skip")
+
+    def __init__(self) -> None:
+        self._partial = b""  # the start of a frame header, or of a GOAWAY frame
+        self._skip = 0  # bytes of the current frame still to come, passed through
+
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+        """``data`` without its GOAWAY frames, and those as ``(last_stream_id, error_code)``.
+
+        Bytes that do not complete a frame header (or a GOAWAY frame) are kept for the next
+        call; everything else is returned at once, whole frames or not.
+        """
+        buf = self._partial + data if self._partial else data
+        self._partial = b""
+        size = len(buf)
+        pos = min(self._skip, size)
+        self._skip -= pos
+        kept: list[bytes] = []
+        goaways: list[tuple[int, int]] = []
+        start = 0
+        while pos + 9 <= size:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            if buf[pos + 3] == 0x7 and length <= 2**16:
+                if pos + 9 + length > size:
+                    break  # the rest of this GOAWAY comes with the next read
+                kept.append(buf[start:pos])
+                payload = buf[pos + 9 : pos + 9 + length]
+                start = pos = pos + 9 + length
+                if len(payload) >= 8:
+                    last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+                    goaways.append((last, int.from_bytes(payload[4:8], "big")))
+                continue
+            pos += 9 + length
+        if pos > size:
+            self._skip = pos - size
+            end = size
+        else:
+            end = pos
+            self._partial = bytes(buf[pos:])
+        if not kept:
+            return (buf if start == 0 and end == size else buf[start:end]), goaways
+        kept.append(buf[start:end])
+        return b"".join(kept), goaways
 
 
 class HTTP2ClientConnection(H2Endpoint):
@@ -86,9 +141,7 @@ class HTTP2ClientConnection(H2Endpoint):
         self._refusals: dict[int, tuple[str, list[tuple[str, str]], bytearray]] = {}
         #: The server's GOAWAY, as ``(last_stream_id, error_code)``, once received.
         self.goaway_received: tuple[int, int] | None = None
-        # Framing state of the GOAWAY filter (see _without_goaway).
-        self._partial = b""
-        self._skip = 0
+        self._goaways = GoawayFilter()
 
     @property
     def close_limit(self) -> float:
@@ -128,7 +181,7 @@ class HTTP2ClientConnection(H2Endpoint):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
-        data = self._without_goaway(data)
+        data, goaways = self._goaways.feed(data)
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -168,50 +221,13 @@ class HTTP2ClientConnection(H2Endpoint):
                 self._window_opened(0)
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._peer_goaway()
+        for last_stream_id, error_code in goaways:
+            if not self._ended:
+                self._goaway(last_stream_id, error_code)
         self._flush()
 
     def eof_received(self) -> bool | None:
         return None
-
-    def _without_goaway(self, data: bytes) -> bytes:
-        """``data`` without the GOAWAY frames, which are handled here (:meth:`_goaway`).
-
-        ``h2`` closes its state machine on any GOAWAY and takes no frame after it, while a
-        graceful one (a server shutting down) is followed by the open streams' last frames:
-        their closing handshakes (1001). Frames are only delimited here (9-byte headers), not
-        parsed: ``h2`` still checks everything else, and bytes are copied only around a GOAWAY
-        or a header split across reads.
-        """
-        buf = self._partial + data if self._partial else data
-        self._partial = b""
-        size = len(buf)
-        pos = min(self._skip, size)
-        self._skip -= pos
-        kept: list[bytes] = []
-        start = 0
-        while pos + 9 <= size:
-            length = int.from_bytes(buf[pos : pos + 3], "big")
-            if buf[pos + 3] == 0x7 and length <= 2**16:
-                if pos + 9 + length > size:
-                    break  # the rest of this GOAWAY comes with the next read
-                kept.append(buf[start:pos])
-                payload = buf[pos + 9 : pos + 9 + length]
-                start = pos = pos + 9 + length
-                if len(payload) >= 8:
-                    last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-                    self._goaway(last, int.from_bytes(payload[4:8], "big"))
-                continue
-            pos += 9 + length
-        if pos > size:
-            self._skip = pos - size
-            end = size
-        else:
-            end = pos
-            self._partial = bytes(buf[pos:])
-        if not kept:
-            return buf if start == 0 and end == size else buf[start:end]
-        kept.append(buf[start:end])
-        return b"".join(kept)
 
     def _goaway(self, last_stream_id: int, error_code: int) -> None:
         """The server's GOAWAY: no new streams; those above ``last_stream_id`` were not
