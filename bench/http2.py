@@ -4,7 +4,8 @@
 
 For each transport, starts a TLS echo server (coroutine API, ``compression=None``) in a fresh
 process, then from this process opens N WebSockets: over HTTP/2, one TLS connection and N
-extended CONNECT streams (the client is ``h2`` driven directly, tests/http2/h2_helpers.py);
+extended CONNECT streams, with ``h2`` driven directly (tests/http2/h2_helpers.py) and with our
+client (``shakehands.http2.connect_session``);
 over HTTP/1.1, N TLS connections with ``shakehands.connect``. It reports the server's resident
 memory per WebSocket (VmRSS after each WebSocket has echoed one message, minus before), the
 handshake rate (N opened at once, until the last is open) and echo round trips per second
@@ -129,6 +130,50 @@ async def run_http11(
     return {"kib": memory, "handshakes": handshakes, "msgs": rate}
 
 
+async def run_http2_ours(
+    port: int, cert: tuple[Path, Path], n: int, seconds: float, pid: int
+) -> dict[str, float]:
+    """As :func:`run_http2`, with our client: one ``connect_session``, N ``session.connect``."""
+    from shakehands.http2 import connect_session
+
+    base = rss_kib(pid)
+    context = ssl.create_default_context(cafile=str(cert[0]))
+    start = time.perf_counter()
+    session = await connect_session(
+        f"wss://localhost:{port}/", ssl=context, compression=None, ping_interval=None
+    ).open()
+    connections = await asyncio.gather(*(session.connect("/") for _ in range(n)))
+    handshakes = n / (time.perf_counter() - start)
+    for ws in connections:
+        await ws.send(MESSAGE)
+    for ws in connections:
+        assert await ws.recv() == MESSAGE
+    await asyncio.sleep(0.3)
+    memory = (rss_kib(pid) - base) / n
+    count = 0
+    deadline = time.perf_counter() + seconds
+    begin = time.perf_counter()
+
+    async def loop(ws: shakehands.ClientConnection) -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            await ws.send(MESSAGE)
+            assert await ws.recv() == MESSAGE
+            count += 1
+
+    await asyncio.gather(*(loop(ws) for ws in connections))
+    rate = count / (time.perf_counter() - begin)
+    await session.close()
+    return {"kib": memory, "handshakes": handshakes, "msgs": rate}
+
+
+RUNS = {
+    "HTTP/2, h2-driven client": run_http2,
+    "HTTP/2, shakehands client": run_http2_ours,
+    "HTTP/1.1": run_http11,
+}
+
+
 def measure(kind: str, cert: tuple[Path, Path], n: int, seconds: float) -> dict[str, float]:
     port = free_port()
     server = subprocess.Popen(
@@ -141,8 +186,7 @@ def measure(kind: str, cert: tuple[Path, Path], n: int, seconds: float) -> dict[
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
         time.sleep(0.2)
-        run = run_http2 if kind == "HTTP/2" else run_http11
-        return asyncio.run(run(port, cert, n, seconds, server.pid))
+        return asyncio.run(RUNS[kind](port, cert, n, seconds, server.pid))
     finally:
         server.terminate()
         server.wait()
@@ -162,9 +206,11 @@ def main() -> None:
         )
         print("| transport | server KiB per WebSocket | WebSockets opened/s | round trips/s |")
         print("|---|---|---|---|")
-        for kind in ("HTTP/2", "HTTP/1.1"):
+        for kind in RUNS:
             result = measure(kind, cert, args.websockets, args.seconds)
-            connections = "1 connection" if kind == "HTTP/2" else f"{args.websockets} connections"
+            connections = (
+                "1 connection" if kind.startswith("HTTP/2") else f"{args.websockets} connections"
+            )
             print(
                 f"| {kind} ({connections}) "
                 f"| {result['kib']:.1f} | {result['handshakes']:.0f} | {result['msgs']:.0f} |",

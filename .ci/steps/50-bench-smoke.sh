@@ -26,3 +26,17 @@ for loop, server, keys in [
 print("bench smoke: every workload produced a number and a CPU per message")
 PY
 rm -rf "$out"
+
+# WebSockets over HTTP/2 (bench/http2.py, docs/http2.md): 10 WebSockets, half a second each,
+# h2-driven client, our client (connect_session) and HTTP/1.1; numbers out, not judged.
+python bench/http2.py --websockets 10 --seconds 0.5 | tee "$out.http2"
+python - "$out.http2" <<'PY'
+import re, sys
+rows = [line for line in open(sys.argv[1]) if re.match(r"\| HTTP/", line)]
+assert len(rows) == 3, rows
+for row in rows:
+    numbers = [float(cell) for cell in row.strip().strip("|").split("|")[1:]]
+    assert len(numbers) == 3 and all(n > 0 for n in numbers[1:]), row
+print("bench smoke: HTTP/2 benchmark produced its three rows")
+PY
+rm -f "$out.http2"

@@ -172,7 +172,7 @@ class H2Client:
         if stream is None:
             return
         if isinstance(event, h2.events.ResponseReceived):
-            stream.headers = dict(event.headers or [])
+            stream.headers = {str(n): str(v) for n, v in event.headers or []}
             if stream.status == 200 and stream.ws is not None:
                 stream.ws.state = State.OPEN
         elif isinstance(event, h2.events.DataReceived):

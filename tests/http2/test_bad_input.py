@@ -271,6 +271,6 @@ def test_http2_option_is_validated() -> None:
         pass
 
     with pytest.raises(TypeError, match="http2"):
-        shakehands.serve(handler, "127.0.0.1", 0, http2="yes")  # type: ignore[typeddict-item]
+        shakehands.serve(handler, "127.0.0.1", 0, http2="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="http2_max_streams"):
         shakehands.serve(handler, "127.0.0.1", 0, http2_max_streams=0)

@@ -75,6 +75,7 @@ async def test_handler_sees_the_same_api_and_an_http2_request(
         request.context["who"] = "alice"
 
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         seen["version"] = ws.request.version
         seen["host"] = ws.request.headers["Host"]
         seen["path"] = ws.request.path

@@ -48,6 +48,7 @@ async def test_a_stream_that_never_reads_does_not_stall_the_others(
     progress = {"sent": 0}
 
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         if ws.request.path == "/flood":
             for _ in range(TOTAL):
                 await ws.send(b"x" * CHUNK)  # waits while the stream's buffer is full
@@ -89,6 +90,7 @@ async def test_a_handler_that_never_reads_closes_its_window_only(
     certificate: tuple[Path, Path], server_context: ssl.SSLContext
 ) -> None:
     async def handler(ws: shakehands.ServerConnection) -> None:
+        assert ws.request is not None
         if ws.request.path == "/deaf":
             await ws.wait_closed()  # never reads: its queue fills, reading pauses
         else:

@@ -66,6 +66,10 @@ try:
     shakehands.serve(echo, "127.0.0.1", 0, ssl=context, http2=True)
 except ImportError as exc:
     print("ERROR", exc)
+try:
+    shakehands.connect("wss://127.0.0.1:1/", http2=True)
+except ImportError as exc:
+    print("CLIENT ERROR", exc)
 """
 
 
@@ -97,6 +101,10 @@ def test_http2_true_without_h2_names_the_extra(certificate: tuple[Path, Path]) -
     result = run(EXPLICIT, certificate)
     assert result.returncode == 0, result.stderr
     assert "ERROR http2=True needs the h2 package: pip install 'shakehands[http2]'" in (
+        result.stdout
+    )
+    # The client says the same, before any I/O (port 1: nothing is connected to).
+    assert "CLIENT ERROR http2=True needs the h2 package: pip install 'shakehands[http2]'" in (
         result.stdout
     )
 

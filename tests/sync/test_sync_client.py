@@ -77,6 +77,16 @@ def test_bad_uri() -> None:
         sync.connect("http://127.0.0.1/")
 
 
+def test_http2_is_refused_by_the_blocking_client() -> None:
+    """``http2=True`` is an asyncio-client option: the blocking client says so before any I/O
+    rather than silently speaking HTTP/1.1."""
+    for call in (sync.connect, sync.reconnect):
+        with pytest.raises(TypeError, match="asyncio client"):
+            call("wss://127.0.0.1:9/", http2=True)
+    with pytest.raises(TypeError, match="asyncio client"):
+        sync.unix_connect("/nonexistent.sock", "ws://localhost/", http2=True)
+
+
 def test_open_timeout_on_a_server_that_never_answers() -> None:
     listener = socket.create_server((HOST, 0))
     with listener:

@@ -17,9 +17,9 @@ import asyncio
 import logging
 import socket
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 from ..client_errors import tls_verification_error
 from ..protocol.client import (
@@ -59,6 +59,9 @@ from .proxy import create_proxy_connection
 __all__ = ["connect", "unix_connect", "ClientConnection"]
 
 logger = logging.getLogger("shakehands.client")
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+_T = TypeVar("_T")
 
 
 class ClientConnection(WebSocketConnection):
@@ -191,6 +194,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             the URI and for each redirect; a URL (``http://``, ``https://``,
             ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no proxy. The proxy's
             tunnel counts in ``open_timeout``.
+        http2: ``True``: for ``wss://``, a WebSocket over HTTP/2 (RFC 8441 extended CONNECT)
+            when the server advertises it, else HTTP/1.1; needs the ``http2`` extra. Many
+            WebSockets over one HTTP/2 connection: :func:`shakehands.http2.connect_session`.
+            See ``docs/http2.md``.
         backoff_initial_delay, backoff_factor, backoff_max_delay: when iterated, the wait
             before the n-th retry is random in ``[0, min(max, initial * factor ** n)]``
             (see :class:`~shakehands.protocol.client.Backoff`).
@@ -279,6 +286,25 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
         #: Chosen now: a bad proxy URL in the environment fails before any I/O.
         self.proxy = select_proxy(config.proxy, self.wsuri.host, self.wsuri.port, self.wsuri.secure)
         self.connection: ClientConnection | None = None
+        if config.http2:
+            try:
+                import h2.connection  # noqa: F401 - only to know whether it is there
+            except ImportError:
+                raise ImportError(
+                    "http2=True needs the h2 package: pip install 'shakehands[http2]'"
+                ) from None
+        # (host, port) that chose h2 without extended CONNECT: HTTP/1.1 from then on.
+        self._http11_only: set[tuple[str, int]] = set()
+
+    def _over_http2(self, wsuri: WebSocketURI) -> bool:
+        """Whether to try HTTP/2 (``http2=True``, ``wss://``, direct; see docs/http2.md)."""
+        return (
+            bool(self.config.http2)
+            and wsuri.secure
+            and self.unix_path is None
+            and (wsuri.host, wsuri.port) not in self._http11_only
+            and select_proxy(self.config.proxy, wsuri.host, wsuri.port, True) is None
+        )
 
     def _ssl_for(self, wsuri: WebSocketURI) -> tuple[ssl_module.SSLContext | None, str]:
         """The TLS context and server name for ``wsuri`` (a redirect may change the scheme
@@ -292,13 +318,16 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
 
     async def _open_transport(
         self,
-        factory: Callable[[], ClientConnection],
+        factory: Callable[[], _P],
         wsuri: WebSocketURI,
         attempt: _Attempt,
-    ) -> ClientConnection:
+        *,
+        alpn: list[str] | None = None,
+    ) -> _P:
         """Open the byte stream (TCP or Unix, then TLS for wss://) and the connection on it.
 
-        The one place that decides how the client reaches the server.
+        The one place that decides how the client reaches the server. ``alpn``: the TLS
+        context's ALPN offers (with ``http2=True``, ``http/1.1`` only unless given).
         """
         loop = asyncio.get_running_loop()
         if self.unix_path is None:
@@ -323,6 +352,8 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             sock = await _tcp_connect(wsuri.host, wsuri.port)
         context, server_hostname = self._ssl_for(wsuri)
         kwargs: dict[str, Any] = {}
+        if context is not None and (alpn is not None or self.config.http2):
+            context.set_alpn_protocols(alpn or ["http/1.1"])
         if context is not None:
             attempt.phase = "TLS handshake"
             kwargs["ssl"] = context
@@ -345,13 +376,15 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
 
     async def _open_proxied(
         self,
-        factory: Callable[[], ClientConnection],
+        factory: Callable[[], _P],
         wsuri: WebSocketURI,
         attempt: _Attempt,
         proxy: Proxy,
-    ) -> ClientConnection:
+    ) -> _P:
         """:meth:`_open_transport` through ``proxy`` (see ``docs/proxies.md``)."""
         context, server_hostname = self._ssl_for(wsuri)
+        if context is not None and self.config.http2:
+            context.set_alpn_protocols(["http/1.1"])
         attempt.phase = f"proxy tunnel through {proxy.url}"
         try:
             _, connection = await create_proxy_connection(
@@ -375,7 +408,12 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             return ClientConnection(ClientProtocol(uri, self.config), self.config)
 
         async def handshake() -> ClientConnection:
-            connection = await self._open_transport(factory, wsuri, attempt)
+            if self._over_http2(wsuri):
+                from ..http2.client import open_connection
+
+                connection = await open_connection(self, factory, uri, attempt)
+            else:
+                connection = await self._open_transport(factory, wsuri, attempt)
             try:
                 await connection.handshake_done
             except BaseException as exc:
@@ -393,8 +431,15 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
                 raise
             return connection
 
+        return await self._within_open_timeout(handshake(), uri, attempt)
+
+    async def _within_open_timeout(
+        self, opening: Coroutine[Any, Any, _T], uri: str, attempt: _Attempt
+    ) -> _T:
+        """Await ``opening`` within ``open_timeout``; past it, :class:`OpenTimeout` (its phase
+        from ``attempt``)."""
         try:
-            return await asyncio.wait_for(handshake(), self.open_timeout)
+            return await asyncio.wait_for(opening, self.open_timeout)
         except TimeoutError as exc:
             if isinstance(exc, OpenTimeout):
                 raise

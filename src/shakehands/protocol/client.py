@@ -35,6 +35,7 @@ from .errors import (
 )
 from .extensions.permessage_deflate import client_accept, client_offer
 from .handshake import (
+    Headers,
     Request,
     Response,
     ResponseParser,
@@ -293,10 +294,11 @@ def wrong_scheme(uri: WebSocketURI, *, server_speaks_tls: bool) -> InvalidRespon
     return InvalidResponse(f"{where} does not speak TLS: use a ws:// URI, not wss://")
 
 
-def refusal(response: Response) -> InvalidStatus:
-    """The error for a response other than 101: :class:`NotWebSocketServer` for 1xx and 2xx
-    (a web page, not an endpoint), :class:`InvalidStatus` otherwise; the message has the status
-    and the first bytes of the body."""
+def refusal(response: Response, http2: bool = False) -> InvalidStatus:
+    """The error for a response other than 101 (``http2``: other than the ``200`` of an
+    extended CONNECT): :class:`NotWebSocketServer` for 1xx and 2xx (a web page, not an
+    endpoint), :class:`InvalidStatus` otherwise; the message has the status and the first
+    bytes of the body."""
     status = f"HTTP {response.status} {response.reason}".rstrip()
     body = bytes(response.body[:BODY_EXCERPT])
     excerpt = (
@@ -304,7 +306,8 @@ def refusal(response: Response) -> InvalidStatus:
     )
     if response.status < 300:
         return NotWebSocketServer(
-            f"not a WebSocket server: answered {status} instead of 101 Switching Protocols"
+            f"not a WebSocket server: answered {status} instead of "
+            + ("200 to an extended CONNECT" if http2 else "101 Switching Protocols")
             + excerpt,
             response,
         )
@@ -371,9 +374,65 @@ class ClientProtocol(Connection):
         self.nothing_received = True
         self._parser = ResponseParser()
 
+    #: Whether the handshake runs as an HTTP/2 extended CONNECT (RFC 8441), set by
+    #: :meth:`use_http2`: the request leaves as a HEADERS frame (:meth:`http2_request_fields`),
+    #: the answer comes to :meth:`receive_http2_response`, and only frames are bytes.
+    http2 = False
+
+    def use_http2(self) -> None:
+        """Make the handshake an HTTP/2 extended CONNECT (RFC 8441 §4), before it starts.
+
+        :attr:`request` becomes ``CONNECT`` with no ``Upgrade``, ``Connection`` or
+        ``Sec-WebSocket-Key`` (the stream is the upgrade); ``Host`` is the ``:authority``;
+        version, origin, subprotocols, extensions and extra headers stay.
+
+        Raises:
+            InvalidHandshake: the handshake started already.
+        """
+        if self.state is not State.CONNECTING or not self.nothing_received:
+            raise InvalidHandshake("the handshake started already")
+        self.http2 = True
+        dropped = {"upgrade", "connection", "sec-websocket-key"}
+        headers = Headers(
+            [(n, v) for n, v in self.request.headers.items() if n.lower() not in dropped]
+        )
+        self.request = Request("CONNECT", self.request.target, headers, version="HTTP/2")
+
+    def http2_request_fields(self) -> list[tuple[str, str]]:
+        """The HEADERS of the extended CONNECT (after :meth:`use_http2`): the pseudo-headers
+        ``:method``, ``:protocol``, ``:scheme``, ``:path``, ``:authority``, then the rest in
+        lower case (HTTP/2 field names are)."""
+        headers = self.request.headers
+        fields = [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https" if self.uri.secure else "http"),
+            (":path", self.request.target),
+            (":authority", headers.get("Host") or self.uri.host),
+        ]
+        fields += [(n.lower(), v) for n, v in headers.items() if n.lower() != "host"]
+        return fields
+
+    def receive_http2_response(self, response: Response) -> None:
+        """Take the answer to the extended CONNECT (its ``:status`` and headers).
+
+        ``200`` opens the connection (a :class:`Response` event) once the subprotocol and
+        extensions check out as for HTTP/1.1; any other status is a refusal
+        (:attr:`handshake_exc`: :class:`InvalidStatus`, or :class:`NotWebSocketServer` for
+        another 2xx), as a non-101 is on HTTP/1.1.
+
+        Raises:
+            InvalidHandshake: not an HTTP/2 handshake, or an answer was received already.
+        """
+        if not self.http2 or self.state is not State.CONNECTING or self.response is not None:
+            raise InvalidHandshake("not waiting for an HTTP/2 answer")
+        self.nothing_received = False
+        self._got_response(response)
+
     def send_request(self) -> None:
-        """Queue the upgrade request."""
-        self._queue(self.request.serialize())
+        """Queue the upgrade request (on HTTP/2, nothing: it is a HEADERS frame)."""
+        if not self.http2:
+            self._queue(self.request.serialize())
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes; while CONNECTING they are the response."""
@@ -396,9 +455,10 @@ class ClientProtocol(Connection):
     def _got_response(self, response: Response) -> None:
         self.response = response
         try:
-            if response.status != 101:
-                raise refusal(response)
-            self.subprotocol = check_response(response, self.key, self.subprotocols)
+            if response.status != (200 if self.http2 else 101):
+                raise refusal(response, self.http2)
+            key = None if self.http2 else self.key
+            self.subprotocol = check_response(response, key, self.subprotocols)
             extensions = response.headers.get_all("Sec-WebSocket-Extensions")
             if self.compression is not None:
                 codec = client_accept(extensions, self.compression)
@@ -437,7 +497,15 @@ class ClientProtocol(Connection):
         super().receive_eof()
 
     def close_expected(self) -> bool:
-        """Close at once after a failed handshake; otherwise as :class:`Connection` says."""
+        """Close at once after a failed handshake; otherwise as :class:`Connection` says.
+
+        Over HTTP/2 (:attr:`http2`), the client ends its stream as soon as the closing
+        handshake is done: RFC 6455 §7.1.1's wait for the server to close first is about TCP
+        state (TIME_WAIT on the server), which a stream does not have; and some servers
+        (hypercorn 0.18) never end the stream after a closing handshake the client started.
+        """
         if self.handshake_exc is not None:
+            return True
+        if self.http2 and self.state is State.CLOSED:
             return True
         return super().close_expected()

@@ -327,9 +327,18 @@ class ClientConfig(Config):
     #: (``http://``, ``https://``, ``socks5[h]://``, ``socks4[a]://``): that proxy; ``None``: no
     #: proxy. See ``docs/proxies.md``. Over a Unix domain socket there is none.
     proxy: ProxyArgument = True
+    #: ``True``: for a ``wss://`` URI, offer ``h2`` by ALPN and, when the server advertises
+    #: ``SETTINGS_ENABLE_CONNECT_PROTOCOL``, open the WebSocket as an HTTP/2 extended CONNECT
+    #: stream (RFC 8441); otherwise (``ws://``, a proxy, ``http/1.1`` chosen, the setting
+    #: absent) the usual HTTP/1.1 upgrade. Needs the ``http2`` extra (``h2``). ``None`` (the
+    #: server's default name) or ``False``: HTTP/1.1 only, as HTTP/2 is opt-in on the client.
+    #: asyncio ``connect`` only. See ``docs/http2.md``.
+    http2: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.http2 is not None and not isinstance(self.http2, bool):
+            raise TypeError(f"http2 must be a bool or None, got {self.http2!r}")
         if self.origin is not None and not isinstance(self.origin, str):
             raise TypeError(f"origin must be a string or None, got {self.origin!r}")
         self._set(
@@ -393,6 +402,7 @@ class ClientOptions(UnixClientOptions, total=False):
     :class:`ClientConfig` defines (see there for what each means and its default)."""
 
     proxy: ProxyArgument
+    http2: bool | None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -265,20 +265,26 @@ def build_request(
     return Request("GET", target, headers)
 
 
-def check_response(response: Response, key: str, subprotocols: Iterable[str] = ()) -> str | None:
+def check_response(
+    response: Response, key: str | None, subprotocols: Iterable[str] = ()
+) -> str | None:
     """Validate the server's 101 response (RFC 6455 §4.1); return the selected subprotocol.
+
+    With ``key=None``, the ``200`` that accepts an HTTP/2 extended CONNECT (RFC 8441 §5): no
+    ``Upgrade``, ``Connection`` or ``Sec-WebSocket-Accept`` to check, the subprotocol still.
 
     Raises:
         InvalidResponse: the response does not complete the handshake.
     """
     headers = response.headers
-    if "websocket" not in parse_token_list(headers.get_all("Upgrade")):
-        raise InvalidResponse("response has no Upgrade: websocket header")
-    if "upgrade" not in parse_token_list(headers.get_all("Connection")):
-        raise InvalidResponse("response has no Connection: Upgrade header")
-    accepts = headers.get_all("Sec-WebSocket-Accept")
-    if len(accepts) != 1 or accepts[0] != accept_key(key):
-        raise InvalidResponse("invalid Sec-WebSocket-Accept")
+    if key is not None:
+        if "websocket" not in parse_token_list(headers.get_all("Upgrade")):
+            raise InvalidResponse("response has no Upgrade: websocket header")
+        if "upgrade" not in parse_token_list(headers.get_all("Connection")):
+            raise InvalidResponse("response has no Connection: Upgrade header")
+        accepts = headers.get_all("Sec-WebSocket-Accept")
+        if len(accepts) != 1 or accepts[0] != accept_key(key):
+            raise InvalidResponse("invalid Sec-WebSocket-Accept")
     protocols = headers.get_all("Sec-WebSocket-Protocol")
     if not protocols:
         return None

@@ -350,6 +350,8 @@ def _checked(uri: str, ssl: ssl_module.SSLContext | None, config: ClientConfig) 
     wsuri = parse_uri(uri)
     if not wsuri.secure and ssl is not None:
         raise ValueError("an ssl context needs a wss:// URI")
+    if config.http2:
+        raise TypeError("http2=True needs the asyncio client: the blocking client speaks HTTP/1.1")
     select_proxy(config.proxy, wsuri.host, wsuri.port, wsuri.secure)
     return wsuri
 
