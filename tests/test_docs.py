@@ -574,6 +574,61 @@ def tls_echo(
         yield server.port, received, str(cert)
 
 
+@contextlib.contextmanager
+def h2_server(request: pytest.FixtureRequest) -> Iterator[tuple[int, queue.Queue[str], str]]:
+    """A shakehands server over TLS with HTTP/2 (the test certificate), in a thread with its own
+    loop: ``/feed`` says "news from the feed" first, every path echoes. It records the HTTP
+    version of each WebSocket that arrived (``"2"``: an extended CONNECT stream). Yields its
+    port, those versions, and the certificate's file (for ``SSL_CERT_FILE``)."""
+    pytest.importorskip("h2", reason="the http2 extra (h2) is not installed")
+    import asyncio
+
+    cert, key = request.getfixturevalue("certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    versions: queue.Queue[str] = queue.Queue()
+    ready: queue.Queue[int] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stopped = loop.create_future()
+
+    async def handler(ws: Any) -> None:
+        versions.put(str(ws.transport.get_extra_info("http_version") or "1.1"))
+        if ws.request.path == "/feed":
+            await ws.send("news from the feed")
+        async for message in ws:
+            await ws.send(message)
+
+    async def serve() -> None:
+        async with shakehands.serve(handler, HOST, 0, ssl=context, http2=True) as server:
+            ready.put(server.port)
+            await stopped
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=STARTUP_TIMEOUT), versions, str(cert)
+    finally:
+        loop.call_soon_threadsafe(lambda: stopped.done() or stopped.set_result(None))
+        thread.join(15)
+        loop.close()
+
+
+@setup("h2")
+def _h2(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
+    """``wss://example.com/`` is a local shakehands server over TLS with HTTP/2; ``main()`` is
+    run; every WebSocket the block opened must have arrived as an HTTP/2 stream."""
+    with h2_server(request) as (port, versions, cert):
+        yield Setup(
+            replace={"wss://example.com/": f"wss://{HOST}:{port}/"},
+            after="await main()\n",
+            env={"SSL_CERT_FILE": cert},
+        )
+        seen = [versions.get(timeout=10)]
+        while not versions.empty():
+            seen.append(versions.get_nowait())
+        assert seen and set(seen) == {"2"}, seen
+
+
 @setup("socks-tor")
 def _socks_tor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     """``wss://example.com/`` through ``socks5h://127.0.0.1:9050``: a local TLS echo server
