@@ -42,7 +42,7 @@ from .asyncio.server import Server, ServerConnection, serve
 from .chat import ChatServer
 from .demo import meow, process_request
 from .protocol.errors import CloseCode, ConnectionClosed, InvalidStatus, ShakehandsError
-from .pubsub import Hub, RedisClusterBackend, RedisStreamsBackend
+from .pubsub import Hub, MemoryBackend, RedisClusterBackend, RedisStreamsBackend
 
 __all__ = ["main"]
 
@@ -155,15 +155,25 @@ async def _chat(
     reuse_port: bool = False,
     redis_cluster: str | None = None,
     tls: dict[str, Any] | None = None,
+    history: dict[str, Any] | None = None,
 ) -> None:
     # The hub reports Redis outages, reconnections and lost windows through logging.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if redis_cluster:
-        hub = Hub(RedisClusterBackend(redis_cluster))
-        bus = f"the Redis Cluster at {redis_cluster}"
-    else:
-        hub = Hub(RedisStreamsBackend(redis_url) if redis_url else None)
-        bus = f"Redis at {redis_url}" if redis_url else "the in-memory hub"
+    history = history or {}
+    backend: RedisClusterBackend | RedisStreamsBackend | MemoryBackend
+    try:
+        if redis_cluster:
+            backend = RedisClusterBackend(redis_cluster, **history)
+            bus = f"the Redis Cluster at {redis_cluster}"
+        elif redis_url:
+            backend = RedisStreamsBackend(redis_url, **history)
+            bus = f"Redis at {redis_url}"
+        else:
+            backend = MemoryBackend(**history)
+            bus = "the in-memory hub"
+    except ValueError as exc:  # --history-size / --history-age out of range for this backend
+        raise _UsageError(str(exc)) from None
+    hub = Hub(backend)
     chat = ChatServer(hub)
     async with (
         hub,
@@ -537,6 +547,19 @@ def _parser() -> argparse.ArgumentParser:
         help="share rooms through a Redis Cluster, given some of its nodes "
         "(redis://127.0.0.1:7000,redis://127.0.0.1:7001): rooms spread over its shards",
     )
+    chat.add_argument(
+        "--history-size",
+        type=int,
+        metavar="N",
+        help="messages kept per room for clients that reconnect with ?since= "
+        "(default 1000; 0: none, in-memory hub only)",
+    )
+    chat.add_argument(
+        "--history-age",
+        type=float,
+        metavar="SECONDS",
+        help="how long a message is kept for them at most (default 300; inf: no bound by age)",
+    )
     _add_process_options(chat)
     _add_tls_options(chat)
     client = commands.add_parser(
@@ -703,7 +726,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.redis and args.redis_cluster:
                 print("shakehands: give --redis or --redis-cluster, not both", file=sys.stderr)
                 return 2
-            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster, tls))
+            history = {
+                name: value
+                for name, value in (
+                    ("history_size", args.history_size),
+                    ("history_age", args.history_age),
+                )
+                if value is not None
+            }
+            _run(_chat(host, port, args.redis, reuse_port, args.redis_cluster, tls, history))
         elif args.command == "client":
             return int(_run(_client(args)))
         else:

@@ -262,3 +262,69 @@ def test_workers_must_be_positive() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
+
+
+async def test_history_size_and_age_options() -> None:
+    """``--history-size`` and ``--history-age`` bound what a reconnecting client gets back."""
+    chat = ChatProcess("--history-size", "2", "--history-age", "60")
+    try:
+        ws, joined = await join(chat.uri("kept", "ann"))
+        for text in ("one", "two", "three", "four"):
+            await ws.send(text)
+        sent = await events(ws, 4)
+        await ws.close()
+        assert [event["offset"] for event in sent] == [1, 2, 3, 4]
+        epoch = joined["epoch"]
+        # Two messages kept: resuming after "two" gets "three" and "four" back...
+        ws = await shakehands.connect(chat.uri("kept") + f"?since=2&epoch={epoch}")
+        *replayed, joined_again = await events(ws, 3)
+        assert [event["text"] for event in replayed] == ["three", "four"]
+        assert joined_again["type"] == "joined" and joined_again["replayed"] == 2
+        assert await quiet(ws)
+        await ws.close()
+        # ... resuming after "one" cannot be served whole ("two" is gone): it is told so, and
+        # goes on from the last message.
+        ws = await shakehands.connect(chat.uri("kept") + f"?since=1&epoch={epoch}")
+        joined_again, lost = await events(ws, 2)
+        assert joined_again["type"] == "joined" and joined_again["replayed"] == 0
+        assert lost == {"type": "history_lost", "reason": "trimmed", "offset": 4, "epoch": epoch}
+        assert await quiet(ws)
+        await ws.close()
+    finally:
+        assert "Traceback" not in chat.stop()
+
+    chat = ChatProcess("--history-age", "0.5")
+    try:
+        ws, joined = await join(chat.uri("brief"))
+        await ws.send("soon gone")
+        (sent,) = await events(ws, 1)
+        await ws.close()
+        await asyncio.sleep(1.0)
+        ws = await shakehands.connect(chat.uri("brief") + f"?since=0&epoch={joined['epoch']}")
+        joined_again, lost = await events(ws, 2)
+        assert joined_again["replayed"] == 0
+        assert lost["type"] == "history_lost" and lost["reason"] == "trimmed"
+        assert await quiet(ws)
+        await ws.close()
+    finally:
+        assert "Traceback" not in chat.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--history-size", "-1"], "history_size must be 0 or more"),
+        (["--history-age", "-5"], "history_age must be 0 or more seconds"),
+        (["--history-size", "many"], "invalid int value"),
+        (["--redis", "redis://127.0.0.1:1/0", "--history-size", "0"], "must be 1 or more"),
+    ],
+)
+def test_history_options_out_of_range(args: list[str], error: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shakehands", "chat", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and error in result.stderr, result
+    assert "Traceback" not in result.stderr
