@@ -5,6 +5,9 @@ and a master killed mid-traffic (its replica takes over)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ import pytest
 import shakehands
 from shakehands.pubsub import Gap, Hub, Position, PublishError, RedisClusterBackend
 
-from .pubsub_helpers import ChatProcess, LocalRedisCluster
+from .pubsub_helpers import ChatProcess, LocalRedisCluster, RedisServer
 from .test_chat import events, join
 from .test_history import as_json, receive, resuming_server, silent, wait_for
 
@@ -230,3 +233,84 @@ async def test_history_is_bounded_by_age_on_the_cluster(
         await client.close()
     with pytest.raises(ValueError):
         RedisClusterBackend(history_age=-0.5)
+
+
+def replica_of(cluster: LocalRedisCluster, master: RedisServer) -> RedisServer:
+    """The node replicating ``master`` (from the master's ``INFO replication``)."""
+    info = master.command("INFO", "replication").decode()
+    (port,) = re.findall(r"slave0:ip=[^,]+,port=(\d+)", info)
+    (replica,) = [node for node in cluster.nodes if node.port == int(port)]
+    return replica
+
+
+async def test_writes_lost_in_a_failover_are_told_never_silent(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    """Force what asynchronous replication can do: the master acknowledges and delivers
+    publications its replica never receives (the replica is stopped with SIGSTOP and its link
+    cut), then dies; the replica takes over without them. The hub must notice that the new
+    master's stream lacks what it delivered: a new epoch, a Gap to the live subscriber, and
+    HistoryLost("epoch") to a client resuming from before; an offset never names two messages."""
+    gaps: list[Gap] = []
+    backend_a, backend_b = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
+    async with (
+        Hub(backend_a, wire=as_json) as hub_a,
+        Hub(backend_b, wire=as_json) as hub_b,
+        resuming_server(hub_b) as port_b,
+    ):
+        hub_b.on_gap(gaps.append)
+        live = await shakehands.connect(f"ws://{HOST}:{port_b}/room")
+        assert (await receive(live, 1))[0]["lost"] is None
+        for i in range(5):
+            await hub_a.publish("room", f"kept{i}")
+        kept = await receive(live, 5)
+        master = redis_cluster.master_of("shakehands:{room}")
+        replica = replica_of(redis_cluster, master)
+        assert replica.process is not None
+
+        def in_sync() -> bool:
+            info = master.command("INFO", "replication").decode()
+            offset = int(re.findall(r"master_repl_offset:(\d+)", info)[0])
+            return f"offset={offset}," in info
+
+        await wait_for(in_sync, timeout=30)  # the replica holds kept0..kept4
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            assert master.command("CLIENT", "KILL", "TYPE", "replica").startswith(b":1")
+            for i in range(5):  # acknowledged, delivered, never replicated
+                await hub_a.publish("room", f"doomed{i}")
+            doomed = await receive(live, 5)
+            master.stop()  # SIGKILL
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        # The replica takes over (node timeout 1 s plus the election).
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    await hub_a.publish("room", "after")
+                    break
+                except PublishError:
+                    await asyncio.sleep(0.1)
+        assert not replica.command("ROLE").startswith(b"*3\r\n$5\r\nslave")
+        assert replica.command("XLEN", "shakehands:{room}") == b":6\r\n"  # kept0..4, after
+        # The live subscriber: told, then the new epoch; offsets never name two messages.
+        await wait_for(lambda: bool(gaps), timeout=30)
+        (after,) = await receive(live, 1)
+        old_epoch = kept[0]["epoch"]
+        assert after["text"] == "after" and after["epoch"] != old_epoch
+        assert {m["epoch"] for m in kept + doomed} == {old_epoch}
+        assert [m["offset"] for m in kept + doomed] == list(range(1, 11))
+        assert await silent(live)
+        await live.close()
+        # Resuming from before the failover, from a position the new master still has and from
+        # one it lost: both told, then live from the new epoch.
+        for message in (kept[2], doomed[2]):
+            client = await shakehands.connect(
+                f"ws://{HOST}:{port_b}/room?since={old_epoch}:{message['offset']}"
+            )
+            (notice,) = await receive(client, 1)
+            assert notice["lost"] == "epoch" and notice["replayed"] == 0
+            await hub_a.publish("room", "later")
+            (got,) = await receive(client, 1)
+            assert got["text"] == "later" and got["epoch"] == after["epoch"]
+            await client.close()

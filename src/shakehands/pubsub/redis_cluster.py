@@ -401,7 +401,9 @@ class RedisClusterBackend:
 
     def _arrive(self, topic: str, position: Position, message: Message) -> None:
         """Deliver offsets of ``topic`` in sequence; fetch from the stream what is missing."""
-        state = self._topics[topic]
+        state = self._topics.get(topic)
+        if state is None:
+            return  # unsubscribed meanwhile (e.g. while a catch-up awaited Redis)
         if state.catching_up:
             state.waiting.append((position, message))
             return
@@ -469,6 +471,8 @@ class RedisClusterBackend:
                 self._spawn(self._catch_up(topic))
             return
         state.catching_up = False
+        if self._topics.get(topic) is not state:
+            return  # unsubscribed while catching up: nobody to deliver to
         waiting, state.waiting = state.waiting, []
         for position, message in sorted(waiting, key=lambda item: item[0].offset):
             self._arrive(topic, position, message)
