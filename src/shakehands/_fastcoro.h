@@ -8,8 +8,10 @@
  * message), and adds:
  *
  * - CoroFastPath: a FastPath subtype that also holds what the coroutine send needs: the loop's
- *   call_soon, the write limit, the bytes queued since the last write, and whether a flush is
- *   scheduled. Frames sent during a loop step are queued and written together by one flush
+ *   call_soon, the write limit, the bytes queued since the last write, whether a flush is
+ *   scheduled, and whether a read just handed a message to recv(). The answer to a message
+ *   handed to recv() is written at once when no other message waits (no flush to schedule);
+ *   other frames sent during a loop step are queued and written together by one flush
  *   scheduled with call_soon (as the Python path's _deferred_flush does), or at once past the
  *   write limit.
  * - CoroutineFastPathMixin: get_buffer, buffer_updated and data_received (FastPath's) and a
@@ -101,16 +103,22 @@ static PyObject *done_singleton;
 /* CoroFastPath                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Payloads at least this large are written apart from their header, uncopied; smaller ones
+ * are copied behind it, for one write (a 64 KiB copy costs less than a second send()). */
+#define CORO_SEPARATE_PAYLOAD (256 * 1024)
+
 typedef struct {
     FastPathObject base;
     PyObject *call_soon;   /* loop.call_soon */
     Py_ssize_t write_limit;
     Py_ssize_t unflushed;  /* bytes queued since the last write */
     int flush_scheduled;
+    char handed;           /* a read handed a message to a waiting recv(): set by the inbox */
 } CoroFastPathObject;
 
 static PyTypeObject CoroFastPath_Type;
 static PyObject *coro_flush_func;   /* the module's _coro_flush(fast) */
+static PyObject *messages_name;       /* "messages" */
 static PyObject *writing_paused_name; /* "_writing_paused" */
 static PyObject *drain_name;          /* "_drain" */
 
@@ -202,38 +210,10 @@ static PyMethodDef coro_flush_def = {
     "_coro_flush", (PyCFunction)coro_flush, METH_O,
     "The flush a CoroFastPath schedules: write what send() queued."};
 
-PyDoc_STRVAR(CoroFastPath_schedule_flush_doc,
-"schedule_flush()\n"
-"--\n"
-"\n"
-"Write what ``send`` queues at the end of this loop step (a recv() was just woken: its\n"
-"answer then leaves in the same step).");
-
-static PyObject *
-CoroFastPath_schedule_flush(CoroFastPathObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (coro_schedule(self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-CoroFastPath_get_scheduled(CoroFastPathObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->flush_scheduled);
-}
-
-static PyGetSetDef CoroFastPath_getset[] = {
-    {"scheduled", (getter)CoroFastPath_get_scheduled, NULL,
-     "Whether a flush is scheduled: a message was handed to recv(), or sent, in this loop step.",
-     NULL},
-    {NULL},
-};
-
-static PyMethodDef CoroFastPath_methods[] = {
-    {"schedule_flush", (PyCFunction)CoroFastPath_schedule_flush, METH_NOARGS,
-     CoroFastPath_schedule_flush_doc},
+static PyMemberDef CoroFastPath_members[] = {
+    {"handed", T_BOOL, offsetof(CoroFastPathObject, handed), 0,
+     "A read handed a message to a waiting recv() (set by the inbox, cleared by send): the\n"
+     "next send answers it, and writes at once."},
     {NULL},
 };
 
@@ -242,8 +222,9 @@ PyDoc_STRVAR(CoroFastPath_doc,
 "--\n"
 "\n"
 "The compiled data path of one coroutine connection: a FastPath whose listener is the\n"
-"connection's inbox, and whose sends are written once per loop step (``call_soon``) or at\n"
-"once past ``write_limit`` bytes.");
+"connection's inbox. The answer to a message handed to a waiting recv() is written at once\n"
+"when no other message waits; other sends are written once per loop step (``call_soon``),\n"
+"or at once past ``write_limit`` bytes.");
 
 static PyTypeObject CoroFastPath_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -254,8 +235,7 @@ static PyTypeObject CoroFastPath_Type = {
     .tp_doc = CoroFastPath_doc,
     .tp_traverse = (traverseproc)CoroFastPath_traverse,
     .tp_clear = (inquiry)CoroFastPath_clear,
-    .tp_methods = CoroFastPath_methods,
-    .tp_getset = CoroFastPath_getset,
+    .tp_members = CoroFastPath_members,
     .tp_base = &FastPath_Type,
     .tp_init = (initproc)CoroFastPath_init,
     .tp_new = PyType_GenericNew,
@@ -265,13 +245,40 @@ static PyTypeObject CoroFastPath_Type = {
 /* CoroutineFastPathMixin                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Queue (or, large, write) one frame; the flush is scheduled, or done past write_limit. */
+/* Whether the inbox holds messages the application has not read (more answers may follow in
+ * this loop step). */
+static int
+coro_more_to_answer(CoroFastPathObject *self)
+{
+    PyObject *inbox = self->base.listener;
+    if (inbox == NULL) {
+        return 0;
+    }
+    PyObject *messages = PyObject_GetAttr(inbox, messages_name);
+    if (messages == NULL) {
+        return -1;
+    }
+    int more = PyObject_IsTrue(messages);
+    Py_DECREF(messages);
+    return more;
+}
+
+/*
+ * Send one frame. When it answers a message a read handed to recv() and no other message
+ * waits in the inbox (a request-response exchange, or the last answer to a burst read at
+ * once), it is written now, with what was queued before it: no flush to schedule. Otherwise
+ * (more messages to answer, or sends not answering a read) it is queued, and the frames of
+ * the loop step leave together in one write (call_soon), or at once past write_limit.
+ * Payloads of CORO_SEPARATE_PAYLOAD or more are written now, apart from their header.
+ */
 static int
 coro_send_frame(CoroFastPathObject *self, unsigned char first, PyObject *message,
                 const char *data, Py_ssize_t len)
 {
     FastPathObject *base = &self->base;
-    if (len >= SEPARATE_PAYLOAD && PyBytes_CheckExact(message)) {
+    int handed = self->handed;
+    self->handed = 0;
+    if (len >= CORO_SEPARATE_PAYLOAD && PyBytes_CheckExact(message)) {
         /* Written now, after what is queued: the header, then the payload, uncopied. */
         self->unflushed = 0;
         return send_frame(base, first, message, data, len);
@@ -280,6 +287,13 @@ coro_send_frame(CoroFastPathObject *self, unsigned char first, PyObject *message
     PyObject *frame = build_frame(first, data, len, &hlen);
     if (frame == NULL) {
         return -1;
+    }
+    if (len >= SEPARATE_PAYLOAD) {
+        /* Large: not copied again behind queued frames; they leave first. */
+        self->unflushed = 0;
+        int failed = flush_out(base) < 0 || write_object(base, frame) < 0;
+        Py_DECREF(frame);
+        return failed ? -1 : 0;
     }
     int failed = queue_frame(base, frame);
     Py_DECREF(frame);
@@ -290,6 +304,17 @@ coro_send_frame(CoroFastPathObject *self, unsigned char first, PyObject *message
     if (self->unflushed >= self->write_limit) {
         self->unflushed = 0;
         return flush_out(base);
+    }
+    if (handed) {
+        int more = coro_more_to_answer(self);
+        if (more < 0) {
+            return -1;
+        }
+        if (!more) {
+            self->unflushed = 0;
+            return flush_out(base);
+        }
+        self->handed = 1; /* the last answer of the burst writes them all */
     }
     return coro_schedule(self);
 }
@@ -413,7 +438,8 @@ fastcoro_exec(PyObject *module)
 {
     writing_paused_name = PyUnicode_InternFromString("_writing_paused");
     drain_name = PyUnicode_InternFromString("_drain");
-    if (writing_paused_name == NULL || drain_name == NULL) {
+    messages_name = PyUnicode_InternFromString("messages");
+    if (writing_paused_name == NULL || drain_name == NULL || messages_name == NULL) {
         return -1;
     }
     if (PyType_Ready(&Done_Type) < 0 || PyType_Ready(&CoroFastPath_Type) < 0 ||

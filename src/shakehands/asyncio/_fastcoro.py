@@ -19,11 +19,13 @@ Theory of operation.
   (:meth:`_slow_received`), which answers, fails (1002, 1007, 1009) or closes as without it.
   It is turned on again (:meth:`_refresh_fast`) only when the core is open, between messages,
   and sends no fragmented message.
-* ``send`` is C: the frame is built in one allocation and queued; the frames sent during one
-  step of the loop leave in one write at its end (a flush scheduled with ``call_soon``, right
-  after the ``recv`` it answers was woken, so that it runs in the same step), or at once past
-  ``write_limit`` bytes; a payload of 64 KiB or more is written at once, apart from its
-  header, uncopied. It returns the connection's ``_drain()`` coroutine while the write buffer
+* ``send`` is C: the frame is built in one allocation. The answer to a message a read handed
+  to a waiting ``recv`` is written at once when no other message waits in the inbox (a
+  request-response exchange costs no scheduled flush); otherwise (more messages to answer,
+  sends that answer no read) frames are queued and those of one loop step leave in one write
+  (a flush scheduled with ``call_soon``), or at once past ``write_limit`` bytes. A payload of
+  64 KiB or more is written at once, copied behind its header (one ``send`` rather than two)
+  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()`` coroutine while the write buffer
   is above its high-water mark (as the Python ``send`` awaits it), otherwise an object that is
   a finished coroutine (``await``, ``asyncio.create_task`` and ``wait_for`` take it).
 * Anything Python writes (pings, pongs, close frames, fragments, broadcasts) first writes what C
@@ -89,8 +91,8 @@ class _FastInbox(Inbox):
         if waiter is not None and not self.messages and not waiter.done():
             self._waiter = None
             waiter.set_result(message)
-            # The answer the woken coroutine sends leaves in the same loop step.
-            ws._fast.schedule_flush()
+            # Its answer is written at once (unless more messages wait: then with theirs).
+            ws._fast.handed = True
             return
         self.put(message)
 
@@ -145,9 +147,9 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
 
     def _has_unread_messages(self) -> bool:
         # While the core reads (after the C path handed it a close frame, say): a message C
-        # handed to a waiting recv() in this loop step counts as the core's delivered ones do
-        # (its answer leaves before our close frame: the close waits one loop iteration).
-        return bool(self._inbox.messages) or (self._in_slow and self._fast.scheduled)
+        # handed to a waiting recv() and not answered yet counts as the core's delivered ones
+        # do (its answer leaves before our close frame: the close waits one loop iteration).
+        return bool(self._inbox.messages) or (self._in_slow and self._fast.handed)
 
     def _process(self) -> None:
         super()._process()
