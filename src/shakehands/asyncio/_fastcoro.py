@@ -25,9 +25,10 @@ Theory of operation.
   sends that answer no read) frames are queued and those of one loop step leave in one write
   (a flush scheduled with ``call_soon``), or at once past ``write_limit`` bytes. A payload of
   64 KiB or more is written at once, copied behind its header (one ``send`` rather than two)
-  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()`` coroutine while the write buffer
-  is above its high-water mark (as the Python ``send`` awaits it), otherwise an object that is
-  a finished coroutine (``await``, ``asyncio.create_task`` and ``wait_for`` take it).
+  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
+  coroutine while the write buffer is above its high-water mark (as the Python ``send``
+  awaits it), otherwise an object that is a finished coroutine (``await``,
+  ``asyncio.create_task`` and ``wait_for`` take it).
 * Anything Python writes (pings, pongs, close frames, fragments, broadcasts) first writes what C
   queued (:meth:`_flush`, :meth:`write_queued`), so frames leave in the order they were sent;
   a state change that ends the open state turns the C path off.
