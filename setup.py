@@ -90,7 +90,11 @@ def _extensions() -> list[Extension]:
         Extension(
             "shakehands._fastpath",
             sources=["src/shakehands/_fastpath.c"],
-            depends=["src/shakehands/_frame.h", "src/shakehands/_mask.h"],
+            depends=[
+                "src/shakehands/_frame.h",
+                "src/shakehands/_mask.h",
+                "src/shakehands/_fastcoro.h",
+            ],
             optional=True,
         ),
     ]

@@ -1,6 +1,12 @@
 """Server CPU per message of the callback API, compiled data path against pure Python.
 
-``python -m bench.cpu_per_message [--reps 5] [--loop asyncio|uvloop] [--duration 3]``
+``python -m bench.cpu_per_message [--reps 5] [--loop asyncio|uvloop] [--duration 3]
+[--api callback|coroutine]``
+
+``--api coroutine``: the same for the coroutine API (``shakehands-coroutine``, with
+``shakehands.asyncio._fastcoro.enabled`` off and on) with ``websockets`` beside it (the
+issue's reference for that API) and the row of 100 connections x 16 in flight; a second
+table gives the messages per second of the same runs.
 
 Throughput on a shared machine follows the other tenants; the CPU time the server process
 spends per echoed message much less so. Four servers (``shakehands-callback`` of
@@ -56,6 +62,19 @@ assert _fastpath.enabled == (sys.argv[1] == "compiled"), "the compiled path is n
 from bench.servers import main
 main(["shakehands-callback", "--port", sys.argv[2], "--loop", sys.argv[3]])
 """
+
+SERVER_COROUTINE = """
+import sys
+from shakehands.asyncio import _fastcoro
+_fastcoro.enabled = sys.argv[1] == "compiled"
+assert _fastcoro.enabled == (sys.argv[1] == "compiled"), "the compiled path is not built"
+from bench.servers import main
+main(["shakehands-coroutine", "--port", sys.argv[2], "--loop", sys.argv[3]])
+"""
+
+#: The coroutine API's reference server (``--api coroutine``).
+WEBSOCKETS = "websockets"
+COROUTINE_WORKLOADS = [*WORKLOADS, ("100 conns x 16 in flight x 256 B", 100, 16, 256)]
 
 SERVER_DEFLATE = SERVER.replace('"shakehands-callback",', '"shakehands-callback-deflate",')
 
@@ -150,8 +169,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="permessage-deflate negotiated (pure Python and compiled only; a Python client)",
     )
+    parser.add_argument("--api", choices=["callback", "coroutine"], default="callback")
     args = parser.parse_args(argv)
-    workloads = DEFLATE_WORKLOADS if args.deflate else WORKLOADS
+    coroutine = args.api == "coroutine"
+    if coroutine and args.deflate:
+        parser.error("--deflate measures the callback API only")
+    workloads = (
+        DEFLATE_WORKLOADS if args.deflate else COROUTINE_WORKLOADS if coroutine else WORKLOADS
+    )
 
     binary = build_loadgen()
     c_echo = build_c_echo()
@@ -160,20 +185,25 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT / "src"), str(ROOT)])}
     servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        order = IMPLS if args.deflate else (*IMPLS, CEILING, PHYSICAL)
+        order: tuple[str, ...] = IMPLS if args.deflate else (*IMPLS, CEILING, PHYSICAL)
+        if coroutine:
+            order = (*IMPLS, WEBSOCKETS, CEILING, PHYSICAL)
         for impl in order:
             port = free_port()
             if impl == PHYSICAL:
                 argv_ = [str(c_echo), str(port)]
-            elif impl == CEILING:
-                argv_ = [sys.executable, "-m", "bench.servers", CEILING, "--port", str(port)]
+            elif impl in (CEILING, WEBSOCKETS):
+                argv_ = [sys.executable, "-m", "bench.servers", impl, "--port", str(port)]
                 argv_ += ["--loop", args.loop]
             else:
-                script = SERVER_DEFLATE if args.deflate else SERVER
+                script = (
+                    SERVER_DEFLATE if args.deflate else SERVER_COROUTINE if coroutine else SERVER
+                )
                 argv_ = [sys.executable, "-c", script, impl, str(port), args.loop]
             servers[impl] = (subprocess.Popen(pinned(0, argv_), env=env, cwd=ROOT), port)
             wait_for_port(port)
         samples: dict[tuple[str, str], list[float]] = {}
+        rates: dict[tuple[str, str], list[float]] = {}
         for rep in range(args.reps):
             for label, conns, depth, size in workloads:
                 for impl in order if rep % 2 == 0 else order[::-1]:
@@ -199,12 +229,17 @@ def main(argv: list[str] | None = None) -> None:
                     data = json.loads(result.stdout.strip().splitlines()[-1])
                     micros = used / data["messages"] * 1e6
                     samples.setdefault((label, impl), []).append(micros)
+                    if "msg_per_s" in data:
+                        rates.setdefault((label, impl), []).append(data["msg_per_s"])
                     print(f"rep {rep} {label} {impl}: {micros:.2f} us/msg", file=sys.stderr)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(10)
 
+    if coroutine:
+        print_coroutine_tables(args, workloads, order, samples, rates)
+        return
     deflate = ", permessage-deflate negotiated" if args.deflate else ""
     print(
         f"Server CPU per message, callback API{deflate}, {args.loop} loop, {args.reps} repetitions"
@@ -235,6 +270,52 @@ def main(argv: list[str] | None = None) -> None:
         python, compiled, raw, _ = medians
         print(
             f"| {label} | {' | '.join(cells)} | {compiled / python:.2f}x | {raw / compiled:.2f}x |"
+        )
+
+
+def print_coroutine_tables(
+    args: argparse.Namespace,
+    workloads: list[tuple[str, int, int, int]],
+    order: tuple[str, ...],
+    samples: dict[tuple[str, str], list[float]],
+    rates: dict[tuple[str, str], list[float]],
+) -> None:
+    """The tables of ``--api coroutine``: CPU per message, then messages per second."""
+
+    def cell(values: list[float], digits: int) -> str:
+        low, high = min(values), max(values)
+        return f"{statistics.median(values):.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+    print(f"Server CPU per message, coroutine API, {args.loop} loop, {args.reps} repetitions")
+    print("(median, range in brackets; lower is better)\n")
+    print(
+        "| workload | pure Python (us) | compiled (us) | websockets (us) | raw TCP echo (us) "
+        "| C epoll echo (us) | compiled / Python | websockets / compiled | raw TCP / compiled |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, *_ in workloads:
+        cells = [cell(samples[(label, impl)], 2) for impl in order]
+        python, compiled, websockets, raw, _ = (
+            statistics.median(samples[(label, impl)]) for impl in order
+        )
+        print(
+            f"| {label} | {' | '.join(cells)} | {compiled / python:.2f}x "
+            f"| {websockets / compiled:.2f}x | {raw / compiled:.2f}x |"
+        )
+    print("\nMessages per second of the same runs (higher is better)\n")
+    print(
+        "| workload | pure Python | compiled | websockets | raw TCP echo | C epoll echo "
+        "| compiled / websockets | compiled / raw TCP |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, *_ in workloads:
+        cells = [cell(rates[(label, impl)], 0) for impl in order]
+        _, compiled, websockets, raw, _ = (
+            statistics.median(rates[(label, impl)]) for impl in order
+        )
+        print(
+            f"| {label} | {' | '.join(cells)} | {compiled / websockets:.2f}x "
+            f"| {compiled / raw:.2f}x |"
         )
 
 

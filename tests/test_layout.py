@@ -55,8 +55,12 @@ TWINS = [
 
 
 #: Files only one layer has, and why: the callback API (and its compiled data path,
-#: _fastpath.py) and broadcast are asyncio's; the seed's functions work on blocking sockets.
-ONLY_IN = {"asyncio": {"callback.py", "_fastpath.py", "broadcast.py"}, "sync": {"seed.py"}}
+#: _fastpath.py), the coroutine API's compiled data path (_fastcoro.py) and broadcast are
+#: asyncio's; the seed's functions work on blocking sockets.
+ONLY_IN = {
+    "asyncio": {"callback.py", "_fastpath.py", "_fastcoro.py", "broadcast.py"},
+    "sync": {"seed.py"},
+}
 
 
 def test_io_layers_have_the_same_files() -> None:

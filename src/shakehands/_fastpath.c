@@ -824,7 +824,7 @@ fast_of(PyObject *ws)
     if (fast == NULL) {
         return NULL;
     }
-    if (!Py_IS_TYPE(fast, &FastPath_Type)) {
+    if (!PyObject_TypeCheck(fast, &FastPath_Type)) { /* or CoroFastPath */
         Py_DECREF(fast);
         PyErr_SetString(PyExc_TypeError, "_fast is not a FastPath");
         return NULL;
@@ -1083,6 +1083,9 @@ static PyTypeObject Mixin_Type = {
     .tp_new = PyType_GenericNew,
 };
 
+/* The coroutine API's types (CoroFastPath, CoroutineFastPathMixin): a file of their own. */
+#include "_fastcoro.h"
+
 /* ------------------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(module_doc,
@@ -1190,6 +1193,9 @@ module_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "ReadBuffer", (PyObject *)&ReadBuffer_Type) < 0 ||
         PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPath_Type) < 0 ||
         PyModule_AddObjectRef(module, "CallbackFastPathMixin", (PyObject *)&Mixin_Type) < 0) {
+        return -1;
+    }
+    if (fastcoro_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -1,6 +1,7 @@
-"""The compiled data path of the callback API (see shakehands.asyncio._fastpath)."""
+"""The compiled data path of the callback API (see shakehands.asyncio._fastpath) and of the
+coroutine API (see shakehands.asyncio._fastcoro)."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 _C = TypeVar("_C")
@@ -28,6 +29,26 @@ class CallbackFastPathMixin:
     def send(
         self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
     ) -> None: ...
+
+class CoroFastPath(FastPath):
+    handed: bool
+    def __init__(
+        self, read_buffer: ReadBuffer, write_limit: int, call_soon: Callable[..., Any]
+    ) -> None: ...
+
+class Done:
+    def __await__(self) -> Generator[Any]: ...
+    def send(self, value: object, /) -> None: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> None: ...
+    def close(self) -> None: ...
+
+class CoroutineFastPathMixin:
+    def get_buffer(self, sizehint: int, /) -> memoryview: ...
+    def buffer_updated(self, nbytes: int, /) -> None: ...
+    def data_received(self, data: bytes, /) -> None: ...
+    def send(
+        self, message: str | bytes | bytearray | memoryview, *, compress: bool = True
+    ) -> Awaitable[None]: ...
 
 def fan_out(
     data: bytes | memoryview, connections: Iterable[_C], direct: Callable[[_C], bool], /

@@ -1,4 +1,5 @@
-"""The ``impl`` fixture: every test here runs on the compiled data path and on pure Python."""
+"""The ``impl`` and ``coro_impl`` fixtures: every test here runs on the compiled data path and on
+pure Python (callback API and coroutine API)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shakehands.asyncio import _fastpath
+from shakehands.asyncio import _fastcoro, _fastpath
 
 
 @pytest.fixture(params=["compiled", "python"])
@@ -21,3 +22,17 @@ def impl(request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         _fastpath.enabled = saved
+
+
+@pytest.fixture(params=["compiled", "python"])
+def coro_impl(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which coroutine connection :func:`shakehands.serve` makes in this test."""
+    name = str(request.param)
+    if name == "compiled" and not _fastcoro.AVAILABLE:
+        pytest.skip("shakehands._fastpath is not built (or SHAKEHANDS_NO_SPEEDUPS is set)")
+    saved = _fastcoro.enabled
+    _fastcoro.enabled = name == "compiled"
+    try:
+        yield name
+    finally:
+        _fastcoro.enabled = saved

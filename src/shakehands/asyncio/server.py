@@ -503,8 +503,10 @@ def serve(
     config, secure, create_kwargs = split_server_options(options)
     check_handler(handler, coroutine=True, expected="async def handler(ws): ...")
     server: Server[ServerConnection] = Server(config, secure=secure)
+    from ._fastcoro import connection_factory  # the seam: compiled data path or pure Python
+
     return ServeContext(
-        lambda srv: ServerConnection(srv, handler),
+        connection_factory(handler),
         server,
         host,
         port,

@@ -1,0 +1,197 @@
+"""The coroutine API on the compiled data path: :class:`FastServerConnection`.
+
+The seam between :class:`~.server.ServerConnection` (``async for message in ws``,
+``await ws.recv()``, ``await ws.send()``, driving the sans-I/O core) and the C types of
+``shakehands._fastpath`` made for it (``CoroFastPath``, ``CoroutineFastPathMixin``): which
+connection :func:`~.server.serve` makes (:func:`connection_factory`), and the hand-over of
+bytes between the C path and the core. As for the callback API (:mod:`._fastpath`, whose
+rules this module follows), every rule of the protocol stays in the core.
+
+Theory of operation.
+
+* Receiving is the callback path's: the connection is an ``asyncio.BufferedProtocol``; C parses
+  whole, unfragmented, masked text and binary frames within the limits, unmasks them, checks
+  UTF-8, and hands each message to the connection's inbox with one Python call
+  (:meth:`_FastInbox.on_message`: it wakes the coroutine waiting in ``recv`` or queues the
+  message, pausing reading at ``max_queue`` exactly as :meth:`.messages.Inbox.put` does). The
+  first frame it does not take (a control frame, a fragment, RSV bits, a frame over the limit,
+  invalid UTF-8) turns it off and goes, with every byte after it, to the core
+  (:meth:`_slow_received`), which answers, fails (1002, 1007, 1009) or closes as without it.
+  It is turned on again (:meth:`_refresh_fast`) only when the core is open, between messages,
+  and sends no fragmented message.
+* ``send`` is C: the frame is built in one allocation. The answer to a message a read handed
+  to a waiting ``recv`` is written at once when no other message waits in the inbox (a
+  request-response exchange costs no scheduled flush); otherwise (more messages to answer,
+  sends that answer no read) frames are queued and those of one loop step leave in one write
+  (a flush scheduled with ``call_soon``), or at once past ``write_limit`` bytes. A payload of
+  64 KiB or more is written at once, copied behind its header (one ``send`` rather than two)
+  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
+  coroutine while the write buffer is above its high-water mark (as the Python ``send``
+  awaits it), otherwise an object that is a finished coroutine (``await``,
+  ``asyncio.create_task`` and ``wait_for`` take it).
+* Anything Python writes (pings, pongs, close frames, fragments, broadcasts) first writes what C
+  queued (:meth:`_flush`, :meth:`write_queued`), so frames leave in the order they were sent;
+  a state change that ends the open state turns the C path off.
+
+Servers only: a client masks what it sends, and the C path builds unmasked frames only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol._accel import fastpath as _compiled
+from ..protocol.connection import State
+from ..protocol.errors import CloseCode, ConnectionClosed
+from .connection import WebSocketConnection
+from .messages import Data, Inbox
+from .server import Handler, Server, ServerConnection
+
+__all__ = ["AVAILABLE", "enabled", "connection_factory", "FastServerConnection"]
+
+logger = logging.getLogger("shakehands.server")
+
+#: Whether the compiled data path is built (with its coroutine types) and allowed (not
+#: ``SHAKEHANDS_NO_SPEEDUPS=1``).
+AVAILABLE: bool = _compiled is not None and hasattr(_compiled, "CoroFastPath")
+
+#: Whether :func:`~.server.serve` uses it: :data:`AVAILABLE` by default; tests set it to
+#: ``False`` to run the same tests on the pure-Python path in the same process.
+enabled: bool = AVAILABLE
+
+
+class _NoMixin:
+    __slots__ = ()
+
+
+_Mixin: Any = getattr(_compiled, "CoroutineFastPathMixin", _NoMixin)
+
+
+def connection_factory(handler: Handler) -> Callable[[Server[Any]], ServerConnection]:
+    """The connection factory of one coroutine server: compiled if :data:`enabled`."""
+    if not (enabled and AVAILABLE):
+        return lambda server: ServerConnection(server, handler)
+    assert _compiled is not None
+    # One read buffer per server: a server's connections share one event loop, which reads
+    # one socket at a time.
+    read_buffer = _compiled.ReadBuffer()
+    return lambda server: FastServerConnection(server, handler, read_buffer)
+
+
+class _FastInbox(Inbox):
+    """The inbox of a connection on the compiled path: C calls :meth:`on_message`."""
+
+    __slots__ = ()
+
+    def on_message(self, ws: FastServerConnection, message: Data) -> None:
+        """A message parsed by C: :meth:`Inbox.put`, in one Python frame."""
+        waiter = self._waiter
+        if waiter is not None and not self.messages and not waiter.done():
+            self._waiter = None
+            waiter.set_result(message)
+            # Its answer is written at once (unless more messages wait: then with theirs).
+            ws._fast.handed = True
+            return
+        self.put(message)
+
+
+class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+    """A :class:`~.server.ServerConnection` whose common data path is compiled (see the module
+    docstring); it behaves the same in every other respect."""
+
+    __slots__ = ("_fast", "_in_slow")
+
+    #: The core's send (a coroutine), for what the C ``send`` does not build.
+    _send_slow = WebSocketConnection.send
+
+    def __init__(self, server: Server[Any], handler: Handler, read_buffer: Any) -> None:
+        super().__init__(server, handler)
+        assert _compiled is not None
+        self._inbox = _FastInbox(self, self._inbox.max_queue)
+        self._fast = _compiled.CoroFastPath(read_buffer, self.write_limit, self.loop.call_soon)
+        self._in_slow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport)
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            ServerConnection.data_received(self, data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the core is open, between messages, and sends no fragments."""
+        protocol = self.protocol
+        if (
+            self._in_slow
+            or self._hold_close
+            or self._eof_sent
+            or self._lost
+            or protocol.state is not State.OPEN
+            or protocol.close_pending
+            or protocol._send_opcode
+            or not protocol.shares_frames  # draft-76 framing
+            or not protocol.between_messages()
+            or self.transport.is_closing()
+        ):
+            return
+        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
+        self._fast.enable(self._inbox, min(limits) if limits else -1)
+
+    def _has_unread_messages(self) -> bool:
+        # While the core reads (after the C path handed it a close frame, say): a message C
+        # handed to a waiting recv() and not answered yet counts as the core's delivered ones
+        # do (its answer leaves before our close frame: the close waits one loop iteration).
+        return bool(self._inbox.messages) or (self._in_slow and self._fast.handed)
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # e.g. after an awaitable process_request answered
+
+    def _flush(self) -> None:
+        self._fast.flush()  # what C queued leaves first
+        super()._flush()
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def write_queued(self) -> None:
+        """Write now what the core has queued (never an owed close frame: see rule 3)."""
+        self._fast.flush()
+        super().write_queued()
+
+    def _send_fragment(self, fragment: Any, *, fin: bool, compress: bool = True) -> None:
+        # A fragmented message is the core's from its first frame to its last: no frame of
+        # another message may go in between.
+        self._fast.disable()
+        try:
+            super()._send_fragment(fragment, fin=fin, compress=compress)
+        finally:
+            if fin:
+                self._refresh_fast()
+
+    def _abandon_fragmented_message(self) -> None:
+        super()._abandon_fragmented_message()
+        self._refresh_fast()
+
+    def _fast_error(self, exc: BaseException) -> None:
+        """The inbox raised in the C path (out of memory): as the core's path would."""
+        if isinstance(exc, ConnectionClosed):
+            return
+        if not isinstance(exc, Exception):
+            raise exc
+        logger.error("receiving failed", exc_info=exc)
+        self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def _on_connection_lost(self) -> None:
+        self._fast.attach(None)
+        super()._on_connection_lost()

@@ -1,0 +1,600 @@
+"""The coroutine server's behaviour on both data paths: compiled (``shakehands._fastpath``'s
+``CoroFastPath``) and pure Python, through the ``coro_impl`` fixture; real servers and raw
+clients on 127.0.0.1.
+
+As for the callback API (``test_callback_paths.py``), each test mixes what the compiled path
+takes (whole simple frames) with what it must hand to the core (pings, fragments, limits,
+invalid UTF-8, closing), and checks that both paths answer alike; and the coroutine API's own
+rules: ``max_queue`` pauses reading, ``recv`` may be cancelled, ``send`` waits above the write
+buffer's high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import shakehands
+from shakehands.asyncio import _fastcoro
+
+from ..asyncio.asyncio_helpers import RawClient, wait_for_condition
+from ..helpers import (
+    HOST,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_payload,
+    frame,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+Handler = Callable[[shakehands.ServerConnection], Awaitable[None]]
+
+
+class Echo:
+    """An echo handler that records what it received and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.connections: list[shakehands.ServerConnection] = []
+        self.messages: list[str | bytes] = []
+        self.ended: list[BaseException | None] = []
+
+    async def __call__(self, ws: shakehands.ServerConnection) -> None:
+        self.connections.append(ws)
+        try:
+            async for message in ws:
+                self.messages.append(message)
+                await ws.send(message)
+        except shakehands.ConnectionClosed as exc:
+            self.ended.append(exc)
+            raise
+        self.ended.append(None)
+
+
+async def open_raw(port: int) -> RawClient:
+    client = await RawClient.open(port)
+    await client.handshake(port)
+    return client
+
+
+async def read_data(client: RawClient, count: int) -> list[tuple[int, bytes]]:
+    """The next ``count`` frames, as ``(opcode, payload)``."""
+    frames = []
+    for _ in range(count):
+        fin, opcode, payload = await client.read_frame()
+        assert fin
+        frames.append((opcode, payload))
+    return frames
+
+
+def without_pongs(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    return [f for f in frames if f[0] != OP_PONG]
+
+
+def check_impl(coro_impl: str, handler: Echo) -> None:
+    """The connection is of the implementation under test, and on the compiled path it is
+    back on the fast path (the core was between messages)."""
+    ws = handler.connections[-1]
+    compiled = isinstance(ws, _fastcoro.FastServerConnection)
+    assert compiled is (coro_impl == "compiled")
+    if compiled:
+        assert ws._fast.active  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+async def test_echo_of_every_kind_and_size(coro_impl: str, compression: str | None) -> None:
+    handler = Echo()
+    messages: list[str | bytes] = [
+        "hello",
+        "",
+        b"",
+        "滴水之恩当以涌泉相报 🎉",
+        b"\x00\xff" * 63,  # 126 bytes: 16-bit length
+        "x" * 70_000,  # 64-bit length
+        b"y" * (2**20),  # exactly max_message_size (1 MiB)
+        bytes(range(256)) * 1200,  # 300 KiB
+    ]
+    async with (
+        shakehands.serve(handler, HOST, 0) as server,
+        shakehands.connect(f"ws://{HOST}:{server.port}/", compression=compression) as ws,
+    ):
+        for message in messages:
+            await ws.send(message)
+            assert await ws.recv() == message
+        # Several in flight: answered in order.
+        for message in messages:
+            await ws.send(message)
+        for message in messages:
+            assert await ws.recv() == message
+        if compression is None:
+            check_impl(coro_impl, handler)
+        else:
+            fast = getattr(handler.connections[0], "_fast", None)
+            assert fast is None or not fast.active
+    assert handler.messages == messages * 2
+    assert handler.ended == [None]
+
+
+async def test_send_types_tasks_and_order(coro_impl: str) -> None:
+    """bytearray and memoryview go as binary, ``compress=False`` is accepted; ``send`` is a
+    coroutine that ``create_task`` and ``wait_for`` take; a broadcast between two sends keeps
+    its place; a fragmented message is not interleaved with another one."""
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            if message == "types":
+                await ws.send(bytearray(b"ba"))
+                await ws.send(memoryview(b"xmvx")[1:3])
+                await ws.send("text", compress=False)
+            elif message == "tasks":
+                await asyncio.create_task(ws.send("from a task"))  # type: ignore[arg-type]
+                await asyncio.wait_for(ws.send(b"within a timeout"), 5)
+                done = asyncio.ensure_future(ws.send("ensured"))
+                await done
+            elif message == "order":
+                await ws.send("1")
+                shakehands.broadcast([ws], "2")
+                await ws.send(b"3")
+            elif message == "fragments":
+                first = asyncio.create_task(ws.send(["a", "b", "c"]))  # type: ignore[arg-type]
+                await ws.send("after")
+                await first
+                await ws.send("last")
+
+    async with (
+        shakehands.serve(handler, HOST, 0) as server,
+        shakehands.connect(f"ws://{HOST}:{server.port}/", compression=None) as ws,
+    ):
+        await ws.send("types")
+        assert [await ws.recv() for _ in range(3)] == [b"ba", b"mv", "text"]
+        await ws.send("tasks")
+        assert [await ws.recv() for _ in range(3)] == [
+            "from a task",
+            b"within a timeout",
+            "ensured",
+        ]
+        await ws.send("order")
+        assert [await ws.recv() for _ in range(3)] == ["1", "2", b"3"]
+        await ws.send("fragments")
+        assert [await ws.recv() for _ in range(3)] == ["after", "abc", "last"]
+        await ws.send("types")  # the compiled path is back after the fragments
+        assert [await ws.recv() for _ in range(3)] == [b"ba", b"mv", "text"]
+
+
+async def test_many_messages_in_one_read(coro_impl: str) -> None:
+    count = 5000
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0, max_queue=10_000) as server:
+        client = await open_raw(server.port)
+        client.send(b"".join(frame(OP_TEXT, f"m{i}".encode()) for i in range(count)))
+        frames = await read_data(client, count)
+        assert frames == [(OP_TEXT, f"m{i}".encode()) for i in range(count)]
+        assert handler.messages == [f"m{i}" for i in range(count)]
+        check_impl(coro_impl, handler)
+        await client.close()
+
+
+async def test_message_split_at_every_byte_boundary(coro_impl: str) -> None:
+    text = "héllo".encode()
+    binary = bytes(range(200))
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        stream = frame(OP_TEXT, text) + frame(OP_BINARY, binary) + frame(OP_PING, b"pp")
+        for cut in range(1, len(stream)):
+            client.send(stream[:cut])
+            await client.writer.drain()
+            await asyncio.sleep(0.002)
+            client.send(stream[cut:])
+            frames = await read_data(client, 3)
+            assert without_pongs(frames) == [(OP_TEXT, text), (OP_BINARY, binary)], cut
+            assert (OP_PONG, b"pp") in frames, cut
+        assert len(handler.messages) == 2 * (len(stream) - 1)
+        check_impl(coro_impl, handler)
+        await client.close()
+
+
+async def test_large_message_split_in_its_header_and_payload(coro_impl: str) -> None:
+    payload = os.urandom(100_000)
+    data = frame(OP_BINARY, payload)
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        for cut in [*range(1, 15), 1000, 65_536, len(data) - 1]:
+            client.send(data[:cut])
+            await client.writer.drain()
+            await asyncio.sleep(0.002)
+            client.send(data[cut:])
+            assert await read_data(client, 1) == [(OP_BINARY, payload)], cut
+        check_impl(coro_impl, handler)
+        await client.close()
+
+
+async def test_fragments_interleaved_with_pings(coro_impl: str) -> None:
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(
+            frame(OP_TEXT, b"before")
+            + frame(OP_TEXT, b"ab", fin=False)
+            + frame(OP_PING, b"p1")
+            + frame(OP_CONT, b"cd", fin=False)
+            + frame(OP_PING, b"p2")
+            + frame(OP_CONT, b"ef")
+            + frame(OP_BINARY, b"after")
+        )
+        frames = await read_data(client, 5)
+        assert [f for f in frames if f[0] == OP_PONG] == [(OP_PONG, b"p1"), (OP_PONG, b"p2")]
+        assert without_pongs(frames) == [
+            (OP_TEXT, b"before"),
+            (OP_TEXT, b"abcdef"),
+            (OP_BINARY, b"after"),
+        ]
+        for part in [
+            frame(OP_TEXT, b"gh", fin=False),
+            frame(OP_PING, b"p3"),
+            frame(OP_CONT, b"ij"),
+            frame(OP_TEXT, b"next"),
+        ]:
+            client.send(part)
+            await client.writer.drain()
+            await asyncio.sleep(0.002)
+        assert await read_data(client, 3) == [
+            (OP_PONG, b"p3"),
+            (OP_TEXT, b"ghij"),
+            (OP_TEXT, b"next"),
+        ]
+        assert handler.messages == ["before", "abcdef", b"after", "ghij", "next"]
+        check_impl(coro_impl, handler)
+        await client.close()
+
+
+async def test_server_ping_between_messages(coro_impl: str) -> None:
+    """``await ws.ping()`` from the handler: the pong comes back through the core, and the
+    compiled path carries on after it."""
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+            if message == "ping me":
+                waiter = asyncio.ensure_future(ws.ping(b"srv"))
+                await ws.send("pinged")
+                await waiter
+                await ws.send("ponged")
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"ping me"))
+        # The ping's task runs once the handler waits: after "pinged" was sent.
+        assert await read_data(client, 3) == [
+            (OP_TEXT, b"ping me"),
+            (OP_TEXT, b"pinged"),
+            (OP_PING, b"srv"),
+        ]
+        client.send(frame(OP_PONG, b"srv") + frame(OP_TEXT, b"more"))
+        assert await read_data(client, 2) == [(OP_TEXT, b"ponged"), (OP_TEXT, b"more")]
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits and errors
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"max_message_size": 1000}, {"max_message_size": None, "max_frame_size": 1000}],
+    ids=["max_message_size", "max_frame_size"],
+)
+async def test_oversize_fails_with_1009(coro_impl: str, options: dict[str, Any]) -> None:
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0, **options) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_BINARY, b"a" * 1000))
+        assert await read_data(client, 1) == [(OP_BINARY, b"a" * 1000)]
+        client.send(frame(OP_TEXT, b"ok") + frame(OP_BINARY, b"b" * 1001))
+        assert await read_data(client, 1) == [(OP_TEXT, b"ok")]
+        code, _ = await client.read_close()
+        assert code == 1009
+        await client.read_eof()
+        await client.close()
+    assert handler.messages == [b"a" * 1000, "ok"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xff", b"ok\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"],
+    ids=["invalid-byte", "truncated", "surrogate", "overlong"],
+)
+async def test_invalid_utf8_fails_with_1007(coro_impl: str, bad: bytes) -> None:
+    """Messages before the bad one are answered first; then 1007; nothing after is read."""
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(
+            frame(OP_TEXT, b"one")
+            + frame(OP_BINARY, b"two")
+            + frame(OP_TEXT, bad)
+            + frame(OP_TEXT, b"never")
+        )
+        assert await read_data(client, 2) == [(OP_TEXT, b"one"), (OP_BINARY, b"two")]
+        code, _ = await client.read_close()
+        assert code == 1007
+        await client.read_eof()
+        await client.close()
+        await wait_for_condition(lambda: bool(handler.ended))
+    assert handler.messages == ["one", b"two"]
+
+
+async def test_unmasked_frame_fails_with_1002(coro_impl: str) -> None:
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"fine") + frame(OP_TEXT, b"bare", mask=False))
+        assert await read_data(client, 1) == [(OP_TEXT, b"fine")]
+        code, _ = await client.read_close()
+        assert code == 1002
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Closing
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_client_close_after_messages_in_the_same_read(coro_impl: str) -> None:
+    """The answers to the messages read with the close frame leave before our close frame."""
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(
+            frame(OP_TEXT, b"x")
+            + frame(OP_BINARY, b"y")
+            + frame(OP_CLOSE, close_payload(1000, "bye"))
+        )
+        assert await read_data(client, 2) == [(OP_TEXT, b"x"), (OP_BINARY, b"y")]
+        assert await client.read_close() == (1000, "")
+        await client.read_eof()
+        await client.close()
+        await wait_for_condition(lambda: bool(handler.ended))
+    assert handler.messages == ["x", b"y"]
+    assert handler.ended == [None]
+
+
+async def test_client_close_after_one_message(coro_impl: str) -> None:
+    """One message and the close frame in one read: the handler waiting in recv gets the
+    message, and its answer still leaves before the close frame."""
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"warm-up"))
+        assert await read_data(client, 1) == [(OP_TEXT, b"warm-up")]
+        client.send(frame(OP_TEXT, b"last") + frame(OP_CLOSE, close_payload(1000)))
+        assert await read_data(client, 1) == [(OP_TEXT, b"last")]
+        assert await client.read_close() == (1000, "")
+        await client.read_eof()
+        await client.close()
+
+
+async def test_server_close_during_a_run(coro_impl: str) -> None:
+    """The handler closes after some messages of a burst: the answers before leave first,
+    then the close frame; sending after it raises; the client's answer ends the connection."""
+    errors: list[BaseException] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+            if message == "bye":
+                await ws.close(1000, "done")
+                try:
+                    await ws.send("too late")
+                except shakehands.ConnectionClosed as exc:
+                    errors.append(exc)
+                return
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"a") + frame(OP_TEXT, b"bye") + frame(OP_TEXT, b"c"))
+        assert await read_data(client, 2) == [(OP_TEXT, b"a"), (OP_TEXT, b"bye")]
+        assert await client.read_close() == (1000, "done")
+        client.send(frame(OP_CLOSE, close_payload(1000)))
+        await client.read_eof()
+        await client.close()
+        await wait_for_condition(lambda: bool(errors))
+    assert isinstance(errors[0], shakehands.ConnectionClosedOK)
+
+
+async def test_close_while_a_large_frame_arrives(coro_impl: str) -> None:
+    received: list[str | bytes] = []
+    started = asyncio.Event()
+    connections: list[shakehands.ServerConnection] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        started.set()
+        async for message in ws:
+            received.append(message)
+
+    payload = os.urandom(300_000)
+    data = frame(OP_BINARY, payload)
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        await started.wait()
+        client.send(frame(OP_TEXT, b"hi") + data[:150_000])
+        await client.writer.drain()
+        await wait_for_condition(lambda: received == ["hi"])
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(connections[0].close(1001, "going away"))
+        assert await client.read_close() == (1001, "going away")
+        client.send(data[150_000:] + frame(OP_CLOSE, close_payload(1000)))
+        await client.read_eof()
+        await client.close()
+        await closing
+    assert received == ["hi", payload]
+
+
+async def test_abrupt_disconnect_mid_frame(coro_impl: str) -> None:
+    handler = Echo()
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        data = frame(OP_BINARY, b"z" * 5000)
+        client.send(frame(OP_TEXT, b"whole") + data[:3000])
+        assert await read_data(client, 1) == [(OP_TEXT, b"whole")]
+        client.abort()
+        await wait_for_condition(lambda: bool(handler.ended))
+    assert handler.messages == ["whole"]
+    assert isinstance(handler.ended[0], shakehands.ConnectionClosedError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Back-pressure and cancellation
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_slow_consumer_pauses_reading(coro_impl: str) -> None:
+    """A handler that reads slowly: the inbox fills to max_queue, reading pauses, and every
+    message still arrives, in order, once the handler catches up."""
+    count = 2000
+    go = asyncio.Event()
+    connections: list[shakehands.ServerConnection] = []
+    received: list[str | bytes] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        await go.wait()
+        async for message in ws:
+            received.append(message)
+            if len(received) == count:
+                await ws.send("all")
+
+    async with shakehands.serve(handler, HOST, 0, max_queue=8) as server:
+        client = await open_raw(server.port)
+        payload = b"p" * 1000
+        for i in range(count):
+            client.send(frame(OP_BINARY, payload + b"%d" % i))
+        await wait_for_condition(lambda: bool(connections) and connections[0]._inbox.paused)
+        ws = connections[0]
+        assert not ws.transport.is_reading()
+        # Paused: the socket is not read, so most of the flood waits in the kernel.
+        await asyncio.sleep(0.05)
+        assert len(ws._inbox) < count
+        go.set()
+        assert await read_data(client, 1) == [(OP_TEXT, b"all")]
+        assert received == [payload + b"%d" % i for i in range(count)]
+        assert not ws._inbox.paused and ws.transport.is_reading()
+        await client.close()
+
+
+async def test_recv_cancellation(coro_impl: str) -> None:
+    """recv() timing out loses nothing: the messages that come after are read in order; a
+    recv cancelled after it was handed its message gives it back."""
+    results: list[object] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.05)
+        results.append(await ws.recv())
+        # Handed a message, then cancelled before it ran: the message is kept.
+        task = asyncio.ensure_future(ws.recv())
+        await asyncio.sleep(0)  # the task now waits in recv
+        waiter = ws._inbox._waiter
+        assert waiter is not None
+        await ws.send("ready")
+        while not waiter.done():
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        results.append(await ws.recv())
+        results.append(await ws.recv())
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        await asyncio.sleep(0.1)
+        client.send(frame(OP_TEXT, b"first"))
+        assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
+        client.send(frame(OP_TEXT, b"second") + frame(OP_BINARY, b"third"))
+        await client.read_close()
+        await client.close()
+    assert results == ["first", "second", b"third"]
+
+
+async def test_send_waits_above_the_high_water_mark(coro_impl: str) -> None:
+    """A client that does not read: send() returns an awaitable that waits until the write
+    buffer drains, and every message arrives whole and in order."""
+    sent: list[int] = []
+    payload = b"q" * 100_000
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        await ws.recv()
+        for i in range(40):
+            await ws.send(payload + b"%d" % i)
+            sent.append(i)
+
+    async with shakehands.serve(handler, HOST, 0, write_limit=2**16) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"go"))
+        await wait_for_condition(lambda: bool(sent))
+        await asyncio.sleep(0.1)
+        assert len(sent) < 40  # waiting: the client reads nothing
+        frames = await read_data(client, 40)
+        assert frames == [(OP_BINARY, payload + b"%d" % i) for i in range(40)]
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_speedups_selects_pure_python() -> None:
+    code = "from shakehands.asyncio import _fastcoro; print(_fastcoro.AVAILABLE, _fastcoro.enabled)"
+    env = {**os.environ, "SHAKEHANDS_NO_SPEEDUPS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_on_uvloop() -> None:
+    """uvloop calls data_received (C as well): the same exchanges on its loop."""
+    uvloop = pytest.importorskip("uvloop")
+    if not _fastcoro.AVAILABLE:
+        pytest.skip("shakehands._fastpath is not built (or SHAKEHANDS_NO_SPEEDUPS is set)")
+
+    async def main() -> None:
+        handler = Echo()
+        async with shakehands.serve(handler, HOST, 0) as server:
+            client = await open_raw(server.port)
+            stream = frame(OP_TEXT, b"abc") + frame(OP_PING, b"p") + frame(OP_BINARY, b"d" * 300)
+            for cut in range(1, len(stream), 7):
+                client.send(stream[:cut])
+                await client.writer.drain()
+                await asyncio.sleep(0.002)
+                client.send(stream[cut:])
+                frames = await read_data(client, 3)
+                assert without_pongs(frames) == [(OP_TEXT, b"abc"), (OP_BINARY, b"d" * 300)]
+            client.send(b"".join(frame(OP_BINARY, b"%d" % i) for i in range(3000)))
+            assert await read_data(client, 3000) == [(OP_BINARY, b"%d" % i) for i in range(3000)]
+            big = os.urandom(2**20)
+            client.send(frame(OP_BINARY, big))
+            assert await read_data(client, 1) == [(OP_BINARY, big)]
+            check_impl("compiled", handler)
+            await client.close()
+
+    uvloop.run(main())
