@@ -188,17 +188,26 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         "_keepalive_bucket",
         "_keepalive_payload",
         "_keepalive_deadline",
-        "_abort_handle",
         "_shutting_down",
         "_hold_close",
         "_eof_sent",
-        "_lingered",
-        "_client_wait_handle",
-        "broadcast_policy",
-        "broadcast_dropped",
         "__dict__",
         "__weakref__",
     )
+
+    # Attributes that most connections never set: class defaults, not slots (8 bytes each per
+    # connection, issue 14). The few connections that set one get an instance dict then
+    # (a lingering close, a client's wait for the server's close, an abort timer, a broadcast
+    # policy or drop counters).
+    _abort_handle: asyncio.TimerHandle | None = None
+    _lingered = 0
+    _client_wait_handle: asyncio.TimerHandle | None = None
+    #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
+    #: see :func:`shakehands.set_slow_client_policy`).
+    broadcast_policy: Any = None
+    #: What broadcasts dropped for this connection, once they dropped something (see
+    #: :func:`shakehands.broadcast_counters`).
+    broadcast_dropped: Any = None
 
     def __init__(self, protocol: Connection, config: Config) -> None:
         self.protocol = protocol
@@ -223,18 +232,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._keepalive_bucket: _Bucket | None = None
         self._keepalive_payload: bytes | None = None
         self._keepalive_deadline: asyncio.TimerHandle | None = None
-        self._abort_handle: asyncio.TimerHandle | None = None
         self._shutting_down = False
         self._hold_close = False
         self._eof_sent = False
-        self._lingered = 0
-        self._client_wait_handle: asyncio.TimerHandle | None = None
-        #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
-        #: see :func:`shakehands.set_slow_client_policy`).
-        self.broadcast_policy: Any = None
-        #: What broadcasts dropped for this connection, once they dropped something (see
-        #: :func:`shakehands.broadcast_counters`).
-        self.broadcast_dropped: Any = None
 
     @property
     def _drain_waiters(self) -> list[asyncio.Future[None]]:

@@ -29,7 +29,7 @@ __all__ = ["HANDSHAKE_SLOTS", "ServerHandshake"]
 logger = logging.getLogger("shakehands.server")
 
 #: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
-HANDSHAKE_SLOTS = ("server", "_open_handle", "_over_limit")
+HANDSHAKE_SLOTS = ("server", "_open_handle")
 
 
 class ServerHandshake:
@@ -51,12 +51,12 @@ class ServerHandshake:
 
     _open_handle: asyncio.TimerHandle | None
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
-    _over_limit: bool
+    #: A class default, not a slot: only the refused connections set it (in their dict).
+    _over_limit = False
 
     def _init_handshake(self, server: Server[Any]) -> None:
         self.server = server
         self._open_handle = None
-        self._over_limit = False
 
     def _register(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
