@@ -184,30 +184,28 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         "_lost",
         "_writing_paused",
         "_drain_list",
-        "_pings",
         "_keepalive_bucket",
-        "_keepalive_payload",
-        "_keepalive_deadline",
+        "_keepalive_ping",
         "_shutting_down",
         "_hold_close",
         "_eof_sent",
+        "broadcast_policy",
+        "broadcast_dropped",
         "__dict__",
         "__weakref__",
     )
 
-    # Attributes that most connections never set: class defaults, not slots (8 bytes each per
-    # connection, issue 14). The few connections that set one get an instance dict then
-    # (a lingering close, a client's wait for the server's close, an abort timer, a broadcast
-    # policy or drop counters).
+    # Attributes that most connections never set, and that are read once or twice in a
+    # connection's life (not per message or per broadcast): class defaults, not slots (8 bytes
+    # each per connection, issue 14). The few connections that set one get an instance dict
+    # then (a lingering close, a client's wait for the server's close, an abort timer, an
+    # application's ping()). Reading a class default costs ~4x a slot on CPython 3.11, which
+    # is why broadcast_policy (read per broadcast delivery) stays a slot.
     _abort_handle: asyncio.TimerHandle | None = None
     _lingered = 0
     _client_wait_handle: asyncio.TimerHandle | None = None
-    #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
-    #: see :func:`shakehands.set_slow_client_policy`).
-    broadcast_policy: Any = None
-    #: What broadcasts dropped for this connection, once they dropped something (see
-    #: :func:`shakehands.broadcast_counters`).
-    broadcast_dropped: Any = None
+    # The pings of ping() waiting for their pong, by payload: None until the first ping.
+    _pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
 
     def __init__(self, protocol: Connection, config: Config) -> None:
         self.protocol = protocol
@@ -225,16 +223,19 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._writing_paused = False
         # The futures waiting for resume_writing: None until the first (_drain_waiters).
         self._drain_list: list[asyncio.Future[None]] | None = None
-        # The pings waiting for their pong, by payload: None until the first ping (no dict per
-        # idle connection).
-        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
         # The bucket of the KeepaliveWheel this connection is enrolled in, or None.
         self._keepalive_bucket: _Bucket | None = None
-        self._keepalive_payload: bytes | None = None
-        self._keepalive_deadline: asyncio.TimerHandle | None = None
+        # The keepalive ping waiting for its pong: (payload, the ping_timeout timer or None).
+        self._keepalive_ping: tuple[bytes, asyncio.TimerHandle | None] | None = None
         self._shutting_down = False
         self._hold_close = False
         self._eof_sent = False
+        #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
+        #: see :func:`shakehands.set_slow_client_policy`).
+        self.broadcast_policy: Any = None
+        #: What broadcasts dropped for this connection, once they dropped something (see
+        #: :func:`shakehands.broadcast_counters`).
+        self.broadcast_dropped: Any = None
 
     @property
     def _drain_waiters(self) -> list[asyncio.Future[None]]:
@@ -283,8 +284,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         if bucket is not None:
             self._keepalive_bucket = None
             bucket.wheel.remove(self, bucket)
+        ping = self._keepalive_ping
         for handle in (
-            self._keepalive_deadline,
+            None if ping is None else ping[1],
             self._abort_handle,
             self._client_wait_handle,
         ):
@@ -298,8 +300,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         if future is not None and not future.done():
             future.set_result(None)
         closed = self.protocol.close_exception()
-        pings, self._pings = self._pings, None
-        if pings:
+        pings = self._pings
+        if pings is not None:
+            self._pings = None
             for _, waiter in pings.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
@@ -530,11 +533,11 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         return waiter
 
     def _on_pong(self, data: bytes) -> None:
-        if data == self._keepalive_payload:
-            self._keepalive_payload = None
-            if self._keepalive_deadline is not None:
-                self._keepalive_deadline.cancel()
-                self._keepalive_deadline = None
+        ping = self._keepalive_ping
+        if ping is not None and data == ping[0]:
+            self._keepalive_ping = None
+            if ping[1] is not None:
+                ping[1].cancel()
         pings = self._pings
         if pings and data in pings:
             # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
@@ -554,13 +557,15 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         """Called by the :class:`KeepaliveWheel` every ``ping_interval``: ping, enroll again."""
         if self.protocol.state is not State.OPEN:
             return
-        if self._keepalive_payload is None:
-            self._keepalive_payload = payload = os.urandom(4)
+        if self._keepalive_ping is None:
+            payload = os.urandom(4)
+            self._keepalive_ping = (payload, None)
             self.protocol.send_ping(payload)
             self._flush()
-            if self.ping_timeout is not None:
-                self._keepalive_deadline = self.loop.call_later(
-                    self.ping_timeout, self._keepalive_timeout
+            if self.ping_timeout is not None and self._keepalive_ping is not None:
+                self._keepalive_ping = (
+                    payload,
+                    self.loop.call_later(self.ping_timeout, self._keepalive_timeout),
                 )
         self._start_keepalive()
 
