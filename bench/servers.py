@@ -69,6 +69,15 @@ async def shakehands_callback_deflate(port: int) -> None:
     await shakehands_callback(port, compression="deflate")
 
 
+@server("shakehands-callback-keepalive")
+async def shakehands_callback_keepalive(port: int) -> None:
+    # Keepalive pings at their default (20 s), compression off: the idle-memory cost of the
+    # keepalive timers (used for idle memory only).
+    from shakehands.protocol.config import Config
+
+    await shakehands_callback(port, ping_interval=Config().ping_interval)
+
+
 @server("shakehands-coroutine")
 async def shakehands_coroutine(port: int) -> None:
     from shakehands.asyncio.server import serve

@@ -134,12 +134,13 @@ typedef struct {
     unsigned char *buf;
     Py_ssize_t cap, start, end;
     Py_ssize_t need;     /* the whole size of the cut frame at start, once its header is here */
-    int reading_shared;  /* the last get_buffer gave the shared buffer */
-    int fast;            /* frames are parsed here; else every byte goes to the core */
-    int send_ok;         /* send() builds frames here; else the core does */
-    int in_batch;        /* messages are being delivered: sends are queued, written after */
-    int backlog;         /* bytes left after batch_limit messages, delivered later */
-    int last_large;      /* the last message delivered was over MIN_READ: keep the own buffer */
+    /* Flags, a byte each (one of these objects per connection: issue 14's idle memory). */
+    char reading_shared; /* the last get_buffer gave the shared buffer */
+    char fast;           /* frames are parsed here; else every byte goes to the core */
+    char send_ok;        /* send() builds frames here; else the core does */
+    char in_batch;       /* messages are being delivered: sends are queued, written after */
+    char backlog;        /* bytes left after batch_limit messages, delivered later */
+    char last_large;     /* the last message delivered was over MIN_READ: keep the own buffer */
     long long limit;     /* largest payload taken here */
     Py_ssize_t batch_limit;
     PyObject *listener;  /* its on_message is called */

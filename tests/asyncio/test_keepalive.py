@@ -250,3 +250,41 @@ async def test_client_ping_interval_none_sends_no_ping() -> None:
         with pytest.raises(shakehands.ConnectionClosedOK):
             await ws.recv()
         await raw.finished()
+
+
+async def test_one_keepalive_timer_for_many_connections(api: str) -> None:
+    """Connections with one ping_interval share one KeepaliveWheel (one timer, not one per
+    connection): each is pinged again after answering, and the last connection lost leaves
+    nothing behind (no wheel, no timer)."""
+    from shakehands.asyncio.base import KeepaliveWheel
+
+    loop = asyncio.get_running_loop()
+    interval = 0.15
+    async with echo_server(api, ping_interval=interval, ping_timeout=1) as server:
+        clients = [await RawClient.open(server.port) for _ in range(3)]
+        try:
+            async with asyncio.timeout(5):
+                for client in clients:
+                    await client.handshake(server.port)
+                await wait_for_condition(lambda: len(server.connections) == 3)
+                wheel = KeepaliveWheel._wheels[loop, interval]
+                assert wheel.size == 3
+                assert wheel.handle is not None
+                for _ in range(2):  # answered, then pinged again
+                    for client in clients:
+                        _, opcode, payload = await client.read_frame()
+                        assert opcode == OP_PING
+                        client.send_frame(OP_PONG, payload)
+                # One connection lost: out of the wheel at once; the others stay enrolled.
+                await clients.pop().close()
+                await wait_for_condition(lambda: len(server.connections) == 2)
+                assert KeepaliveWheel._wheels[loop, interval] is wheel
+                assert wheel.size == 2
+                _, opcode, _ = await clients[0].read_frame()
+                assert opcode == OP_PING
+        finally:
+            for client in clients:
+                await client.close()
+        await wait_for_condition(lambda: not server.connections)
+        assert (loop, interval) not in KeepaliveWheel._wheels
+        assert wheel.size == 0 and wheel.handle is None and not wheel.buckets

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from typing import Any, cast
 
 from ..protocol.config import Config, ConfiguredConnection
@@ -31,7 +32,7 @@ from ..protocol.connection import (
 )
 from ..protocol.errors import CloseCode, ConnectionClosed
 
-__all__ = ["TransportProtocol", "HoldsCloseForReader", "write_chunks"]
+__all__ = ["TransportProtocol", "HoldsCloseForReader", "KeepaliveWheel", "write_chunks"]
 
 logger = logging.getLogger("shakehands")
 
@@ -63,6 +64,107 @@ def write_chunks(transport: asyncio.Transport, out: list[bytes]) -> None:
         transport.write(small[0] if len(small) == 1 else b"".join(small))
 
 
+class _Bucket(dict["TransportProtocol", None]):
+    """The connections of one :class:`KeepaliveWheel` whose keepalive falls due at ``due``
+    (a dict used as an ordered set: about half the bytes per entry of a set)."""
+
+    __slots__ = ("wheel", "due")
+
+    def __init__(self, wheel: KeepaliveWheel, due: float) -> None:
+        super().__init__()
+        self.wheel = wheel
+        self.due = due
+
+
+class KeepaliveWheel:
+    """The keepalive timer of all the connections of one event loop with one ``ping_interval``.
+
+    One ``TimerHandle`` for them all instead of one per connection (a handle, its context and
+    a bound method: about 240 bytes per idle connection on asyncio's loop, 620 on uvloop's).
+    Connections are enrolled in buckets of ``tick`` seconds (1/16 of the interval, at most 1 s):
+    a connection enrolled at ``t`` is due between ``t + interval`` and ``t + interval + tick``,
+    never earlier. All of them have the same interval, so buckets are made in the order they
+    fall due: a FIFO, and the timer waits for the first bucket only. When it fires, it calls
+    ``_keepalive()`` of every connection of that bucket, which enrolls it again (or not, once
+    the connection is no longer open). ``connection_lost`` takes a connection out, and the
+    wheel of an event loop and interval lives while it holds connections.
+    """
+
+    __slots__ = ("loop", "interval", "tick", "buckets", "size", "handle")
+
+    #: The wheels in use, by event loop and interval.
+    _wheels: dict[tuple[asyncio.AbstractEventLoop, float], KeepaliveWheel] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.tick = min(interval / 16, 1.0)
+        self.buckets: deque[_Bucket] = deque()
+        #: How many connections are enrolled.
+        self.size = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def enroll(cls, connection: TransportProtocol, interval: float) -> _Bucket:
+        """Enroll ``connection`` for its next keepalive, ``interval`` seconds from now."""
+        loop = connection.loop
+        wheel = cls._wheels.get((loop, interval))
+        if wheel is None:
+            wheel = cls._wheels[loop, interval] = cls(loop, interval)
+        return wheel._add(connection)
+
+    def _add(self, connection: TransportProtocol) -> _Bucket:
+        buckets = self.buckets
+        due = self.loop.time() + self.interval
+        if not buckets or buckets[-1].due < due:
+            buckets.append(_Bucket(self, due + self.tick))
+        bucket = buckets[-1]
+        bucket[connection] = None
+        self.size += 1
+        if self.handle is None:
+            self.handle = self.loop.call_at(buckets[0].due, self._fire)
+        return bucket
+
+    def remove(self, connection: TransportProtocol, bucket: _Bucket) -> None:
+        """Take ``connection`` out (it is in ``bucket``); the last one out stops the timer."""
+        if connection not in bucket:
+            return
+        del bucket[connection]
+        self.size -= 1
+        if not self.size:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.buckets.clear()
+        key = (self.loop, self.interval)
+        if self._wheels.get(key) is self:
+            del self._wheels[key]
+
+    def _fire(self) -> None:
+        self.handle = None
+        buckets = self.buckets
+        if buckets:
+            bucket = buckets.popleft()
+            self.size -= len(bucket)
+            for connection in list(bucket):
+                connection._keepalive_bucket = None
+                try:
+                    connection._keepalive()
+                except Exception as exc:  # one connection's failure must not stop the others
+                    self.loop.call_exception_handler(
+                        {"message": "keepalive failed", "exception": exc, "protocol": connection}
+                    )
+        while buckets and not buckets[0]:
+            buckets.popleft()  # every connection of it was lost
+        if not self.size:
+            self._stop()
+        elif self.handle is None:
+            self.handle = self.loop.call_at(buckets[0].due, self._fire)
+
+
 class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
     """An ``asyncio.Protocol`` driving one sans-I/O :class:`Connection`."""
 
@@ -81,22 +183,29 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         "_closed_future",
         "_lost",
         "_writing_paused",
-        "_drain_waiters",
-        "_pings",
-        "_keepalive_handle",
-        "_keepalive_payload",
-        "_keepalive_deadline",
-        "_abort_handle",
+        "_drain_list",
+        "_keepalive_bucket",
+        "_keepalive_ping",
         "_shutting_down",
         "_hold_close",
         "_eof_sent",
-        "_lingered",
-        "_client_wait_handle",
         "broadcast_policy",
         "broadcast_dropped",
         "__dict__",
         "__weakref__",
     )
+
+    # Attributes that most connections never set, and that are read once or twice in a
+    # connection's life (not per message or per broadcast): class defaults, not slots (8 bytes
+    # each per connection, issue 14). The few connections that set one get an instance dict
+    # then (a lingering close, a client's wait for the server's close, an abort timer, an
+    # application's ping()). Reading a class default costs ~4x a slot on CPython 3.11, which
+    # is why broadcast_policy (read per broadcast delivery) stays a slot.
+    _abort_handle: asyncio.TimerHandle | None = None
+    _lingered = 0
+    _client_wait_handle: asyncio.TimerHandle | None = None
+    # The pings of ping() waiting for their pong, by payload: None until the first ping.
+    _pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
 
     def __init__(self, protocol: Connection, config: Config) -> None:
         self.protocol = protocol
@@ -112,25 +221,29 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._closed_future: asyncio.Future[None] | None = None
         self._lost = False
         self._writing_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        # The pings waiting for their pong, by payload: None until the first ping (no dict per
-        # idle connection).
-        self._pings: dict[bytes, tuple[float, asyncio.Future[float]]] | None = None
-        self._keepalive_handle: asyncio.TimerHandle | None = None
-        self._keepalive_payload: bytes | None = None
-        self._keepalive_deadline: asyncio.TimerHandle | None = None
-        self._abort_handle: asyncio.TimerHandle | None = None
+        # The futures waiting for resume_writing: None until the first (_drain_waiters).
+        self._drain_list: list[asyncio.Future[None]] | None = None
+        # The bucket of the KeepaliveWheel this connection is enrolled in, or None.
+        self._keepalive_bucket: _Bucket | None = None
+        # The keepalive ping waiting for its pong: (payload, the ping_timeout timer or None).
+        self._keepalive_ping: tuple[bytes, asyncio.TimerHandle | None] | None = None
         self._shutting_down = False
         self._hold_close = False
         self._eof_sent = False
-        self._lingered = 0
-        self._client_wait_handle: asyncio.TimerHandle | None = None
         #: This connection's slow-client policy for broadcasts (``None``: the broadcast's own;
         #: see :func:`shakehands.set_slow_client_policy`).
         self.broadcast_policy: Any = None
         #: What broadcasts dropped for this connection, once they dropped something (see
         #: :func:`shakehands.broadcast_counters`).
         self.broadcast_dropped: Any = None
+
+    @property
+    def _drain_waiters(self) -> list[asyncio.Future[None]]:
+        """The futures waiting for ``resume_writing`` (append to it): made on first use."""
+        waiters = self._drain_list
+        if waiters is None:
+            waiters = self._drain_list = []
+        return waiters
 
     @property
     def closed_future(self) -> asyncio.Future[None]:
@@ -167,9 +280,13 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        bucket = self._keepalive_bucket
+        if bucket is not None:
+            self._keepalive_bucket = None
+            bucket.wheel.remove(self, bucket)
+        ping = self._keepalive_ping
         for handle in (
-            self._keepalive_handle,
-            self._keepalive_deadline,
+            None if ping is None else ping[1],
             self._abort_handle,
             self._client_wait_handle,
         ):
@@ -183,8 +300,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         if future is not None and not future.done():
             future.set_result(None)
         closed = self.protocol.close_exception()
-        pings, self._pings = self._pings, None
-        if pings:
+        pings = self._pings
+        if pings is not None:
+            self._pings = None
             for _, waiter in pings.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
@@ -203,7 +321,9 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         self._wake_drain_waiters()
 
     def _wake_drain_waiters(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
+        waiters, self._drain_list = self._drain_list, None
+        if not waiters:
+            return
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -413,11 +533,11 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         return waiter
 
     def _on_pong(self, data: bytes) -> None:
-        if data == self._keepalive_payload:
-            self._keepalive_payload = None
-            if self._keepalive_deadline is not None:
-                self._keepalive_deadline.cancel()
-                self._keepalive_deadline = None
+        ping = self._keepalive_ping
+        if ping is not None and data == ping[0]:
+            self._keepalive_ping = None
+            if ping[1] is not None:
+                ping[1].cancel()
         pings = self._pings
         if pings and data in pings:
             # A pong answers its ping and every earlier one (RFC 6455 §5.5.3).
@@ -430,22 +550,24 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
                     break
 
     def _start_keepalive(self) -> None:
-        if self.ping_interval is not None:
-            self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+        if self.ping_interval is not None and self._keepalive_bucket is None and not self._lost:
+            self._keepalive_bucket = KeepaliveWheel.enroll(self, self.ping_interval)
 
     def _keepalive(self) -> None:
+        """Called by the :class:`KeepaliveWheel` every ``ping_interval``: ping, enroll again."""
         if self.protocol.state is not State.OPEN:
             return
-        if self._keepalive_payload is None:
-            self._keepalive_payload = payload = os.urandom(4)
+        if self._keepalive_ping is None:
+            payload = os.urandom(4)
+            self._keepalive_ping = (payload, None)
             self.protocol.send_ping(payload)
             self._flush()
-            if self.ping_timeout is not None:
-                self._keepalive_deadline = self.loop.call_later(
-                    self.ping_timeout, self._keepalive_timeout
+            if self.ping_timeout is not None and self._keepalive_ping is not None:
+                self._keepalive_ping = (
+                    payload,
+                    self.loop.call_later(self.ping_timeout, self._keepalive_timeout),
                 )
-        assert self.ping_interval is not None
-        self._keepalive_handle = self.loop.call_later(self.ping_interval, self._keepalive)
+        self._start_keepalive()
 
     def _keepalive_timeout(self) -> None:
         reason = f"keepalive ping not answered within {self.ping_timeout:g} s"

@@ -110,8 +110,6 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
     __slots__ = (
         *HANDSHAKE_SLOTS,
         "listener",
-        "request",
-        "subprotocol",
         "_in_batch",
         "_opened",
         "_read_paused_for_write",
@@ -122,8 +120,6 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         super().__init__(server.new_protocol(), server.config)
         self._init_handshake(server)
         self.listener = listener
-        self.request: Request | None = None
-        self.subprotocol: str | None = None
         self._in_batch = False
         self._opened = False
         self._read_paused_for_write = False
@@ -223,7 +219,6 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         kind = type(event)
         if kind is Request:
             assert isinstance(event, Request)
-            self.request = event
             self._got_request(event)
         elif kind is Close:
             pass
@@ -240,8 +235,26 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         else:
             self._on_other_event(event)
 
+    # request and subprotocol are the core's (properties, not slots: 16 bytes per connection).
+
+    @property
+    def request(self) -> Request | None:
+        """The opening handshake's request, once received (``None`` before)."""
+        return self.protocol.request
+
+    @request.setter
+    def request(self, value: Request | None) -> None:
+        self.protocol.request = value
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed on in the handshake, if any (``None`` until it succeeded)."""
+        protocol = self.protocol
+        if protocol.state is State.CONNECTING or protocol.handshake_exc is not None:
+            return None
+        return protocol.subprotocol
+
     def _handshake_complete(self) -> None:
-        self.subprotocol = self.protocol.subprotocol
         # The callback API does not expose the 101 response: let it go (its object and its
         # headers are 265 of the ~3.7 KiB an idle connection holds).
         self.protocol.response = None

@@ -29,7 +29,7 @@ __all__ = ["HANDSHAKE_SLOTS", "ServerHandshake"]
 logger = logging.getLogger("shakehands.server")
 
 #: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
-HANDSHAKE_SLOTS = ("server", "_open_handle", "_over_limit")
+HANDSHAKE_SLOTS = ("server", "_open_handle")
 
 
 class ServerHandshake:
@@ -51,21 +51,21 @@ class ServerHandshake:
 
     _open_handle: asyncio.TimerHandle | None
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
-    _over_limit: bool
+    #: A class default, not a slot: only the refused connections set it (in their dict).
+    _over_limit = False
 
     def _init_handshake(self, server: Server[Any]) -> None:
         self.server = server
         self._open_handle = None
-        self._over_limit = False
 
     def _register(self, transport: asyncio.BaseTransport) -> None:
         server = self.server
-        server._connections.add(self)
+        server._connections[self] = None
         limit = self.server.config.max_connections
-        if limit is not None and len(server._admitted) >= limit:
+        if limit is not None and server._admitted >= limit:
             self._over_limit = True
         else:
-            server._admitted.add(self)
+            server._admitted += 1
         if self.server.config.open_timeout is not None:
             self._open_handle = self.loop.call_later(
                 self.server.config.open_timeout, self._open_expired
@@ -76,8 +76,11 @@ class ServerHandshake:
         if self._open_handle is not None:
             self._open_handle.cancel()
             self._open_handle = None  # a cancelled timer kept alive costs memory per connection
-        self.server._connections.discard(self)
-        self.server._admitted.discard(self)
+        connections = self.server._connections
+        if self in connections:
+            del connections[self]
+            if not self._over_limit:
+                self.server._admitted -= 1
 
     def _open_expired(self) -> None:
         if self.protocol.state is State.CONNECTING:

@@ -60,12 +60,11 @@ class ServerProtocol(Connection):
     __slots__ = (
         "config",
         "_negotiated_deflate",
-        "_parser",
+        "_head",
         "request",
         "response",
         "handshake_exc",
         "subprotocol",
-        "_early",
         "http2",
     )
 
@@ -86,7 +85,10 @@ class ServerProtocol(Connection):
         #: The options (shared by every connection of one server).
         self.config = config
         self._negotiated_deflate: PerMessageDeflate | None = None
-        self._parser: RequestParser | None = RequestParser(
+        # The request's input in its two phases, in one slot (issue 14: 16 bytes per
+        # connection): the parser until the request head is in (_parser), then the bytes that
+        # followed it, kept until the 101 is sent (_early).
+        self._head: RequestParser | bytearray | bytes = RequestParser(
             config.max_line, config.max_headers, config.max_header_bytes
         )
         #: The parsed request, once complete.
@@ -97,13 +99,34 @@ class ServerProtocol(Connection):
         self.handshake_exc: InvalidHandshake | None = None
         #: The subprotocol agreed on, if any.
         self.subprotocol: str | None = None
-        # Bytes after the request head, kept until the 101 is sent; b"" when none (a bytearray
-        # once there are some): no buffer per connection for the common case.
-        self._early: bytearray | bytes = b""
         #: Whether the handshake is an HTTP/2 extended CONNECT (RFC 8441), given by
         #: :meth:`receive_http2_request`: the answer is then a response head for the I/O layer
         #: to send as a HEADERS frame (``200`` accepts), and only its body is queued as bytes.
         self.http2 = False
+
+    @property
+    def _parser(self) -> RequestParser | None:
+        """The request head's parser, until the head is parsed (then ``None``)."""
+        head = self._head
+        return head if isinstance(head, RequestParser) else None
+
+    @_parser.setter
+    def _parser(self, parser: RequestParser | None) -> None:
+        if parser is not None:
+            self._head = parser
+        elif isinstance(self._head, RequestParser):
+            self._head = b""
+
+    @property
+    def _early(self) -> bytearray | bytes:
+        """Bytes after the request head, kept until the 101 is sent; ``b""`` when none (a
+        bytearray once there are some): no buffer per connection for the common case."""
+        head = self._head
+        return b"" if isinstance(head, RequestParser) else head
+
+    @_early.setter
+    def _early(self, data: bytearray | bytes) -> None:
+        self._head = data
 
     @property
     def origins(self) -> Sequence[str | None] | None:
