@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from shakehands.protocol import http11
 from shakehands.protocol.errors import (
     HeadersTooLarge,
     InvalidHandshake,
@@ -36,6 +37,18 @@ from shakehands.protocol.handshake import (
 )
 
 from .helpers import RFC_ACCEPT, RFC_KEY, read_response, request_bytes
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def head_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of this module runs against both request-head parsers: the C one of
+    ``_speedups`` (skipped when it is not built or disabled) and the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(http11, "_parse_request_head", None)
+    elif http11._parse_request_head is None:
+        pytest.skip("the C request-head parser is not in use")
+    return str(request.param)
+
 
 # ---------------------------------------------------------------------------------------------
 # Keys
