@@ -214,6 +214,11 @@ class Response:
     headers: Headers
     body: bytes
     reason: str
+    # The head already serialised, with the headers it was made from and their number then
+    # (see :meth:`_with_head`): the 101 of every handshake, made from a template.
+    _head: tuple[bytes, Headers, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -263,8 +268,28 @@ class Response:
         response.reason = reason
         return response
 
+    def _with_head(self, head: bytes) -> Response:
+        """Keep ``head``, the bytes :meth:`serialize` would make of the status line and the
+        headers as they are now, for :meth:`serialize` to send instead: the core's 101, made
+        from a template. Used as long as the headers, status and reason stay as they are
+        (headers only grow: :meth:`Headers.add`)."""
+        self._head = (head, self.headers, len(self.headers))
+        return self
+
     def serialize(self) -> bytes:
         """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
+        kept = self._head
+        if kept is not None:
+            # Once: the handshake is over after it, and an idle connection keeps its response.
+            self._head = None
+            head, headers, count = kept
+            if (
+                headers is self.headers
+                and len(headers) == count
+                and self.status == 101
+                and self.reason == "Switching Protocols"
+            ):
+                return head + self.body
         headers = self.headers.items()
         if self.status != 101 and "Content-Length" not in self.headers:
             headers.append(("Content-Length", str(len(self.body))))
