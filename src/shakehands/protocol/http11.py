@@ -282,10 +282,10 @@ class Response:
         if kept is not None:
             # Once: the handshake is over after it, and an idle connection keeps its response.
             self._head = None
-            head, headers, count = kept
+            head, made_with, count = kept
             if (
-                headers is self.headers
-                and len(headers) == count
+                made_with is self.headers
+                and len(made_with) == count
                 and self.status == 101
                 and self.reason == "Switching Protocols"
             ):
