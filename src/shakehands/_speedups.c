@@ -1,10 +1,11 @@
 /*
- * shakehands._speedups: optional C accelerator for WebSocket masking (RFC 6455, section 5.3)
- * and for the receive fast path (whole simple data frames).
+ * shakehands._speedups: optional C accelerator for WebSocket masking (RFC 6455, section 5.3),
+ * for the receive fast path (whole simple data frames), and for the opening handshake's request
+ * head (parse_request_head).
  *
  * The pure-Python fallbacks live in shakehands/protocol/masking.py and in
- * Connection._parse (shakehands/protocol/connection.py); both must give identical results for
- * every input.
+ * Connection._parse (shakehands/protocol/connection.py), and http11._HeadParser (request heads);
+ * both must give identical results for every input.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -341,7 +342,441 @@ build_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The head of an HTTP/1.1 request, in one pass                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* RFC 9110 section 5.6.2: tchar. */
+static const unsigned char shakehands_tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+/* Field values (RFC 9110 section 5.5): HTAB, SP, visible ASCII, obs-text. */
+static inline int
+shakehands_field_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* Visible ASCII (the request target). */
+static inline int
+shakehands_vchar(unsigned char c)
+{
+    return c >= 0x21 && c <= 0x7e;
+}
+
+/* The error of a malformed head: ValueError(reason, status), mapped by protocol/http11.py onto
+ * InvalidRequest (400) or HeadersTooLarge (431). */
+static PyObject *
+head_error(const char *reason, int status)
+{
+    PyObject *exc = Py_BuildValue("(si)", reason, status);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_ValueError, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static inline int
+ascii_ieq(const unsigned char *p, const char *lower, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c >= 'A' && c <= 'Z') {
+            c += 32;
+        }
+        if (c != (unsigned char)lower[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The request line of http11.RequestParser._parse_request_line: sets *method, *target and
+ * *authority (new references; *authority may be Py_None) or returns -1 with an error set. */
+static int
+parse_request_line(const unsigned char *s, Py_ssize_t n, PyObject **method, PyObject **target,
+                   PyObject **authority)
+{
+    const unsigned char *sp1 = memchr(s, ' ', n), *sp2, *t, *v, *auth = NULL;
+    Py_ssize_t tlen, vlen, alen = 0;
+    int slash = 0;
+
+    if (sp1 == NULL) {
+        head_error("invalid request line", 400);
+        return -1;
+    }
+    sp2 = memchr(sp1 + 1, ' ', n - (sp1 + 1 - s));
+    if (sp2 == NULL || memchr(sp2 + 1, ' ', n - (sp2 + 1 - s)) != NULL) {
+        head_error("invalid request line", 400);
+        return -1;
+    }
+    if (sp1 == s) {
+        head_error("invalid request line", 400);
+        return -1;
+    }
+    for (const unsigned char *p = s; p < sp1; p++) {
+        if (!shakehands_tchar[*p]) {
+            head_error("invalid request line", 400);
+            return -1;
+        }
+    }
+    t = sp1 + 1;
+    tlen = sp2 - t;
+    v = sp2 + 1;
+    vlen = n - (v - s);
+    if (!(vlen == 8 && memcmp(v, "HTTP/1.1", 8) == 0)) {
+        if (vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' &&
+            v[6] == '.' && v[7] >= '0' && v[7] <= '9') {
+            char reason[80];
+            snprintf(reason, sizeof reason,
+                     "unsupported HTTP version %.8s: WebSocket needs HTTP/1.1", (const char *)v);
+            head_error(reason, 400);
+            return -1;
+        }
+        head_error("invalid request line", 400);
+        return -1;
+    }
+    /* Absolute-form: (?i:https?|wss?)://authority then the rest, visible ASCII. */
+    {
+        Py_ssize_t scheme = 0;
+        if (tlen >= 7 && ascii_ieq(t, "http://", 7)) {
+            scheme = 7;
+        }
+        else if (tlen >= 8 && ascii_ieq(t, "https://", 8)) {
+            scheme = 8;
+        }
+        else if (tlen >= 5 && ascii_ieq(t, "ws://", 5)) {
+            scheme = 5;
+        }
+        else if (tlen >= 6 && ascii_ieq(t, "wss://", 6)) {
+            scheme = 6;
+        }
+        if (scheme) {
+            const unsigned char *a = t + scheme, *end = t + tlen, *p = a;
+            while (p < end && *p != '/' && *p != '?' && *p != '#' && *p > 0x20 && *p < 0x7f) {
+                p++;
+            }
+            if (p > a) {
+                const unsigned char *q = p;
+                while (q < end && shakehands_vchar(*q)) {
+                    q++;
+                }
+                if (q == end) {
+                    auth = a;
+                    alen = p - a;
+                    t = p;
+                    tlen = end - p;
+                    slash = tlen == 0 || t[0] != '/';
+                }
+            }
+        }
+    }
+    if (auth == NULL) {
+        if (tlen == 0 || t[0] != '/') {
+            head_error("invalid request target", 400);
+            return -1;
+        }
+        for (Py_ssize_t i = 1; i < tlen; i++) {
+            if (!shakehands_vchar(t[i])) {
+                head_error("invalid request target", 400);
+                return -1;
+            }
+        }
+    }
+    *method = PyUnicode_DecodeASCII((const char *)s, sp1 - s, NULL);
+    if (*method == NULL) {
+        return -1;
+    }
+    if (slash) {
+        *target = PyUnicode_New(tlen + 1, 127);
+        if (*target != NULL) {
+            Py_UCS1 *d = PyUnicode_1BYTE_DATA(*target);
+            d[0] = '/';
+            memcpy(d + 1, t, tlen);
+        }
+    }
+    else {
+        *target = PyUnicode_DecodeASCII((const char *)t, tlen, NULL);
+    }
+    if (*target == NULL) {
+        Py_CLEAR(*method);
+        return -1;
+    }
+    if (auth != NULL) {
+        *authority = PyUnicode_DecodeASCII((const char *)auth, alen, NULL);
+        if (*authority == NULL) {
+            Py_CLEAR(*method);
+            Py_CLEAR(*target);
+            return -1;
+        }
+    }
+    else {
+        *authority = Py_NewRef(Py_None);
+    }
+    return 0;
+}
+
+/* Add (name, value) to the index of lower-cased names (Headers._index). */
+static int
+index_add(PyObject *index, const unsigned char *name, Py_ssize_t nlen, PyObject *original,
+          PyObject *value)
+{
+    PyObject *lower, *values;
+    Py_ssize_t i;
+    int rc;
+
+    for (i = 0; i < nlen; i++) {
+        if (name[i] >= 'A' && name[i] <= 'Z') {
+            break;
+        }
+    }
+    if (i == nlen) {
+        lower = Py_NewRef(original);
+    }
+    else {
+        lower = PyUnicode_New(nlen, 127);
+        if (lower == NULL) {
+            return -1;
+        }
+        Py_UCS1 *d = PyUnicode_1BYTE_DATA(lower);
+        for (i = 0; i < nlen; i++) {
+            unsigned char c = name[i];
+            d[i] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
+        }
+    }
+    values = PyDict_GetItemWithError(index, lower);
+    if (values != NULL) {
+        rc = PyList_Append(values, value);
+    }
+    else if (PyErr_Occurred()) {
+        rc = -1;
+    }
+    else {
+        values = PyList_New(1);
+        if (values == NULL) {
+            rc = -1;
+        }
+        else {
+            PyList_SET_ITEM(values, 0, Py_NewRef(value));
+            rc = PyDict_SetItem(index, lower, values);
+            Py_DECREF(values);
+        }
+    }
+    Py_DECREF(lower);
+    return rc;
+}
+
+/* The header fields of http11._HeadParser._parse_fields, plus the index of lower-cased
+ * names. Returns 0, or -1 with an error set. */
+static int
+parse_fields(const unsigned char *b, Py_ssize_t n, Py_ssize_t max_headers, PyObject *fields,
+             PyObject *index)
+{
+    const unsigned char *end = b + n, *line = b;
+    Py_ssize_t count = 1;
+
+    if (n == 0) {
+        return 0;
+    }
+    for (const unsigned char *p = b; p + 1 < end; ) {
+        const unsigned char *cr = memchr(p, '\r', end - 1 - p);
+        if (cr == NULL) {
+            break;
+        }
+        if (cr[1] == '\n') {
+            count++;
+            p = cr + 2;
+        }
+        else {
+            p = cr + 1;
+        }
+    }
+    if (count > max_headers) {
+        char reason[80];
+        snprintf(reason, sizeof reason, "request too many headers (at most %zd)", max_headers);
+        head_error(reason, 431);
+        return -1;
+    }
+    while (line <= end) {
+        /* This line ends at the next CRLF, or at the end of the block. */
+        const unsigned char *eol = line, *colon, *v, *ve;
+        PyObject *name, *value, *pair;
+        int rc;
+
+        for (;;) {
+            const unsigned char *cr = memchr(eol, '\r', end - eol);
+            if (cr == NULL) {
+                eol = end;
+                break;
+            }
+            if (cr + 1 < end && cr[1] == '\n') {
+                eol = cr;
+                break;
+            }
+            eol = cr + 1;
+        }
+        colon = memchr(line, ':', eol - line);
+        if (colon == NULL || colon == line) {
+            head_error("invalid header line", 400);
+            return -1;
+        }
+        if (line[0] == ' ' || line[0] == '\t') {
+            head_error("obsolete line folding in headers", 400);
+            return -1;
+        }
+        for (const unsigned char *p = line; p < colon; p++) {
+            if (!shakehands_tchar[*p]) {
+                head_error("invalid header name", 400);
+                return -1;
+            }
+        }
+        v = colon + 1;
+        ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
+            ve--;
+        }
+        for (const unsigned char *p = v; p < ve; p++) {
+            if (!shakehands_field_char(*p)) {
+                head_error("invalid character in header value", 400);
+                return -1;
+            }
+        }
+        name = PyUnicode_DecodeLatin1((const char *)line, colon - line, NULL);
+        if (name == NULL) {
+            return -1;
+        }
+        value = PyUnicode_DecodeLatin1((const char *)v, ve - v, NULL);
+        if (value == NULL) {
+            Py_DECREF(name);
+            return -1;
+        }
+        rc = index_add(index, line, colon - line, name, value);
+        pair = rc < 0 ? NULL : PyTuple_Pack(2, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (pair == NULL) {
+            return -1;
+        }
+        rc = PyList_Append(fields, pair);
+        Py_DECREF(pair);
+        if (rc < 0) {
+            return -1;
+        }
+        line = eol + 2;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(parse_request_head_doc,
+"parse_request_head(buffer, end, max_line, max_headers, max_header_bytes, /)\n"
+"--\n"
+"\n"
+"Parse the head of an HTTP/1.1 request, ``buffer[:end]`` (without its final CRLFCRLF), in\n"
+"one pass: the request line and the header fields, under the same limits and with the same\n"
+"checks, in the same order, as shakehands.protocol.http11's pure-Python parser.\n"
+"Returns ``(method, target, authority, fields, index)``: ``authority`` is that of an\n"
+"absolute-form target (else None, and ``target`` is always in origin-form), ``fields`` the\n"
+"list of ``(name, value)`` pairs and ``index`` a dict of lower-cased names to their values.\n"
+"Raises ValueError(reason, status) for a malformed head: status 400, or 431 for a head over\n"
+"``max_headers`` / ``max_header_bytes``.");
+
+static PyObject *
+parse_request_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf;
+    Py_ssize_t end, max_line, max_headers, max_header_bytes, slen;
+    const unsigned char *s, *crlf;
+    PyObject *method = NULL, *target = NULL, *authority = NULL, *fields = NULL, *index = NULL;
+    PyObject *result = NULL;
+
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "parse_request_head() takes exactly 5 arguments");
+        return NULL;
+    }
+    end = PyLong_AsSsize_t(args[1]);
+    max_line = PyLong_AsSsize_t(args[2]);
+    max_headers = PyLong_AsSsize_t(args[3]);
+    max_header_bytes = PyLong_AsSsize_t(args[4]);
+    if ((end == -1 || max_line == -1 || max_headers == -1 || max_header_bytes == -1) &&
+        PyErr_Occurred()) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (end < 0 || end > buf.len) {
+        PyErr_SetString(PyExc_ValueError, "end out of range");
+        goto done;
+    }
+    s = buf.buf;
+    /* The start line ends at the first CRLF (the whole head if there is none). */
+    crlf = s;
+    slen = end;
+    for (;;) {
+        const unsigned char *cr = memchr(crlf, '\r', end - (crlf - s));
+        if (cr == NULL) {
+            break;
+        }
+        if (cr + 1 < s + end && cr[1] == '\n') {
+            slen = cr - s;
+            break;
+        }
+        crlf = cr + 1;
+    }
+    if (slen > max_line) {
+        head_error("request line too long", 400);
+        goto done;
+    }
+    if (parse_request_line(s, slen, &method, &target, &authority) < 0) {
+        goto done;
+    }
+    {
+        const unsigned char *block = slen < end ? s + slen + 2 : s + end;
+        Py_ssize_t blen = s + end - block;
+        if (blen > max_header_bytes) {
+            head_error("request headers too large", 431);
+            goto done;
+        }
+        fields = PyList_New(0);
+        index = PyDict_New();
+        if (fields == NULL || index == NULL) {
+            goto done;
+        }
+        if (parse_fields(block, blen, max_headers, fields, index) < 0) {
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(5, method, target, authority, fields, index);
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(target);
+    Py_XDECREF(authority);
+    Py_XDECREF(fields);
+    Py_XDECREF(index);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"parse_request_head", (PyCFunction)(void (*)(void))parse_request_head, METH_FASTCALL,
+     parse_request_head_doc},
     {"build_frame", (PyCFunction)(void (*)(void))build_frame, METH_FASTCALL, build_frame_doc},
     {"join_masked", (PyCFunction)(void (*)(void))join_masked, METH_FASTCALL, join_masked_doc},
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL, apply_mask_doc},
@@ -366,7 +801,8 @@ PyDoc_STRVAR(speedups_doc,
 "Provides apply_mask(), the XOR masking of WebSocket payloads (RFC 6455, section 5.3),\n"
 "parse_data_frames(), the receive fast path for whole simple data frames,\n"
 "build_frame(), an unmasked frame in one allocation, and join_masked(), a message\n"
-"reassembled from masked parts in one pass.\n"
+"reassembled from masked parts in one pass, and parse_request_head(), the head of an\n"
+"HTTP/1.1 request (the opening handshake) in one pass.\n"
 "Import shakehands.protocol.masking instead of this module: it picks this implementation\n"
 "when it is available and falls back to pure Python otherwise.");
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 
 import pytest
 
+from shakehands.protocol import http11
 from shakehands.protocol.errors import (
     HeadersTooLarge,
     InvalidHandshake,
@@ -36,6 +38,18 @@ from shakehands.protocol.handshake import (
 )
 
 from .helpers import RFC_ACCEPT, RFC_KEY, read_response, request_bytes
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def head_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of this module runs against both request-head parsers: the C one of
+    ``_speedups`` (skipped when it is not built or disabled) and the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(http11, "_parse_request_head", None)
+    elif http11._parse_request_head is None:
+        pytest.skip("the C request-head parser is not in use")
+    return str(request.param)
+
 
 # ---------------------------------------------------------------------------------------------
 # Keys
@@ -732,3 +746,74 @@ def test_build_request_host_and_target(uri: str, host: str, target: str) -> None
     request = build_request(uri, RFC_KEY)
     assert request.headers["Host"] == host
     assert request.target == target
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path of the handshake: its results are those of the plain definitions
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subprotocol", [None, "chat", "v2.chat"])
+@pytest.mark.parametrize("extensions", [None, "", "permessage-deflate; client_max_window_bits"])
+def test_accept_response_template_is_the_plain_serialization(
+    subprotocol: str | None, extensions: str | None
+) -> None:
+    response = build_accept_response(RFC_KEY, subprotocol=subprotocol, extensions=extensions)
+    plain = Response._unchecked(101, Headers(response.headers.items()), b"", response.reason)
+    assert response.serialize() == plain.serialize()
+    # Once only (an idle connection keeps its response): the plain way gives the same again.
+    assert response._head is None
+    assert response.serialize() == plain.serialize()
+
+
+def test_accept_response_changed_before_sending_is_sent_as_changed() -> None:
+    """The response of accept() may be changed before it is sent: the template then goes."""
+    response = build_accept_response(RFC_KEY)
+    response.headers.add("X-Added", "1")
+    parsed = read_response(response.serialize())
+    assert parsed.get("X-Added") == "1"
+    assert parsed.get("Sec-WebSocket-Accept") == RFC_ACCEPT
+    response = build_accept_response(RFC_KEY)
+    response.headers = Headers([("Upgrade", "websocket")])
+    assert b"Sec-WebSocket-Accept" not in response.serialize()
+    response = build_accept_response(RFC_KEY)
+    response.reason = "Upgrading"
+    assert response.serialize().startswith(b"HTTP/1.1 101 Upgrading\r\n")
+    response = build_accept_response(RFC_KEY)
+    response.body = b"!"
+    assert response.serialize().endswith(b"\r\n\r\n!")
+
+
+def test_key_check_is_base64_of_16_bytes() -> None:
+    """check_request's key pattern accepts exactly the keys that base64-decode (strictly) to
+    16 bytes: compared on valid keys and their mutations (a fixed seed: reproducible)."""
+    rng = random.Random(6455)
+
+    def by_definition(key: str) -> bool:
+        try:
+            return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+        except (ValueError, UnicodeEncodeError):
+            return False
+
+    valid = 0
+    for _ in range(5000):
+        key = list(base64.b64encode(rng.randbytes(rng.choice([15, 16, 16, 17]))).decode())
+        for _ in range(rng.randint(0, 2)):
+            i = rng.randrange(len(key) + 1)
+            char = rng.choice("Az9+/=-_ \t.\xe9")
+            if rng.random() < 0.4:
+                key.insert(i, char)
+            elif i < len(key):
+                key[i] = char
+        text = "".join(key)
+        data = request_bytes(replace={"Sec-WebSocket-Key": text})
+        try:
+            checked(data)
+            accepted = True
+        except InvalidUpgrade:
+            accepted = False
+        except InvalidRequest:  # a value that is no header value (a tab at an edge is cut)
+            continue
+        assert accepted == by_definition(text.strip(" \t")), text
+        valid += accepted
+    assert valid > 1000

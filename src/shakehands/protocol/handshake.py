@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -65,6 +66,12 @@ __all__ = [
 #: RFC 6455 §1.3.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+# The start of every 101, up to the accept key (see build_accept_response).
+_ACCEPT_HEAD = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: "
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # Server side
@@ -78,8 +85,12 @@ def accept_key(key: str) -> str:
         >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
         's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
     """
-    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return _accept_bytes(key).decode("ascii")
+
+
+def _accept_bytes(key: str) -> bytes:
+    """:func:`accept_key` as bytes, ready for the wire."""
+    return binascii.b2a_base64(hashlib.sha1((key + GUID).encode("ascii")).digest(), newline=False)
 
 
 def _single(headers: Headers, name: str, *, required: bool = True) -> str | None:
@@ -93,6 +104,11 @@ def _single(headers: Headers, name: str, *, required: bool = True) -> str | None
     return values[0]
 
 
+# A Sec-WebSocket-Key that base64-decodes to 16 bytes (with validate=True: nothing but the
+# alphabet and its padding) is exactly 22 characters of the alphabet and "==".
+_KEY_RE = re.compile(r"[A-Za-z0-9+/]{22}==")
+
+
 def check_request(request: Request) -> str:
     """Validate a WebSocket upgrade request (RFC 6455 §4.2.1); return its ``Sec-WebSocket-Key``.
 
@@ -100,52 +116,63 @@ def check_request(request: Request) -> str:
         InvalidHandshake: with the status to answer: 405 for a method other than GET, 426 without
             an ``Upgrade`` header or with a version other than 13, 400 for anything else.
     """
-    headers = request.headers
     if request.method != "GET":
         raise InvalidRequest(
             f"method {request.method} not allowed: a WebSocket handshake is a GET",
             HTTPStatus.METHOD_NOT_ALLOWED,
             [("Allow", "GET")],
         )
+    # One pass: straight on the index of lower-cased names (the C parser hands it over; else
+    # it is built once, here), with plain comparisons for the values every client sends.
+    headers = request.headers
+    get = (headers._index or headers._lookup()).get
     # Smuggling shapes: a GET upgrade has no body, so a framing header can only be an attack or
     # a confused intermediary. Refuse rather than guess where the body ends.
-    if "Transfer-Encoding" in headers:
+    if get("transfer-encoding"):
         raise InvalidRequest("Transfer-Encoding not allowed on an upgrade request")
-    lengths = headers.get_all("Content-Length")
+    lengths = get("content-length")
     if lengths and (len(lengths) > 1 or lengths[0] != "0"):
         raise InvalidRequest("request body not allowed on an upgrade request")
-    host = _single(headers, "Host", required=False)
-    if host is None:
+    hosts = get("host")
+    if not hosts:
         raise InvalidRequest("missing Host header")
-    if not host or any(c in host for c in " \t/"):
+    if len(hosts) > 1:
+        raise InvalidRequest("duplicate Host header")
+    host = hosts[0]
+    if not host or " " in host or "\t" in host or "/" in host:
         raise InvalidRequest("invalid Host header")
-    upgrade = parse_token_list(headers.get_all("Upgrade"))
-    if not upgrade:
-        raise InvalidUpgrade(
-            "this is a WebSocket endpoint: missing Upgrade: websocket header",
-            HTTPStatus.UPGRADE_REQUIRED,
-            [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
-        )
-    if "websocket" not in upgrade:
-        raise InvalidUpgrade("Upgrade header does not name websocket")
-    if "upgrade" not in parse_token_list(headers.get_all("Connection")):
+    upgrades = get("upgrade")
+    if upgrades != ["websocket"]:
+        upgrade = parse_token_list(upgrades or [])
+        if not upgrade:
+            raise InvalidUpgrade(
+                "this is a WebSocket endpoint: missing Upgrade: websocket header",
+                HTTPStatus.UPGRADE_REQUIRED,
+                [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            )
+        if "websocket" not in upgrade:
+            raise InvalidUpgrade("Upgrade header does not name websocket")
+    connections = get("connection")
+    if connections != ["Upgrade"] and "upgrade" not in parse_token_list(connections or []):
         raise InvalidUpgrade("Connection header does not include Upgrade")
-    versions = headers.get_all("Sec-WebSocket-Version")
-    if len(versions) != 1 or versions[0].strip() != "13":
+    versions = get("sec-websocket-version")
+    if versions != ["13"] and (not versions or len(versions) != 1 or versions[0].strip() != "13"):
         raise UnsupportedVersion(
             "missing Sec-WebSocket-Version header"
             if not versions
             else "unsupported WebSocket version: only 13 is supported"
         )
-    key = _single(headers, "Sec-WebSocket-Key")
-    assert key is not None
-    try:
-        raw = base64.b64decode(key.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raw = b""
-    if len(raw) != 16:
+    keys = get("sec-websocket-key")
+    if not keys:
+        raise InvalidUpgrade("missing Sec-WebSocket-Key header")
+    if len(keys) > 1:
+        raise InvalidRequest("duplicate Sec-WebSocket-Key header")
+    key = keys[0]
+    if _KEY_RE.fullmatch(key) is None:
         raise InvalidUpgrade("invalid Sec-WebSocket-Key: must be 16 bytes in base64")
-    _single(headers, "Origin", required=False)
+    origins = get("origin")
+    if origins and len(origins) > 1:
+        raise InvalidRequest("duplicate Origin header")
     return key
 
 
@@ -195,13 +222,26 @@ def build_accept_response(
     if key is None:
         headers = Headers()
     else:
-        headers = Headers(
-            [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", accept_key(key)),
-            ]
-        )
+        accept = _accept_bytes(key)
+        pairs = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept.decode("ascii")),
+        ]
+        if extra_headers is None:
+            # The usual 101: its bytes from a template, only the accept key and the negotiated
+            # lines filled in (what Response.serialize would make of the same headers).
+            head = [_ACCEPT_HEAD, accept]
+            if subprotocol is not None:
+                pairs.append(("Sec-WebSocket-Protocol", subprotocol))
+                head += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("latin-1"))
+            if extensions:
+                pairs.append(("Sec-WebSocket-Extensions", extensions))
+                head += (b"\r\nSec-WebSocket-Extensions: ", extensions.encode("latin-1"))
+            head.append(b"\r\n\r\n")
+            response = Response._unchecked(101, Headers(pairs), b"", "Switching Protocols")
+            return response._with_head(b"".join(head))
+        headers = Headers(pairs)
     if subprotocol is not None:
         headers.add("Sec-WebSocket-Protocol", subprotocol)
     if extensions:

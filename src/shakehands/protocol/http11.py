@@ -12,12 +12,13 @@ lines: both parsers share one head parser and its limits, and the two message ty
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
 
+from ._accel import compiled
 from .errors import HeadersTooLarge, InvalidHandshake, InvalidRequest, InvalidResponse
 from .headers import (
     FIELD_VALUE_RE,
@@ -213,6 +214,11 @@ class Response:
     headers: Headers
     body: bytes
     reason: str
+    # The head already serialised, with the headers it was made from and their number then
+    # (see :meth:`_with_head`): the 101 of every handshake, made from a template.
+    _head: tuple[bytes, Headers, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -262,8 +268,28 @@ class Response:
         response.reason = reason
         return response
 
+    def _with_head(self, head: bytes) -> Response:
+        """Keep ``head``, the bytes :meth:`serialize` would make of the status line and the
+        headers as they are now, for :meth:`serialize` to send instead: the core's 101, made
+        from a template. Used as long as the headers, status and reason stay as they are
+        (headers only grow: :meth:`Headers.add`)."""
+        self._head = (head, self.headers, len(self.headers))
+        return self
+
     def serialize(self) -> bytes:
         """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
+        kept = self._head
+        if kept is not None:
+            # Once: the handshake is over after it, and an idle connection keeps its response.
+            self._head = None
+            head, made_with, count = kept
+            if (
+                made_with is self.headers
+                and len(made_with) == count
+                and self.status == 101
+                and self.reason == "Switching Protocols"
+            ):
+                return head + self.body
         headers = self.headers.items()
         if self.status != 101 and "Content-Length" not in self.headers:
             headers.append(("Content-Length", str(len(self.body))))
@@ -316,11 +342,38 @@ class _HeadParser:
 
     def feed_head(self, data: bytes) -> tuple[bytes, list[tuple[str, str]], bytes] | None:
         """Add bytes; return ``(start line, fields, rest)`` once the head is complete."""
-        buf = self.buffer
-        searched = max(0, len(buf) - 3)
-        buf += data
+        found = self._buffer_head(data)
+        if found is None:
+            return None
+        buf, end = found
+        head = bytes(buf[:end])
+        rest = bytes(buf[end + 4 :])
+        start, _, field_block = head.partition(b"\r\n")
+        if len(start) > self.max_line:
+            raise self._reject("request line too long")
+        if not self._start_checked:
+            # The same order of checks as when the head arrives in pieces: same verdict.
+            self._start_checked = True
+            self._check_start_line(start)
+        if len(field_block) > self.max_header_bytes:
+            raise self._too_large("headers too large")
+        return start, self._parse_fields(field_block), rest
+
+    def _buffer_head(self, data: bytes) -> tuple[bytes | bytearray, int] | None:
+        """Add bytes; once the head is complete, return the bytes that hold it and where it
+        ends (its final CRLFCRLF), and empty the buffer. Until then, check what can be."""
+        buf: bytes | bytearray = self.buffer
+        if buf or not isinstance(data, bytes):
+            searched = max(0, len(buf) - 3)
+            buf += data
+        else:
+            # The whole head in one read (the usual case): no copy into the buffer.
+            searched = 0
+            buf = data
         end = buf.find(b"\r\n\r\n", searched)
         if end < 0:
+            if buf is data:
+                self.buffer = buf = bytearray(data)
             line_end = buf.find(b"\r\n")
             # Allow for the start of a CRLF (or CRLFCRLF) split across two reads: the same bytes
             # must give the same answer however they arrive.
@@ -339,19 +392,9 @@ class _HeadParser:
                 if len(buf) - line_end > self.max_header_bytes + 5:
                     raise self._too_large("headers too large")
             return None
-        head = bytes(buf[:end])
-        rest = bytes(buf[end + 4 :])
-        self.buffer = bytearray()
-        start, _, field_block = head.partition(b"\r\n")
-        if len(start) > self.max_line:
-            raise self._reject("request line too long")
-        if not self._start_checked:
-            # The same order of checks as when the head arrives in pieces: same verdict.
-            self._start_checked = True
-            self._check_start_line(start)
-        if len(field_block) > self.max_header_bytes:
-            raise self._too_large("headers too large")
-        return start, self._parse_fields(field_block), rest
+        if buf is not data:
+            self.buffer = bytearray()
+        return buf, end
 
     def _parse_fields(self, block: bytes) -> list[tuple[str, str]]:
         if not block:
@@ -377,6 +420,16 @@ class _HeadParser:
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
+# The same strings, looked up by the C parser's str: one shared string per common method.
+_METHOD_NAMES = {m: m for m in _METHODS.values()}
+
+# What the C parser returns: method, target, authority, fields, index of lower-cased names.
+_ParsedHead: TypeAlias = tuple[str, str, str | None, list[tuple[str, str]], dict[str, list[str]]]
+#: The request head parsed in C (``shakehands._speedups``), or ``None``: pure Python. (Tests
+#: set it to ``None`` to run the same cases against both parsers.)
+_parse_request_head: Callable[[bytes | bytearray, int, int, int, int], _ParsedHead] | None = (
+    compiled("parse_request_head")
+)
 
 
 class RequestParser(_HeadParser):
@@ -411,12 +464,39 @@ class RequestParser(_HeadParser):
 
     def feed(self, data: bytes) -> Request | None:
         """Add bytes; return the request once its head is complete, else ``None``."""
+        if _parse_request_head is not None:
+            return self._feed_compiled(data)
         parsed = self.feed_head(data)
         if parsed is None:
             return None
         start, fields, self.rest = parsed
         method, target, authority = self._parse_request_line(start)
         return Request(method, target, Headers(fields), authority=authority)
+
+    def _feed_compiled(self, data: bytes) -> Request | None:
+        """:meth:`feed` with the head parsed in C (``_speedups.parse_request_head``): the same
+        checks in the same order, the same errors; the index of lower-cased names comes along,
+        ready for :func:`.handshake.check_request`."""
+        assert _parse_request_head is not None
+        found = self._buffer_head(data)
+        if found is None:
+            return None
+        buf, end = found
+        self._start_checked = True
+        try:
+            method, target, authority, fields, index = _parse_request_head(
+                buf, end, self.max_line, self.max_headers, self.max_header_bytes
+            )
+        except ValueError as exc:
+            reason, status = exc.args
+            if status == 431:
+                raise HeadersTooLarge(reason) from None
+            raise InvalidRequest(reason) from None
+        self.rest = bytes(buf[end + 4 :])
+        headers = Headers.__new__(Headers)
+        headers._items = fields
+        headers._index = index
+        return Request(_METHOD_NAMES.get(method, method), target, headers, authority=authority)
 
     def _check_start_line(self, line: bytes) -> None:
         self._parse_request_line(line)
