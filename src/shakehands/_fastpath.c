@@ -5,8 +5,8 @@
  * for the common case only: whole, unfragmented text and binary frames from a client (with
  * RSV1 too when permessage-deflate is negotiated: decoded by one call to the extension object,
  * the core's own), and unmasked text and binary frames to it (encoded by one call to it).
- * What it must not know: anything else of the protocol. A frame it does not take (control frames, fragments, RSV bits, a frame over the
- * limit, invalid UTF-8, a huge length) ends its run: it writes what it queued, then hands every
+ * What it must not know: anything else of the protocol. A frame it does not take (control
+ * frames, fragments, RSV bits, a frame over the limit, invalid UTF-8, a huge length) ends its run: it writes what it queued, then hands every
  * byte from that frame on to the Python connection (`ws._slow_received(data)`), which feeds the
  * sans-I/O core: the core decides, fails, answers, closes. Python turns the fast path back on
  * (`FastPath.enable`) only when the core is between messages again, so no byte is lost or
@@ -149,8 +149,7 @@ typedef struct {
     PyObject *transport; /* its write is called */
     /* The one negotiated extension on RSV1 (permessage-deflate), or NULL: see inflate(). */
     PyObject *extension;
-    long long frame_limit;    /* largest compressed payload taken here (< 0: none) */
-    PyObject *decode_limit;   /* the `max_size` of extension.decode: an int or None */
+    PyObject *decode_limit; /* the `max_size` of extension.decode: an int or None */
     /* The output of a batch: one frame as is, or several copied into out. */
     PyObject *pending;
     unsigned char *out;
@@ -373,10 +372,10 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
     Py_ssize_t pos = *pos_p;
     Py_ssize_t count = 0;
     int status = RUN_MORE;
+    /* Compressed frames too: one over max_frame_size is the core's to fail (1009), and one
+     * over max_message_size is buffered here no more than a plain one: the core inflates it in
+     * parts (fails it, or delivers it if it inflates to no more than the limit). */
     long long limit = self->limit >= 0 ? self->limit : NO_LIMIT_CAP;
-    /* The core checks max_frame_size on the compressed size, max_message_size on the
-     * decoded one (in decode). */
-    long long compressed_limit = self->frame_limit >= 0 ? self->frame_limit : NO_LIMIT_CAP;
 
     self->need = 0;
     while (end - pos >= 2) {
@@ -406,7 +405,7 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
             }
             hlen = 14;
         }
-        if (length > (uint64_t)(compressed ? compressed_limit : limit)) {
+        if (length > (uint64_t)limit) {
             status = RUN_SLOW; /* the core fails it (1009), or reads it in parts */
             break;
         }
@@ -700,7 +699,7 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
 }
 
 PyDoc_STRVAR(FastPath_enable_doc,
-"enable(listener, limit, extension=None, frame_limit=-1, message_limit=-1, /)\n"
+"enable(listener, limit, extension=None, message_limit=-1, /)\n"
 "--\n"
 "\n"
 "Parse whole simple frames here and deliver them to ``listener.on_message(ws, message)``;\n"
@@ -708,7 +707,7 @@ PyDoc_STRVAR(FastPath_enable_doc,
 "frames go to the core. Call only when the core is open and between messages.\n"
 "\n"
 "``extension``: the one negotiated extension, on RSV1 (permessage-deflate). Whole frames with\n"
-"RSV1 are then taken too, up to ``frame_limit`` bytes on the wire, and decoded with\n"
+"RSV1 are then taken too, up to ``limit`` bytes on the wire, and decoded with\n"
 "``extension.decode(payload, True, message_limit)`` (< 0: ``None``); when that raises, or the\n"
 "text is not UTF-8, ``ws._fast_decode_failed(exc)`` is called and the rest of the read is\n"
 "dropped. ``send`` encodes with ``extension.encode(payload, True)`` unless ``compress`` is false.");
@@ -716,8 +715,8 @@ PyDoc_STRVAR(FastPath_enable_doc,
 static PyObject *
 FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 && nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "enable() takes 2 or 5 arguments");
+    if (nargs != 2 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "enable() takes 2 or 4 arguments");
         return NULL;
     }
     long long limit = PyLong_AsLongLong(args[1]);
@@ -725,13 +724,8 @@ FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *extension = NULL, *decode_limit = NULL;
-    long long frame_limit = -1;
-    if (nargs == 5 && args[2] != Py_None) {
-        frame_limit = PyLong_AsLongLong(args[3]);
-        if (frame_limit == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        long long message_limit = PyLong_AsLongLong(args[4]);
+    if (nargs == 4 && args[2] != Py_None) {
+        long long message_limit = PyLong_AsLongLong(args[3]);
         if (message_limit == -1 && PyErr_Occurred()) {
             return NULL;
         }
@@ -743,7 +737,6 @@ FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_XSETREF(self->extension, extension);
     Py_XSETREF(self->decode_limit, decode_limit);
-    self->frame_limit = frame_limit;
     Py_INCREF(args[0]);
     Py_XSETREF(self->listener, args[0]);
     self->limit = limit;
@@ -1116,6 +1109,14 @@ send_encoded(FastPathObject *self, PyObject *message, int *failed)
     PyObject *args[3] = {self->extension, payload, Py_True};
     PyObject *encoded = PyObject_VectorcallMethod(encode_name, args,
                                                   3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (encoded != NULL && Py_REFCNT(payload) > 1 && PyMemoryView_Check(payload)) {
+        /* Kept by encode: released, so that it never outlives the str it reads. */
+        PyObject *r = PyObject_CallMethod(payload, "release", NULL);
+        if (r == NULL) {
+            PyErr_Clear(); /* exported further: it holds the buffer itself */
+        }
+        Py_XDECREF(r);
+    }
     Py_DECREF(payload);
     if (encoded == NULL) {
         *failed = 1;

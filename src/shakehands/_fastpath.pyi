@@ -20,7 +20,6 @@ class FastPath:
         listener: Any,
         limit: int,
         extension: Any = None,
-        frame_limit: int = -1,
         message_limit: int = -1,
         /,
     ) -> None: ...

@@ -298,3 +298,22 @@ async def test_compiled_path_takes_compressed_frames(monkeypatch: pytest.MonkeyP
         assert handed == []
         check_impl("compiled", listener)
         await client.close()
+
+
+@NCT
+async def test_compressed_frame_larger_than_its_message(
+    impl: str, no_context_takeover: bool
+) -> None:
+    """Incompressible data: the frame on the wire is over max_message_size, the message is
+    not. The compiled path leaves it to the core (it buffers no more of a compressed frame
+    than of a plain one), which inflates it and delivers it; the next one is compiled again."""
+    listener = Recorder()
+    payload = os.urandom(1000)
+    async with shakehands.serve_callbacks(listener, HOST, 0, max_message_size=1000) as server:
+        client = await DeflateClient.open(server.port, no_context_takeover=no_context_takeover)
+        data = client.message(payload)
+        assert len(data) > 1000 + 8
+        client.send(client.message("a") + data + client.message("b"))
+        assert await client.read_messages(3) == ["a", payload, "b"]
+        check_impl(impl, listener)
+        await client.close()

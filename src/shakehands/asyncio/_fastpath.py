@@ -144,7 +144,6 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
                 self.listener,
                 min(limits) if limits else -1,
                 extensions[0],
-                -1 if max_frame is None else max_frame,
                 -1 if max_message is None else max_message,
             )
 
