@@ -411,6 +411,12 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         }
         Py_ssize_t n = (Py_ssize_t)length;
         if (end - pos < hlen + n) {
+            if (compressed && hlen + n > MIN_READ) {
+                /* A large compressed frame, cut: the core inflates it as it arrives (a bomb
+                 * fails at once, with what was read; nothing waits for the whole frame). */
+                status = RUN_SLOW;
+                break;
+            }
             self->need = hlen + n;
             break;
         }
