@@ -20,13 +20,8 @@ ceiling reached (1.0: as cheap as the raw echo).
 
 ``--deflate``: the same with permessage-deflate negotiated (the default configuration, what
 browsers ask for), pure Python against compiled only (the raw echoes do not compress). The C
-load generator does not compress, so a Python client (:data:`DEFLATE_CLIENT`, shakehands with
-``compression="deflate"``, on core 1) drives the servers. It is slower than they are, so the
-servers are not saturated: each message costs a wake-up and its own ``send`` (no batching), and
-the numbers are larger and noisier than with the C load generator. Compare the two
-implementations within one run only (today both take the core's path once deflate is
-negotiated, so their difference is the noise); a C client that compresses would measure it
-properly.
+load generator then compresses (``loadgen echo ... deflate``: context takeover, text messages
+that compress like chat, each different), and inflates and checks the echoes.
 """
 
 from __future__ import annotations
@@ -78,50 +73,9 @@ COROUTINE_WORKLOADS = [*WORKLOADS, ("100 conns x 16 in flight x 256 B", 100, 16,
 
 SERVER_DEFLATE = SERVER.replace('"shakehands-callback",', '"shakehands-callback-deflate",')
 
-#: The client of ``--deflate``: CONNS connections with DEPTH messages in flight each, text
-#: messages of SIZE bytes that compress like chat, for DURATION seconds after WARMUP; prints
-#: ``{"messages": n}`` (messages echoed after the warm-up), as the C load generator does.
-DEFLATE_CLIENT = """
-import asyncio, json, sys, time
-import shakehands
-
-port, conns, depth, size = (int(a) for a in sys.argv[1:5])
-warmup, duration = float(sys.argv[5]), float(sys.argv[6])
-words = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while")
-text = " ".join(words[i % len(words)] for i in range(size))[:size]
-
-async def main():
-    uri = f"ws://127.0.0.1:{port}/"
-    clients = [await shakehands.connect(uri, compression="deflate", max_message_size=None)
-               for _ in range(conns)]
-    assert all(ws.protocol.deflate is not None for ws in clients), "deflate not negotiated"
-    counting = False
-    count = 0
-    end = time.monotonic() + warmup + duration
-
-    async def drive(ws):
-        nonlocal count
-        for _ in range(depth):
-            await ws.send(text)
-        while time.monotonic() < end:
-            await ws.recv()
-            if counting:
-                count += 1
-            await ws.send(text)
-
-    tasks = [asyncio.create_task(drive(ws)) for ws in clients]
-    await asyncio.sleep(warmup)
-    counting = True
-    await asyncio.gather(*tasks)
-    for ws in clients:
-        await ws.close()
-    print(json.dumps({"messages": count}))
-
-asyncio.run(main())
-"""
-
 #: (label, conns, depth, size) of ``--deflate``
 DEFLATE_WORKLOADS = [
+    ("100 conns x 1 in flight x 256 B, deflate", 100, 1, 256),
     ("10 conns x 1 in flight x 256 B, deflate", 10, 1, 256),
     ("1 conn x 16 in flight x 4 KiB, deflate", 1, 16, 4096),
 ]
@@ -167,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--deflate",
         action="store_true",
-        help="permessage-deflate negotiated (pure Python and compiled only; a Python client)",
+        help="permessage-deflate negotiated (pure Python and compiled only)",
     )
     parser.add_argument("--api", choices=["callback", "coroutine"], default="callback")
     args = parser.parse_args(argv)
@@ -208,14 +162,12 @@ def main(argv: list[str] | None = None) -> None:
             for label, conns, depth, size in workloads:
                 for impl in order if rep % 2 == 0 else order[::-1]:
                     proc, port = servers[impl]
-                    if args.deflate:
-                        command = [sys.executable, "-c", DEFLATE_CLIENT, str(port), str(conns)]
-                        command += [str(depth), str(size), "0.5", str(args.duration)]
-                    else:
-                        command = [str(binary), "echo", HOST, str(port), str(conns), str(depth)]
-                        command += [str(size), "0", str(args.duration)]
-                        if impl in (CEILING, PHYSICAL):
-                            command.append("raw")
+                    command = [str(binary), "echo", HOST, str(port), str(conns), str(depth)]
+                    command += [str(size), "0", str(args.duration)]
+                    if impl in (CEILING, PHYSICAL):
+                        command.append("raw")
+                    elif args.deflate:
+                        command.append("deflate")
                     before = cpu_seconds(proc.pid)
                     result = subprocess.run(
                         pinned(1, command),

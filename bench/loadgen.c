@@ -7,10 +7,14 @@
  *
  * Modes (first argument):
  *
- *   echo  HOST PORT CONNS DEPTH SIZE WARMUP DURATION [raw]
+ *   echo  HOST PORT CONNS DEPTH SIZE WARMUP DURATION [raw|deflate]
  *       Open CONNS WebSocket connections (or plain TCP with "raw"), keep DEPTH binary messages
  *       of SIZE bytes in flight on each (client frames are masked, RFC 6455 §5.3), count the
- *       echoes and their latency. After WARMUP seconds the counters are reset; DURATION
+ *       echoes and their latency. "deflate" negotiates permessage-deflate (as browsers offer
+ *       it: context takeover, client_max_window_bits) and sends text messages of SIZE bytes
+ *       that compress like chat (words, and a sequence number so that no two are alike),
+ *       each compressed with the connection's own zlib stream; the echoes are inflated and
+ *       their size checked (built with zlib when its header is found: see bench/run.py). After WARMUP seconds the counters are reset; DURATION
  *       seconds later one JSON line is printed: messages/s, MB/s (payload echoed, 10^6 B),
  *       latency percentiles (microseconds), errors. The line {"measuring": true} is printed
  *       (and flushed) when the measured window opens: the harness reads the server's CPU time
@@ -43,6 +47,9 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#ifndef NO_ZLIB
+#include <zlib.h>
+#endif
 
 #define MASK_KEY "\x12\x34\x56\x78"
 #define RBUF (256 * 1024)
@@ -97,6 +104,9 @@ static int tcp_connect_blocking(void) {
     }
 }
 
+/* The window the server asked us to compress with (client_max_window_bits=N in its answer). */
+static int g_client_bits = 15;
+
 static int build_request(char *buf, size_t cap, int deflate) {
     return snprintf(buf, cap,
                     "GET / HTTP/1.1\r\n"
@@ -131,6 +141,15 @@ static int handshake_blocking(int fd, int deflate) {
                 fprintf(stderr, "handshake refused: %.80s\n", resp);
                 return -1;
             }
+            if (deflate) {
+                char *ext = strcasestr(resp, "sec-websocket-extensions:");
+                if (ext == NULL || ext > end || strstr(ext, "permessage-deflate") == NULL) {
+                    fprintf(stderr, "permessage-deflate not negotiated\n");
+                    return -1;
+                }
+                char *bits = strstr(ext, "client_max_window_bits=");
+                if (bits != NULL && bits < end) g_client_bits = atoi(bits + 23);
+            }
             return (size_t)(end + 4 - resp) == have ? 0 : -1;
         }
     }
@@ -155,6 +174,15 @@ typedef struct {
     /* FIFO of send times, DEPTH entries */
     double *sent_at;
     int head, tail, inflight;
+    /* deflate: frames built per message (out[out_off, out_len) owed), the message being read
+     * (its payload in in[0, in_len), whether it is compressed), the two zlib streams */
+    uint8_t *out, *in;
+    size_t out_len, out_off, out_cap, in_len, in_cap;
+    int msg_compressed;
+    uint64_t seq;
+#ifndef NO_ZLIB
+    z_stream zc, zd;
+#endif
 } conn_t;
 
 static uint64_t *g_hist;
@@ -185,11 +213,88 @@ static double percentile(double p) {
 
 static uint8_t *g_frame; /* one prebuilt masked frame (or raw payload) */
 static size_t g_frame_len;
-static int g_depth, g_raw;
+static int g_depth, g_raw, g_deflate;
 static uint64_t g_size;
+static uint8_t *g_text; /* deflate: the message, its first digits replaced by a sequence number */
+
+static void grow(uint8_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need) n *= 2;
+    *buf = realloc(*buf, n);
+    if (*buf == NULL) die("realloc");
+    *cap = n;
+}
+
+#ifndef NO_ZLIB
+static uint8_t *g_zbuf; /* deflate: compression and inflation output */
+static size_t g_zcap;
+
+/* Compress the next message with the connection's stream and append its masked frame. */
+static void queue_compressed(conn_t *c) {
+    char digits[24];
+    int nd = snprintf(digits, sizeof digits, "%llu ", (unsigned long long)c->seq++);
+    memcpy(g_text, digits, (size_t)nd < g_size ? (size_t)nd : g_size);
+    size_t cap = g_size + g_size / 8 + 64;
+    grow(&g_zbuf, &g_zcap, cap);
+    c->zc.next_in = g_text;
+    c->zc.avail_in = (uInt)g_size;
+    c->zc.next_out = g_zbuf;
+    c->zc.avail_out = (uInt)cap;
+    if (deflate(&c->zc, Z_SYNC_FLUSH) != Z_OK || c->zc.avail_in != 0) die("deflate");
+    size_t len = cap - c->zc.avail_out - 4; /* RFC 7692 §7.2.1: without 00 00 ff ff */
+    grow(&c->out, &c->out_cap, c->out_len + len + 14);
+    uint8_t *f = c->out + c->out_len;
+    size_t h = 0;
+    f[h++] = 0xC1; /* FIN | RSV1 | text */
+    if (len < 126) f[h++] = 0x80 | (uint8_t)len;
+    else if (len < 65536) {
+        f[h++] = 0x80 | 126;
+        f[h++] = len >> 8;
+        f[h++] = len & 0xff;
+    } else {
+        f[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) f[h++] = ((uint64_t)len >> (8 * i)) & 0xff;
+    }
+    memcpy(f + h, MASK_KEY, 4);
+    h += 4;
+    for (size_t i = 0; i < len; i++) f[h + i] = g_zbuf[i] ^ (uint8_t)MASK_KEY[i & 3];
+    c->out_len += h + len;
+}
+
+/* The inflated size of the message in c->in (compressed), or (uint64_t)-1. */
+static uint64_t inflated_size(conn_t *c) {
+    static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+    grow(&c->in, &c->in_cap, c->in_len + 4);
+    memcpy(c->in + c->in_len, tail, 4);
+    c->zd.next_in = c->in;
+    c->zd.avail_in = (uInt)(c->in_len + 4);
+    uint64_t total = 0;
+    grow(&g_zbuf, &g_zcap, 65536);
+    do {
+        c->zd.next_out = g_zbuf;
+        c->zd.avail_out = (uInt)g_zcap;
+        int r = inflate(&c->zd, Z_SYNC_FLUSH);
+        if (r != Z_OK && r != Z_BUF_ERROR) return (uint64_t)-1;
+        total += g_zcap - c->zd.avail_out;
+    } while (c->zd.avail_in > 0 || c->zd.avail_out == 0);
+    return total;
+}
+#else
+static void queue_compressed(conn_t *c) {
+    (void)c;
+    fprintf(stderr, "loadgen was built without zlib: no deflate mode\n");
+    exit(2);
+}
+static uint64_t inflated_size(conn_t *c) {
+    (void)c;
+    return (uint64_t)-1;
+}
+#endif
 
 static void queue_message(conn_t *c) {
-    c->to_send++;
+    if (g_deflate) queue_compressed(c);
+    else c->to_send++;
     c->sent_at[c->tail] = now();
     c->tail = (c->tail + 1) % g_depth;
     c->inflight++;
@@ -214,6 +319,15 @@ static void message_done(conn_t *c, uint64_t size) {
 
 /* Write as many owed frames as the socket takes, up to 64 per writev. */
 static int flush_conn(conn_t *c) {
+    if (g_deflate) {
+        while (c->out_off < c->out_len) {
+            ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+            if (w < 0) return errno == EAGAIN ? 0 : -1;
+            c->out_off += w;
+        }
+        c->out_off = c->out_len = 0;
+        return 0;
+    }
     while (c->to_send > 0) {
         struct iovec iov[64];
         int n = 0;
@@ -246,6 +360,15 @@ static int flush_conn(conn_t *c) {
         if ((size_t)w < asked) return 0; /* short write: the socket buffer is full */
     }
     return 0;
+}
+
+/* A whole message was read: its size (inflated when compressed) is checked. */
+static void message_end(conn_t *c) {
+    uint64_t size = c->msg_bytes;
+    if (g_deflate && c->msg_compressed) size = inflated_size(c);
+    c->in_len = 0;
+    c->msg_bytes = 0;
+    message_done(c, size);
 }
 
 static int on_bytes(conn_t *c, const uint8_t *p, size_t n) {
@@ -284,12 +407,12 @@ static int on_bytes(conn_t *c, const uint8_t *p, size_t n) {
                 c->frame_fin = c->hdr[0] & 0x80;
                 c->frame_op = c->hdr[0] & 0x0f;
                 if (c->frame_op >= 8) return -1; /* a close or ping in the middle of a run */
+                if (c->frame_op != 0) c->msg_compressed = c->hdr[0] & 0x40;
                 c->hdr_have = 0;
                 c->hdr_need = 2;
                 c->payload_left = len;
                 if (len == 0 && c->frame_fin) {
-                    message_done(c, c->msg_bytes);
-                    c->msg_bytes = 0;
+                    message_end(c);
                 }
                 if (len == 0) continue;
                 c->hdr_need = 0; /* now in payload */
@@ -297,6 +420,11 @@ static int on_bytes(conn_t *c, const uint8_t *p, size_t n) {
             continue;
         }
         uint64_t take = n < c->payload_left ? n : c->payload_left;
+        if (g_deflate) {
+            grow(&c->in, &c->in_cap, c->in_len + take);
+            memcpy(c->in + c->in_len, p, take);
+            c->in_len += take;
+        }
         c->payload_left -= take;
         c->msg_bytes += take;
         p += take;
@@ -304,8 +432,7 @@ static int on_bytes(conn_t *c, const uint8_t *p, size_t n) {
         if (c->payload_left == 0) {
             c->hdr_need = 2;
             if (c->frame_fin) {
-                message_done(c, c->msg_bytes);
-                c->msg_bytes = 0;
+                message_end(c);
             }
         }
     }
@@ -314,7 +441,8 @@ static int on_bytes(conn_t *c, const uint8_t *p, size_t n) {
 
 static int mode_echo(int argc, char **argv) {
     if (argc < 9) {
-        fprintf(stderr, "usage: loadgen echo HOST PORT CONNS DEPTH SIZE WARMUP DURATION [raw]\n");
+        fprintf(stderr,
+                "usage: loadgen echo HOST PORT CONNS DEPTH SIZE WARMUP DURATION [raw|deflate]\n");
         return 2;
     }
     int conns = atoi(argv[4]);
@@ -322,6 +450,16 @@ static int mode_echo(int argc, char **argv) {
     g_size = strtoull(argv[6], NULL, 10);
     double warmup = atof(argv[7]), duration = atof(argv[8]);
     g_raw = argc > 9 && strcmp(argv[9], "raw") == 0;
+    g_deflate = argc > 9 && strcmp(argv[9], "deflate") == 0;
+    if (g_deflate) {
+        static const char *words[] = {"the", "quick", "brown", "fox", "jumps",
+                                      "over", "a", "lazy", "dog", "while"};
+        g_text = malloc(g_size + 32);
+        size_t at = 0;
+        for (int w = 0; at < g_size; w = (w + 1) % 10) {
+            at += snprintf((char *)g_text + at, g_size + 32 - at, "%s ", words[w]);
+        }
+    }
     g_hist = calloc(HIST_MAX, sizeof *g_hist);
 
     /* the frame: header, mask key, masked payload (a fixed pattern) */
@@ -352,10 +490,17 @@ static int mode_echo(int argc, char **argv) {
     for (int i = 0; i < conns; i++) {
         conn_t *c = &cs[i];
         c->fd = tcp_connect_blocking();
-        if (!g_raw && handshake_blocking(c->fd, 0) != 0) {
+        if (!g_raw && handshake_blocking(c->fd, g_deflate) != 0) {
             fprintf(stderr, "handshake failed\n");
             return 1;
         }
+#ifndef NO_ZLIB
+        if (g_deflate && (deflateInit2(&c->zc, 6, Z_DEFLATED, -g_client_bits, 8,
+                                       Z_DEFAULT_STRATEGY) != Z_OK ||
+                          inflateInit2(&c->zd, -15) != Z_OK)) {
+            die("zlib");
+        }
+#endif
         set_nonblock(c->fd);
         c->hdr_need = 2;
         c->sent_at = calloc(g_depth, sizeof(double));

@@ -310,3 +310,35 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         assert data["bystander_cpu"][loop][server][0] < 10
     report = (tmp_path / "latest.md").read_text()
     assert "| workload | unit | shakehands-callback | c-echo |" in report
+
+
+@pytest.mark.skipif(
+    not LINUX or shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="needs Linux and a C compiler",
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_loadgen_deflate_against_the_callback_server(compiled: bool) -> None:
+    """``loadgen echo ... deflate`` negotiates permessage-deflate with the callback server (on
+    either data path): every echo inflates to the size sent (the load generator counts a
+    wrong size or an undecodable frame as an error and exits non-zero)."""
+    binary = run.build_loadgen()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    port = run.free_port()
+    script = (
+        "import sys\nfrom shakehands.asyncio import _fastpath\n"
+        f"_fastpath.enabled = _fastpath.AVAILABLE and {compiled}\n"
+        "from bench.servers import main\n"
+        f"main(['shakehands-callback-deflate', '--port', '{port}'])\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
+    try:
+        for size, depth in ((256, 4), (70_000, 2)):
+            command = [str(binary), "echo", run.HOST, str(port), "3", str(depth), str(size)]
+            command += ["0.1", "0.3", "deflate"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            assert result["errors"] == 0 and result["messages"] > 0
+    finally:
+        server.terminate()
+        server.wait(10)

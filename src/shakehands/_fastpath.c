@@ -2,10 +2,11 @@
  * shakehands._fastpath: the compiled receive and send path of the callback API (optional).
  *
  * What it owns: the bytes of an open connection between the socket and Listener.on_message,
- * for the common case only: whole, unfragmented, uncompressed text and binary frames from a
- * client, and unmasked text and binary frames to it. What it must not know: anything else of
- * the protocol. A frame it does not take (control frames, fragments, RSV bits, a frame over the
- * limit, invalid UTF-8, a huge length) ends its run: it writes what it queued, then hands every
+ * for the common case only: whole, unfragmented text and binary frames from a client (with
+ * RSV1 too when permessage-deflate is negotiated: decoded by one call to the extension object,
+ * the core's own), and unmasked text and binary frames to it (encoded by one call to it).
+ * What it must not know: anything else of the protocol. A frame it does not take (control
+ * frames, fragments, RSV bits, a frame over the limit, invalid UTF-8, a huge length) ends its run: it writes what it queued, then hands every
  * byte from that frame on to the Python connection (`ws._slow_received(data)`), which feeds the
  * sans-I/O core: the core decides, fails, answers, closes. Python turns the fast path back on
  * (`FastPath.enable`) only when the core is between messages again, so no byte is lost or
@@ -53,9 +54,11 @@ static PyObject *compress_name;      /* "compress" */
 static PyObject *on_message_name;    /* "on_message" */
 static PyObject *write_name;         /* "write" */
 static PyObject *transport_name;     /* "transport" */
+static PyObject *decode_name;        /* "decode" */
+static PyObject *encode_name;        /* "encode" */
 
 /* What a run over the buffered bytes ended with. */
-enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG };
+enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG, RUN_DECODE_FAILED };
 
 /* ------------------------------------------------------------------------------------------ */
 /* ReadBuffer                                                                                  */
@@ -145,6 +148,9 @@ typedef struct {
     Py_ssize_t batch_limit;
     PyObject *listener;  /* its on_message is called */
     PyObject *transport; /* its write is called */
+    /* The one negotiated extension on RSV1 (permessage-deflate), or NULL: see inflate(). */
+    PyObject *extension;
+    PyObject *decode_limit; /* the `max_size` of extension.decode: an int or None */
     /* The output of a batch: one frame as is, or several copied into out. */
     PyObject *pending;
     unsigned char *out;
@@ -182,6 +188,8 @@ FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->listener);
     Py_VISIT(self->transport);
     Py_VISIT(self->pending);
+    Py_VISIT(self->extension);
+    Py_VISIT(self->decode_limit);
     return 0;
 }
 
@@ -192,6 +200,8 @@ FastPath_clear(FastPathObject *self)
     Py_CLEAR(self->listener);
     Py_CLEAR(self->transport);
     Py_CLEAR(self->pending);
+    Py_CLEAR(self->extension);
+    Py_CLEAR(self->decode_limit);
     return 0;
 }
 
@@ -331,6 +341,27 @@ flush_out(FastPathObject *self)
 }
 
 /*
+ * The message of a whole compressed frame (its unmasked payload, a reference stolen):
+ * extension.decode(payload, True, max_message_size), the call the core makes for such a frame.
+ * NULL with the extension's exception (PayloadTooBig, InvalidPayload) set.
+ */
+static PyObject *
+inflate(FastPathObject *self, PyObject *payload)
+{
+    PyObject *args[4] = {self->extension, payload, Py_True,
+                         self->decode_limit ? self->decode_limit : Py_None};
+    PyObject *message = PyObject_VectorcallMethod(decode_name, args,
+                                                  4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(payload);
+    if (message != NULL && !PyBytes_Check(message)) {
+        PyErr_Format(PyExc_TypeError, "decode() returned %.100s, not bytes",
+                     Py_TYPE(message)->tp_name);
+        Py_CLEAR(message);
+    }
+    return message;
+}
+
+/*
  * Parse and deliver the whole simple frames at buf[*pos, end). Returns a RUN_* code (RUN_MORE:
  * all here was delivered, or the rest is a cut frame whose whole size, if known, is in
  * self->need); *pos is where it stopped. The listener runs here.
@@ -342,12 +373,17 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
     Py_ssize_t pos = *pos_p;
     Py_ssize_t count = 0;
     int status = RUN_MORE;
+    /* Compressed frames too: one over max_frame_size is the core's to fail (1009), and one
+     * over max_message_size is buffered here no more than a plain one: the core inflates it in
+     * parts (fails it, or delivers it if it inflates to no more than the limit). */
     long long limit = self->limit >= 0 ? self->limit : NO_LIMIT_CAP;
 
     self->need = 0;
     while (end - pos >= 2) {
         unsigned char b0 = buf[pos], b1 = buf[pos + 1];
-        if ((b0 != 0x82 && b0 != 0x81) || !(b1 & 0x80)) {
+        /* RSV1 on a whole frame: a message of the extension (permessage-deflate), if any. */
+        int compressed = (b0 == 0xC2 || b0 == 0xC1) && self->extension != NULL;
+        if (!(b0 == 0x82 || b0 == 0x81 || compressed) || !(b1 & 0x80)) {
             status = RUN_SLOW; /* not ours: a control frame, a fragment, RSV bits, unmasked */
             break;
         }
@@ -376,6 +412,12 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         }
         Py_ssize_t n = (Py_ssize_t)length;
         if (end - pos < hlen + n) {
+            if (compressed && hlen + n > MIN_READ) {
+                /* A large compressed frame, cut: the core inflates it as it arrives (a bomb
+                 * fails at once, with what was read; nothing waits for the whole frame). */
+                status = RUN_SLOW;
+                break;
+            }
             self->need = hlen + n;
             break;
         }
@@ -390,12 +432,29 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
             break;
         }
         shakehands_mask(payload, (unsigned char *)PyBytes_AS_STRING(message), n, payload - 4);
-        if (b0 == 0x81) {
+        if (compressed) {
+            message = inflate(self, message);
+            if (message == NULL) {
+                /* The extension has consumed the frame: the core cannot parse it again, it
+                 * fails the connection (_fast_decode_failed); the rest is dropped. */
+                status = PyErr_ExceptionMatches(PyExc_Exception) ? RUN_DECODE_FAILED
+                                                                 : RUN_ERROR;
+                pos = end;
+                break;
+            }
+            n = PyBytes_GET_SIZE(message);
+        }
+        if ((b0 & 0x0F) == 0x01) {
             PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(message), n, "strict");
             Py_DECREF(message);
             if (text == NULL) {
                 if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
                     status = RUN_ERROR;
+                    break;
+                }
+                if (compressed) {
+                    status = RUN_DECODE_FAILED; /* 1007, by the core (see above) */
+                    pos = end;
                     break;
                 }
                 PyErr_Clear();
@@ -404,9 +463,9 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
             }
             message = text;
         }
-        pos += hlen + n;
+        pos += hlen + (Py_ssize_t)length;
         count++;
-        self->last_large = hlen + n > MIN_READ;
+        self->last_large = hlen + (Py_ssize_t)length > MIN_READ;
         PyObject *args[3] = {self->listener, ws, message};
         PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
                                                 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -557,7 +616,7 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     self->in_batch = 0;
 
     PyObject *exc = NULL;
-    if (status == RUN_ERROR) {
+    if (status == RUN_ERROR || status == RUN_DECODE_FAILED) {
         exc = fetch_exception();
     }
     /* Keep what is left: the cut frame, the backlog, or what goes to the core. */
@@ -617,7 +676,15 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
         Py_DECREF(exc);
         status = RUN_SLOW;
     }
-    if (status == RUN_SLOW) {
+    if (status == RUN_DECODE_FAILED) {
+        /* The core fails the connection; what followed the frame is dropped, as it does. */
+        self->fast = 0;
+        self->send_ok = 0;
+        release_own_buffer(self);
+        failed = call_ws(ws, "_fast_decode_failed", exc) < 0;
+        Py_DECREF(exc);
+    }
+    else if (status == RUN_SLOW) {
         /* The rest, from the frame not taken here on, is the core's. */
         self->fast = 0;
         self->send_ok = 0;
@@ -639,24 +706,44 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
 }
 
 PyDoc_STRVAR(FastPath_enable_doc,
-"enable(listener, limit, /)\n"
+"enable(listener, limit, extension=None, message_limit=-1, /)\n"
 "--\n"
 "\n"
 "Parse whole simple frames here and deliver them to ``listener.on_message(ws, message)``;\n"
 "build and write frames in ``send``. ``limit``: the largest payload taken here (< 0: none); larger\n"
-"frames go to the core. Call only when the core is open and between messages.");
+"frames go to the core. Call only when the core is open and between messages.\n"
+"\n"
+"``extension``: the one negotiated extension, on RSV1 (permessage-deflate). Whole frames with\n"
+"RSV1 are then taken too, up to ``limit`` bytes on the wire, and decoded with\n"
+"``extension.decode(payload, True, message_limit)`` (< 0: ``None``); when that raises, or the\n"
+"text is not UTF-8, ``ws._fast_decode_failed(exc)`` is called and the rest of the read is\n"
+"dropped. ``send`` encodes with ``extension.encode(payload, True)`` unless ``compress`` is false.");
 
 static PyObject *
 FastPath_enable(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "enable() takes 2 arguments");
+    if (nargs != 2 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "enable() takes 2 or 4 arguments");
         return NULL;
     }
     long long limit = PyLong_AsLongLong(args[1]);
     if (limit == -1 && PyErr_Occurred()) {
         return NULL;
     }
+    PyObject *extension = NULL, *decode_limit = NULL;
+    if (nargs == 4 && args[2] != Py_None) {
+        long long message_limit = PyLong_AsLongLong(args[3]);
+        if (message_limit == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        decode_limit = message_limit < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(message_limit);
+        if (decode_limit == NULL) {
+            return NULL;
+        }
+        extension = Py_NewRef(args[2]);
+    }
+    Py_XSETREF(self->extension, extension);
+    Py_XSETREF(self->decode_limit, decode_limit);
     Py_INCREF(args[0]);
     Py_XSETREF(self->listener, args[0]);
     self->limit = limit;
@@ -691,6 +778,8 @@ FastPath_attach(FastPathObject *self, PyObject *transport)
     if (transport == Py_None) {
         Py_CLEAR(self->transport);
         Py_CLEAR(self->listener);
+        Py_CLEAR(self->extension);
+        Py_CLEAR(self->decode_limit);
         self->fast = 0;
         self->send_ok = 0;
         Py_CLEAR(self->pending);
@@ -991,13 +1080,76 @@ send_frame(FastPathObject *self, unsigned char first, PyObject *message, const c
     return failed ? -1 : 0;
 }
 
+/*
+ * send() with the extension (permessage-deflate): one call to extension.encode(payload, True),
+ * then a frame with RSV1, as the core's send builds it. Returns whether it was handled here
+ * (else the core's send does it); *failed: an error is set.
+ */
+static int
+send_encoded(FastPathObject *self, PyObject *message, int *failed)
+{
+    unsigned char first;
+    PyObject *payload;
+    if (PyUnicode_CheckExact(message)) {
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(message, &len);
+        if (utf8 == NULL) {
+            PyErr_Clear(); /* lone surrogates: the core raises the right error */
+            return 0;
+        }
+        first = 0xC1;
+        /* A view of the UTF-8 the str keeps: encode reads it, no copy. */
+        payload = PyMemoryView_FromMemory((char *)utf8, len, PyBUF_READ);
+    }
+    else if (PyBytes_CheckExact(message) ||
+             (PyObject_CheckBuffer(message) && !PyUnicode_Check(message))) {
+        first = 0xC2;
+        payload = Py_NewRef(message);
+    }
+    else {
+        return 0;
+    }
+    if (payload == NULL) {
+        *failed = 1;
+        return 1;
+    }
+    PyObject *args[3] = {self->extension, payload, Py_True};
+    PyObject *encoded = PyObject_VectorcallMethod(encode_name, args,
+                                                  3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (encoded != NULL && Py_REFCNT(payload) > 1 && PyMemoryView_Check(payload)) {
+        /* Kept by encode: released, so that it never outlives the str it reads. */
+        PyObject *r = PyObject_CallMethod(payload, "release", NULL);
+        if (r == NULL) {
+            PyErr_Clear(); /* exported further: it holds the buffer itself */
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(payload);
+    if (encoded == NULL) {
+        *failed = 1;
+        return 1;
+    }
+    if (!PyBytes_Check(encoded)) {
+        PyErr_Format(PyExc_TypeError, "encode() returned %.100s, not bytes",
+                     Py_TYPE(encoded)->tp_name);
+        Py_DECREF(encoded);
+        *failed = 1;
+        return 1;
+    }
+    *failed = send_frame(self, first, encoded, PyBytes_AS_STRING(encoded),
+                         PyBytes_GET_SIZE(encoded)) < 0;
+    Py_DECREF(encoded);
+    return 1;
+}
+
 PyDoc_STRVAR(mixin_send_doc,
 "send(message, *, compress=True)\n"
 "--\n"
 "\n"
 "Send a message (text for ``str``, binary otherwise); during a batch it leaves with the\n"
-"batch. The frame is built here when the connection is open with no extension; otherwise\n"
-"(and for any error) the core's send does it.");
+"batch. The frame is built here when the connection is open (compressed with one call to\n"
+"the extension's ``encode`` when one is on and ``compress`` is true); otherwise (and for\n"
+"any error) the core's send does it.");
 
 static PyObject *
 mixin_send(PyObject *ws, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -1012,9 +1164,19 @@ mixin_send(PyObject *ws, PyObject *const *args, size_t nargsf, PyObject *kwnames
         (kwnames == NULL ||
          (PyTuple_GET_SIZE(kwnames) == 1 &&
           PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), compress_name) == 0))) {
-        /* No extension is negotiated when send_ok: compress changes nothing. */
         PyObject *message = args[0];
-        if (PyBytes_CheckExact(message)) {
+        int compress = self->extension != NULL;
+        if (compress && kwnames != NULL) {
+            compress = PyObject_IsTrue(args[1]);
+            if (compress < 0) {
+                Py_DECREF(self);
+                return NULL;
+            }
+        }
+        if (compress) {
+            handled = send_encoded(self, message, &failed);
+        }
+        else if (PyBytes_CheckExact(message)) {
             handled = 1;
             failed = send_frame(self, 0x82, message, PyBytes_AS_STRING(message),
                                 PyBytes_GET_SIZE(message));
@@ -1183,6 +1345,11 @@ module_exec(PyObject *module)
     on_message_name = PyUnicode_InternFromString("on_message");
     write_name = PyUnicode_InternFromString("write");
     transport_name = PyUnicode_InternFromString("transport");
+    decode_name = PyUnicode_InternFromString("decode");
+    encode_name = PyUnicode_InternFromString("encode");
+    if (decode_name == NULL || encode_name == NULL) {
+        return -1;
+    }
     if (transport_name == NULL || fast_slot_name == NULL || send_slow_name == NULL || compress_name == NULL ||
         slow_received_name == NULL || on_message_name == NULL || write_name == NULL) {
         return -1;

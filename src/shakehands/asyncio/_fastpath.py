@@ -20,9 +20,14 @@ without a copy: they call ``data_received(bytes)``, which parses the bytes where
   closing), every byte read goes to :meth:`_slow_received`, i.e. the core, in order.
 * It is turned on (:meth:`_refresh_fast`) only when the core is open and *between messages*
   (:meth:`~shakehands.protocol.reader.FrameReader.between_messages`): nothing buffered, no
-  message in progress, no extension, no close frame owed.
+  message in progress, no close frame owed, and no extension or only one on RSV1
+  (permessage-deflate).
 * While on, C parses whole, unfragmented, masked text and binary frames within the limits,
-  unmasks them, checks UTF-8 and calls ``listener.on_message(ws, message)`` for each; ``send``
+  unmasks them, decodes compressed ones with one call to the extension's ``decode`` (the
+  core's own object, so context takeover spans both paths; when it raises, the core fails
+  the connection: :meth:`_fast_decode_failed`), checks UTF-8 and calls
+  ``listener.on_message(ws, message)`` for each; ``send`` compresses with one call to its
+  ``encode`` unless ``compress=False``,
   builds the frame in C and queues it until the end of the batch (one write per read, as in
   the Python path). The first frame it does not take (a control frame, a fragment, RSV bits,
   a frame over the limit, invalid UTF-8) ends its run: it writes what was queued, turns itself
@@ -42,7 +47,8 @@ from typing import Any
 
 from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
-from ..protocol.errors import CloseCode, ConnectionClosed
+from ..protocol.errors import CloseCode, ConnectionClosed, InvalidPayload, ProtocolError
+from ..protocol.reader import INVALID_UTF8
 from .callback import CallbackConnection, Listener
 from .server import Server
 
@@ -60,6 +66,9 @@ enabled: bool = AVAILABLE
 # What _backlog holds while the C path delivers a large read over several loop iterations
 # (CallbackConnection's own backlog is a list of the core's events; this one is C's bytes).
 _FAST_BACKLOG: tuple[list[Any], int] = ([], 0)
+
+# The RSV bit of the one extension the C path decodes and encodes through (permessage-deflate).
+_RSV1 = 0x40
 
 
 class _NoMixin:
@@ -119,12 +128,24 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
             or protocol.state is not State.OPEN
             or protocol.close_pending
             or not protocol.shares_frames  # draft-76 framing
-            or not protocol.between_messages()
+            or not protocol.between_messages(extensions=True)
             or self.transport.is_closing()
         ):
             return
-        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
-        self._fast.enable(self.listener, min(limits) if limits else -1)
+        max_frame, max_message = protocol.max_frame_size, protocol.max_message_size
+        limits = [n for n in (max_frame, max_message) if n is not None]
+        extensions = protocol.extensions
+        if not extensions:
+            self._fast.enable(self.listener, min(limits) if limits else -1)
+        elif len(extensions) == 1 and extensions[0].rsv_bits == _RSV1:
+            # permessage-deflate (or any one extension on RSV1): C takes its whole messages
+            # and calls its decode/encode, as the core does (see _fast_decode_failed).
+            self._fast.enable(
+                self.listener,
+                min(limits) if limits else -1,
+                extensions[0],
+                -1 if max_message is None else max_message,
+            )
 
     def _process(self) -> None:
         super()._process()
@@ -151,6 +172,19 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
             raise exc
         logger.error("listener failed", exc_info=exc)
         self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def _fast_decode_failed(self, exc: BaseException) -> None:
+        """C could not take a compressed message: the extension's ``decode`` raised (1009,
+        1007), or the text it gave is not UTF-8. The extension has consumed the frame, so the
+        core cannot parse it again: it fails the connection as if it had found this itself
+        (:meth:`~shakehands.protocol.reader.FrameReader.fail_received`). C has dropped the
+        bytes after that frame, as the core drops them."""
+        if isinstance(exc, UnicodeDecodeError):
+            exc = InvalidPayload(INVALID_UTF8)
+        if not isinstance(exc, ProtocolError):
+            raise exc  # e.g. MemoryError: as the core's receive_data would let it through
+        self.protocol.fail_received(exc)
+        self._slow_received(b"")  # the core answers: the close frame, the closing handshake
 
     def _fast_backlog(self) -> None:
         """C delivered ``batch_limit`` messages of one read: the rest at the next iteration."""

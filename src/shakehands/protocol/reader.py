@@ -179,18 +179,28 @@ class FrameReader:
         self.extensions = (*self.extensions, extension)
         self.rsv_allowed |= bits
 
-    def between_messages(self) -> bool:
+    def between_messages(self, *, extensions: bool = False) -> bool:
         """Whether the next byte starts a frame of a new message: nothing is buffered, no frame
-        or message is partly read, parsing goes on, and no extension is negotiated. Only then
-        may a reader of whole simple frames (the callback API's compiled data path) take over
-        the following bytes, and hand the rest back here in order."""
+        or message is partly read, parsing goes on, and no extension is negotiated (unless
+        ``extensions``: the taker decodes whole messages with :attr:`extensions` itself). Only
+        then may a reader of whole simple frames (the callback API's compiled data path) take
+        over the following bytes, and hand the rest back here in order."""
         return (
             self._remaining < 0
             and not self._msg_opcode
             and not self._buffer
             and not self._discard
-            and not self.extensions
+            and (extensions or not self.extensions)
         )
+
+    def fail_received(self, exc: ProtocolError) -> None:
+        """A reader of whole frames outside this one (the compiled data path, between
+        messages) found that the peer broke the protocol (an extension could not decode a
+        message, or its text is not UTF-8): stop reading and fail as :meth:`receive_data`
+        does when it finds the same."""
+        self._discard = True
+        self._buffer = b""
+        self._protocol_failure(exc)
 
     def _event(self, event: Event) -> None:
         """Add an event for the next :meth:`events_received` call."""
@@ -235,10 +245,7 @@ class FrameReader:
             with memoryview(buf) as view:
                 pos = self._parse(view)
         except ProtocolError as exc:
-            # Stop reading now.
-            self._discard = True
-            self._buffer = b""
-            self._protocol_failure(exc)
+            self.fail_received(exc)  # stop reading now
             return
         if self._discard:
             self._buffer = b""
