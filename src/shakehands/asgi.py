@@ -67,6 +67,7 @@ from uvicorn.protocols.utils import (
 from uvicorn.server import ServerState
 
 from .asyncio.base import HoldsCloseForReader, TransportProtocol, write_chunks
+from .protocol._accel import fastpath as _compiled
 from .protocol.config import ServerConfig, server_config
 from .protocol.connection import Close, State
 from .protocol.errors import CloseCode
@@ -75,6 +76,15 @@ from .protocol.http11 import Request, Response
 from .protocol.server import ServerProtocol
 
 __all__ = ["UvicornWebSocket", "ClientDisconnected", "config_from_uvicorn"]
+
+#: Whether the compiled data path (``shakehands._fastpath``) is built and allowed (not
+#: ``SHAKEHANDS_NO_SPEEDUPS=1``): then :class:`UvicornWebSocket` parses whole simple frames in C
+#: (see :class:`FastUvicornWebSocket`).
+FASTPATH_AVAILABLE: bool = _compiled is not None
+
+#: Whether ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: :data:`FASTPATH_AVAILABLE`
+#: by default; tests set it to ``False`` to run the same tests on the pure-Python path.
+fastpath_enabled: bool = FASTPATH_AVAILABLE
 
 #: The import string to give uvicorn (``--ws`` or ``ws=``).
 IMPORT_STRING = "shakehands.asgi:UvicornWebSocket"
@@ -209,6 +219,13 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         "_flush_handle",
         "_unflushed",
     )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> UvicornWebSocket:
+        # uvicorn makes the class it was given: this one gives the compiled data path when
+        # available (subclasses get what they ask for).
+        if cls is UvicornWebSocket and fastpath_enabled and FASTPATH_AVAILABLE:
+            cls = FastUvicornWebSocket
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -668,3 +685,139 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             raise RuntimeError(
                 f"Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled data path
+# ---------------------------------------------------------------------------------------------
+
+
+class _NoMixin:
+    __slots__ = ()
+
+
+_Mixin: Any = getattr(_compiled, "CallbackFastPathMixin", _NoMixin)
+
+#: The read buffer of each event loop (a loop reads one socket at a time: its connections share
+#: one; see ``shakehands._fastpath``).
+_READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: C delivers every message of a read to the inbox, as the core's path does (reading pauses
+#: once ``ws_max_queue`` events wait): no batch limit, so ``_fast_backlog`` is never called.
+_NO_BATCH_LIMIT = 2**62
+
+
+def _read_buffer(loop: asyncio.AbstractEventLoop) -> Any:
+    buffer = _READ_BUFFERS.get(loop)
+    if buffer is None:
+        assert _compiled is not None
+        buffer = _READ_BUFFERS[loop] = _compiled.ReadBuffer()
+    return buffer
+
+
+class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol):  # type: ignore[misc]
+    """:class:`UvicornWebSocket` with the received messages parsed in C
+    (``shakehands._fastpath``, as the callback API's
+    :class:`~shakehands.asyncio._fastpath.FastCallbackConnection`); the same in every other
+    respect. ``UvicornWebSocket(...)`` makes one when :data:`fastpath_enabled`.
+
+    The C path is on only while the core is open and between messages, after
+    ``websocket.accept`` and before anyone starts closing (:meth:`_refresh_fast`). While on,
+    ``data_received`` (uvloop) and ``get_buffer`` / ``buffer_updated`` (asyncio's socket
+    transports, which read into a buffer shared by the loop's connections) are C: it unmasks
+    whole, unfragmented, uncompressed text and binary frames within ``ws_max_size`` straight
+    from the bytes read into the message, checks UTF-8, and hands each message to
+    :meth:`on_message`, i.e. the application's inbox, without a Python frame per read. The
+    first frame it does not take (a control frame, a fragment, RSV bits, a frame over the
+    limit, invalid UTF-8) and everything after it goes to the core (:meth:`_slow_received`),
+    which answers, fails or closes exactly as without the C path; the path comes back on
+    once the core is between messages again. Sending stays the Python path of
+    :meth:`UvicornWebSocket.send`.
+    """
+
+    __slots__ = ("_fast", "_in_slow")
+
+    # The ASGI send callable, not the mixin's callback-API send(message).
+    send = UvicornWebSocket.send
+
+    def __init__(
+        self,
+        config: UvicornConfig,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert _compiled is not None
+        self._fast = _compiled.FastPath(_read_buffer(self.loop), _NO_BATCH_LIMIT)
+        self._in_slow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport)
+
+    def on_message(self, ws: object, message: str | bytes) -> None:
+        """A message parsed by the C path (``ws`` is this connection): into the inbox."""
+        if self._closing:
+            return
+        self._unread += 1
+        if type(message) is str:
+            self._deliver({"type": "websocket.receive", "text": message})
+        else:
+            self._deliver({"type": "websocket.receive", "bytes": message})
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            UvicornWebSocket.data_received(self, data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the connection is accepted, open and between messages."""
+        protocol = self.protocol
+        if (
+            self._in_slow
+            or not self._accepted
+            or self._closing
+            or self._hold_close
+            or self._eof_sent
+            or self._lost
+            or protocol.state is not State.OPEN
+            or protocol.close_pending
+            or not protocol.between_messages()
+            or self.transport.is_closing()
+        ):
+            return
+        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
+        self._fast.enable(self, min(limits) if limits else -1)
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # after websocket.accept: the early frames were read
+
+    def _flush(self) -> None:
+        super()._flush()
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def _fast_error(self, exc: BaseException) -> None:
+        """:meth:`on_message` raised in the C path (it does not, short of ``MemoryError``):
+        the application cannot be told; close with 1011."""
+        if not isinstance(exc, Exception):
+            raise exc
+        logger.error("Exception delivering a WebSocket message", exc_info=exc)
+        self._fast.disable()
+        if self.protocol.state is State.OPEN:
+            self._close_from_server(CloseCode.INTERNAL_ERROR, "")
+            self._deliver_disconnect(CloseCode.INTERNAL_ERROR, "")
+
+    def _on_connection_lost(self) -> None:
+        self._fast.attach(None)
+        super()._on_connection_lost()
