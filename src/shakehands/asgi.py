@@ -82,8 +82,8 @@ __all__ = ["UvicornWebSocket", "ClientDisconnected", "config_from_uvicorn"]
 #: (see :class:`FastUvicornWebSocket`).
 FASTPATH_AVAILABLE: bool = _compiled is not None
 
-#: Whether ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: :data:`FASTPATH_AVAILABLE`
-#: by default; tests set it to ``False`` to run the same tests on the pure-Python path.
+#: Whether ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: by default, when
+#: :data:`FASTPATH_AVAILABLE`; ``False`` keeps every connection on the pure-Python path.
 fastpath_enabled: bool = FASTPATH_AVAILABLE
 
 #: The import string to give uvicorn (``--ws`` or ``ws=``).
@@ -103,6 +103,12 @@ ASGIApp = Callable[[ASGIMessage, Receive, Send], Awaitable[object]]
 #: and ``send()`` system call (measured: ``bench/asgi.py --cpu``, the 64 KiB row). Above it,
 #: the payload is handed over uncopied (:func:`~shakehands.asyncio.base.write_chunks`).
 _JOIN_LIMIT = 2**18
+
+#: The modules of uvicorn's HTTP protocols (``--http h11`` / ``httptools``), which hand the
+#: upgrade over with their ``server``, ``client``, ``scheme`` and ``headers`` set.
+_UVICORN_HTTP_PROTOCOLS = frozenset(
+    {"uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"}
+)
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
 
@@ -167,6 +173,17 @@ def _default_header_pairs(headers: list[tuple[bytes, bytes]]) -> list[tuple[str,
     return list(pairs)
 
 
+def _write(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Write what the core queued: one write, but large payloads (past ``_JOIN_LIMIT``)
+    uncopied."""
+    if len(out) == 1:
+        transport.write(out[0])
+    elif sum(map(len, out)) <= _JOIN_LIMIT:
+        transport.write(b"".join(out))
+    else:
+        write_chunks(transport, out)
+
+
 class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     """A uvicorn WebSocket protocol class driving the shakehands core.
 
@@ -202,6 +219,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         "tasks",
         "default_headers",
         "scope",
+        "_request_headers",
         "server",
         "client",
         "scheme",
@@ -251,6 +269,9 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         self.default_headers: list[tuple[bytes, bytes]] = server_state.default_headers
         #: The ASGI scope, once the request is in.
         self.scope: ASGIMessage | None = None
+        # The request's headers as uvicorn parsed them (see connection_made), until the scope
+        # has them.
+        self._request_headers: list[tuple[bytes, bytes]] | None = None
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "ws"
@@ -284,9 +305,24 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.connections.add(self)
-        self.server = get_local_addr(self.transport)
-        self.client = get_remote_addr(self.transport)
-        self.scheme = "wss" if is_ssl(self.transport) else "ws"
+        # uvicorn calls this from its HTTP protocol's handle_websocket_upgrade, before it
+        # switches the transport over: that protocol has the addresses and the request's headers
+        # (as the scope wants them: lowercase names, bytes) already; the request it hands us
+        # is serialised from them. Anything else: found out here.
+        get_protocol = getattr(transport, "get_protocol", None)
+        http: Any = get_protocol() if get_protocol is not None else None
+        if (
+            type(http).__module__ in _UVICORN_HTTP_PROTOCOLS
+            and type(getattr(http, "headers", None)) is list
+        ):
+            self.server = http.server
+            self.client = http.client
+            self.scheme = "wss" if http.scheme == "https" else "ws"
+            self._request_headers = http.headers
+        else:
+            self.server = get_local_addr(self.transport)
+            self.client = get_remote_addr(self.transport)
+            self.scheme = "wss" if is_ssl(self.transport) else "ws"
 
     def _on_connection_lost(self) -> None:
         self.connections.discard(self)
@@ -388,6 +424,14 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             self._refuse(response)
             return
         self._response = response
+        headers = self._request_headers
+        if headers is None:
+            headers = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in request.headers.items()
+            ]
+        else:
+            self._request_headers = None
         raw_path, _, query = request.target.partition("?")
         root = self.root_path
         self.scope = {
@@ -401,10 +445,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             "path": root + unquote(raw_path),
             "raw_path": root.encode("ascii") + raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in request.headers.items()
-            ],
+            "headers": headers,
             "subprotocols": request.subprotocols,
             "state": self.app_state.copy(),
             "extensions": {
@@ -464,14 +505,8 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
 
     def _flush(self) -> None:
         out = self.protocol.data_to_send(send_close=not self._hold_close)
-        if not out or self.transport.is_closing():
-            return
-        if len(out) == 1:
-            self.transport.write(out[0])
-        elif sum(map(len, out)) <= _JOIN_LIMIT:
-            self.transport.write(b"".join(out))
-        else:
-            write_chunks(self.transport, out)
+        if out and not self.transport.is_closing():
+            _write(self.transport, out)
 
     def _deferred_flush(self) -> None:
         if self._flush_handle is not None:
@@ -663,7 +698,11 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
                 # The application has read everything received (the common case: it answers
                 # the last message), or the answers pile up: write now. Answers to a burst of
                 # messages read in one go are written together, by the last one.
-                self._deferred_flush()
+                if self._flush_handle is None:
+                    self._unflushed = 0
+                    self._flush()  # _deferred_flush without a call (transport not closing)
+                else:
+                    self._deferred_flush()
             elif self._flush_handle is None:
                 self._flush_handle = self.loop.call_soon(self._deferred_flush)
         elif kind == "websocket.close":
@@ -763,10 +802,22 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
         if self._closing:
             return
         self._unread += 1
+        # _deliver, inlined: one call per message.
+        inbox = self._inbox
         if type(message) is str:
-            self._deliver({"type": "websocket.receive", "text": message})
+            inbox.append({"type": "websocket.receive", "text": message})
         else:
-            self._deliver({"type": "websocket.receive", "bytes": message})
+            inbox.append({"type": "websocket.receive", "bytes": message})
+        waiter = self._receive_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if (
+            len(inbox) >= self.config.max_queue
+            and not self._reading_paused
+            and not self.transport.is_closing()
+        ):
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
@@ -802,8 +853,12 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
             self._refresh_fast()  # after websocket.accept: the early frames were read
 
     def _flush(self) -> None:
-        super()._flush()
+        # UvicornWebSocket._flush, inlined (one call per message sent), then: a state that
+        # ends the open state (our close frame, a failure) turns the C path off.
         protocol = self.protocol
+        out = protocol.data_to_send(send_close=not self._hold_close)
+        if out and not self.transport.is_closing():
+            _write(self.transport, out)
         if protocol.state is not State.OPEN or protocol.close_pending:
             self._fast.disable()
 

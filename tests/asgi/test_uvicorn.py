@@ -2,8 +2,9 @@
 
 Every test runs three times: with our class (on the compiled data path when it is built, and on
 pure Python) and with uvicorn's built-in ``websockets-sansio`` as the reference, so that what
-they check is specified behaviour (RFC 6455, the ASGI WebSocket spec) rather than our quirks. Where the two differ on purpose, the test says so with ``OURS`` /
-``REFERENCE`` expectations (see the module docstring of ``shakehands.asgi``).
+they check is specified behaviour (RFC 6455, the ASGI WebSocket spec) rather than our quirks.
+Where the two differ on purpose, the test says so with ``OURS`` / ``REFERENCE`` expectations
+(see the module docstring of ``shakehands.asgi``).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ async def test_malformed_events(impl: str, starlette: UvicornThread, events: Eve
         with pytest.raises(ConnectionClosed) as caught:
             await ws.recv()
     assert caught.value.code == 1000
-    assert await take(events, "malformed") == ("TypeError" if impl.startswith("shakehands") else "none")
+    ours = impl.startswith("shakehands")
+    assert await take(events, "malformed") == ("TypeError" if ours else "none")
     assert await take(events, "unknown") == "RuntimeError"
 
 
@@ -459,3 +461,37 @@ async def test_compiled_data_path_when_built() -> None:
     made = UvicornWebSocket(config, ServerState(), {})
     assert isinstance(made, FastUvicornWebSocket) is shakehands_asgi.FASTPATH_AVAILABLE
     assert type(PythonUvicornWebSocket(config, ServerState(), {})) is PythonUvicornWebSocket
+
+
+@pytest.mark.parametrize("cls", [UvicornWebSocket, PythonUvicornWebSocket], ids=["made", "python"])
+async def test_scope_without_uvicorns_http_protocol(cls: type[UvicornWebSocket]) -> None:
+    """Under uvicorn, the addresses and the scope's headers are those uvicorn's HTTP protocol
+    parsed (it hands the upgrade over with them). Made by anything else (here: an asyncio
+    server making the class itself), they come from the transport and the request we parse:
+    the same scope."""
+    events: Events = queue.Queue()
+    config = uvicorn.Config(app=starlette_app(events), ws_per_message_deflate=False)
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: cls(config, state, {}), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        uri = f"ws://127.0.0.1:{port}/raw/scope%20x?a=1&b=%20"
+        async with shakehands.connect(uri, subprotocols=["one", "two"], compression=None):
+            pass
+        seen = await take(events, "scope")
+        async with shakehands.connect(f"ws://127.0.0.1:{port}/echo", compression=None) as ws:
+            await ws.send(b"x" * 70_000)
+            assert await ws.recv() == b"x" * 70_000
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(seen, dict)
+    headers = dict(seen.pop("headers"))
+    assert seen["path"] == "/raw/scope x"
+    assert seen["raw_path"] == b"/raw/scope%20x"
+    assert seen["query_string"] == b"a=1&b=%20"
+    assert (seen["scheme"], seen["client"], seen["server"]) == ("ws", "127.0.0.1", "127.0.0.1")
+    assert headers[b"host"] == f"127.0.0.1:{port}".encode()
+    assert headers[b"sec-websocket-protocol"] == b"one, two"
+    assert all(name == name.lower() for name in headers)
