@@ -9,7 +9,10 @@ or ``uvicorn.run(app, ws="shakehands.asgi:UvicornWebSocket")`` (``ws=UvicornWebS
 too). uvicorn parses HTTP and hands each upgrade request over; from then on the shakehands
 sans-I/O core (:class:`~shakehands.protocol.server.ServerProtocol`) does the WebSocket protocol
 and :class:`~shakehands.asyncio.base.TransportProtocol` the transport: writes, keepalive, the
-closing handshake, the lingering close after a refusal, the abort timers.
+closing handshake, the lingering close after a refusal, the abort timers. When the compiled
+data path is built, ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: whole
+simple frames are parsed and unmasked in C straight into the application's inbox, every other
+byte still goes to the core (see the class).
 
 uvicorn's options map onto the core's (:class:`~shakehands.protocol.config.ServerConfig`):
 ``ws_max_size`` is ``max_message_size`` (1009 beyond), ``ws_max_queue`` is ``max_queue`` (received
@@ -39,10 +42,10 @@ Where it differs from uvicorn's ``websockets-sansio`` (on purpose; see ``docs/as
   with the close code of RFC 6455 (1009, 1007, 1002) and the application's
   ``websocket.disconnect`` carries that code.
 
-Why one module of some 600 lines: it is one class, uvicorn's protocol contract on one side and
-the ASGI events on the other, and each ASGI event changes state the transport side reads (the
-inbox, the owed close frame, the pending denial); split apart, each half would hold half of
-every event's rules.
+Why one module of some 800 lines: it is one class (and its compiled-path subclass, which
+feeds the same inbox), uvicorn's protocol contract on one side and the ASGI events on the
+other, and each ASGI event changes state the transport side reads (the inbox, the owed close
+frame, the pending denial); split apart, each half would hold half of every event's rules.
 """
 
 from __future__ import annotations
