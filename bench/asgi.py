@@ -90,7 +90,7 @@ def cpu_run(
         if raw:
             args.append("raw")
     before = cpu_seconds(pid)
-    data = loadgen(binary, args, duration + 60)
+    data, _ = loadgen(binary, args, duration + 60)
     used = cpu_seconds(pid) - before
     count = data["handshakes"] if key == "churn" else data["messages"]
     if not count:

@@ -9,7 +9,10 @@ or ``uvicorn.run(app, ws="shakehands.asgi:UvicornWebSocket")`` (``ws=UvicornWebS
 too). uvicorn parses HTTP and hands each upgrade request over; from then on the shakehands
 sans-I/O core (:class:`~shakehands.protocol.server.ServerProtocol`) does the WebSocket protocol
 and :class:`~shakehands.asyncio.base.TransportProtocol` the transport: writes, keepalive, the
-closing handshake, the lingering close after a refusal, the abort timers.
+closing handshake, the lingering close after a refusal, the abort timers. When the compiled
+data path is built, ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: whole
+simple frames are parsed and unmasked in C straight into the application's inbox, every other
+byte still goes to the core (see the class).
 
 uvicorn's options map onto the core's (:class:`~shakehands.protocol.config.ServerConfig`):
 ``ws_max_size`` is ``max_message_size`` (1009 beyond), ``ws_max_queue`` is ``max_queue`` (received
@@ -39,10 +42,10 @@ Where it differs from uvicorn's ``websockets-sansio`` (on purpose; see ``docs/as
   with the close code of RFC 6455 (1009, 1007, 1002) and the application's
   ``websocket.disconnect`` carries that code.
 
-Why one module of some 600 lines: it is one class, uvicorn's protocol contract on one side and
-the ASGI events on the other, and each ASGI event changes state the transport side reads (the
-inbox, the owed close frame, the pending denial); split apart, each half would hold half of
-every event's rules.
+Why one module of some 800 lines: it is one class (and its compiled-path subclass, which
+feeds the same inbox), uvicorn's protocol contract on one side and the ASGI events on the
+other, and each ASGI event changes state the transport side reads (the inbox, the owed close
+frame, the pending denial); split apart, each half would hold half of every event's rules.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from uvicorn.protocols.utils import (
 from uvicorn.server import ServerState
 
 from .asyncio.base import HoldsCloseForReader, TransportProtocol, write_chunks
+from .protocol._accel import fastpath as _compiled
 from .protocol.config import ServerConfig, server_config
 from .protocol.connection import Close, State
 from .protocol.errors import CloseCode
@@ -75,6 +79,15 @@ from .protocol.http11 import Request, Response
 from .protocol.server import ServerProtocol
 
 __all__ = ["UvicornWebSocket", "ClientDisconnected", "config_from_uvicorn"]
+
+#: Whether the compiled data path (``shakehands._fastpath``) is built and allowed (not
+#: ``SHAKEHANDS_NO_SPEEDUPS=1``): then :class:`UvicornWebSocket` parses whole simple frames in C
+#: (see :class:`FastUvicornWebSocket`).
+FASTPATH_AVAILABLE: bool = _compiled is not None
+
+#: Whether ``UvicornWebSocket(...)`` makes a :class:`FastUvicornWebSocket`: by default, when
+#: :data:`FASTPATH_AVAILABLE`; ``False`` keeps every connection on the pure-Python path.
+fastpath_enabled: bool = FASTPATH_AVAILABLE
 
 #: The import string to give uvicorn (``--ws`` or ``ws=``).
 IMPORT_STRING = "shakehands.asgi:UvicornWebSocket"
@@ -93,6 +106,12 @@ ASGIApp = Callable[[ASGIMessage, Receive, Send], Awaitable[object]]
 #: and ``send()`` system call (measured: ``bench/asgi.py --cpu``, the 64 KiB row). Above it,
 #: the payload is handed over uncopied (:func:`~shakehands.asyncio.base.write_chunks`).
 _JOIN_LIMIT = 2**18
+
+#: The modules of uvicorn's HTTP protocols (``--http h11`` / ``httptools``), which hand the
+#: upgrade over with their ``server``, ``client``, ``scheme`` and ``headers`` set.
+_UVICORN_HTTP_PROTOCOLS = frozenset(
+    {"uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"}
+)
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
 
@@ -157,6 +176,17 @@ def _default_header_pairs(headers: list[tuple[bytes, bytes]]) -> list[tuple[str,
     return list(pairs)
 
 
+def _write(transport: asyncio.Transport, out: list[bytes]) -> None:
+    """Write what the core queued: one write, but large payloads (past ``_JOIN_LIMIT``)
+    uncopied."""
+    if len(out) == 1:
+        transport.write(out[0])
+    elif sum(map(len, out)) <= _JOIN_LIMIT:
+        transport.write(b"".join(out))
+    else:
+        write_chunks(transport, out)
+
+
 class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     """A uvicorn WebSocket protocol class driving the shakehands core.
 
@@ -192,6 +222,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         "tasks",
         "default_headers",
         "scope",
+        "_request_headers",
         "server",
         "client",
         "scheme",
@@ -209,6 +240,13 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         "_flush_handle",
         "_unflushed",
     )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> UvicornWebSocket:
+        # uvicorn makes the class it was given: this one gives the compiled data path when
+        # available (subclasses get what they ask for).
+        if cls is UvicornWebSocket and fastpath_enabled and FASTPATH_AVAILABLE:
+            cls = FastUvicornWebSocket
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -234,6 +272,9 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         self.default_headers: list[tuple[bytes, bytes]] = server_state.default_headers
         #: The ASGI scope, once the request is in.
         self.scope: ASGIMessage | None = None
+        # The request's headers as uvicorn parsed them (see connection_made), until the scope
+        # has them.
+        self._request_headers: list[tuple[bytes, bytes]] | None = None
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "ws"
@@ -267,9 +308,24 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.connections.add(self)
-        self.server = get_local_addr(self.transport)
-        self.client = get_remote_addr(self.transport)
-        self.scheme = "wss" if is_ssl(self.transport) else "ws"
+        # uvicorn calls this from its HTTP protocol's handle_websocket_upgrade, before it
+        # switches the transport over: that protocol has the addresses and the request's headers
+        # (as the scope wants them: lowercase names, bytes) already; the request it hands us
+        # is serialised from them. Anything else: found out here.
+        get_protocol = getattr(transport, "get_protocol", None)
+        http: Any = get_protocol() if get_protocol is not None else None
+        if (
+            type(http).__module__ in _UVICORN_HTTP_PROTOCOLS
+            and type(getattr(http, "headers", None)) is list
+        ):
+            self.server = http.server
+            self.client = http.client
+            self.scheme = "wss" if http.scheme == "https" else "ws"
+            self._request_headers = http.headers
+        else:
+            self.server = get_local_addr(self.transport)
+            self.client = get_remote_addr(self.transport)
+            self.scheme = "wss" if is_ssl(self.transport) else "ws"
 
     def _on_connection_lost(self) -> None:
         self.connections.discard(self)
@@ -371,6 +427,14 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             self._refuse(response)
             return
         self._response = response
+        headers = self._request_headers
+        if headers is None:
+            headers = [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in request.headers.items()
+            ]
+        else:
+            self._request_headers = None
         raw_path, _, query = request.target.partition("?")
         root = self.root_path
         self.scope = {
@@ -384,10 +448,7 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             "path": root + unquote(raw_path),
             "raw_path": root.encode("ascii") + raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in request.headers.items()
-            ],
+            "headers": headers,
             "subprotocols": request.subprotocols,
             "state": self.app_state.copy(),
             "extensions": {
@@ -447,14 +508,8 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
 
     def _flush(self) -> None:
         out = self.protocol.data_to_send(send_close=not self._hold_close)
-        if not out or self.transport.is_closing():
-            return
-        if len(out) == 1:
-            self.transport.write(out[0])
-        elif sum(map(len, out)) <= _JOIN_LIMIT:
-            self.transport.write(b"".join(out))
-        else:
-            write_chunks(self.transport, out)
+        if out and not self.transport.is_closing():
+            _write(self.transport, out)
 
     def _deferred_flush(self) -> None:
         if self._flush_handle is not None:
@@ -646,7 +701,11 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
                 # The application has read everything received (the common case: it answers
                 # the last message), or the answers pile up: write now. Answers to a burst of
                 # messages read in one go are written together, by the last one.
-                self._deferred_flush()
+                if self._flush_handle is None:
+                    self._unflushed = 0
+                    self._flush()  # _deferred_flush without a call (transport not closing)
+                else:
+                    self._deferred_flush()
             elif self._flush_handle is None:
                 self._flush_handle = self.loop.call_soon(self._deferred_flush)
         elif kind == "websocket.close":
@@ -668,3 +727,155 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             raise RuntimeError(
                 f"Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled data path
+# ---------------------------------------------------------------------------------------------
+
+
+class _NoMixin:
+    __slots__ = ()
+
+
+_Mixin: Any = getattr(_compiled, "CallbackFastPathMixin", _NoMixin)
+
+#: The read buffer of each event loop (a loop reads one socket at a time: its connections share
+#: one; see ``shakehands._fastpath``).
+_READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+#: C delivers every message of a read to the inbox, as the core's path does (reading pauses
+#: once ``ws_max_queue`` events wait): no batch limit, so ``_fast_backlog`` is never called.
+_NO_BATCH_LIMIT = 2**62
+
+
+def _read_buffer(loop: asyncio.AbstractEventLoop) -> Any:
+    buffer = _READ_BUFFERS.get(loop)
+    if buffer is None:
+        assert _compiled is not None
+        buffer = _READ_BUFFERS[loop] = _compiled.ReadBuffer()
+    return buffer
+
+
+class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol):  # type: ignore[misc]
+    """:class:`UvicornWebSocket` with the received messages parsed in C
+    (``shakehands._fastpath``, as the callback API's
+    :class:`~shakehands.asyncio._fastpath.FastCallbackConnection`); the same in every other
+    respect. ``UvicornWebSocket(...)`` makes one when :data:`fastpath_enabled`.
+
+    The C path is on only while the core is open and between messages, after
+    ``websocket.accept`` and before anyone starts closing (:meth:`_refresh_fast`). While on,
+    ``data_received`` (uvloop) and ``get_buffer`` / ``buffer_updated`` (asyncio's socket
+    transports, which read into a buffer shared by the loop's connections) are C: it unmasks
+    whole, unfragmented, uncompressed text and binary frames within ``ws_max_size`` straight
+    from the bytes read into the message, checks UTF-8, and hands each message to
+    :meth:`on_message`, i.e. the application's inbox, without a Python frame per read. The
+    first frame it does not take (a control frame, a fragment, RSV bits, a frame over the
+    limit, invalid UTF-8) and everything after it goes to the core (:meth:`_slow_received`),
+    which answers, fails or closes exactly as without the C path; the path comes back on
+    once the core is between messages again. Sending stays the Python path of
+    :meth:`UvicornWebSocket.send`.
+    """
+
+    __slots__ = ("_fast", "_in_slow")
+
+    # The ASGI send callable, not the mixin's callback-API send(message).
+    send = UvicornWebSocket.send
+
+    def __init__(
+        self,
+        config: UvicornConfig,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert _compiled is not None
+        self._fast = _compiled.FastPath(_read_buffer(self.loop), _NO_BATCH_LIMIT)
+        self._in_slow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport)
+
+    def on_message(self, ws: object, message: str | bytes) -> None:
+        """A message parsed by the C path (``ws`` is this connection): into the inbox."""
+        if self._closing:
+            return
+        self._unread += 1
+        # _deliver, inlined: one call per message.
+        inbox = self._inbox
+        if type(message) is str:
+            inbox.append({"type": "websocket.receive", "text": message})
+        else:
+            inbox.append({"type": "websocket.receive", "bytes": message})
+        waiter = self._receive_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if (
+            len(inbox) >= self.config.max_queue
+            and not self._reading_paused
+            and not self.transport.is_closing()
+        ):
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            UvicornWebSocket.data_received(self, data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the connection is accepted, open and between messages."""
+        protocol = self.protocol
+        if (
+            self._in_slow
+            or not self._accepted
+            or self._closing
+            or self._hold_close
+            or self._eof_sent
+            or self._lost
+            or protocol.state is not State.OPEN
+            or protocol.close_pending
+            or not protocol.between_messages()
+            or self.transport.is_closing()
+        ):
+            return
+        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
+        self._fast.enable(self, min(limits) if limits else -1)
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # after websocket.accept: the early frames were read
+
+    def _flush(self) -> None:
+        # UvicornWebSocket._flush, inlined (one call per message sent), then: a state that
+        # ends the open state (our close frame, a failure) turns the C path off.
+        protocol = self.protocol
+        out = protocol.data_to_send(send_close=not self._hold_close)
+        if out and not self.transport.is_closing():
+            _write(self.transport, out)
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def _fast_error(self, exc: BaseException) -> None:
+        """:meth:`on_message` raised in the C path (it does not, short of ``MemoryError``):
+        the application cannot be told; close with 1011."""
+        if not isinstance(exc, Exception):
+            raise exc
+        logger.error("Exception delivering a WebSocket message", exc_info=exc)
+        self._fast.disable()
+        if self.protocol.state is State.OPEN:
+            self._close_from_server(CloseCode.INTERNAL_ERROR, "")
+            self._deliver_disconnect(CloseCode.INTERNAL_ERROR, "")
+
+    def _on_connection_lost(self) -> None:
+        self._fast.attach(None)
+        super()._on_connection_lost()

@@ -17,10 +17,19 @@ from shakehands.asgi import UvicornWebSocket
 
 from ..helpers import HOST, frame, parse_head, upgrade_request
 
-#: The implementations every test runs against: ours, and uvicorn's ``websockets-sansio`` as
-#: the reference (what the tests expect is specified behaviour, not our quirks).
+
+class PythonUvicornWebSocket(UvicornWebSocket):
+    """Ours on the pure-Python data path: ``UvicornWebSocket(...)`` makes a
+    :class:`~shakehands.asgi.FastUvicornWebSocket` when the C path is built; a subclass is
+    made as it is, so this one tests the fallback in the same run."""
+
+
+#: The implementations every test runs against: ours (on the compiled data path when it is
+#: built, and on pure Python), and uvicorn's ``websockets-sansio`` as the reference (what the
+#: tests expect is specified behaviour, not our quirks).
 IMPLEMENTATIONS: dict[str, Any] = {
     "shakehands": UvicornWebSocket,
+    "shakehands-python": PythonUvicornWebSocket,
     "websockets-sansio": "websockets-sansio",
 }
 

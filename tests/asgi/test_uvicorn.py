@@ -1,9 +1,10 @@
 """uvicorn serving FastAPI and Starlette apps, with ``--ws shakehands.asgi:UvicornWebSocket``.
 
-Every test runs twice: with our class and with uvicorn's built-in ``websockets-sansio`` as the
-reference, so that what they check is specified behaviour (RFC 6455, the ASGI WebSocket spec)
-rather than our quirks. Where the two differ on purpose, the test says so with ``OURS`` /
-``REFERENCE`` expectations (see the module docstring of ``shakehands.asgi``).
+Every test runs three times: with our class (on the compiled data path when it is built, and on
+pure Python) and with uvicorn's built-in ``websockets-sansio`` as the reference, so that what
+they check is specified behaviour (RFC 6455, the ASGI WebSocket spec) rather than our quirks.
+Where the two differ on purpose, the test says so with ``OURS`` / ``REFERENCE`` expectations
+(see the module docstring of ``shakehands.asgi``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
 import shakehands
+import shakehands.asgi as shakehands_asgi
 from shakehands import ConnectionClosed, InvalidStatus
+from shakehands.asgi import FastUvicornWebSocket, UvicornWebSocket
 
-from ..helpers import OP_CLOSE, OP_PING, OP_TEXT, close_code_and_reason, frame
+from ..helpers import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_code_and_reason,
+    close_payload,
+    frame,
+)
 from .apps import Events, fastapi_app, starlette_app
-from .asgi_helpers import IMPLEMENTATIONS, RawClient, UvicornThread, take
+from .asgi_helpers import IMPLEMENTATIONS, PythonUvicornWebSocket, RawClient, UvicornThread, take
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
@@ -85,7 +100,7 @@ async def test_scope(impl: str, starlette: UvicornThread, events: Events) -> Non
         "client": "127.0.0.1",
         "server": "127.0.0.1",
         "extensions": ["shakehands", "websocket.http.response"]
-        if impl == "shakehands"
+        if impl.startswith("shakehands")
         else ["websocket.http.response"],
     }
     assert headers[b"host"] == f"127.0.0.1:{starlette.port}".encode()
@@ -139,7 +154,8 @@ async def test_malformed_events(impl: str, starlette: UvicornThread, events: Eve
         with pytest.raises(ConnectionClosed) as caught:
             await ws.recv()
     assert caught.value.code == 1000
-    assert await take(events, "malformed") == ("TypeError" if impl == "shakehands" else "none")
+    ours = impl.startswith("shakehands")
+    assert await take(events, "malformed") == ("TypeError" if ours else "none")
     assert await take(events, "unknown") == "RuntimeError"
 
 
@@ -171,7 +187,7 @@ async def test_app_raises_after_accept(impl: str, starlette: UvicornThread) -> N
         await ws.send("trigger")
         with pytest.raises(ConnectionClosed) as caught:
             await ws.recv()
-    assert caught.value.code == (1011 if impl == "shakehands" else 1006)
+    assert caught.value.code == (1011 if impl.startswith("shakehands") else 1006)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +234,7 @@ async def test_answers_leave_before_the_close_frame(impl: str, starlette: Uvicor
     while frames[-1][0] != OP_CLOSE:
         frames.append(await client.read_frame())
     await client.close()
-    assert frames[:-1] == ([(OP_TEXT, b"Hello")] if impl == "shakehands" else [])
+    assert frames[:-1] == ([(OP_TEXT, b"Hello")] if impl.startswith("shakehands") else [])
     assert close_code_and_reason(frames[-1][1])[0] == 1002
 
 
@@ -387,3 +403,95 @@ async def test_event_loops_and_http_parsers(
         assert await ws.recv() == "over " + loop
         await ws.send(b"x" * 200_000)
         assert await ws.recv() == b"x" * 200_000
+
+
+def _mixed_stream() -> tuple[bytes, list[tuple[int, bytes]]]:
+    """Client frames of every kind the compiled data path takes or hands to the core, and the
+    frames the echo endpoint answers them with, in order."""
+    large = bytes(range(256)) * 280  # 71,680 bytes: a 64-bit length, cut by any read
+    frames = [
+        frame(OP_TEXT, b"first"),
+        frame(OP_BINARY, large),
+        frame(OP_PING, b"ping in between"),
+        frame(OP_TEXT, "déjà".encode()[:3], fin=False),  # a fragmented text message, cut
+        frame(OP_CONT, "déjà".encode()[3:]),  # inside a UTF-8 sequence
+        frame(OP_BINARY, b""),
+        frame(OP_BINARY, b"x" * 126),  # a 16-bit length
+        frame(OP_TEXT, "après".encode()),
+    ]
+    expected = [
+        (OP_TEXT, b"first"),
+        (OP_BINARY, large),
+        (OP_PONG, b"ping in between"),
+        (OP_TEXT, "déjà".encode()),
+        (OP_BINARY, b""),
+        (OP_BINARY, b"x" * 126),
+        (OP_TEXT, "après".encode()),
+    ]
+    return b"".join(frames), expected
+
+
+@pytest.mark.parametrize("split", [0, 5, 4093, 65537], ids=lambda n: f"split-{n}")
+async def test_frames_split_anywhere(impl: str, starlette: UvicornThread, split: int) -> None:
+    """Whole frames, control frames, fragments and a large frame, written in one piece or cut
+    every ``split`` bytes: every message is echoed in order, the ping answered (the
+    compiled data path hands what it does not take to the core, and takes over again)."""
+    stream, expected = _mixed_stream()
+    client, status = await RawClient.request(starlette.port, "/echo")
+    assert status == 101
+    for _ in range(2):  # twice: the C path must take over again after the core's turn
+        step = split or len(stream)
+        for start in range(0, len(stream), step):
+            client.writer.write(stream[start : start + step])
+            await client.writer.drain()
+        got = [await client.read_frame() for _ in expected]
+        # The pong may leave before the echoes of earlier messages (the app answers later).
+        assert got.count((OP_PONG, b"ping in between")) == 1
+        assert [f for f in got if f[0] != OP_PONG] == [f for f in expected if f[0] != OP_PONG]
+    client.send_frame(OP_CLOSE, close_payload(1000))
+    opcode, payload = await client.read_frame()
+    await client.close()
+    assert (opcode, close_code_and_reason(payload)[0]) == (OP_CLOSE, 1000)
+
+
+async def test_compiled_data_path_when_built() -> None:
+    """``UvicornWebSocket(...)`` (what uvicorn makes) is the compiled path when it is built;
+    a subclass is made as it is (the pure-Python path)."""
+    config = uvicorn.Config(app=starlette_app(queue.Queue()))
+    made = UvicornWebSocket(config, ServerState(), {})
+    assert isinstance(made, FastUvicornWebSocket) is shakehands_asgi.FASTPATH_AVAILABLE
+    assert type(PythonUvicornWebSocket(config, ServerState(), {})) is PythonUvicornWebSocket
+
+
+@pytest.mark.parametrize("cls", [UvicornWebSocket, PythonUvicornWebSocket], ids=["made", "python"])
+async def test_scope_without_uvicorns_http_protocol(cls: type[UvicornWebSocket]) -> None:
+    """Under uvicorn, the addresses and the scope's headers are those uvicorn's HTTP protocol
+    parsed (it hands the upgrade over with them). Made by anything else (here: an asyncio
+    server making the class itself), they come from the transport and the request we parse:
+    the same scope."""
+    events: Events = queue.Queue()
+    config = uvicorn.Config(app=starlette_app(events), ws_per_message_deflate=False)
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: cls(config, state, {}), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        uri = f"ws://127.0.0.1:{port}/raw/scope%20x?a=1&b=%20"
+        async with shakehands.connect(uri, subprotocols=["one", "two"], compression=None):
+            pass
+        seen = await take(events, "scope")
+        async with shakehands.connect(f"ws://127.0.0.1:{port}/echo", compression=None) as ws:
+            await ws.send(b"x" * 70_000)
+            assert await ws.recv() == b"x" * 70_000
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(seen, dict)
+    headers = dict(seen.pop("headers"))
+    assert seen["path"] == "/raw/scope x"
+    assert seen["raw_path"] == b"/raw/scope%20x"
+    assert seen["query_string"] == b"a=1&b=%20"
+    assert (seen["scheme"], seen["client"], seen["server"]) == ("ws", "127.0.0.1", "127.0.0.1")
+    assert headers[b"host"] == f"127.0.0.1:{port}".encode()
+    assert headers[b"sec-websocket-protocol"] == b"one, two"
+    assert all(name == name.lower() for name in headers)
