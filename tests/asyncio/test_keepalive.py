@@ -288,3 +288,41 @@ async def test_one_keepalive_timer_for_many_connections(api: str) -> None:
         await wait_for_condition(lambda: not server.connections)
         assert (loop, interval) not in KeepaliveWheel._wheels
         assert wheel.size == 0 and wheel.handle is None and not wheel.buckets
+
+
+def test_the_wheels_of_closed_loops_are_forgotten() -> None:
+    """An event loop closed while connections were still enrolled (nothing told the wheel:
+    ``asyncio.run()`` in a loop, test suites) is not kept alive by its wheel once another wheel
+    is made."""
+    import gc
+    import weakref
+
+    from shakehands.asyncio.base import KeepaliveWheel
+
+    class Enrolled:
+        """What the wheel uses of a connection: its loop and ``_keepalive``."""
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+        def _keepalive(self) -> None:
+            raise AssertionError("not due in this test")
+
+    old = asyncio.new_event_loop()
+    KeepaliveWheel.enroll(Enrolled(old), 7.0)  # type: ignore[arg-type]
+    assert (old, 7.0) in KeepaliveWheel._wheels
+    old.close()
+    old_ref = weakref.ref(old)
+    del old
+    new = asyncio.new_event_loop()
+    connection = Enrolled(new)
+    bucket = KeepaliveWheel.enroll(connection, 7.0)  # type: ignore[arg-type]
+    try:
+        gc.collect()
+        assert old_ref() is None
+        assert not [loop for loop, _ in KeepaliveWheel._wheels if loop.is_closed()]
+        assert KeepaliveWheel._wheels[new, 7.0].size == 1
+    finally:
+        bucket.wheel.remove(connection, bucket)  # type: ignore[arg-type]
+        new.close()
+    assert (new, 7.0) not in KeepaliveWheel._wheels

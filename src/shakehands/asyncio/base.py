@@ -110,6 +110,11 @@ class KeepaliveWheel:
         loop = connection.loop
         wheel = cls._wheels.get((loop, interval))
         if wheel is None:
+            # Forget the wheels of closed event loops (a loop closed while connections were
+            # still enrolled never told them: asyncio.run() in a loop, tests), so that at most
+            # the last such loop stays referenced until a new wheel is made.
+            for key in [key for key in cls._wheels if key[0].is_closed()]:
+                del cls._wheels[key]
             wheel = cls._wheels[loop, interval] = cls(loop, interval)
         return wheel._add(connection)
 
