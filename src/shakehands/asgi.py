@@ -832,8 +832,9 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
         self._refresh_fast()
 
     def _refresh_fast(self) -> None:
-        """Turn the C path on if the connection is accepted, open and between messages."""
-        protocol = self.protocol
+        """Turn the C path on if the connection is accepted, not closing, and the core lets it
+        take the next frames (see
+        :meth:`~shakehands.protocol.connection.Connection.frames_takeable`)."""
         if (
             self._in_slow
             or not self._accepted
@@ -841,14 +842,12 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
             or self._hold_close
             or self._eof_sent
             or self._lost
-            or protocol.state is not State.OPEN
-            or protocol.close_pending
-            or not protocol.between_messages()
             or self.transport.is_closing()
         ):
             return
-        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
-        self._fast.enable(self, min(limits) if limits else -1)
+        limit = self.protocol.frames_takeable()
+        if limit is not None:
+            self._fast.enable(self, limit)
 
     def _process(self) -> None:
         super()._process()

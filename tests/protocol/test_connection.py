@@ -1196,3 +1196,40 @@ def test_protocol_error_class_codes() -> None:
     assert ProtocolError("x").code == 1002
     assert InvalidPayload("x").code == 1007
     assert PayloadTooBig("x").code == 1009
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ({}, 2**20),  # the default max_message_size
+        ({"max_message_size": None}, -1),
+        ({"max_message_size": 100, "max_frame_size": 10}, 10),
+        ({"max_message_size": 10, "max_frame_size": None}, 10),
+    ],
+)
+def test_frames_takeable_between_messages_only(
+    limits: dict[str, int | None], expected: int
+) -> None:
+    """When a compiled reader may take over the bytes that follow, and up to what size."""
+    conn = Connection(Role.SERVER, **limits)  # type: ignore[arg-type]
+    assert conn.frames_takeable() == expected
+    conn.receive_data(masked(Opcode.TEXT, b"whole"))
+    assert conn.frames_takeable() == expected
+    conn.receive_data(masked(Opcode.TEXT, b"frag", fin=False))  # a message partly read
+    assert conn.frames_takeable() is None
+    conn.receive_data(masked(Opcode.CONT, b"ment"))
+    assert conn.frames_takeable() == expected
+    conn.receive_data(masked(Opcode.BINARY, b"part")[:4])  # a frame partly read
+    assert conn.frames_takeable() is None
+    conn.receive_data(masked(Opcode.BINARY, b"part")[4:])
+    assert conn.frames_takeable() == expected
+    conn.receive_data(masked(Opcode.CLOSE, serialize_close(1000, "")))  # our close owed
+    assert conn.frames_takeable() is None
+    conn.data_to_send()
+    assert conn.frames_takeable() is None
+
+
+def test_frames_takeable_with_an_extension_only_if_the_taker_decodes() -> None:
+    conn = _deflating_server()
+    assert conn.frames_takeable() is None
+    assert conn.frames_takeable(extensions=True) == 2**20

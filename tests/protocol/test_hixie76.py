@@ -454,3 +454,7 @@ def test_a_draft76_connection_refuses_binary_and_pings_through_any_api() -> None
     p.send_message("still open")
     assert p.data_to_send() == [b"\x00still open\xff"]
     assert p.state is State.OPEN
+
+
+def test_draft_76_frames_are_never_taken_by_a_compiled_reader() -> None:
+    assert opened().frames_takeable() is None

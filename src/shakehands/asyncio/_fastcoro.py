@@ -128,23 +128,21 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
         self._refresh_fast()
 
     def _refresh_fast(self) -> None:
-        """Turn the C path on if the core is open, between messages, and sends no fragments."""
-        protocol = self.protocol
+        """Turn the C path on if the core lets it take the next frames (see
+        :meth:`~shakehands.protocol.connection.Connection.frames_takeable`) and sends no
+        fragments, and this connection is not closing."""
         if (
             self._in_slow
             or self._hold_close
             or self._eof_sent
             or self._lost
-            or protocol.state is not State.OPEN
-            or protocol.close_pending
-            or protocol._send_opcode
-            or not protocol.shares_frames  # draft-76 framing
-            or not protocol.between_messages()
+            or self.protocol._send_opcode
             or self.transport.is_closing()
         ):
             return
-        limits = [n for n in (protocol.max_frame_size, protocol.max_message_size) if n is not None]
-        self._fast.enable(self._inbox, min(limits) if limits else -1)
+        limit = self.protocol.frames_takeable()
+        if limit is not None:
+            self._fast.enable(self._inbox, limit)
 
     def _has_unread_messages(self) -> bool:
         # While the core reads (after the C path handed it a close frame, say): a message C

@@ -117,34 +117,31 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         self._refresh_fast()
 
     def _refresh_fast(self) -> None:
-        """Turn the C path on if the core is open and between messages."""
-        protocol = self.protocol
+        """Turn the C path on if the core lets it take the next frames (see
+        :meth:`~shakehands.protocol.connection.Connection.frames_takeable`) and this connection
+        is not busy with a backlog or closing."""
         if (
             self._in_slow
             or self._backlog is not None
             or self._hold_close
             or self._eof_sent
             or self._lost
-            or protocol.state is not State.OPEN
-            or protocol.close_pending
-            or not protocol.shares_frames  # draft-76 framing
-            or not protocol.between_messages(extensions=True)
             or self.transport.is_closing()
         ):
             return
-        max_frame, max_message = protocol.max_frame_size, protocol.max_message_size
-        limits = [n for n in (max_frame, max_message) if n is not None]
+        protocol = self.protocol
+        limit = protocol.frames_takeable(extensions=True)
+        if limit is None:
+            return
         extensions = protocol.extensions
         if not extensions:
-            self._fast.enable(self.listener, min(limits) if limits else -1)
+            self._fast.enable(self.listener, limit)
         elif len(extensions) == 1 and extensions[0].rsv_bits == _RSV1:
             # permessage-deflate (or any one extension on RSV1): C takes its whole messages
             # and calls its decode/encode, as the core does (see _fast_decode_failed).
+            max_message = protocol.max_message_size
             self._fast.enable(
-                self.listener,
-                min(limits) if limits else -1,
-                extensions[0],
-                -1 if max_message is None else max_message,
+                self.listener, limit, extensions[0], -1 if max_message is None else max_message
             )
 
     def _process(self) -> None:

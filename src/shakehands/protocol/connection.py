@@ -231,6 +231,27 @@ class Connection(FrameReader, ExtensionHost):
         none: see :mod:`.hixie76`)."""
         return True
 
+    def frames_takeable(self, *, extensions: bool = False) -> int | None:
+        """Whether a reader of whole simple frames outside the core (a compiled data path) may
+        take over the bytes that follow, and up to what size.
+
+        ``None`` when it may not: the connection is not open, a close frame is owed, the framing
+        is draft-76's, a frame or message is partly read, or an extension is negotiated (unless
+        ``extensions``: the taker then decodes whole messages with :attr:`extensions` itself).
+        Otherwise the largest frame it may take: ``min(max_frame_size, max_message_size)``, or
+        ``-1`` for no limit. Anything else (control frames, fragments, RSV bits, larger frames)
+        it hands back here, in order, with the bytes after it.
+        """
+        if (
+            self.state is not State.OPEN
+            or self._close_pending is not None
+            or not self.shares_frames
+            or not self.between_messages(extensions=extensions)
+        ):
+            return None
+        limits = [n for n in (self.max_frame_size, self.max_message_size) if n is not None]
+        return min(limits) if limits else -1
+
     @property
     def close_pending(self) -> bool:
         """A failure or the peer's close frame was received; our close frame is not queued yet."""
