@@ -143,6 +143,48 @@ def test_tls_echo(tmp_path: Path) -> None:
             assert ws.recv(timeout=10) == "again"
 
 
+def test_tls_full_duplex_from_many_threads(tmp_path: Path) -> None:
+    """Over TLS, the reader thread and sending threads use one OpenSSL connection: both ends send
+    and receive at once (the server from its handler and a second thread, the client from two
+    threads) and every message arrives whole and in order (the TLS lock of sync/base.py)."""
+    certificate = make_certificate(tmp_path)
+    if certificate is None:
+        pytest.skip("cannot make a test certificate")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(*certificate)
+    client_context = ssl.create_default_context(cafile=str(certificate[0]))
+    count = 300
+
+    def payload(side: bytes, i: int) -> bytes:
+        return side + i.to_bytes(4, "big") * (1 + (i * 97) % 4000)
+
+    def send_all(ws: Any, side: bytes) -> None:
+        for i in range(count):
+            ws.send(payload(side, i))
+
+    server_got: list[bytes] = []
+
+    def handler(ws: sync.ServerConnection) -> None:
+        sender = threading.Thread(target=send_all, args=(ws, b"S"))
+        sender.start()
+        for _ in range(count):
+            server_got.append(ws.recv(timeout=30))
+        sender.join(30)
+        ws.send(b"done")
+
+    with (
+        running(handler, ssl=server_context) as server,
+        sync.connect(uri(server, scheme="wss"), ssl=client_context) as ws,
+    ):
+        sender = threading.Thread(target=send_all, args=(ws, b"C"))
+        sender.start()
+        client_got = [ws.recv(timeout=30) for _ in range(count)]
+        sender.join(30)
+        assert ws.recv(timeout=30) == b"done"
+    assert client_got == [payload(b"S", i) for i in range(count)]
+    assert server_got == [payload(b"C", i) for i in range(count)]
+
+
 def test_wrong_scheme_is_named(tmp_path: Path) -> None:
     """ws:// to a TLS server and wss:// to a plain one: an error that names the scheme to use,
     for the blocking and the asyncio servers."""

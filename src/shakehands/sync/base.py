@@ -19,6 +19,10 @@ Two locks, and no thread ever waits for the network while holding either:
 - the *write lock* is held by the one thread that writes from the front of that buffer, with
   non-blocking sends only: it writes what the kernel takes and leaves the rest.
 
+Over TLS a third, the *TLS lock*, is held around each non-blocking call into the socket (recv,
+send, pending, shutdown): OpenSSL does not allow one connection object to be used by two threads
+at once (the reader's read and a writer's write), and a TLS 1.3 read may itself write.
+
 A thread in :meth:`~.connection.Connection.send` waits for the socket to become writable (``poll``)
 with no lock held, until the buffer is written; the reader only ever tries to write (it does not
 even wait for the write lock: the thread holding it looks at the buffer again after releasing it),
@@ -147,6 +151,10 @@ class SocketProtocol(ConfiguredConnection):
         self.ping_interval = config.ping_interval
         self._lock = threading.Lock()  # the core lock: the core and the outgoing buffer
         self._write_lock = threading.Lock()  # the one thread writing from the buffer's front
+        # TLS only: one OpenSSL connection object must not be used by two threads at once (the
+        # reader's SSL_read and a writer's SSL_write; TLS 1.3 reads may write too). Held for one
+        # non-blocking call at a time, so never while waiting for the network.
+        self._tls_lock = threading.Lock() if isinstance(sock, ssl_module.SSLSocket) else None
         self._outgoing: deque[bytes | memoryview] = deque()
         self._out_size = 0
         self._deferring_pongs = False
@@ -191,6 +199,7 @@ class SocketProtocol(ConfiguredConnection):
 
     def _read_loop(self) -> None:
         sock = self.socket
+        tls_lock = self._tls_lock
         try:
             poller = select.poll()
             poller.register(sock, _POLL_IN)
@@ -228,7 +237,7 @@ class SocketProtocol(ConfiguredConnection):
                 if mask != polling:
                     poller.modify(sock, mask)
                     polling = mask
-                if isinstance(sock, ssl_module.SSLSocket) and sock.pending():
+                if tls_lock is not None and self._tls_pending():
                     ready = _POLL_IN
                 else:
                     try:
@@ -244,7 +253,11 @@ class SocketProtocol(ConfiguredConnection):
                 if not ready & ~_POLL_OUT:
                     continue
                 try:
-                    data = sock.recv(_READ_SIZE)
+                    if tls_lock is None:
+                        data = sock.recv(_READ_SIZE)
+                    else:
+                        with tls_lock:
+                            data = sock.recv(_READ_SIZE)
                 except _WOULD_BLOCK:
                     continue
                 except (OSError, ValueError):
@@ -378,7 +391,11 @@ class SocketProtocol(ConfiguredConnection):
                 chunk = self._outgoing[0]
                 lock.release()
                 try:
-                    sent = sock.send(chunk)
+                    if self._tls_lock is None:
+                        sent = sock.send(chunk)
+                    else:
+                        with self._tls_lock:
+                            sent = sock.send(chunk)
                 except _WOULD_BLOCK:
                     return True
                 except (OSError, ValueError):
@@ -463,14 +480,26 @@ class SocketProtocol(ConfiguredConnection):
         else:
             self._shutdown_socket(socket.SHUT_WR)
 
+    def _tls_pending(self) -> bool:
+        """Whether OpenSSL holds decrypted bytes not read yet (TLS only)."""
+        assert self._tls_lock is not None and isinstance(self.socket, ssl_module.SSLSocket)
+        with self._tls_lock, contextlib.suppress(OSError, ValueError):
+            return self.socket.pending() > 0
+        return False
+
     def _shutdown_socket(self, how: int) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.socket.shutdown(how)
+            if self._tls_lock is None:
+                self.socket.shutdown(how)
+            else:
+                with self._tls_lock:
+                    self.socket.shutdown(how)
 
     def _abort(self) -> None:
         """Drop the TCP connection now (RST); wakes every thread waiting on the socket.
 
-        Takes no lock (the server's shutdown calls it on many connections): the writers see
+        Takes neither the core lock nor the write lock (the server's shutdown calls it on many
+        connections; over TLS only the TLS lock, for one non-blocking call): the writers see
         ``_write_shut`` and the reader, woken, ends and empties the buffer.
         """
         self._aborted = True
