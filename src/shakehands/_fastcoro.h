@@ -14,10 +14,11 @@
  *   other frames sent during a loop step are queued and written together by one flush
  *   scheduled with call_soon (as the Python path's _deferred_flush does), or at once past the
  *   write limit.
- * - CoroutineFastPathMixin: get_buffer, buffer_updated and data_received (FastPath's) and a
+ * - CoroutineFastPathMixin: get_buffer, buffer_updated and data_received (FastPath's), a
  *   send() that returns an awaitable: the connection's _drain() coroutine while the write
  *   buffer is above its high-water mark, else a finished coroutine-like object (Done), so that
- *   `await ws.send(m)` costs no Python frame.
+ *   `await ws.send(m)` costs no Python frame; and recv() and __aiter__ (see "Receiving"
+ *   below): a message costs no Python frame of ours between the parser and the handler.
  */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -242,6 +243,884 @@ static PyTypeObject CoroFastPath_Type = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
+/* Receiving: recv() and `async for` in C                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * The inbox stays the Python object of asyncio/messages.py (its `messages`, `_waiter`,
+ * `paused` and `max_queue` slots), so that the core's deliveries (Inbox.put), Inbox.get,
+ * Inbox.close and the connection's other code keep working on it unchanged; what is here
+ * works on the same slots, by the same rules, without a Python frame:
+ *
+ * - CoroutineInboxMixin.on_message(ws, message) (mixed into _FastInbox): what the C parser
+ *   calls per message. Inbox.put's rules: the coroutine waiting in recv() gets the message
+ *   (the future's result; `handed` is set so that its answer is written at once), else it is
+ *   queued and reading pauses at max_queue.
+ * - Receive: what recv() and the iterator's __anext__ return, a coroutine-like awaitable that
+ *   does Inbox.get's work when first awaited (not when made, as a coroutine): a queued message
+ *   is returned without suspending (no future); with none queued, while the C parser is on
+ *   (so the connection is open and more can come), it makes the loop's future, stores it in
+ *   inbox._waiter and awaits it (through the future's own iterator). Anything else (a paused
+ *   backlog, whose get yields to the loop every `burst` messages and resumes reading; the C
+ *   parser off: closing, closed, or the core reading) is Inbox.get itself, awaited through it.
+ *   A waiting Receive cancelled after the inbox handed it its message puts the message back
+ *   at the head of the queue; one closed, cancelled or dropped forgets its waiter (as get's
+ *   `finally`).
+ * - Messages: `aiter(ws)`. Its __anext__ is a Receive that ends the iteration on
+ *   ConnectionClosedOK; after any exception it is exhausted (as an async generator is).
+ */
+
+static PyObject *deque_type;         /* collections.deque */
+static PyObject *cancelled_error;    /* asyncio.CancelledError */
+static PyObject *closed_ok;          /* shakehands ConnectionClosedOK */
+static PyObject *future_type;        /* asyncio.Future */
+static PyObject *base_create_future; /* asyncio.BaseEventLoop.create_future */
+static PyObject *loop_kwnames;       /* ("loop",) */
+static PyObject *inbox_name, *waiter_name, *paused_name, *max_queue_name, *loop_name,
+    *create_future_name, *popleft_name, *append_name, *appendleft_name, *inbox_emptied_name,
+    *pause_reading_name, *get_name, *done_name, *set_result_name, *cancelled_name,
+    *exception_name, *result_name, *throw_name, *close_name;
+
+static void
+restore_exception(PyObject *exc)
+{
+    if (exc == NULL) {
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(exc));
+    PyObject *traceback = PyException_GetTraceback(exc);
+    PyErr_Restore(type, exc, traceback);
+#endif
+}
+
+/* The loop's future: asyncio.Future(loop=loop) when the loop's create_future is asyncio's
+ * (what it does, without its Python frame), else loop.create_future(). */
+static PyObject *
+coro_create_future(PyObject *loop)
+{
+    PyObject *method = _PyType_Lookup(Py_TYPE(loop), create_future_name); /* borrowed */
+    if (method != NULL && method == base_create_future) {
+        PyObject *args[1] = {loop};
+        return PyObject_Vectorcall(future_type, args, 0, loop_kwnames);
+    }
+    return PyObject_CallMethodNoArgs(loop, create_future_name);
+}
+
+static int
+coro_ready(void)
+{
+    if (deque_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "shakehands._fastpath._coro_setup() was not called");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+coro_attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+static int
+coro_call_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_CallMethodNoArgs(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+static int
+coro_call_discard(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *r = arg ? PyObject_CallMethodOneArg(obj, name, arg)
+                      : PyObject_CallMethodNoArgs(obj, name);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* inbox.messages as a deque (made on the first message that waits, as Inbox.put does); a new
+ * reference. */
+static PyObject *
+inbox_deque(PyObject *inbox)
+{
+    PyObject *messages = PyObject_GetAttr(inbox, messages_name);
+    if (messages == NULL || !PyTuple_Check(messages)) {
+        return messages;
+    }
+    Py_DECREF(messages);
+    messages = PyObject_CallNoArgs(deque_type);
+    if (messages != NULL && PyObject_SetAttr(inbox, messages_name, messages) < 0) {
+        Py_CLEAR(messages);
+    }
+    return messages;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* CoroutineInboxMixin                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(inbox_on_message_doc,
+"on_message(ws, message, /)\n"
+"--\n"
+"\n"
+"A message parsed by C, by Inbox.put's rules: the coroutine waiting in recv() gets it (and its\n"
+"answer is written at once), else it is queued and reading pauses at max_queue.");
+
+static PyObject *
+inbox_on_message(PyObject *inbox, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "on_message() takes 2 arguments");
+        return NULL;
+    }
+    if (coro_ready() < 0) {
+        return NULL;
+    }
+    PyObject *ws = args[0], *message = args[1];
+    PyObject *waiter = PyObject_GetAttr(inbox, waiter_name);
+    if (waiter == NULL) {
+        return NULL;
+    }
+    if (waiter != Py_None) {
+        int queued = coro_attr_true(inbox, messages_name);
+        int done = queued ? queued : coro_call_true(waiter, done_name);
+        if (done < 0) {
+            Py_DECREF(waiter);
+            return NULL;
+        }
+        if (!done) {
+            /* Handed to the waiting recv(). */
+            int failed = PyObject_SetAttr(inbox, waiter_name, Py_None) < 0 ||
+                         coro_call_discard(waiter, set_result_name, message) < 0;
+            Py_DECREF(waiter);
+            if (failed) {
+                return NULL;
+            }
+            FastPathObject *fast = fast_of(ws);
+            if (fast == NULL) {
+                return NULL;
+            }
+            if (PyObject_TypeCheck((PyObject *)fast, &CoroFastPath_Type)) {
+                /* Its answer is written at once (unless more messages wait: then with theirs). */
+                ((CoroFastPathObject *)fast)->handed = 1;
+            }
+            Py_DECREF(fast);
+            Py_RETURN_NONE;
+        }
+    }
+    Py_DECREF(waiter);
+    /* Queued; a full queue pauses reading. */
+    PyObject *messages = inbox_deque(inbox);
+    if (messages == NULL) {
+        return NULL;
+    }
+    if (coro_call_discard(messages, append_name, message) < 0) {
+        Py_DECREF(messages);
+        return NULL;
+    }
+    Py_ssize_t count = PyObject_Size(messages);
+    Py_DECREF(messages);
+    if (count < 0) {
+        return NULL;
+    }
+    PyObject *max_queue = PyObject_GetAttr(inbox, max_queue_name);
+    if (max_queue == NULL) {
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(max_queue);
+    Py_DECREF(max_queue);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (count >= limit) {
+        int paused = coro_attr_true(inbox, paused_name);
+        if (paused < 0) {
+            return NULL;
+        }
+        if (!paused) {
+            PyObject *now = PyObject_CallMethodNoArgs(ws, pause_reading_name);
+            if (now == NULL) {
+                return NULL;
+            }
+            int failed = PyObject_SetAttr(inbox, paused_name, now);
+            Py_DECREF(now);
+            if (failed < 0) {
+                return NULL;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef inbox_mixin_methods[] = {
+    {"on_message", (PyCFunction)(void (*)(void))inbox_on_message, METH_FASTCALL,
+     inbox_on_message_doc},
+    {NULL},
+};
+
+PyDoc_STRVAR(inbox_mixin_doc,
+"The C part of the inbox of a coroutine connection on the compiled path (on_message). No\n"
+"instance layout of its own: it works on the slots of the Inbox class it is mixed into.");
+
+static PyTypeObject InboxMixin_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.CoroutineInboxMixin",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = inbox_mixin_doc,
+    .tp_methods = inbox_mixin_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Messages (the async iterator) and Receive (the awaitable of recv and __anext__)             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ws;
+    char finished; /* an exception ended it: every __anext__ raises StopAsyncIteration */
+} MessagesObject;
+
+enum { RECV_NEW = 0, RECV_WAITING, RECV_DELEGATING, RECV_OVER };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ws;
+    PyObject *inbox;
+    MessagesObject *owner; /* the iterator whose __anext__ made it, or NULL (recv) */
+    PyObject *waiter;      /* RECV_WAITING: the future stored in inbox._waiter */
+    PyObject *inner;       /* what it awaits: the future's iterator, or Inbox.get() */
+    char state;
+} ReceiveObject;
+
+static PyTypeObject Receive_Type;
+static PyTypeObject Messages_Type;
+
+static PyObject *
+receive_new(PyObject *ws, MessagesObject *owner)
+{
+    if (coro_ready() < 0) {
+        return NULL;
+    }
+    PyObject *inbox = PyObject_GetAttr(ws, inbox_name);
+    if (inbox == NULL) {
+        return NULL;
+    }
+    ReceiveObject *self = PyObject_GC_New(ReceiveObject, &Receive_Type);
+    if (self == NULL) {
+        Py_DECREF(inbox);
+        return NULL;
+    }
+    self->ws = Py_NewRef(ws);
+    self->inbox = inbox;
+    self->owner = (MessagesObject *)Py_XNewRef((PyObject *)owner);
+    self->waiter = NULL;
+    self->inner = NULL;
+    self->state = RECV_NEW;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* Forget the waiter (get's `finally`: inbox._waiter = None if it is still ours). Keeps the
+ * exception being raised, if any. */
+static int
+receive_forget_waiter(ReceiveObject *self)
+{
+    PyObject *waiter = self->waiter;
+    if (waiter == NULL || self->inbox == NULL) {
+        return 0;
+    }
+    self->waiter = NULL;
+    PyObject *exc = PyErr_Occurred() ? fetch_exception() : NULL;
+    int failed = 0;
+    PyObject *current = PyObject_GetAttr(self->inbox, waiter_name);
+    if (current == NULL) {
+        failed = 1;
+    }
+    else {
+        if (current == waiter) {
+            failed = PyObject_SetAttr(self->inbox, waiter_name, Py_None) < 0;
+        }
+        Py_DECREF(current);
+    }
+    Py_DECREF(waiter);
+    if (exc != NULL) {
+        if (failed) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        restore_exception(exc);
+        return 0;
+    }
+    return failed ? -1 : 0;
+}
+
+/* A cancelled recv() that the inbox had already handed its message: the message goes back
+ * to the head of the queue (get's `except CancelledError`). Keeps the exception raised. */
+static void
+receive_keep_message(ReceiveObject *self)
+{
+    PyObject *waiter = self->waiter;
+    if (waiter == NULL) {
+        return;
+    }
+    PyObject *exc = fetch_exception();
+    PyObject *result = NULL, *messages = NULL;
+    int done = coro_call_true(waiter, done_name);
+    if (done <= 0) {
+        goto end;
+    }
+    int cancelled = coro_call_true(waiter, cancelled_name);
+    if (cancelled != 0) {
+        goto end;
+    }
+    PyObject *error = PyObject_CallMethodNoArgs(waiter, exception_name);
+    if (error == NULL) {
+        goto end;
+    }
+    int failed = error != Py_None;
+    Py_DECREF(error);
+    if (failed) {
+        goto end;
+    }
+    result = PyObject_CallMethodNoArgs(waiter, result_name);
+    if (result == NULL) {
+        goto end;
+    }
+    messages = inbox_deque(self->inbox);
+    if (messages != NULL) {
+        (void)coro_call_discard(messages, appendleft_name, result);
+    }
+end:
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(messages);
+    restore_exception(exc);
+}
+
+/* It has returned or raised: forget the waiter; an iteration ends on ConnectionClosedOK and
+ * is over after any exception. */
+static PySendResult
+receive_end(ReceiveObject *self, PySendResult status, PyObject **result)
+{
+    self->state = RECV_OVER;
+    Py_CLEAR(self->inner);
+    if (receive_forget_waiter(self) < 0 && status == PYGEN_RETURN) {
+        Py_CLEAR(*result);
+        status = PYGEN_ERROR;
+    }
+    if (status == PYGEN_ERROR && self->owner != NULL) {
+        self->owner->finished = 1;
+        if (PyErr_ExceptionMatches(closed_ok)) {
+            PyErr_Clear();
+            PyErr_SetNone(PyExc_StopAsyncIteration);
+        }
+    }
+    return status;
+}
+
+static PySendResult
+receive_step(ReceiveObject *self, PyObject *arg, PyObject **result)
+{
+    PySendResult status = PyIter_Send(self->inner, arg, result);
+    if (status == PYGEN_NEXT) {
+        return status;
+    }
+    return receive_end(self, status, result);
+}
+
+/* Inbox.get itself (a paused backlog, or the C parser off). */
+static PySendResult
+receive_delegate(ReceiveObject *self, PyObject **result)
+{
+    PyObject *coro = PyObject_CallMethodNoArgs(self->inbox, get_name);
+    if (coro == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    self->inner = coro;
+    self->state = RECV_DELEGATING;
+    return receive_step(self, Py_None, result);
+}
+
+/* The first step: Inbox.get's work. */
+static PySendResult
+receive_start(ReceiveObject *self, PyObject **result)
+{
+    PyObject *inbox = self->inbox;
+    *result = NULL;
+    if (self->owner != NULL && self->owner->finished) {
+        self->state = RECV_OVER;
+        PyErr_SetNone(PyExc_StopAsyncIteration);
+        return PYGEN_ERROR;
+    }
+    PyObject *messages = PyObject_GetAttr(inbox, messages_name);
+    if (messages == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    int queued = PyObject_IsTrue(messages);
+    int paused = queued > 0 ? coro_attr_true(inbox, paused_name) : 0;
+    if (queued < 0 || paused < 0) {
+        Py_DECREF(messages);
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    if (queued) {
+        if (paused) {
+            Py_DECREF(messages);
+            return receive_delegate(self, result);
+        }
+        /* Returned without suspending. */
+        PyObject *message = PyObject_CallMethodNoArgs(messages, popleft_name);
+        Py_ssize_t left = message == NULL ? -1 : PyObject_Size(messages);
+        Py_DECREF(messages);
+        if (left == 0 && coro_call_discard(self->ws, inbox_emptied_name, NULL) < 0) {
+            left = -1;
+        }
+        if (left < 0) {
+            Py_XDECREF(message);
+            return receive_end(self, PYGEN_ERROR, result);
+        }
+        *result = message;
+        return receive_end(self, PYGEN_RETURN, result);
+    }
+    Py_DECREF(messages);
+    FastPathObject *fast = fast_of(self->ws);
+    if (fast == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    int active = fast->fast;
+    Py_DECREF(fast);
+    if (!active) {
+        /* Closing, closed, or the core reading: get() says how it ends, or waits. */
+        return receive_delegate(self, result);
+    }
+    /* Open, and the C parser on: more can come. Wait for the next message. */
+    PyObject *waiter = PyObject_GetAttr(inbox, waiter_name);
+    if (waiter == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    int busy = waiter != Py_None;
+    Py_DECREF(waiter);
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "another coroutine is already waiting for the next message");
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    PyObject *loop = PyObject_GetAttr(self->ws, loop_name);
+    if (loop == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    waiter = coro_create_future(loop);
+    Py_DECREF(loop);
+    if (waiter == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    self->waiter = waiter;
+    self->state = RECV_WAITING;
+    if (PyObject_SetAttr(inbox, waiter_name, waiter) < 0) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    PyAsyncMethods *am = Py_TYPE(waiter)->tp_as_async;
+    if (am == NULL || am->am_await == NULL) {
+        PyErr_SetString(PyExc_TypeError, "create_future() did not return an awaitable");
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    self->inner = am->am_await(waiter);
+    if (self->inner == NULL) {
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    return receive_step(self, Py_None, result);
+}
+
+static PySendResult
+receive_am_send(ReceiveObject *self, PyObject *arg, PyObject **result)
+{
+    switch (self->state) {
+    case RECV_NEW:
+        if (arg != Py_None) {
+            *result = NULL;
+            PyErr_SetString(PyExc_TypeError,
+                            "can't send non-None value to a just-started coroutine");
+            return PYGEN_ERROR;
+        }
+        return receive_start(self, result);
+    case RECV_WAITING:
+    case RECV_DELEGATING:
+        return receive_step(self, arg, result);
+    default:
+        *result = NULL;
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+}
+
+/* StopIteration(value), as a generator's return raises it. */
+static void
+set_stop_iteration(PyObject *value)
+{
+    if (value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return;
+    }
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, value);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+}
+
+static PyObject *
+receive_iternext(ReceiveObject *self)
+{
+    PyObject *result;
+    PySendResult status = receive_am_send(self, Py_None, &result);
+    if (status == PYGEN_NEXT) {
+        return result;
+    }
+    if (status == PYGEN_RETURN) {
+        set_stop_iteration(result);
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+receive_send(ReceiveObject *self, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult status = receive_am_send(self, arg, &result);
+    if (status == PYGEN_NEXT) {
+        return result;
+    }
+    if (status == PYGEN_RETURN) {
+        set_stop_iteration(result);
+        Py_DECREF(result);
+    }
+    return NULL;
+}
+
+static PyObject *
+receive_throw(ReceiveObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    if (self->state != RECV_WAITING && self->state != RECV_DELEGATING) {
+        /* Not started (raised where it would start, nothing done) or over. */
+        self->state = RECV_OVER;
+        return done_throw(NULL, args, nargs);
+    }
+    PyObject *call[4] = {self->inner, NULL, NULL, NULL};
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        call[i + 1] = args[i];
+    }
+    PyObject *r = PyObject_VectorcallMethod(throw_name, call,
+                                            (size_t)(nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                            NULL);
+    if (r != NULL) {
+        return r; /* it yielded: still awaiting */
+    }
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        /* It returned (StopIteration carries the value). */
+        self->state = RECV_OVER;
+        Py_CLEAR(self->inner);
+        (void)receive_forget_waiter(self);
+        return NULL;
+    }
+    if (self->state == RECV_WAITING && PyErr_ExceptionMatches(cancelled_error)) {
+        receive_keep_message(self);
+    }
+    PyObject *none = NULL;
+    receive_end(self, PYGEN_ERROR, &none);
+    return NULL;
+}
+
+static PyObject *
+receive_close(ReceiveObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *inner = self->inner;
+    int failed = 0;
+    if (self->state == RECV_DELEGATING && inner != NULL) {
+        failed = coro_call_discard(inner, close_name, NULL) < 0;
+    }
+    self->state = RECV_OVER;
+    Py_CLEAR(self->inner);
+    if (receive_forget_waiter(self) < 0) {
+        failed = 1;
+    }
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+receive_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int
+Receive_traverse(ReceiveObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ws);
+    Py_VISIT(self->inbox);
+    Py_VISIT(self->owner);
+    Py_VISIT(self->waiter);
+    Py_VISIT(self->inner);
+    return 0;
+}
+
+static int
+Receive_clear(ReceiveObject *self)
+{
+    Py_CLEAR(self->ws);
+    Py_CLEAR(self->inbox);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->waiter);
+    Py_CLEAR(self->inner);
+    return 0;
+}
+
+static void
+Receive_dealloc(ReceiveObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->state == RECV_WAITING) {
+        /* Dropped while waiting (as a coroutine's close on finalisation): forget the waiter. */
+        PyObject *exc = PyErr_Occurred() ? fetch_exception() : NULL;
+        if (receive_forget_waiter(self) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        restore_exception(exc);
+    }
+    Receive_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef Receive_methods[] = {
+    {"send", (PyCFunction)receive_send, METH_O, "Resume it with a value (None)."},
+    {"throw", (PyCFunction)(void (*)(void))receive_throw, METH_FASTCALL,
+     "Raise an exception where it waits (a cancelled recv keeps a message handed to it)."},
+    {"close", (PyCFunction)receive_close, METH_NOARGS, "Stop waiting."},
+    {NULL},
+};
+
+static PyAsyncMethods Receive_as_async = {
+    .am_await = (unaryfunc)receive_await,
+    .am_send = (sendfunc)receive_am_send,
+};
+
+static PyTypeObject Receive_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.Receive",
+    .tp_basicsize = sizeof(ReceiveObject),
+    .tp_dealloc = (destructor)Receive_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "What recv() and the message iterator's __anext__ return: a coroutine (await it,\n"
+              "or make a task of it) that returns the next message.",
+    .tp_traverse = (traverseproc)Receive_traverse,
+    .tp_clear = (inquiry)Receive_clear,
+    .tp_as_async = &Receive_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)receive_iternext,
+    .tp_methods = Receive_methods,
+};
+
+static PyObject *
+messages_new(PyObject *ws)
+{
+    MessagesObject *self = PyObject_GC_New(MessagesObject, &Messages_Type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->ws = Py_NewRef(ws);
+    self->finished = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+messages_aiter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+messages_anext(MessagesObject *self)
+{
+    return receive_new(self->ws, self);
+}
+
+static int
+Messages_traverse(MessagesObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ws);
+    return 0;
+}
+
+static int
+Messages_clear(MessagesObject *self)
+{
+    Py_CLEAR(self->ws);
+    return 0;
+}
+
+static void
+Messages_dealloc(MessagesObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Messages_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyAsyncMethods Messages_as_async = {
+    .am_aiter = (unaryfunc)messages_aiter,
+    .am_anext = (unaryfunc)messages_anext,
+};
+
+static PyTypeObject Messages_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.Messages",
+    .tp_basicsize = sizeof(MessagesObject),
+    .tp_dealloc = (destructor)Messages_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "aiter(ws) of a compiled coroutine connection: its messages until it closes\n"
+              "(a clean close ends the iteration quietly).",
+    .tp_traverse = (traverseproc)Messages_traverse,
+    .tp_clear = (inquiry)Messages_clear,
+    .tp_as_async = &Messages_as_async,
+};
+
+PyDoc_STRVAR(coro_recv_doc,
+"recv()\n"
+"--\n"
+"\n"
+"Return the next message: ``str`` for text, ``bytes`` for binary (a coroutine:\n"
+"``await ws.recv()``).\n"
+"\n"
+"Raises:\n"
+"    ConnectionClosedOK: the connection closed cleanly (and no message is left).\n"
+"    ConnectionClosedError: it closed with an error, or without a closing handshake.\n"
+"    RuntimeError: another coroutine is already waiting in ``recv``.");
+
+static PyObject *
+coro_recv(PyObject *ws, PyObject *Py_UNUSED(ignored))
+{
+    return receive_new(ws, NULL);
+}
+
+static PyObject *
+coro_aiter(PyObject *ws)
+{
+    return messages_new(ws);
+}
+
+PyDoc_STRVAR(coro_setup_doc,
+"_coro_setup(deque, cancelled_error, closed_ok, future, base_create_future, /)\n"
+"--\n"
+"\n"
+"The Python objects the compiled recv needs: collections.deque, asyncio.CancelledError,\n"
+"ConnectionClosedOK, asyncio.Future and asyncio.BaseEventLoop.create_future.");
+
+static PyObject *
+coro_setup(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_coro_setup() takes 5 arguments");
+        return NULL;
+    }
+    Py_XSETREF(deque_type, Py_NewRef(args[0]));
+    Py_XSETREF(cancelled_error, Py_NewRef(args[1]));
+    Py_XSETREF(closed_ok, Py_NewRef(args[2]));
+    Py_XSETREF(future_type, Py_NewRef(args[3]));
+    Py_XSETREF(base_create_future, Py_NewRef(args[4]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef coro_setup_def = {
+    "_coro_setup", (PyCFunction)(void (*)(void))coro_setup, METH_FASTCALL, coro_setup_doc};
+
+static int
+coro_recv_exec(PyObject *module)
+{
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&inbox_name, "_inbox"},
+        {&waiter_name, "_waiter"},
+        {&paused_name, "paused"},
+        {&max_queue_name, "max_queue"},
+        {&loop_name, "loop"},
+        {&create_future_name, "create_future"},
+        {&popleft_name, "popleft"},
+        {&append_name, "append"},
+        {&appendleft_name, "appendleft"},
+        {&inbox_emptied_name, "_inbox_emptied"},
+        {&pause_reading_name, "_pause_reading"},
+        {&get_name, "get"},
+        {&done_name, "done"},
+        {&set_result_name, "set_result"},
+        {&cancelled_name, "cancelled"},
+        {&exception_name, "exception"},
+        {&result_name, "result"},
+        {&throw_name, "throw"},
+        {&close_name, "close"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (*names[i].slot == NULL) {
+            *names[i].slot = PyUnicode_InternFromString(names[i].name);
+            if (*names[i].slot == NULL) {
+                return -1;
+            }
+        }
+    }
+    if (loop_kwnames == NULL) {
+        loop_kwnames = PyTuple_Pack(1, loop_name);
+        if (loop_kwnames == NULL) {
+            return -1;
+        }
+    }
+    if (PyType_Ready(&InboxMixin_Type) < 0 || PyType_Ready(&Receive_Type) < 0 ||
+        PyType_Ready(&Messages_Type) < 0) {
+        return -1;
+    }
+    PyObject *setup = PyCFunction_New(&coro_setup_def, NULL);
+    if (setup == NULL) {
+        return -1;
+    }
+    int failed = PyModule_AddObjectRef(module, "_coro_setup", setup) < 0;
+    Py_DECREF(setup);
+    if (failed ||
+        PyModule_AddObjectRef(module, "CoroutineInboxMixin", (PyObject *)&InboxMixin_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Receive", (PyObject *)&Receive_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Messages", (PyObject *)&Messages_Type) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* CoroutineFastPathMixin                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -413,14 +1292,21 @@ static PyMethodDef coro_mixin_methods[] = {
     {"data_received", (PyCFunction)mixin_data_received, METH_O, mixin_data_received_doc},
     {"send", (PyCFunction)(void (*)(void))coro_send, METH_FASTCALL | METH_KEYWORDS,
      coro_send_doc},
+    {"recv", (PyCFunction)coro_recv, METH_NOARGS, coro_recv_doc},
     {NULL},
+};
+
+static PyAsyncMethods coro_mixin_as_async = {
+    .am_aiter = (unaryfunc)coro_aiter,
 };
 
 PyDoc_STRVAR(coro_mixin_doc,
 "The C methods of a coroutine connection on the compiled path: get_buffer, buffer_updated,\n"
-"data_received and send. No instance layout of its own; its state is the CoroFastPath in the\n"
-"``_fast`` slot of the class it is mixed into, which also defines ``_slow_received(data)``,\n"
-"``_fast_error(exc)``, ``_drain()`` and ``_send_slow(message, *, compress=True)``.");
+"data_received, send, recv and __aiter__. No instance layout of its own; its state is the\n"
+"CoroFastPath in the ``_fast`` slot of the class it is mixed into, which also defines\n"
+"``_slow_received(data)``, ``_fast_error(exc)``, ``_drain()``, ``_send_slow(message, *,\n"
+"compress=True)``, ``loop``, ``_inbox`` (an Inbox with CoroutineInboxMixin),\n"
+"``_inbox_emptied()`` and ``_pause_reading()``.");
 
 static PyTypeObject CoroMixin_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -428,6 +1314,7 @@ static PyTypeObject CoroMixin_Type = {
     .tp_basicsize = sizeof(PyObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = coro_mixin_doc,
+    .tp_as_async = &coro_mixin_as_async,
     .tp_methods = coro_mixin_methods,
     .tp_new = PyType_GenericNew,
 };
@@ -440,6 +1327,9 @@ fastcoro_exec(PyObject *module)
     drain_name = PyUnicode_InternFromString("_drain");
     messages_name = PyUnicode_InternFromString("messages");
     if (writing_paused_name == NULL || drain_name == NULL || messages_name == NULL) {
+        return -1;
+    }
+    if (coro_recv_exec(module) < 0) {
         return -1;
     }
     if (PyType_Ready(&Done_Type) < 0 || PyType_Ready(&CoroFastPath_Type) < 0 ||
