@@ -259,8 +259,8 @@ static PyTypeObject CoroFastPath_Type = {
  * - Receive: what recv() and the iterator's __anext__ return, a coroutine-like awaitable that
  *   does Inbox.get's work when first awaited (not when made, as a coroutine): a queued message
  *   is returned without suspending (no future); with none queued, while the C parser is on
- *   (so the connection is open and more can come), it makes the loop's future, stores it in
- *   inbox._waiter and awaits it (through the future's own iterator). Anything else (a paused
+ *   (so the connection is open and more can come), it makes a Waiter (a future-compatible
+ *   object, below), stores it in inbox._waiter and yields it to the task. Anything else (a paused
  *   backlog, whose get yields to the loop every `burst` messages and resumes reading; the C
  *   parser off: closing, closed, or the core reading) is Inbox.get itself, awaited through it.
  *   A waiting Receive cancelled after the inbox handed it its message puts the message back
@@ -273,11 +273,8 @@ static PyTypeObject CoroFastPath_Type = {
 static PyObject *deque_type;         /* collections.deque */
 static PyObject *cancelled_error;    /* asyncio.CancelledError */
 static PyObject *closed_ok;          /* shakehands ConnectionClosedOK */
-static PyObject *future_type;        /* asyncio.Future */
-static PyObject *base_create_future; /* asyncio.BaseEventLoop.create_future */
-static PyObject *loop_kwnames;       /* ("loop",) */
 static PyObject *inbox_name, *waiter_name, *paused_name, *max_queue_name, *loop_name,
-    *create_future_name, *popleft_name, *append_name, *appendleft_name, *inbox_emptied_name,
+    *popleft_name, *append_name, *appendleft_name, *inbox_emptied_name,
     *pause_reading_name, *get_name, *done_name, *set_result_name, *cancelled_name,
     *exception_name, *result_name, *throw_name, *close_name;
 
@@ -294,19 +291,6 @@ restore_exception(PyObject *exc)
     PyObject *traceback = PyException_GetTraceback(exc);
     PyErr_Restore(type, exc, traceback);
 #endif
-}
-
-/* The loop's future: asyncio.Future(loop=loop) when the loop's create_future is asyncio's
- * (what it does, without its Python frame), else loop.create_future(). */
-static PyObject *
-coro_create_future(PyObject *loop)
-{
-    PyObject *method = _PyType_Lookup(Py_TYPE(loop), create_future_name); /* borrowed */
-    if (method != NULL && method == base_create_future) {
-        PyObject *args[1] = {loop};
-        return PyObject_Vectorcall(future_type, args, 0, loop_kwnames);
-    }
-    return PyObject_CallMethodNoArgs(loop, create_future_name);
 }
 
 static int
@@ -373,6 +357,462 @@ inbox_deque(PyObject *inbox)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Waiter: the future a waiting recv() awaits                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A future-compatible object (asyncio's duck type: _asyncio_future_blocking, get_loop,
+ * add_done_callback, remove_done_callback, done, cancelled, result, exception, set_result,
+ * set_exception, cancel), so that the task awaiting recv() waits on it as on an
+ * asyncio.Future; made without a Python frame (asyncio.Future's constructor calls
+ * loop.get_debug()). Its done callbacks are scheduled with loop.call_soon, as a future's are,
+ * except in one case: when the C parser hands it a message (waiter_hand) and its only callback
+ * is the wake-up of the task awaiting it, with no task running, the task is stepped there and
+ * then, in its context (what the loop would do one iteration later, minus the Handle and the
+ * iteration): the handler runs inside the read, as a callback API listener does, and its
+ * answer joins the read's batch of output.
+ */
+
+enum { WAITER_PENDING = 0, WAITER_FINISHED, WAITER_CANCELLED };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *loop;
+    PyObject *result;
+    PyObject *exception;
+    PyObject *cancel_msg;
+    PyObject *callback; /* the first done callback and its context */
+    PyObject *context;
+    PyObject *more;     /* a list of (callback, context) after the first, or NULL */
+    char state;
+    char blocking;      /* _asyncio_future_blocking */
+} WaiterObject;
+
+static PyTypeObject Waiter_Type;
+static PyObject *invalid_state_error; /* asyncio.InvalidStateError */
+static PyObject *current_task_func;   /* asyncio.current_task */
+static PyObject *call_soon_name, *call_exception_handler_name, *context_kwnames;
+
+static PyObject *
+waiter_new(PyObject *loop)
+{
+    WaiterObject *self = PyObject_GC_New(WaiterObject, &Waiter_Type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->loop = Py_NewRef(loop);
+    self->result = self->exception = self->cancel_msg = NULL;
+    self->callback = self->context = self->more = NULL;
+    self->state = WAITER_PENDING;
+    self->blocking = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+waiter_call_soon(WaiterObject *self, PyObject *callback, PyObject *context)
+{
+    PyObject *args[4] = {self->loop, callback, (PyObject *)self, context};
+    PyObject *r = PyObject_VectorcallMethod(call_soon_name, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, context_kwnames);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The future is done: schedule its callbacks (loop.call_soon, in their contexts). */
+static int
+waiter_schedule(WaiterObject *self)
+{
+    PyObject *callback = self->callback, *context = self->context, *more = self->more;
+    self->callback = self->context = self->more = NULL;
+    int failed = 0;
+    if (callback != NULL) {
+        failed = waiter_call_soon(self, callback, context) < 0;
+        Py_DECREF(callback);
+        Py_DECREF(context);
+    }
+    if (more != NULL) {
+        for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(more); i++) {
+            PyObject *pair = PyList_GET_ITEM(more, i);
+            failed = waiter_call_soon(self, PyTuple_GET_ITEM(pair, 0),
+                                      PyTuple_GET_ITEM(pair, 1)) < 0;
+        }
+        Py_DECREF(more);
+    }
+    return failed ? -1 : 0;
+}
+
+/*
+ * The C parser hands the message: the result is set, and the one callback, the wake-up of the
+ * task awaiting recv(), is run here when no task is running (else, or with more callbacks,
+ * they are scheduled as a future's are).
+ */
+static int
+waiter_hand(WaiterObject *self, PyObject *message)
+{
+    self->result = Py_NewRef(message);
+    self->state = WAITER_FINISHED;
+    if (self->callback == NULL || self->more != NULL) {
+        return waiter_schedule(self);
+    }
+    PyObject *running = PyObject_CallOneArg(current_task_func, self->loop);
+    if (running == NULL) {
+        return -1;
+    }
+    int busy = running != Py_None;
+    Py_DECREF(running);
+    if (busy || PyContext_Enter(self->context) < 0) {
+        PyErr_Clear();
+        return waiter_schedule(self);
+    }
+    PyObject *callback = self->callback, *context = self->context;
+    self->callback = self->context = NULL;
+    Py_INCREF(self); /* the task may drop it */
+    PyObject *r = PyObject_CallOneArg(callback, (PyObject *)self);
+    int failed = 0;
+    if (r == NULL) {
+        /* As the loop reports a callback's exception (Handle._run). */
+        PyObject *exc = fetch_exception();
+        PyObject *info = Py_BuildValue("{s:s,s:O,s:O}", "message",
+                                       "Exception in callback (recv wake-up)", "exception",
+                                       exc ? exc : Py_None, "future", (PyObject *)self);
+        Py_XDECREF(exc);
+        if (info != NULL) {
+            PyObject *args[2] = {self->loop, info};
+            r = PyObject_VectorcallMethod(call_exception_handler_name, args,
+                                          2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            Py_DECREF(info);
+        }
+        if (r == NULL) {
+            PyErr_WriteUnraisable(callback);
+        }
+    }
+    Py_XDECREF(r);
+    if (PyContext_Exit(context) < 0) {
+        failed = 1;
+    }
+    Py_DECREF(callback);
+    Py_DECREF(context);
+    Py_DECREF(self);
+    return failed ? -1 : 0;
+}
+
+static PyObject *
+waiter_done(WaiterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->state != WAITER_PENDING);
+}
+
+static PyObject *
+waiter_cancelled(WaiterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->state == WAITER_CANCELLED);
+}
+
+static int
+waiter_raise_cancelled(WaiterObject *self)
+{
+    if (self->cancel_msg != NULL && self->cancel_msg != Py_None) {
+        PyErr_SetObject(cancelled_error, self->cancel_msg);
+    }
+    else {
+        PyErr_SetNone(cancelled_error);
+    }
+    return -1;
+}
+
+static PyObject *
+waiter_result(WaiterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->state == WAITER_PENDING) {
+        PyErr_SetString(invalid_state_error, "Result is not ready.");
+        return NULL;
+    }
+    if (self->state == WAITER_CANCELLED) {
+        waiter_raise_cancelled(self);
+        return NULL;
+    }
+    if (self->exception != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(self->exception), self->exception);
+        return NULL;
+    }
+    return Py_NewRef(self->result ? self->result : Py_None);
+}
+
+static PyObject *
+waiter_exception(WaiterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->state == WAITER_PENDING) {
+        PyErr_SetString(invalid_state_error, "Exception is not set.");
+        return NULL;
+    }
+    if (self->state == WAITER_CANCELLED) {
+        waiter_raise_cancelled(self);
+        return NULL;
+    }
+    return Py_NewRef(self->exception ? self->exception : Py_None);
+}
+
+static PyObject *
+waiter_set_result(WaiterObject *self, PyObject *result)
+{
+    if (self->state != WAITER_PENDING) {
+        PyErr_SetString(invalid_state_error, "invalid state");
+        return NULL;
+    }
+    self->result = Py_NewRef(result);
+    self->state = WAITER_FINISHED;
+    if (waiter_schedule(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+waiter_set_exception(WaiterObject *self, PyObject *exception)
+{
+    if (self->state != WAITER_PENDING) {
+        PyErr_SetString(invalid_state_error, "invalid state");
+        return NULL;
+    }
+    PyObject *value;
+    if (PyExceptionClass_Check(exception)) {
+        value = PyObject_CallNoArgs(exception);
+        if (value == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        value = Py_NewRef(exception);
+    }
+    if (!PyExceptionInstance_Check(value)) {
+        Py_DECREF(value);
+        PyErr_SetString(PyExc_TypeError, "invalid exception object");
+        return NULL;
+    }
+    self->exception = value;
+    self->state = WAITER_FINISHED;
+    if (waiter_schedule(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+waiter_cancel(WaiterObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *msg = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1 ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "msg"))) {
+        PyErr_SetString(PyExc_TypeError, "cancel() takes an optional msg");
+        return NULL;
+    }
+    if (nargs + nkw == 1) {
+        msg = args[0];
+    }
+    if (self->state != WAITER_PENDING) {
+        Py_RETURN_FALSE;
+    }
+    self->state = WAITER_CANCELLED;
+    self->cancel_msg = Py_NewRef(msg);
+    if (waiter_schedule(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+waiter_add_done_callback(WaiterObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 1 || nkw > 1 ||
+        (nkw == 1 &&
+         PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context"))) {
+        PyErr_SetString(PyExc_TypeError, "add_done_callback(fn, *, context=None)");
+        return NULL;
+    }
+    PyObject *callback = args[0];
+    PyObject *context = nkw ? args[1] : Py_None;
+    if (context == Py_None) {
+        context = PyContext_CopyCurrent();
+        if (context == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(context);
+    }
+    int failed = 0;
+    if (self->state != WAITER_PENDING) {
+        failed = waiter_call_soon(self, callback, context) < 0;
+        Py_DECREF(context);
+    }
+    else if (self->callback == NULL) {
+        self->callback = Py_NewRef(callback);
+        self->context = context;
+    }
+    else {
+        PyObject *pair = PyTuple_Pack(2, callback, context);
+        Py_DECREF(context);
+        if (pair == NULL) {
+            return NULL;
+        }
+        if (self->more == NULL) {
+            self->more = PyList_New(0);
+        }
+        failed = self->more == NULL || PyList_Append(self->more, pair) < 0;
+        Py_DECREF(pair);
+    }
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+waiter_remove_done_callback(WaiterObject *self, PyObject *callback)
+{
+    Py_ssize_t removed = 0;
+    if (self->more != NULL) {
+        for (Py_ssize_t i = PyList_GET_SIZE(self->more) - 1; i >= 0; i--) {
+            PyObject *pair = PyList_GET_ITEM(self->more, i);
+            int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(pair, 0), callback, Py_EQ);
+            if (same < 0) {
+                return NULL;
+            }
+            if (same) {
+                if (PySequence_DelItem(self->more, i) < 0) {
+                    return NULL;
+                }
+                removed++;
+            }
+        }
+    }
+    if (self->callback != NULL) {
+        int same = PyObject_RichCompareBool(self->callback, callback, Py_EQ);
+        if (same < 0) {
+            return NULL;
+        }
+        if (same) {
+            Py_CLEAR(self->callback);
+            Py_CLEAR(self->context);
+            removed++;
+            if (self->more != NULL && PyList_GET_SIZE(self->more) > 0) {
+                PyObject *pair = PyList_GET_ITEM(self->more, 0);
+                self->callback = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+                self->context = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+                if (PySequence_DelItem(self->more, 0) < 0) {
+                    return NULL;
+                }
+            }
+        }
+    }
+    return PyLong_FromSsize_t(removed);
+}
+
+static PyObject *
+waiter_get_loop(WaiterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self->loop);
+}
+
+static PyObject *
+waiter_get_blocking(WaiterObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->blocking);
+}
+
+static int
+waiter_set_blocking(WaiterObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _asyncio_future_blocking");
+        return -1;
+    }
+    int truth = PyObject_IsTrue(value);
+    if (truth < 0) {
+        return -1;
+    }
+    self->blocking = (char)truth;
+    return 0;
+}
+
+static int
+Waiter_traverse(WaiterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->loop);
+    Py_VISIT(self->result);
+    Py_VISIT(self->exception);
+    Py_VISIT(self->cancel_msg);
+    Py_VISIT(self->callback);
+    Py_VISIT(self->context);
+    Py_VISIT(self->more);
+    return 0;
+}
+
+static int
+Waiter_clear(WaiterObject *self)
+{
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->result);
+    Py_CLEAR(self->exception);
+    Py_CLEAR(self->cancel_msg);
+    Py_CLEAR(self->callback);
+    Py_CLEAR(self->context);
+    Py_CLEAR(self->more);
+    return 0;
+}
+
+static void
+Waiter_dealloc(WaiterObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Waiter_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef Waiter_methods[] = {
+    {"done", (PyCFunction)waiter_done, METH_NOARGS, "Whether it has a result, or is cancelled."},
+    {"cancelled", (PyCFunction)waiter_cancelled, METH_NOARGS, "Whether it was cancelled."},
+    {"result", (PyCFunction)waiter_result, METH_NOARGS, "The message (or raise)."},
+    {"exception", (PyCFunction)waiter_exception, METH_NOARGS, "The exception set, or None."},
+    {"set_result", (PyCFunction)waiter_set_result, METH_O, "Hand the message."},
+    {"set_exception", (PyCFunction)waiter_set_exception, METH_O, "Fail the waiting recv()."},
+    {"cancel", (PyCFunction)(void (*)(void))waiter_cancel, METH_FASTCALL | METH_KEYWORDS,
+     "Cancel it (False if done)."},
+    {"add_done_callback", (PyCFunction)(void (*)(void))waiter_add_done_callback,
+     METH_FASTCALL | METH_KEYWORDS, "Call fn(self) once done (in context)."},
+    {"remove_done_callback", (PyCFunction)waiter_remove_done_callback, METH_O,
+     "Forget fn; return how many were removed."},
+    {"get_loop", (PyCFunction)waiter_get_loop, METH_NOARGS, "Its event loop."},
+    {NULL},
+};
+
+static PyGetSetDef Waiter_getset[] = {
+    {"_asyncio_future_blocking", (getter)waiter_get_blocking, (setter)waiter_set_blocking,
+     "asyncio's mark of a future a task waits on.", NULL},
+    {NULL},
+};
+
+static PyTypeObject Waiter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shakehands._fastpath.Waiter",
+    .tp_basicsize = sizeof(WaiterObject),
+    .tp_dealloc = (destructor)Waiter_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The future a waiting recv() of a compiled coroutine connection awaits.",
+    .tp_traverse = (traverseproc)Waiter_traverse,
+    .tp_clear = (inquiry)Waiter_clear,
+    .tp_methods = Waiter_methods,
+    .tp_getset = Waiter_getset,
+};
+
+/* ------------------------------------------------------------------------------------------ */
 /* CoroutineInboxMixin                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -400,28 +840,36 @@ inbox_on_message(PyObject *inbox, PyObject *const *args, Py_ssize_t nargs)
     }
     if (waiter != Py_None) {
         int queued = coro_attr_true(inbox, messages_name);
-        int done = queued ? queued : coro_call_true(waiter, done_name);
+        int done = queued                            ? queued
+                   : Py_IS_TYPE(waiter, &Waiter_Type) ? ((WaiterObject *)waiter)->state != 0
+                                                      : coro_call_true(waiter, done_name);
         if (done < 0) {
             Py_DECREF(waiter);
             return NULL;
         }
         if (!done) {
-            /* Handed to the waiting recv(). */
-            int failed = PyObject_SetAttr(inbox, waiter_name, Py_None) < 0 ||
-                         coro_call_discard(waiter, set_result_name, message) < 0;
+            /* Handed to the waiting recv(). Its answer is written at once (unless more
+             * messages wait: then with theirs), or with the read's output when its task runs
+             * here (waiter_hand). */
+            FastPathObject *fast = fast_of(ws);
+            if (fast == NULL) {
+                Py_DECREF(waiter);
+                return NULL;
+            }
+            if (PyObject_TypeCheck((PyObject *)fast, &CoroFastPath_Type)) {
+                ((CoroFastPathObject *)fast)->handed = 1;
+            }
+            Py_DECREF(fast);
+            int failed = PyObject_SetAttr(inbox, waiter_name, Py_None) < 0;
+            if (!failed) {
+                failed = Py_IS_TYPE(waiter, &Waiter_Type)
+                             ? waiter_hand((WaiterObject *)waiter, message) < 0
+                             : coro_call_discard(waiter, set_result_name, message) < 0;
+            }
             Py_DECREF(waiter);
             if (failed) {
                 return NULL;
             }
-            FastPathObject *fast = fast_of(ws);
-            if (fast == NULL) {
-                return NULL;
-            }
-            if (PyObject_TypeCheck((PyObject *)fast, &CoroFastPath_Type)) {
-                /* Its answer is written at once (unless more messages wait: then with theirs). */
-                ((CoroFastPathObject *)fast)->handed = 1;
-            }
-            Py_DECREF(fast);
             Py_RETURN_NONE;
         }
     }
@@ -506,8 +954,8 @@ typedef struct {
     PyObject *ws;
     PyObject *inbox;
     MessagesObject *owner; /* the iterator whose __anext__ made it, or NULL (recv) */
-    PyObject *waiter;      /* RECV_WAITING: the future stored in inbox._waiter */
-    PyObject *inner;       /* what it awaits: the future's iterator, or Inbox.get() */
+    PyObject *waiter;      /* RECV_WAITING: the Waiter stored in inbox._waiter */
+    PyObject *inner;       /* RECV_DELEGATING: the Inbox.get() coroutine it awaits */
     char state;
 } ReceiveObject;
 
@@ -661,6 +1109,30 @@ receive_delegate(ReceiveObject *self, PyObject **result)
     return receive_step(self, Py_None, result);
 }
 
+/* Waiting on its Waiter: yield it to the task until it is done, then return its message or
+ * raise its exception (as a future's __await__). */
+static PySendResult
+receive_wait(ReceiveObject *self, PyObject **result)
+{
+    WaiterObject *waiter = (WaiterObject *)self->waiter;
+    *result = NULL;
+    if (waiter->state == WAITER_PENDING) {
+        waiter->blocking = 1;
+        *result = Py_NewRef((PyObject *)waiter);
+        return PYGEN_NEXT;
+    }
+    if (waiter->state == WAITER_CANCELLED) {
+        waiter_raise_cancelled(waiter);
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    if (waiter->exception != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(waiter->exception), waiter->exception);
+        return receive_end(self, PYGEN_ERROR, result);
+    }
+    *result = Py_NewRef(waiter->result ? waiter->result : Py_None);
+    return receive_end(self, PYGEN_RETURN, result);
+}
+
 /* The first step: Inbox.get's work. */
 static PySendResult
 receive_start(ReceiveObject *self, PyObject **result)
@@ -728,7 +1200,7 @@ receive_start(ReceiveObject *self, PyObject **result)
     if (loop == NULL) {
         return receive_end(self, PYGEN_ERROR, result);
     }
-    waiter = coro_create_future(loop);
+    waiter = waiter_new(loop);
     Py_DECREF(loop);
     if (waiter == NULL) {
         return receive_end(self, PYGEN_ERROR, result);
@@ -738,16 +1210,7 @@ receive_start(ReceiveObject *self, PyObject **result)
     if (PyObject_SetAttr(inbox, waiter_name, waiter) < 0) {
         return receive_end(self, PYGEN_ERROR, result);
     }
-    PyAsyncMethods *am = Py_TYPE(waiter)->tp_as_async;
-    if (am == NULL || am->am_await == NULL) {
-        PyErr_SetString(PyExc_TypeError, "create_future() did not return an awaitable");
-        return receive_end(self, PYGEN_ERROR, result);
-    }
-    self->inner = am->am_await(waiter);
-    if (self->inner == NULL) {
-        return receive_end(self, PYGEN_ERROR, result);
-    }
-    return receive_step(self, Py_None, result);
+    return receive_wait(self, result);
 }
 
 static PySendResult
@@ -763,6 +1226,7 @@ receive_am_send(ReceiveObject *self, PyObject *arg, PyObject **result)
         }
         return receive_start(self, result);
     case RECV_WAITING:
+        return receive_wait(self, result);
     case RECV_DELEGATING:
         return receive_step(self, arg, result);
     default:
@@ -824,7 +1288,17 @@ receive_throw(ReceiveObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
         return NULL;
     }
-    if (self->state != RECV_WAITING && self->state != RECV_DELEGATING) {
+    if (self->state == RECV_WAITING) {
+        /* Raised where it waits; a message already handed to it goes back to the queue. */
+        (void)done_throw(NULL, args, nargs);
+        if (PyErr_ExceptionMatches(cancelled_error)) {
+            receive_keep_message(self);
+        }
+        PyObject *none = NULL;
+        receive_end(self, PYGEN_ERROR, &none);
+        return NULL;
+    }
+    if (self->state != RECV_DELEGATING) {
         /* Not started (raised where it would start, nothing done) or over. */
         self->state = RECV_OVER;
         return done_throw(NULL, args, nargs);
@@ -845,9 +1319,6 @@ receive_throw(ReceiveObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(self->inner);
         (void)receive_forget_waiter(self);
         return NULL;
-    }
-    if (self->state == RECV_WAITING && PyErr_ExceptionMatches(cancelled_error)) {
-        receive_keep_message(self);
     }
     PyObject *none = NULL;
     receive_end(self, PYGEN_ERROR, &none);
@@ -1036,11 +1507,11 @@ coro_aiter(PyObject *ws)
 }
 
 PyDoc_STRVAR(coro_setup_doc,
-"_coro_setup(deque, cancelled_error, closed_ok, future, base_create_future, /)\n"
+"_coro_setup(deque, cancelled_error, closed_ok, invalid_state_error, current_task, /)\n"
 "--\n"
 "\n"
 "The Python objects the compiled recv needs: collections.deque, asyncio.CancelledError,\n"
-"ConnectionClosedOK, asyncio.Future and asyncio.BaseEventLoop.create_future.");
+"ConnectionClosedOK, asyncio.InvalidStateError and asyncio.current_task.");
 
 static PyObject *
 coro_setup(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -1052,8 +1523,8 @@ coro_setup(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(deque_type, Py_NewRef(args[0]));
     Py_XSETREF(cancelled_error, Py_NewRef(args[1]));
     Py_XSETREF(closed_ok, Py_NewRef(args[2]));
-    Py_XSETREF(future_type, Py_NewRef(args[3]));
-    Py_XSETREF(base_create_future, Py_NewRef(args[4]));
+    Py_XSETREF(invalid_state_error, Py_NewRef(args[3]));
+    Py_XSETREF(current_task_func, Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -1072,7 +1543,8 @@ coro_recv_exec(PyObject *module)
         {&paused_name, "paused"},
         {&max_queue_name, "max_queue"},
         {&loop_name, "loop"},
-        {&create_future_name, "create_future"},
+        {&call_soon_name, "call_soon"},
+        {&call_exception_handler_name, "call_exception_handler"},
         {&popleft_name, "popleft"},
         {&append_name, "append"},
         {&appendleft_name, "appendleft"},
@@ -1095,14 +1567,19 @@ coro_recv_exec(PyObject *module)
             }
         }
     }
-    if (loop_kwnames == NULL) {
-        loop_kwnames = PyTuple_Pack(1, loop_name);
-        if (loop_kwnames == NULL) {
+    if (context_kwnames == NULL) {
+        PyObject *name = PyUnicode_InternFromString("context");
+        if (name == NULL) {
+            return -1;
+        }
+        context_kwnames = PyTuple_Pack(1, name);
+        Py_DECREF(name);
+        if (context_kwnames == NULL) {
             return -1;
         }
     }
     if (PyType_Ready(&InboxMixin_Type) < 0 || PyType_Ready(&Receive_Type) < 0 ||
-        PyType_Ready(&Messages_Type) < 0) {
+        PyType_Ready(&Messages_Type) < 0 || PyType_Ready(&Waiter_Type) < 0) {
         return -1;
     }
     PyObject *setup = PyCFunction_New(&coro_setup_def, NULL);
@@ -1114,7 +1591,8 @@ coro_recv_exec(PyObject *module)
     if (failed ||
         PyModule_AddObjectRef(module, "CoroutineInboxMixin", (PyObject *)&InboxMixin_Type) < 0 ||
         PyModule_AddObjectRef(module, "Receive", (PyObject *)&Receive_Type) < 0 ||
-        PyModule_AddObjectRef(module, "Messages", (PyObject *)&Messages_Type) < 0) {
+        PyModule_AddObjectRef(module, "Messages", (PyObject *)&Messages_Type) < 0 ||
+        PyModule_AddObjectRef(module, "Waiter", (PyObject *)&Waiter_Type) < 0) {
         return -1;
     }
     return 0;
@@ -1183,6 +1661,11 @@ coro_send_frame(CoroFastPathObject *self, unsigned char first, PyObject *message
     if (self->unflushed >= self->write_limit) {
         self->unflushed = 0;
         return flush_out(base);
+    }
+    if (base->in_batch) {
+        /* Sent by a handler a read woke (waiter_hand): written with the read's output, at
+         * the end of the read. */
+        return 0;
     }
     if (handed) {
         int more = coro_more_to_answer(self);

@@ -509,7 +509,10 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.05)
         results.append(await ws.recv())
-        # Handed a message, then cancelled before it ran: the message is kept.
+        # Handed a message, then cancelled before it ran: the message is kept. (The message
+        # is fragmented: the core delivers it, and the task's wake-up is scheduled. A message
+        # the C parser hands to a recv waiting on the compiled path wakes its task there and
+        # then: no cancellation can come in between.)
         task = asyncio.ensure_future(ws.recv())
         await asyncio.sleep(0)  # the task now waits in recv
         waiter = ws._inbox._waiter
@@ -528,7 +531,9 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         await asyncio.sleep(0.1)
         client.send(frame(OP_TEXT, b"first"))
         assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
-        client.send(frame(OP_TEXT, b"second") + frame(OP_BINARY, b"third"))
+        client.send(
+            frame(OP_TEXT, b"sec", fin=False) + frame(OP_CONT, b"ond") + frame(OP_BINARY, b"third")
+        )
         await client.read_close()
         await client.close()
     assert results == ["first", "second", b"third"]
@@ -641,7 +646,8 @@ async def test_cancelled_iteration_loses_nothing(coro_impl: str) -> None:
             results.append(message)
             if message == "stop":
                 break
-        # Handed a message, then cancelled: the next async for gets it first.
+        # Handed a message (fragmented: see test_recv_cancellation), then cancelled: the next
+        # async for gets it first.
         task = asyncio.ensure_future(anext(aiter(ws)))
         await asyncio.sleep(0)
         waiter = ws._inbox._waiter
@@ -661,7 +667,7 @@ async def test_cancelled_iteration_loses_nothing(coro_impl: str) -> None:
         assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
         client.send(frame(OP_TEXT, b"x") + frame(OP_BINARY, b"y") + frame(OP_TEXT, b"stop"))
         assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
-        client.send(frame(OP_TEXT, b"kept"))
+        client.send(frame(OP_TEXT, b"ke", fin=False) + frame(OP_CONT, b"pt"))
         await asyncio.sleep(0.05)
         client.send(frame(OP_TEXT, b"last") + frame(OP_CLOSE, close_payload(1000)))
         assert await client.read_close() == (1000, "")

@@ -21,12 +21,22 @@ Theory of operation.
   fragmented message.
 * ``recv()`` and ``async for`` are C (``CoroutineFastPathMixin.recv`` and ``__aiter__``): an
   awaitable that, when awaited, returns a queued message without suspending, or, while the C
-  parser is on (the connection is open and more can come), makes the loop's future, stores it
-  as the inbox's waiter and awaits it; in every other case (a paused backlog, the C parser
-  off: the core reading, closing, closed) it awaits :meth:`.messages.Inbox.get` itself. The
-  inbox's state stays the Python object's, so the core's deliveries, ``Inbox.get`` and
-  ``Inbox.close`` work on it alike; a cancelled ``recv`` puts back a message it was handed, a
-  second waiting ``recv`` raises ``RuntimeError``, as with ``Inbox.get``.
+  parser is on (the connection is open and more can come), makes a ``Waiter`` (C, a
+  future-compatible object: the task waits on it as on an ``asyncio.Future``), stores it as
+  the inbox's waiter and yields it to the task; in every other case (a paused backlog, the C
+  parser off: the core reading, closing, closed) it awaits :meth:`.messages.Inbox.get`
+  itself. The inbox's state stays the Python object's, so the core's deliveries,
+  ``Inbox.get`` and ``Inbox.close`` work on it alike (``set_result``, ``set_exception``,
+  ``cancel`` schedule the task's wake-up with ``call_soon``, as a future does); a cancelled
+  ``recv`` puts back a message it was handed, a second waiting ``recv`` raises
+  ``RuntimeError``, as with ``Inbox.get``.
+* The one difference from the pure-Python path: when the C parser hands a message to a
+  waiting ``recv`` and no task is running (a read callback), the waiting task is stepped there
+  and then, in its context (what the loop would do one iteration later, without the
+  ``Handle``, the ``call_soon`` and the iteration): the handler runs inside the read, as a
+  callback API listener does, and what it sends joins the read's output (one write at the end
+  of the read). There is then no moment when that task could be cancelled with its message
+  handed and not yet taken.
 * ``send`` is C: the frame is built in one allocation. The answer to a message a read handed
   to a waiting ``recv`` is written at once when no other message waits in the inbox (a
   request-response exchange costs no scheduled flush); otherwise (more messages to answer,
@@ -86,8 +96,10 @@ if AVAILABLE:
         deque,
         asyncio.CancelledError,
         ConnectionClosedOK,
-        asyncio.Future,
-        asyncio.BaseEventLoop.create_future,
+        asyncio.InvalidStateError,
+        # The running task of a loop, without a Python frame where asyncio keeps them in a
+        # dict (3.11's asyncio.current_task is a Python function).
+        getattr(getattr(asyncio.tasks, "_current_tasks", None), "get", asyncio.current_task),
     )
 
 
