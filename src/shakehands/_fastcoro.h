@@ -115,6 +115,7 @@ typedef struct {
     Py_ssize_t unflushed;  /* bytes queued since the last write */
     int flush_scheduled;
     char handed;           /* a read handed a message to a waiting recv(): set by the inbox */
+    unsigned short inline_left; /* wake-ups left to run inside this read (see Waiter) */
 } CoroFastPathObject;
 
 static PyTypeObject CoroFastPath_Type;
@@ -451,11 +452,11 @@ waiter_schedule(WaiterObject *self)
  * they are scheduled as a future's are).
  */
 static int
-waiter_hand(WaiterObject *self, PyObject *message)
+waiter_hand(WaiterObject *self, PyObject *message, int here)
 {
     self->result = Py_NewRef(message);
     self->state = WAITER_FINISHED;
-    if (self->callback == NULL || self->more != NULL) {
+    if (!here || self->callback == NULL || self->more != NULL) {
         return waiter_schedule(self);
     }
     PyObject *running = PyObject_CallOneArg(current_task_func, self->loop);
@@ -856,14 +857,20 @@ inbox_on_message(PyObject *inbox, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(waiter);
                 return NULL;
             }
+            int here = 0;
             if (PyObject_TypeCheck((PyObject *)fast, &CoroFastPath_Type)) {
-                ((CoroFastPathObject *)fast)->handed = 1;
+                CoroFastPathObject *coro = (CoroFastPathObject *)fast;
+                coro->handed = 1;
+                if (coro->inline_left > 0) {
+                    coro->inline_left--;
+                    here = 1;
+                }
             }
             Py_DECREF(fast);
             int failed = PyObject_SetAttr(inbox, waiter_name, Py_None) < 0;
             if (!failed) {
                 failed = Py_IS_TYPE(waiter, &Waiter_Type)
-                             ? waiter_hand((WaiterObject *)waiter, message) < 0
+                             ? waiter_hand((WaiterObject *)waiter, message, here) < 0
                              : coro_call_discard(waiter, set_result_name, message) < 0;
             }
             Py_DECREF(waiter);
@@ -1769,10 +1776,44 @@ coro_send(PyObject *ws, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     return Py_NewRef(done_singleton);
 }
 
+/* At most this many waiting tasks are woken inside one read; later messages of the read wake
+ * theirs through the loop (a flood of tiny messages then queues, pauses reading at max_queue,
+ * and is read with the inbox's bursts, as without the compiled path), so that one read cannot
+ * hold the loop for more than this many handler steps. */
+#define CORO_INLINE_PER_READ 256
+
+static void
+coro_new_read(PyObject *ws)
+{
+    FastPathObject *fast = fast_of(ws);
+    if (fast == NULL) {
+        PyErr_Clear(); /* the method called next raises it again */
+        return;
+    }
+    if (PyObject_TypeCheck((PyObject *)fast, &CoroFastPath_Type)) {
+        ((CoroFastPathObject *)fast)->inline_left = CORO_INLINE_PER_READ;
+    }
+    Py_DECREF(fast);
+}
+
+static PyObject *
+coro_get_buffer(PyObject *ws, PyObject *sizehint)
+{
+    coro_new_read(ws);
+    return mixin_get_buffer(ws, sizehint);
+}
+
+static PyObject *
+coro_data_received(PyObject *ws, PyObject *data)
+{
+    coro_new_read(ws);
+    return mixin_data_received(ws, data);
+}
+
 static PyMethodDef coro_mixin_methods[] = {
-    {"get_buffer", (PyCFunction)mixin_get_buffer, METH_O, mixin_get_buffer_doc},
+    {"get_buffer", (PyCFunction)coro_get_buffer, METH_O, mixin_get_buffer_doc},
     {"buffer_updated", (PyCFunction)mixin_buffer_updated, METH_O, mixin_buffer_updated_doc},
-    {"data_received", (PyCFunction)mixin_data_received, METH_O, mixin_data_received_doc},
+    {"data_received", (PyCFunction)coro_data_received, METH_O, mixin_data_received_doc},
     {"send", (PyCFunction)(void (*)(void))coro_send, METH_FASTCALL | METH_KEYWORDS,
      coro_send_doc},
     {"recv", (PyCFunction)coro_recv, METH_NOARGS, coro_recv_doc},

@@ -35,8 +35,10 @@ Theory of operation.
   and then, in its context (what the loop would do one iteration later, without the
   ``Handle``, the ``call_soon`` and the iteration): the handler runs inside the read, as a
   callback API listener does, and what it sends joins the read's output (one write at the end
-  of the read). There is then no moment when that task could be cancelled with its message
-  handed and not yet taken.
+  of the read). At most 256 tasks per read are woken so (later messages of a flood wake
+  theirs through the loop, queue, and pause reading at ``max_queue``, as without the compiled
+  path). There is then no moment when such a task could be cancelled with its message handed
+  and not yet taken.
 * ``send`` is C: the frame is built in one allocation. The answer to a message a read handed
   to a waiting ``recv`` is written at once when no other message waits in the inbox (a
   request-response exchange costs no scheduled flush); otherwise (more messages to answer,
