@@ -509,7 +509,10 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.05)
         results.append(await ws.recv())
-        # Handed a message, then cancelled before it ran: the message is kept.
+        # Handed a message, then cancelled before it ran: the message is kept. (The message
+        # is fragmented: the core delivers it, and the task's wake-up is scheduled. A message
+        # the C parser hands to a recv waiting on the compiled path wakes its task there and
+        # then: no cancellation can come in between.)
         task = asyncio.ensure_future(ws.recv())
         await asyncio.sleep(0)  # the task now waits in recv
         waiter = ws._inbox._waiter
@@ -528,7 +531,9 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         await asyncio.sleep(0.1)
         client.send(frame(OP_TEXT, b"first"))
         assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
-        client.send(frame(OP_TEXT, b"second") + frame(OP_BINARY, b"third"))
+        client.send(
+            frame(OP_TEXT, b"sec", fin=False) + frame(OP_CONT, b"ond") + frame(OP_BINARY, b"third")
+        )
         await client.read_close()
         await client.close()
     assert results == ["first", "second", b"third"]
@@ -555,6 +560,279 @@ async def test_send_waits_above_the_high_water_mark(coro_impl: str) -> None:
         frames = await read_data(client, 40)
         assert frames == [(OP_BINARY, payload + b"%d" % i) for i in range(40)]
         await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# recv() and async for (C on the compiled path: CoroutineFastPathMixin.recv and __aiter__)
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_recv_raises(coro_impl: str) -> None:
+    """A second recv() while one waits raises RuntimeError when awaited (not when called), and
+    the first still gets the message; so does an async for started meanwhile."""
+    results: list[object] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        first = asyncio.ensure_future(ws.recv())
+        await asyncio.sleep(0)  # first waits now
+        second = ws.recv()  # made, not awaited: nothing happens yet
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await second
+        with pytest.raises(RuntimeError, match="already waiting"):
+            async for _ in ws:
+                pass
+        await ws.send("ready")
+        results.append(await first)
+        results.append(await ws.recv())  # the waiter was released: no error
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
+        client.send(frame(OP_TEXT, b"one"))
+        await asyncio.sleep(0.01)
+        client.send(frame(OP_BINARY, b"two"))
+        await client.read_close()
+        await client.close()
+    assert results == ["one", b"two"]
+
+
+async def test_recv_of_a_queued_message_does_not_suspend(coro_impl: str) -> None:
+    """Messages already queued are returned by recv() without suspending (its first step
+    returns), in order; a recv() made and closed without being awaited takes none."""
+    results: list[object] = []
+    connections: list[shakehands.ServerConnection] = []
+    go = asyncio.Event()
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        await go.wait()
+        unused = ws.recv()
+        unused.close()  # never started: nothing taken
+        for _ in range(3):
+            step = ws.recv()
+            with pytest.raises(StopIteration) as returned:
+                step.send(None)
+            results.append(returned.value.value)
+            with pytest.raises(RuntimeError, match="cannot reuse"):
+                step.send(None)
+        results.append(await ws.recv())
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"a") + frame(OP_BINARY, b"b") + frame(OP_TEXT, b"c"))
+        await wait_for_condition(lambda: bool(connections) and len(connections[0]._inbox) == 3)
+        go.set()
+        await asyncio.sleep(0.01)
+        client.send(frame(OP_TEXT, b"d"))
+        await client.read_close()
+        await client.close()
+    assert results == ["a", b"b", "c", "d"]
+
+
+async def test_cancelled_iteration_loses_nothing(coro_impl: str) -> None:
+    """An async for whose __anext__ times out is over (as an async generator is), nothing is
+    lost: a new async for gets every later message, in order; a recv() handed its message
+    and dropped before it ran (its task cancelled) puts it back."""
+    results: list[object] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        iterator = aiter(ws)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(iterator), 0.05)
+        with pytest.raises(StopAsyncIteration):
+            await anext(iterator)
+        await ws.send("ready")
+        async for message in ws:
+            results.append(message)
+            if message == "stop":
+                break
+        # Handed a message (fragmented: see test_recv_cancellation), then cancelled: the next
+        # async for gets it first.
+        task = asyncio.ensure_future(anext(aiter(ws)))
+        await asyncio.sleep(0)
+        waiter = ws._inbox._waiter
+        assert waiter is not None
+        await ws.send("ready")
+        while not waiter.done():
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ws._inbox._waiter is None
+        async for message in ws:
+            results.append(message)
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
+        client.send(frame(OP_TEXT, b"x") + frame(OP_BINARY, b"y") + frame(OP_TEXT, b"stop"))
+        assert await read_data(client, 1) == [(OP_TEXT, b"ready")]
+        client.send(frame(OP_TEXT, b"ke", fin=False) + frame(OP_CONT, b"pt"))
+        await asyncio.sleep(0.05)
+        client.send(frame(OP_TEXT, b"last") + frame(OP_CLOSE, close_payload(1000)))
+        assert await client.read_close() == (1000, "")
+        await client.close()
+    assert results == ["x", b"y", "stop", "kept", "last"]
+
+
+async def test_order_across_the_hand_over_to_the_core(coro_impl: str) -> None:
+    """Messages the C parser delivers and messages the core delivers (fragmented ones, after
+    pings) reach a waiting recv() and the queue in the order they were sent."""
+    results: list[object] = []
+    connections: list[shakehands.ServerConnection] = []
+    go = asyncio.Event()
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        results.append(await ws.recv())  # waiting: a fragmented message (the core's)
+        results.append(await ws.recv())  # waiting again: a whole one (C's, when compiled)
+        await go.wait()
+        async for message in ws:  # queued meanwhile, from both
+            results.append(message)
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        await wait_for_condition(lambda: bool(connections) and connections[0]._inbox._waiter)
+        client.send(frame(OP_TEXT, b"fr", fin=False) + frame(OP_CONT, b"ag"))
+        await wait_for_condition(lambda: results == ["frag"] and connections[0]._inbox._waiter)
+        client.send(frame(OP_BINARY, b"whole"))
+        await wait_for_condition(lambda: len(results) == 2)
+        client.send(
+            frame(OP_TEXT, b"1")
+            + frame(OP_PING, b"p")
+            + frame(OP_TEXT, b"2")
+            + frame(OP_BINARY, b"3", fin=False)
+            + frame(OP_CONT, b"4")
+            + frame(OP_TEXT, b"5")
+        )
+        assert await read_data(client, 1) == [(OP_PONG, b"p")]
+        await wait_for_condition(lambda: len(connections[0]._inbox) == 4)
+        client.send(frame(OP_TEXT, b"6"))
+        await asyncio.sleep(0.01)
+        go.set()
+        client.send(frame(OP_CLOSE, close_payload(1000)))
+        assert await client.read_close() == (1000, "")
+        await client.close()
+    assert results == ["frag", b"whole", "1", "2", b"34", "5", "6"]
+
+
+@pytest.mark.parametrize("how", ["client close", "server close", "abort"])
+async def test_close_while_waiting_in_recv(coro_impl: str, how: str) -> None:
+    """A recv() waiting when the connection closes raises ConnectionClosed with the codes of
+    the close (OK for a clean one, Error for an abort); an async for ends quietly on a clean
+    close; recv() afterwards raises the same."""
+    errors: list[shakehands.ConnectionClosed] = []
+    iterated: list[str] = []
+    connections: list[shakehands.ServerConnection] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        if how == "server close":
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, lambda: asyncio.ensure_future(ws.close(1001, "bye")))
+        try:
+            await ws.recv()
+        except shakehands.ConnectionClosed as exc:
+            errors.append(exc)
+        try:
+            async for _ in ws:
+                pass
+            iterated.append("ended")
+        except shakehands.ConnectionClosed as exc:
+            iterated.append(type(exc).__name__)
+        try:
+            await ws.recv()
+        except shakehands.ConnectionClosed as exc:
+            errors.append(exc)
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        await wait_for_condition(lambda: bool(connections) and connections[0]._inbox._waiter)
+        if how == "client close":
+            client.send(frame(OP_CLOSE, close_payload(1000, "done")))
+            assert (await client.read_close())[0] == 1000
+        elif how == "server close":
+            assert await client.read_close() == (1001, "bye")
+            client.send(frame(OP_CLOSE, close_payload(1001, "bye")))
+        else:
+            client.abort()
+        await wait_for_condition(lambda: len(errors) == 2)
+        await client.close()
+    first, last = errors
+    assert type(first) is type(last)
+    assert (first.code, first.reason) == (last.code, last.reason)
+    if how == "abort":
+        assert isinstance(first, shakehands.ConnectionClosedError)
+        assert iterated == ["ConnectionClosedError"]
+    else:
+        assert isinstance(first, shakehands.ConnectionClosedOK)
+        expected = (1000, "done") if how == "client close" else (1001, "bye")
+        assert (first.code, first.reason) == expected
+        assert iterated == ["ended"]
+
+
+async def test_max_queue_with_recv_and_iteration(coro_impl: str) -> None:
+    """max_queue pauses reading while the handler is away, whether the messages come from the
+    C parser or the core, and reading resumes once the queue is down to a quarter; every
+    message arrives once, in order."""
+    count = 300
+    connections: list[shakehands.ServerConnection] = []
+    received: list[str | bytes] = []
+    go = asyncio.Event()
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        connections.append(ws)
+        await go.wait()
+        while len(received) < count:
+            received.append(await ws.recv())
+            if len(received) % 3 == 0 and len(received) < count:
+                async for message in ws:
+                    received.append(message)
+                    break
+        await ws.send("all")
+
+    def message(i: int) -> bytes:
+        if i % 10 == 5:  # fragmented: the core's (and the rest of that read)
+            return frame(OP_BINARY, b"f%d" % i, fin=False) + frame(OP_CONT, b"!")
+        return frame(OP_BINARY, b"m%d" % i)
+
+    async with shakehands.serve(handler, HOST, 0, max_queue=16) as server:
+        client = await open_raw(server.port)
+        for start in range(0, count, 20):  # several reads: each starts on the C parser
+            client.send(b"".join(message(i) for i in range(start, start + 20)))
+            await client.writer.drain()
+            await asyncio.sleep(0.002)
+        await wait_for_condition(lambda: bool(connections) and connections[0]._inbox.paused)
+        ws = connections[0]
+        assert not ws.transport.is_reading()
+        go.set()
+        assert await read_data(client, 1) == [(OP_TEXT, b"all")]
+        assert received == [(b"f%d!" if i % 10 == 5 else b"m%d") % i for i in range(count)]
+        assert not ws._inbox.paused and ws.transport.is_reading()
+        await client.close()
+
+
+async def test_recv_awaitable_protocol(coro_impl: str) -> None:
+    """What recv() returns is a coroutine as asyncio sees it (a task, wait_for, throw and close
+    work on it); a throw before it started raises without taking a message."""
+    results: list[object] = []
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        pending = ws.recv()
+        assert asyncio.iscoroutine(pending)
+        with pytest.raises(ValueError, match="boom"):
+            pending.throw(ValueError("boom"))
+        results.append(await asyncio.wait_for(ws.recv(), 5))
+        results.append(await asyncio.create_task(ws.recv()))
+
+    async with shakehands.serve(handler, HOST, 0) as server:
+        client = await open_raw(server.port)
+        client.send(frame(OP_TEXT, b"one"))
+        await asyncio.sleep(0.02)
+        client.send(frame(OP_TEXT, b"two"))
+        await client.read_close()
+        await client.close()
+    assert results == ["one", "two"]
 
 
 # ---------------------------------------------------------------------------------------------

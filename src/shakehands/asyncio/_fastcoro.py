@@ -11,14 +11,34 @@ Theory of operation.
 
 * Receiving is the callback path's: the connection is an ``asyncio.BufferedProtocol``; C parses
   whole, unfragmented, masked text and binary frames within the limits, unmasks them, checks
-  UTF-8, and hands each message to the connection's inbox with one Python call
-  (:meth:`_FastInbox.on_message`: it wakes the coroutine waiting in ``recv`` or queues the
-  message, pausing reading at ``max_queue`` exactly as :meth:`.messages.Inbox.put` does). The
-  first frame it does not take (a control frame, a fragment, RSV bits, a frame over the limit,
-  invalid UTF-8) turns it off and goes, with every byte after it, to the core
-  (:meth:`_slow_received`), which answers, fails (1002, 1007, 1009) or closes as without it.
-  It is turned on again (:meth:`_refresh_fast`) only when the core is open, between messages,
-  and sends no fragmented message.
+  UTF-8, and hands each message to the connection's inbox (``_FastInbox.on_message``, C too:
+  it sets the result of the future a waiting ``recv`` made, or queues the message, pausing
+  reading at ``max_queue``, by the rules of :meth:`.messages.Inbox.put`). The first frame it
+  does not take (a control frame, a fragment, RSV bits, a frame over the limit, invalid UTF-8)
+  turns it off and goes, with every byte after it, to the core (:meth:`_slow_received`), which
+  answers, fails (1002, 1007, 1009) or closes as without it. It is turned on again
+  (:meth:`_refresh_fast`) only when the core is open, between messages, and sends no
+  fragmented message.
+* ``recv()`` and ``async for`` are C (``CoroutineFastPathMixin.recv`` and ``__aiter__``): an
+  awaitable that, when awaited, returns a queued message without suspending, or, while the C
+  parser is on (the connection is open and more can come), makes a ``Waiter`` (C, a
+  future-compatible object: the task waits on it as on an ``asyncio.Future``), stores it as
+  the inbox's waiter and yields it to the task; in every other case (a paused backlog, the C
+  parser off: the core reading, closing, closed) it awaits :meth:`.messages.Inbox.get`
+  itself. The inbox's state stays the Python object's, so the core's deliveries,
+  ``Inbox.get`` and ``Inbox.close`` work on it alike (``set_result``, ``set_exception``,
+  ``cancel`` schedule the task's wake-up with ``call_soon``, as a future does); a cancelled
+  ``recv`` puts back a message it was handed, a second waiting ``recv`` raises
+  ``RuntimeError``, as with ``Inbox.get``.
+* The one difference from the pure-Python path: when the C parser hands a message to a
+  waiting ``recv`` and no task is running (a read callback), the waiting task is stepped there
+  and then, in its context (what the loop would do one iteration later, without the
+  ``Handle``, the ``call_soon`` and the iteration): the handler runs inside the read, as a
+  callback API listener does, and what it sends joins the read's output (one write at the end
+  of the read). At most 256 tasks per read are woken so (later messages of a flood wake
+  theirs through the loop, queue, and pause reading at ``max_queue``, as without the compiled
+  path). There is then no moment when such a task could be cancelled with its message handed
+  and not yet taken.
 * ``send`` is C: the frame is built in one allocation. The answer to a message a read handed
   to a waiting ``recv`` is written at once when no other message waits in the inbox (a
   request-response exchange costs no scheduled flush); otherwise (more messages to answer,
@@ -40,14 +60,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
-from ..protocol.errors import CloseCode, ConnectionClosed
+from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
 from .connection import WebSocketConnection
-from .messages import Data, Inbox
+from .messages import Inbox
 from .server import Handler, Server, ServerConnection
 
 __all__ = ["AVAILABLE", "enabled", "connection_factory", "FastServerConnection"]
@@ -56,7 +77,7 @@ logger = logging.getLogger("shakehands.server")
 
 #: Whether the compiled data path is built (with its coroutine types) and allowed (not
 #: ``SHAKEHANDS_NO_SPEEDUPS=1``).
-AVAILABLE: bool = _compiled is not None and hasattr(_compiled, "CoroFastPath")
+AVAILABLE: bool = _compiled is not None and hasattr(_compiled, "CoroutineInboxMixin")
 
 #: Whether :func:`~.server.serve` uses it: :data:`AVAILABLE` by default; tests set it to
 #: ``False`` to run the same tests on the pure-Python path in the same process.
@@ -68,6 +89,20 @@ class _NoMixin:
 
 
 _Mixin: Any = getattr(_compiled, "CoroutineFastPathMixin", _NoMixin)
+_InboxMixin: Any = getattr(_compiled, "CoroutineInboxMixin", _NoMixin)
+
+if AVAILABLE:
+    assert _compiled is not None
+    # What the C recv needs from Python (once per process).
+    _compiled._coro_setup(
+        deque,
+        asyncio.CancelledError,
+        ConnectionClosedOK,
+        asyncio.InvalidStateError,
+        # The running task of a loop, without a Python frame where asyncio keeps them in a
+        # dict (3.11's asyncio.current_task is a Python function).
+        getattr(getattr(asyncio.tasks, "_current_tasks", None), "get", asyncio.current_task),
+    )
 
 
 def connection_factory(handler: Handler) -> Callable[[Server[Any]], ServerConnection]:
@@ -81,21 +116,12 @@ def connection_factory(handler: Handler) -> Callable[[Server[Any]], ServerConnec
     return lambda server: FastServerConnection(server, handler, read_buffer)
 
 
-class _FastInbox(Inbox):
-    """The inbox of a connection on the compiled path: C calls :meth:`on_message`."""
+class _FastInbox(_InboxMixin, Inbox):  # type: ignore[misc]
+    """The inbox of a connection on the compiled path: C calls its ``on_message`` (C as
+    well: :meth:`.messages.Inbox.put`'s rules without a Python frame), and the connection's
+    C ``recv`` and ``async for`` take from it by :meth:`.messages.Inbox.get`'s rules."""
 
     __slots__ = ()
-
-    def on_message(self, ws: FastServerConnection, message: Data) -> None:
-        """A message parsed by C: :meth:`Inbox.put`, in one Python frame."""
-        waiter = self._waiter
-        if waiter is not None and not self.messages and not waiter.done():
-            self._waiter = None
-            waiter.set_result(message)
-            # Its answer is written at once (unless more messages wait: then with theirs).
-            ws._fast.handed = True
-            return
-        self.put(message)
 
 
 class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
