@@ -18,6 +18,12 @@ user+system time over the run (``/proc/PID/stat``) is divided by the messages ec
 markdown table: median and range per workload. "raw TCP / compiled" is the share of the
 ceiling reached (1.0: as cheap as the raw echo).
 
+``--direct``: the compiled path's direct socket I/O (asyncio's plain TCP transport only, see
+``shakehands.asyncio._fastpath``): compiled with every write through ``transport.write`` and
+asyncio's ``_read_ready`` ("transport"), with direct sends ("sends"), with direct sends and
+reads ("sends+reads", the default), beside picows (issue 14's reference) and the raw echoes,
+on the rows of issue 14's grid.
+
 ``--deflate``: the same with permessage-deflate negotiated (the default configuration, what
 browsers ask for), pure Python against compiled only (the raw echoes do not compress). The C
 load generator then compresses (``loadgen echo ... deflate``: context takeover, text messages
@@ -70,6 +76,21 @@ main(["shakehands-coroutine", "--port", sys.argv[2], "--loop", sys.argv[3]])
 #: The coroutine API's reference server (``--api coroutine``).
 WEBSOCKETS = "websockets"
 COROUTINE_WORKLOADS = [*WORKLOADS, ("100 conns x 16 in flight x 256 B", 100, 16, 256)]
+
+SERVER_DIRECT = """
+import sys
+from shakehands.asyncio import _fastpath
+mode = sys.argv[1]
+_fastpath.direct_sends = mode != "transport"
+_fastpath.direct_reads = mode == "sends+reads"
+assert _fastpath.enabled and _fastpath.direct_sends == (mode != "transport"), "not built"
+from bench.servers import main
+main(["shakehands-callback", "--port", sys.argv[2], "--loop", sys.argv[3]])
+"""
+#: The variants of ``--direct``, and picows beside them.
+DIRECT_MODES = ("transport", "sends", "sends+reads")
+PICOWS = "picows"
+DIRECT_WORKLOADS = [("1 conn x 1 in flight x 256 B", 1, 1, 256), *WORKLOADS]
 
 SERVER_DEFLATE = SERVER.replace('"shakehands-callback",', '"shakehands-callback-deflate",')
 
@@ -124,13 +145,22 @@ def main(argv: list[str] | None = None) -> None:
         help="permessage-deflate negotiated (pure Python and compiled only)",
     )
     parser.add_argument("--api", choices=["callback", "coroutine"], default="callback")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="direct socket I/O of the compiled callback path off/sends/sends+reads, picows",
+    )
     args = parser.parse_args(argv)
     coroutine = args.api == "coroutine"
     if coroutine and args.deflate:
         parser.error("--deflate measures the callback API only")
+    if args.direct and (coroutine or args.deflate):
+        parser.error("--direct measures the callback API without compression")
     workloads = (
         DEFLATE_WORKLOADS if args.deflate else COROUTINE_WORKLOADS if coroutine else WORKLOADS
     )
+    if args.direct:
+        workloads = DIRECT_WORKLOADS
 
     binary = build_loadgen()
     c_echo = build_c_echo()
@@ -142,11 +172,15 @@ def main(argv: list[str] | None = None) -> None:
         order: tuple[str, ...] = IMPLS if args.deflate else (*IMPLS, CEILING, PHYSICAL)
         if coroutine:
             order = (*IMPLS, WEBSOCKETS, CEILING, PHYSICAL)
+        if args.direct:
+            order = (*DIRECT_MODES, PICOWS, CEILING, PHYSICAL)
         for impl in order:
             port = free_port()
             if impl == PHYSICAL:
                 argv_ = [str(c_echo), str(port)]
-            elif impl in (CEILING, WEBSOCKETS):
+            elif impl in DIRECT_MODES:
+                argv_ = [sys.executable, "-c", SERVER_DIRECT, impl, str(port), args.loop]
+            elif impl in (CEILING, WEBSOCKETS, PICOWS):
                 argv_ = [sys.executable, "-m", "bench.servers", impl, "--port", str(port)]
                 argv_ += ["--loop", args.loop]
             else:
@@ -192,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     if coroutine:
         print_coroutine_tables(args, workloads, order, samples, rates)
         return
+    if args.direct:
+        print_direct_table(args, workloads, order, samples)
+        return
     deflate = ", permessage-deflate negotiated" if args.deflate else ""
     print(
         f"Server CPU per message, callback API{deflate}, {args.loop} loop, {args.reps} repetitions"
@@ -223,6 +260,31 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"| {label} | {' | '.join(cells)} | {compiled / python:.2f}x | {raw / compiled:.2f}x |"
         )
+
+
+def print_direct_table(
+    args: argparse.Namespace,
+    workloads: list[tuple[str, int, int, int]],
+    order: tuple[str, ...],
+    samples: dict[tuple[str, str], list[float]],
+) -> None:
+    """The table of ``--direct``: CPU per message of each variant, picows and the echoes."""
+    print(
+        f"Server CPU per message, callback API, direct socket I/O, {args.loop} loop, "
+        f"{args.reps} repetitions"
+    )
+    print("(median, range in brackets; lower is better)\n")
+    print(
+        "| workload | transport.write (us) | direct sends (us) | direct sends+reads (us) "
+        "| picows (us) | raw TCP echo (us) | C epoll echo (us) | picows / sends+reads "
+        "| raw TCP / sends+reads |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, *_ in workloads:
+        values = [samples[(label, impl)] for impl in order]
+        cells = [f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]" for v in values]
+        _, _, direct, picows, raw, _ = (statistics.median(v) for v in values)
+        print(f"| {label} | {' | '.join(cells)} | {picows / direct:.2f}x | {raw / direct:.2f}x |")
 
 
 def print_coroutine_tables(

@@ -26,6 +26,10 @@
  * Python connection class can inherit it): get_buffer, buffer_updated and send in C, so that a
  * read costs no Python frame of ours and a message one Python call (the listener's).
  *
+ * On asyncio's plain TCP transport, a FastPath also sends on the socket itself while the
+ * transport's write buffer is empty (see direct_ready), and reads it itself, called by the
+ * event loop in place of the transport's _read_ready (see FastPath_call).
+ *
  * Everything runs with the GIL held; a ReadBuffer is used by one loop's connections only.
  */
 
@@ -35,6 +39,16 @@
 
 #include <stdint.h>
 #include <string.h>
+
+#ifndef _WIN32
+/* Direct sends and reads on the socket of asyncio's plain TCP transport (see direct_ready). */
+#define SHAKEHANDS_DIRECT 1
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#else
+#define SHAKEHANDS_DIRECT 0
+#endif
 
 #include "_frame.h"
 #include "_mask.h"
@@ -56,6 +70,11 @@ static PyObject *write_name;         /* "write" */
 static PyObject *transport_name;     /* "transport" */
 static PyObject *decode_name;        /* "decode" */
 static PyObject *encode_name;        /* "encode" */
+static PyObject *is_closing_name;    /* "is_closing" */
+static PyObject *write_buffer_size_name; /* "get_write_buffer_size" */
+static PyObject *conn_lost_name;     /* "_conn_lost" */
+static PyObject *fatal_error_name;   /* "_fatal_error" */
+static PyObject *on_eof_name;        /* "_read_ready__on_eof" */
 
 /* What a run over the buffered bytes ended with. */
 enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG, RUN_DECODE_FAILED };
@@ -144,10 +163,14 @@ typedef struct {
     char in_batch;       /* messages are being delivered: sends are queued, written after */
     char backlog;        /* bytes left after batch_limit messages, delivered later */
     char last_large;     /* the last message delivered was over MIN_READ: keep the own buffer */
+    char direct;         /* fd is the transport's socket: send() on it when nothing waits */
+    char reading;        /* it reads the socket itself (called as the transport's _read_ready) */
+    int fd;              /* the socket, while direct (cached at attach, forgotten at detach) */
     long long limit;     /* largest payload taken here */
     Py_ssize_t batch_limit;
     PyObject *listener;  /* its on_message is called */
     PyObject *transport; /* its write is called */
+    PyObject *owner;     /* the connection, while reading: its reads go to process() */
     /* The one negotiated extension on RSV1 (permessage-deflate), or NULL: see inflate(). */
     PyObject *extension;
     PyObject *decode_limit; /* the `max_size` of extension.decode: an int or None */
@@ -187,6 +210,7 @@ FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->shared);
     Py_VISIT(self->listener);
     Py_VISIT(self->transport);
+    Py_VISIT(self->owner);
     Py_VISIT(self->pending);
     Py_VISIT(self->extension);
     Py_VISIT(self->decode_limit);
@@ -199,6 +223,7 @@ FastPath_clear(FastPathObject *self)
     Py_CLEAR(self->shared);
     Py_CLEAR(self->listener);
     Py_CLEAR(self->transport);
+    Py_CLEAR(self->owner);
     Py_CLEAR(self->pending);
     Py_CLEAR(self->extension);
     Py_CLEAR(self->decode_limit);
@@ -247,13 +272,39 @@ reserve(FastPathObject *self, Py_ssize_t free)
     return 0;
 }
 
-/* The output queued during a batch. */
+/* ------------------------------------------------------------------------------------------ */
+/* Writing                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
 
+/*
+ * Direct sends. On asyncio's plain TCP transport (`_SelectorSocketTransport`, no TLS: Python
+ * decides, see shakehands.asyncio._fastpath.direct_fd, and passes the socket's fd to attach),
+ * transport.write() with an empty write buffer does nothing but sock.send(data) and buffer
+ * what is left. Here that send is made in C, with no Python frame: when the transport is not
+ * closing and its write buffer is empty (so nothing written before can be overtaken), the
+ * bytes go to send(2); what the kernel does not take (EAGAIN, a partial send), and everything
+ * after any other error, goes to transport.write, which buffers it, or reports the error and
+ * closes as it does for its own sends. Safety: the fd is cached at attach and forgotten at
+ * detach (connection_lost: asyncio closes the socket only after that call), and nothing is
+ * sent once the transport is closing (its fd may be closed and reused by then).
+ */
+
+/* One piece of output: `len` bytes at `ptr`, which belong to `owner` (an immutable bytes
+ * object: what is not sent is handed on as a view of it), or NULL (copied when handed on). */
+typedef struct {
+    const char *ptr;
+    Py_ssize_t len;
+    PyObject *owner;
+} Part;
+
+#define MAX_PARTS 3
+
+/* transport.write(data) (not attached, or detached: dropped, the transport is gone). */
 static int
-write_object(FastPathObject *self, PyObject *data)
+transport_write(FastPathObject *self, PyObject *data)
 {
     if (self->transport == NULL) {
-        return 0; /* not attached (or detached: the transport is gone) */
+        return 0;
     }
     PyObject *args[2] = {self->transport, data};
     PyObject *r = PyObject_VectorcallMethod(write_name, args,
@@ -263,6 +314,172 @@ write_object(FastPathObject *self, PyObject *data)
     }
     Py_DECREF(r);
     return 0;
+}
+
+/* Whether a send(2) may be made now: 1 yes, 0 no (transport.write), -1 an error is set. */
+static int
+direct_ready(FastPathObject *self)
+{
+#if SHAKEHANDS_DIRECT
+    if (!self->direct || self->transport == NULL) {
+        return 0;
+    }
+    PyObject *args[1] = {self->transport};
+    PyObject *r = PyObject_VectorcallMethod(is_closing_name, args,
+                                            1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int closing = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (closing != 0) {
+        return closing < 0 ? -1 : 0;
+    }
+    r = PyObject_VectorcallMethod(write_buffer_size_name, args,
+                                  1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_ssize_t size = PyLong_Check(r) ? PyLong_AsSsize_t(r) : -1;
+    Py_DECREF(r);
+    if (size == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return size == 0;
+#else
+    (void)self;
+    return 0;
+#endif
+}
+
+/* The bytes of parts[i] from `skip` on, as an object for transport.write. */
+static PyObject *
+part_rest(const Part *part, Py_ssize_t skip)
+{
+    if (part->owner != NULL) {
+        if (skip == 0) {
+            return Py_NewRef(part->owner);
+        }
+        PyObject *view = PyMemoryView_FromObject(part->owner);
+        if (view == NULL) {
+            return NULL;
+        }
+        PyObject *rest = PySequence_GetSlice(view, skip, part->len);
+        Py_DECREF(view);
+        return rest;
+    }
+    return PyBytes_FromStringAndSize(part->ptr + skip, part->len - skip);
+}
+
+/*
+ * Write the parts, in order: send(2) first (direct_ready() said yes), then what is left through
+ * transport.write. Every object handed on is made before the first Python call, so that a
+ * part pointing into self->out stays valid however the transport calls back.
+ */
+static int
+send_parts(FastPathObject *self, const Part *parts, int count)
+{
+    Py_ssize_t sent = 0;
+#if SHAKEHANDS_DIRECT
+    struct iovec iov[MAX_PARTS];
+    int n_iov = 0;
+    Py_ssize_t total = 0;
+    for (int i = 0; i < count; i++) {
+        if (parts[i].len > 0) {
+            iov[n_iov].iov_base = (void *)parts[i].ptr;
+            iov[n_iov].iov_len = (size_t)parts[i].len;
+            n_iov++;
+            total += parts[i].len;
+        }
+    }
+    if (total == 0) {
+        return 0;
+    }
+    for (;;) {
+        ssize_t n;
+        if (n_iov == 1) {
+            n = send(self->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        else {
+            struct msghdr msg;
+            memset(&msg, 0, sizeof(msg));
+            msg.msg_iov = iov;
+            msg.msg_iovlen = n_iov;
+            n = sendmsg(self->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        if (n >= 0) {
+            sent = (Py_ssize_t)n;
+            break;
+        }
+        if (errno != EINTR) {
+            /* EAGAIN: transport.write buffers it all. Any other error: transport.write meets
+             * it too, and reports it and closes as for its own sends. */
+            break;
+        }
+    }
+    if (sent == total) {
+        return 0;
+    }
+#endif
+    PyObject *rest[MAX_PARTS];
+    int n_rest = 0;
+    for (int i = 0; i < count; i++) {
+        if (sent >= parts[i].len) {
+            sent -= parts[i].len;
+            continue;
+        }
+        rest[n_rest] = part_rest(&parts[i], sent);
+        sent = 0;
+        if (rest[n_rest] == NULL) {
+            for (int j = 0; j < n_rest; j++) {
+                Py_DECREF(rest[j]);
+            }
+            return -1;
+        }
+        n_rest++;
+    }
+    int failed = 0;
+    for (int i = 0; i < n_rest; i++) {
+        if (!failed && transport_write(self, rest[i]) < 0) {
+            failed = 1;
+        }
+        Py_DECREF(rest[i]);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Write a bytes-like object (a frame, or the view of a large payload): sent here when the
+ * transport allows it, else (and for what is left) through transport.write. */
+static int
+write_object(FastPathObject *self, PyObject *data)
+{
+    if (self->transport == NULL) {
+        return 0; /* not attached (or detached: the transport is gone) */
+    }
+    int ready = direct_ready(self);
+    if (ready < 0) {
+        return -1;
+    }
+    if (!ready) {
+        return transport_write(self, data);
+    }
+    if (PyBytes_CheckExact(data)) {
+        Part part = {PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data};
+        return send_parts(self, &part, 1);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    /* A view of bytes (a large payload) is handed on as a view of what is left; anything
+     * else is copied (its exporter may change). */
+    int immutable = PyMemoryView_Check(data) && PyMemoryView_GET_BASE(data) != NULL &&
+                    PyBytes_CheckExact(PyMemoryView_GET_BASE(data)) &&
+                    PyMemoryView_GET_BUFFER(data)->itemsize == 1;
+    Part part = {view.buf, view.len, immutable ? data : NULL};
+    int failed = send_parts(self, &part, 1);
+    PyBuffer_Release(&view);
+    return failed;
 }
 
 static int
@@ -310,6 +527,17 @@ queue_frame(FastPathObject *self, PyObject *frame)
     return out_append(self, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame));
 }
 
+/* Do not keep a large output buffer per connection. */
+static void
+trim_out(FastPathObject *self)
+{
+    if (self->out_len == 0 && self->out_cap > SEPARATE_PAYLOAD) {
+        PyMem_Free(self->out);
+        self->out = NULL;
+        self->out_cap = 0;
+    }
+}
+
 /* Write what was queued, in one write. */
 static int
 flush_out(FastPathObject *self)
@@ -324,18 +552,25 @@ flush_out(FastPathObject *self)
     if (self->out_len == 0) {
         return 0;
     }
+    int ready = direct_ready(self);
+    if (ready < 0) {
+        return -1;
+    }
+    if (ready) {
+        /* Sent from out itself: no bytes object unless some is left over. */
+        Part part = {(const char *)self->out, self->out_len, NULL};
+        self->out_len = 0;
+        int failed = send_parts(self, &part, 1);
+        trim_out(self);
+        return failed;
+    }
     PyObject *data = PyBytes_FromStringAndSize((const char *)self->out, self->out_len);
     self->out_len = 0;
-    if (self->out_cap > SEPARATE_PAYLOAD) {
-        /* Do not keep a large buffer per connection. */
-        PyMem_Free(self->out);
-        self->out = NULL;
-        self->out_cap = 0;
-    }
+    trim_out(self);
     if (data == NULL) {
         return -1;
     }
-    int failed = write_object(self, data);
+    int failed = transport_write(self, data);
     Py_DECREF(data);
     return failed;
 }
@@ -767,14 +1002,39 @@ FastPath_disable(FastPathObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(FastPath_attach_doc,
-"attach(transport, /)\n"
+"attach(transport, fd=-1, /)\n"
 "--\n"
 "\n"
-"Write through ``transport.write``; ``None`` drops it (the transport is gone).");
+"Write through ``transport.write``; ``None`` drops it (the transport is gone: call it in\n"
+"``connection_lost``, before asyncio closes the socket). ``fd`` (see\n"
+"``shakehands.asyncio._fastpath.direct_fd``): the socket of asyncio's plain TCP transport,\n"
+"which this then sends on itself while the transport is not closing and its write buffer\n"
+"is empty (what is not sent goes to ``transport.write``), and may read (``take_reads``).");
 
 static PyObject *
-FastPath_attach(FastPathObject *self, PyObject *transport)
+FastPath_attach(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "attach() takes 1 or 2 arguments");
+        return NULL;
+    }
+    PyObject *transport = args[0];
+    long fd = -1;
+    if (nargs == 2) {
+        fd = PyLong_AsLong(args[1]);
+        if (fd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (fd > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "fd out of range");
+            return NULL;
+        }
+    }
+    /* Whatever the transport, reads and sends of the last one are forgotten first. */
+    self->direct = 0;
+    self->reading = 0;
+    self->fd = -1;
+    Py_CLEAR(self->owner);
     if (transport == Py_None) {
         Py_CLEAR(self->transport);
         Py_CLEAR(self->listener);
@@ -788,7 +1048,35 @@ FastPath_attach(FastPathObject *self, PyObject *transport)
     else {
         Py_INCREF(transport);
         Py_XSETREF(self->transport, transport);
+        if (SHAKEHANDS_DIRECT && fd >= 0) {
+            self->direct = 1;
+            self->fd = (int)fd;
+        }
     }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastPath_take_reads_doc,
+"take_reads(ws, /)\n"
+"--\n"
+"\n"
+"Read the socket given to ``attach`` here, for ``ws`` (the connection): the caller then\n"
+"makes this object the transport's ``_read_ready`` (asyncio's event loop calls it when the\n"
+"socket is readable). A call does what asyncio's ``_read_ready__get_buffer`` does (with no\n"
+"Python frame): ``recv`` into the buffer ``get_buffer`` would give, then what\n"
+"``buffer_updated`` does; EOF, errors and failures go to the same transport methods\n"
+"(``_read_ready__on_eof``, ``_fatal_error``). ``attach`` ends it.");
+
+static PyObject *
+FastPath_take_reads(FastPathObject *self, PyObject *ws)
+{
+    if (!self->direct || self->transport == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "take_reads() needs a socket (attach(transport, fd))");
+        return NULL;
+    }
+    Py_INCREF(ws);
+    Py_XSETREF(self->owner, ws);
+    self->reading = 1;
     Py_RETURN_NONE;
 }
 
@@ -861,7 +1149,23 @@ FastPath_get_backlogged(FastPathObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->backlog);
 }
 
+static PyObject *
+FastPath_get_fd(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->direct ? self->fd : -1);
+}
+
+static PyObject *
+FastPath_get_reading(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->reading);
+}
+
 static PyGetSetDef FastPath_getset[] = {
+    {"fd", (getter)FastPath_get_fd, NULL,
+     "The socket sent on directly (attach), or -1.", NULL},
+    {"reading", (getter)FastPath_get_reading, NULL,
+     "Whether it reads the socket itself (take_reads).", NULL},
     {"active", (getter)FastPath_get_active, NULL, "Whether frames are parsed here.", NULL},
     {"buffered", (getter)FastPath_get_buffered, NULL,
      "Bytes read and not parsed yet (a frame cut by a read, or a backlog).", NULL},
@@ -875,7 +1179,8 @@ static PyGetSetDef FastPath_getset[] = {
 static PyMethodDef FastPath_methods[] = {
     {"enable", (PyCFunction)(void (*)(void))FastPath_enable, METH_FASTCALL, FastPath_enable_doc},
     {"disable", (PyCFunction)FastPath_disable, METH_NOARGS, FastPath_disable_doc},
-    {"attach", (PyCFunction)FastPath_attach, METH_O, FastPath_attach_doc},
+    {"attach", (PyCFunction)(void (*)(void))FastPath_attach, METH_FASTCALL, FastPath_attach_doc},
+    {"take_reads", (PyCFunction)FastPath_take_reads, METH_O, FastPath_take_reads_doc},
     {"flush", (PyCFunction)FastPath_flush, METH_NOARGS, FastPath_flush_doc},
     {"resume", (PyCFunction)(void (*)(void))FastPath_resume, METH_FASTCALL, FastPath_resume_doc},
     {NULL},
@@ -885,11 +1190,15 @@ PyDoc_STRVAR(FastPath_doc,
 "FastPath(read_buffer, batch_limit)\n"
 "--\n"
 "\n"
-"The compiled data path of one callback connection (see the module docstring).");
+"The compiled data path of one callback connection (see the module docstring). Calling it\n"
+"reads the socket (see take_reads).");
+
+static PyObject *FastPath_call(PyObject *op, PyObject *args, PyObject *kwds);
 
 static PyTypeObject FastPath_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shakehands._fastpath.FastPath",
+    .tp_call = FastPath_call,
     .tp_basicsize = sizeof(FastPathObject),
     .tp_dealloc = (destructor)FastPath_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -929,6 +1238,30 @@ PyDoc_STRVAR(mixin_get_buffer_doc,
 "asyncio.BufferedProtocol: where the next read goes (the server's shared buffer, or this\n"
 "connection's own after a cut frame).");
 
+/* Where the next read goes: the shared buffer, or the own one after a cut frame. */
+static int
+read_target(FastPathObject *self, unsigned char **dst, Py_ssize_t *room)
+{
+    ReadBufferObject *shared = self->shared;
+    if (self->start == self->end && self->buf == NULL && shared != NULL && !shared->busy) {
+        self->reading_shared = 1;
+        *dst = shared->buf;
+        *room = shared->size;
+        return 0;
+    }
+    self->reading_shared = 0;
+    Py_ssize_t want = self->need - (self->end - self->start);
+    if (want < MIN_READ) {
+        want = MIN_READ;
+    }
+    if (reserve(self, want) < 0) {
+        return -1;
+    }
+    *dst = self->buf + self->end;
+    *room = self->cap - self->end;
+    return 0;
+}
+
 static PyObject *
 mixin_get_buffer(PyObject *ws, PyObject *Py_UNUSED(sizehint))
 {
@@ -936,27 +1269,120 @@ mixin_get_buffer(PyObject *ws, PyObject *Py_UNUSED(sizehint))
     if (self == NULL) {
         return NULL;
     }
-    PyObject *view;
-    ReadBufferObject *shared = self->shared;
-    if (self->start == self->end && self->buf == NULL && shared != NULL && !shared->busy) {
-        self->reading_shared = 1;
-        view = PyMemoryView_FromMemory((char *)shared->buf, shared->size, PyBUF_WRITE);
-    }
-    else {
-        self->reading_shared = 0;
-        Py_ssize_t want = self->need - (self->end - self->start);
-        if (want < MIN_READ) {
-            want = MIN_READ;
-        }
-        if (reserve(self, want) < 0) {
-            Py_DECREF(self);
-            return NULL;
-        }
-        view = PyMemoryView_FromMemory((char *)self->buf + self->end, self->cap - self->end,
-                                       PyBUF_WRITE);
+    unsigned char *dst;
+    Py_ssize_t room;
+    PyObject *view = NULL;
+    if (read_target(self, &dst, &room) == 0) {
+        view = PyMemoryView_FromMemory((char *)dst, room, PyBUF_WRITE);
     }
     Py_DECREF(self);
     return view;
+}
+
+/*
+ * The reader (take_reads): called by asyncio's selector loop in place of the transport's
+ * _read_ready, it does what _read_ready__get_buffer does in Python (3.11-3.13 alike): nothing
+ * once the connection is lost; recv(2) into the buffer get_buffer() would give; EAGAIN and
+ * EINTR: nothing; an error: transport._fatal_error(exc, ...); EOF:
+ * transport._read_ready__on_eof(); else what buffer_updated does, and its failure goes to
+ * transport._fatal_error too. SystemExit and KeyboardInterrupt propagate, as there.
+ */
+static PyObject *
+reader_failed(PyObject *transport, const char *message)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        return NULL;
+    }
+    PyObject *exc = fetch_exception();
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *text = PyUnicode_FromString(message);
+    if (text == NULL) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    PyObject *args[3] = {transport, exc, text};
+    PyObject *r = PyObject_VectorcallMethod(fatal_error_name, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(exc);
+    Py_DECREF(text);
+    return r;
+}
+
+static PyObject *
+FastPath_call(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    FastPathObject *self = (FastPathObject *)op;
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a FastPath is called with no arguments");
+        return NULL;
+    }
+#if SHAKEHANDS_DIRECT
+    if (!self->reading || !self->direct || self->transport == NULL || self->owner == NULL) {
+        Py_RETURN_NONE; /* detached: the transport is gone */
+    }
+    Py_INCREF(self); /* the listener may drop the connection */
+    PyObject *transport = Py_NewRef(self->transport);
+    PyObject *ws = Py_NewRef(self->owner);
+    PyObject *result = NULL;
+    unsigned char *dst;
+    Py_ssize_t room;
+    ssize_t n;
+
+    PyObject *lost = PyObject_GetAttr(transport, conn_lost_name);
+    int is_lost = lost == NULL ? -1 : PyObject_IsTrue(lost);
+    Py_XDECREF(lost);
+    if (is_lost != 0) {
+        result = is_lost < 0 ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    if (read_target(self, &dst, &room) < 0) {
+        result = reader_failed(transport, "Fatal error: protocol.get_buffer() call failed.");
+        goto done;
+    }
+    for (;;) {
+        n = recv(self->fd, dst, (size_t)room, MSG_DONTWAIT);
+        if (n >= 0 || errno != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) { /* as sock.recv_into when a signal handler raises */
+            self->reading_shared = 0;
+            result = reader_failed(transport, "Fatal read error on socket transport");
+            goto done;
+        }
+    }
+    if (n < 0) {
+        self->reading_shared = 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            result = Py_NewRef(Py_None);
+        }
+        else {
+            PyErr_SetFromErrno(PyExc_OSError);
+            result = reader_failed(transport, "Fatal read error on socket transport");
+        }
+        goto done;
+    }
+    if (n == 0) {
+        self->reading_shared = 0;
+        PyObject *eof_args[1] = {transport};
+        result = PyObject_VectorcallMethod(on_eof_name, eof_args,
+                                           1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        goto done;
+    }
+    result = process(self, ws, (Py_ssize_t)n, -1, NULL);
+    if (result == NULL) {
+        result = reader_failed(transport, "Fatal error: protocol.buffer_updated() call failed.");
+    }
+done:
+    Py_DECREF(ws);
+    Py_DECREF(transport);
+    Py_DECREF(self);
+    return result;
+#else
+    Py_RETURN_NONE;
+#endif
 }
 
 PyDoc_STRVAR(mixin_buffer_updated_doc,
@@ -1041,12 +1467,53 @@ build_frame(unsigned char first, const char *payload, Py_ssize_t len, Py_ssize_t
     return frame;
 }
 
+/*
+ * Write the queued output, then the frame (header, payload), in one send(2) with no frame
+ * object built (direct_ready() said yes). The payload's bytes are `data`; `message` owns them
+ * if it is bytes (what is not sent is handed on as a view of it), else they are copied.
+ */
+static int
+send_frame_direct(FastPathObject *self, unsigned char first, PyObject *message,
+                  const char *data, Py_ssize_t len)
+{
+    unsigned char header[SHAKEHANDS_MAX_HEADER];
+    Py_ssize_t hlen = shakehands_frame_header(first, (uint64_t)len, header);
+    Part parts[MAX_PARTS];
+    int count = 0;
+    PyObject *pending = self->pending;
+    self->pending = NULL;
+    if (pending != NULL) {
+        parts[count++] = (Part){PyBytes_AS_STRING(pending), PyBytes_GET_SIZE(pending), pending};
+    }
+    else if (self->out_len > 0) {
+        parts[count++] = (Part){(const char *)self->out, self->out_len, NULL};
+        self->out_len = 0;
+    }
+    parts[count++] = (Part){(const char *)header, hlen, NULL};
+    parts[count++] = (Part){data, len, PyBytes_CheckExact(message) ? message : NULL};
+    int failed = send_parts(self, parts, count);
+    Py_XDECREF(pending);
+    trim_out(self);
+    return failed;
+}
+
 static int
 send_frame(FastPathObject *self, unsigned char first, PyObject *message, const char *data,
            Py_ssize_t len)
 {
     Py_ssize_t hlen;
-    if (len >= SEPARATE_PAYLOAD && PyBytes_CheckExact(message)) {
+    int large = len >= SEPARATE_PAYLOAD && PyBytes_CheckExact(message);
+    if (large || !self->in_batch) {
+        /* Written now: in one send(2), uncopied, when the transport allows it. */
+        int ready = direct_ready(self);
+        if (ready < 0) {
+            return -1;
+        }
+        if (ready) {
+            return send_frame_direct(self, first, message, data, len);
+        }
+    }
+    if (large) {
         /* Immutable and large: the header, then the payload itself, not copied. */
         PyObject *header = build_frame(first, NULL, len, &hlen);
         if (header == NULL) {
@@ -1347,6 +1814,15 @@ module_exec(PyObject *module)
     transport_name = PyUnicode_InternFromString("transport");
     decode_name = PyUnicode_InternFromString("decode");
     encode_name = PyUnicode_InternFromString("encode");
+    is_closing_name = PyUnicode_InternFromString("is_closing");
+    write_buffer_size_name = PyUnicode_InternFromString("get_write_buffer_size");
+    conn_lost_name = PyUnicode_InternFromString("_conn_lost");
+    fatal_error_name = PyUnicode_InternFromString("_fatal_error");
+    on_eof_name = PyUnicode_InternFromString("_read_ready__on_eof");
+    if (is_closing_name == NULL || write_buffer_size_name == NULL || conn_lost_name == NULL ||
+        fatal_error_name == NULL || on_eof_name == NULL) {
+        return -1;
+    }
     if (decode_name == NULL || encode_name == NULL) {
         return -1;
     }
@@ -1361,6 +1837,9 @@ module_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "ReadBuffer", (PyObject *)&ReadBuffer_Type) < 0 ||
         PyModule_AddObjectRef(module, "FastPath", (PyObject *)&FastPath_Type) < 0 ||
         PyModule_AddObjectRef(module, "CallbackFastPathMixin", (PyObject *)&Mixin_Type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "DIRECT", SHAKEHANDS_DIRECT) < 0) {
         return -1;
     }
     if (fastcoro_exec(module) < 0) {

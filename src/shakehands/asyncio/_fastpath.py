@@ -36,12 +36,26 @@ without a copy: they call ``data_received(bytes)``, which parses the bytes where
 * Anything Python writes (pings, close frames, broadcasts) first writes what C queued
   (:meth:`_flush`, :meth:`write_queued`), so frames leave in the order they were sent; a
   state change that ends the open state (close, failure) turns the C path off.
+
+Direct socket I/O, on asyncio's plain TCP transport only (:func:`direct_fd`: exactly
+``_SelectorSocketTransport``, so no TLS, no uvloop, no proactor). C writes with ``send(2)``
+on the socket itself while the transport is not closing and its write buffer is empty, which
+is all ``transport.write`` does then, minus its Python frame; what the kernel does not take
+goes to ``transport.write``, and so does everything after an error (it reports it and closes
+as for its own sends). Once the connection is open, the ``FastPath`` also replaces the
+transport's ``_read_ready`` (:meth:`_take_reads`): the loop then calls C, which does what
+asyncio's ``_read_ready__get_buffer`` does (``recv`` into the read buffer, then
+``buffer_updated``; EOF, errors and failures through the transport's own methods) without its
+two Python frames. The fd is forgotten in ``connection_lost``, which asyncio calls before it
+closes the socket; nothing is sent once the transport is closing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from asyncio import selector_events
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +66,15 @@ from ..protocol.reader import INVALID_UTF8
 from .callback import CallbackConnection, Listener
 from .server import Server
 
-__all__ = ["AVAILABLE", "enabled", "connection_factory", "FastCallbackConnection"]
+__all__ = [
+    "AVAILABLE",
+    "enabled",
+    "direct_sends",
+    "direct_reads",
+    "direct_fd",
+    "connection_factory",
+    "FastCallbackConnection",
+]
 
 logger = logging.getLogger("shakehands.server")
 
@@ -62,6 +84,20 @@ AVAILABLE: bool = _compiled is not None
 #: Whether :func:`~.callback.serve_callbacks` uses it: :data:`AVAILABLE` by default; tests set
 #: it to ``False`` to run the same tests on the pure-Python path in the same process.
 enabled: bool = AVAILABLE
+
+#: Whether the C path sends on the socket of asyncio's plain TCP transport itself
+#: (:func:`direct_fd`); read when a connection is made. Off: every write is
+#: ``transport.write`` (and :data:`direct_reads` is off too).
+direct_sends: bool = bool(getattr(_compiled, "DIRECT", False))
+
+#: Whether it also reads that socket itself, in place of the transport's ``_read_ready``
+#: (:meth:`FastCallbackConnection._take_reads`); read when a connection opens.
+direct_reads: bool = direct_sends
+
+_SelectorSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport", None)
+
+# What the compiled reader calls on the transport, as asyncio's _read_ready__get_buffer does.
+_READER_NEEDS = ("_read_ready", "_read_ready__on_eof", "_fatal_error", "_conn_lost", "_sock_fd")
 
 # What _backlog holds while the C path delivers a large read over several loop iterations
 # (CallbackConnection's own backlog is a list of the core's events; this one is C's bytes).
@@ -76,6 +112,23 @@ class _NoMixin:
 
 
 _Mixin: Any = getattr(_compiled, "CallbackFastPathMixin", _NoMixin)
+
+
+def direct_fd(transport: asyncio.BaseTransport) -> int:
+    """The file descriptor of ``transport``'s socket if the compiled path may send on it
+    itself (:data:`direct_sends`): the transport is exactly asyncio's plain TCP transport
+    (``selector_events._SelectorSocketTransport``: no TLS, no subclass; uvloop's transports
+    and the proactor's are other types) on a stream socket. Otherwise ``-1``."""
+    if not direct_sends or _SelectorSocketTransport is None:
+        return -1
+    if type(transport) is not _SelectorSocketTransport:
+        return -1
+    if transport.get_extra_info("sslcontext") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return -1
+    return int(sock.fileno())
 
 
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
@@ -105,7 +158,7 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._fast.attach(self.transport)
+        self._fast.attach(self.transport, direct_fd(self.transport))
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
@@ -133,6 +186,9 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         limit = protocol.frames_takeable(extensions=True)
         if limit is None:
             return
+        fast = self._fast
+        if direct_reads and not fast.reading and fast.fd >= 0:
+            self._take_reads()
         extensions = protocol.extensions
         if not extensions:
             self._fast.enable(self.listener, limit)
@@ -143,6 +199,27 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
             self._fast.enable(
                 self.listener, limit, extensions[0], -1 if max_message is None else max_message
             )
+
+    def _take_reads(self) -> None:
+        """From now on, C reads the socket (see the module docstring): the ``FastPath``
+        becomes the transport's ``_read_ready`` (what asyncio's transport registers with the
+        selector on ``resume_reading``), and replaces it now if the transport is reading. Left
+        alone if the transport is not what the compiled reader expects."""
+        transport: Any = self.transport
+        fast = self._fast
+        if (
+            not all(hasattr(transport, name) for name in _READER_NEEDS)
+            or "_read_ready" in vars(transport)
+            or transport._sock_fd != fast.fd
+            or not isinstance(self.loop, selector_events.BaseSelectorEventLoop)
+        ):
+            return
+        loop: Any = self.loop
+        fast.take_reads(self)
+        transport._read_ready = fast
+        if transport.is_reading():
+            # What resume_reading does: the loop's reader for this fd becomes the FastPath.
+            loop._add_reader(fast.fd, fast)
 
     def _process(self) -> None:
         super()._process()
@@ -207,5 +284,8 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
             # Messages received before the end are delivered before on_close.
             self._backlog = None
             self._fast.resume(self, True)
+        if self._fast.reading:
+            # The transport keeps no reference to this connection (asyncio drops its own).
+            vars(self.transport).pop("_read_ready", None)
         self._fast.attach(None)
         super()._on_connection_lost()
