@@ -304,10 +304,10 @@ class TransportProtocol(ConfiguredConnection, asyncio.Protocol):
         future = self._closed_future
         if future is not None and not future.done():
             future.set_result(None)
+        closed = self.protocol.close_exception()
         pings = self._pings
         if pings is not None:
             self._pings = None
-            closed = self.protocol.close_exception()  # only then: an exception per close costs
             for _, waiter in pings.values():
                 if not waiter.done():
                     waiter.set_exception(closed)
