@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +25,82 @@ from ..protocol.server import ServerProtocol
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["HANDSHAKE_SLOTS", "ServerHandshake"]
+__all__ = ["HANDSHAKE_SLOTS", "OpenTimeouts", "ServerHandshake"]
 
 logger = logging.getLogger("shakehands.server")
 
 #: The attributes of :class:`ServerHandshake`, for the ``__slots__`` of the classes mixing it in.
 HANDSHAKE_SLOTS = ("server", "_open_handle")
+
+
+class _OpenBucket(dict["ServerHandshake", None]):
+    """The connections of one :class:`OpenTimeouts` whose time runs out at ``due`` (a dict used
+    as an ordered set)."""
+
+    __slots__ = ("due",)
+
+    def __init__(self, due: float) -> None:
+        super().__init__()
+        self.due = due
+
+
+class OpenTimeouts:
+    """The ``open_timeout`` of all the connections of one server: one timer for them all.
+
+    A ``TimerHandle`` per connection (``loop.call_later``, cancelled at the 101) costs a Python
+    object, a heap push with Python comparisons, and the heap's periodic clean-up of cancelled
+    timers, for a timer that almost never fires: at thousands of handshakes per second, a
+    measurable share of each. Here a connection is put in a bucket of ``tick`` seconds (1/16
+    of the timeout, at most 1 s; a dict entry) and taken out at the answer or when the
+    connection is lost: its handshake is dropped between ``open_timeout`` and
+    ``open_timeout + tick`` after the connection was made, never earlier. All the connections
+    of a server have the same timeout, so buckets are made in the order they fall due and one
+    timer waits for the first; it runs while buckets remain.
+    """
+
+    __slots__ = ("loop", "timeout", "tick", "buckets", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+        self.tick = min(timeout / 16, 1.0)
+        self.buckets: deque[_OpenBucket] = deque()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, connection: ServerHandshake) -> _OpenBucket:
+        """Start ``connection``'s timeout; returns its bucket, which the connection leaves when
+        answered or lost (``bucket.pop(connection, None)``)."""
+        buckets = self.buckets
+        due = self.loop.time() + self.timeout
+        if not buckets or buckets[-1].due < due:
+            buckets.append(_OpenBucket(due + self.tick))
+        bucket = buckets[-1]
+        bucket[connection] = None
+        if self.handle is None:
+            self.handle = self.loop.call_at(buckets[0].due, self._fire)
+        return bucket
+
+    def _fire(self) -> None:
+        self.handle = None
+        buckets = self.buckets
+        now = self.loop.time()
+        # The first bucket is the one the timer was set for (buckets are only ever appended
+        # behind it); the next ones that are due, or empty, go with it.
+        while buckets:
+            bucket = buckets.popleft()
+            for connection in list(bucket):
+                connection._open_handle = None
+                try:
+                    connection._open_expired()
+                except Exception as exc:  # one connection's failure must not stop the others
+                    self.loop.call_exception_handler(
+                        {"message": "open timeout failed", "exception": exc, "protocol": connection}
+                    )
+            bucket.clear()
+            if buckets and buckets[0] and buckets[0].due > now:
+                break
+        if buckets:
+            self.handle = self.loop.call_at(buckets[0].due, self._fire)
 
 
 class ServerHandshake:
@@ -49,7 +120,8 @@ class ServerHandshake:
     # put HANDSHAKE_SLOTS in theirs and call _init_handshake (a slot of theirs would hide a
     # default value set here).
 
-    _open_handle: asyncio.TimerHandle | None
+    #: The bucket of the server's :class:`OpenTimeouts` this connection is in until answered.
+    _open_handle: _OpenBucket | None
     #: Beyond ``max_connections``: the request gets a 503 and the connection is not counted.
     #: A class default, not a slot: only the refused connections set it (in their dict).
     _over_limit = False
@@ -66,16 +138,19 @@ class ServerHandshake:
             self._over_limit = True
         else:
             server._admitted += 1
-        if self.server.config.open_timeout is not None:
-            self._open_handle = self.loop.call_later(
-                self.server.config.open_timeout, self._open_expired
-            )
+        timeout = server.config.open_timeout
+        if timeout is not None:
+            timeouts = server._open_timeouts
+            if timeouts is None or timeouts.loop is not self.loop:
+                timeouts = server._open_timeouts = OpenTimeouts(self.loop, timeout)
+            self._open_handle = timeouts.add(self)
 
     def _unregister(self) -> None:
         """The TCP connection is gone: forget it (called once, from connection_lost)."""
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
+        bucket = self._open_handle
+        if bucket is not None:
+            self._open_handle = None
+            bucket.pop(self, None)
         connections = self.server._connections
         if self in connections:
             del connections[self]
@@ -135,13 +210,13 @@ class ServerHandshake:
             logger.error("process_request returned %r, not a Response or None", response)
         # The core decides: a 101, the 4xx the request deserves, the hook's answer, or a 500.
         response = self.protocol.answer(response)
-        send_head = getattr(self.transport, "send_response_head", None)
-        if send_head is not None:
+        if self.protocol.http2:
             # An HTTP/2 stream (shakehands.http2.server): the answer's head is a HEADERS frame.
-            send_head(response)
-        if self._open_handle is not None:
-            self._open_handle.cancel()
-            self._open_handle = None  # a cancelled timer kept alive costs memory per connection
+            self.transport.send_response_head(response)  # type: ignore[attr-defined]
+        bucket = self._open_handle
+        if bucket is not None:
+            self._open_handle = None
+            bucket.pop(self, None)
         # answer() moved the state on: OPEN after a 101 (HTTP/2: a 200 to a CONNECT).
         if self.protocol.state is State.OPEN:  # type: ignore[comparison-overlap]
             if not self.protocol.can_ping:

@@ -9,12 +9,15 @@ gracefully: 1001 to every client, ``close_timeout`` for their answers, then abor
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
 import socket
 import ssl as ssl_module
 import threading
+from asyncio.constants import ACCEPT_RETRY_DELAY
+from asyncio.selector_events import BaseSelectorEventLoop
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
@@ -37,7 +40,7 @@ from ..router import Router, path_params_of
 from ..unix import UnixSocketFile, bind_unix_socket
 from .base import TransportProtocol
 from .connection import WebSocketConnection
-from .handshake import HANDSHAKE_SLOTS, ServerHandshake
+from .handshake import HANDSHAKE_SLOTS, OpenTimeouts, ServerHandshake
 
 __all__ = [
     "serve",
@@ -147,6 +150,11 @@ class Server(Generic[C]):
         self._socket_file: UnixSocketFile | None = None
         #: Live HTTP/2 connections (:mod:`shakehands.http2.server`), for GOAWAY at shutdown.
         self._http2: set[Any] = set()
+        #: The connections' ``open_timeout`` timer (made by the first connection).
+        self._open_timeouts: OpenTimeouts | None = None
+        #: What accepts the connections when asyncio's own accept is replaced (see
+        #: :class:`DirectAccept`), else ``None``.
+        self._acceptor: DirectAccept | None = None
 
     @property
     def close_timeout(self) -> float | None:
@@ -155,7 +163,10 @@ class Server(Generic[C]):
 
     def new_protocol(self) -> ServerProtocol:
         """A fresh sans-I/O server connection with this server's options."""
-        return new_server_protocol(self.config, secure=self.secure)
+        config = self.config
+        if not config.legacy_hixie76:
+            return ServerProtocol(config)  # what new_server_protocol makes, one call less
+        return new_server_protocol(config, secure=self.secure)
 
     @property
     def connections(self) -> set[C]:
@@ -272,6 +283,129 @@ class Server(Generic[C]):
         await self.wait_closed()
 
 
+#: asyncio's selector event loop (its private methods are used below: Any for the type checker).
+_SELECTOR_LOOP: Any = BaseSelectorEventLoop
+
+#: The ``accept()`` errors after which asyncio stops accepting for a while (the listening socket
+#: stays readable: accepting again at once would spin).
+_ACCEPT_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class DirectAccept:
+    """Accept connections without a ``Task`` per connection, on asyncio's selector event loop.
+
+    asyncio accepts each connection in a ``Task`` (``BaseSelectorEventLoop._accept_connection2``)
+    that makes the transport, awaits a ``Future`` set one loop iteration later, and ends: a
+    coroutine, a ``Task``, a ``Future`` and three ``call_soon`` handles per connection, for a
+    server whose connections take no awaitable set-up (no TLS). This reader of the listening
+    socket accepts up to ``backlog`` connections per wake-up, as asyncio's does, and makes each
+    transport at once with the loop's own ``_make_socket_transport`` (what that Task calls): the
+    transport calls ``connection_made`` and starts reading on the next iteration, exactly as
+    before, and is counted by the ``asyncio.Server`` (``wait_closed``) as before.
+    ``asyncio.Server.close()`` removes this reader with the socket, as it removes its own.
+
+    Used only where it is the same as asyncio's path: the selector loop with asyncio's own
+    accept, no TLS, debug mode off (asyncio logs each accept then). uvloop accepts in C without
+    a Task: it keeps its own path.
+    """
+
+    __slots__ = ("loop", "server", "factory", "backlog")
+
+    #: Whether servers take their accept over (tests turn it off to run asyncio's path).
+    enabled = True
+
+    def __init__(
+        self,
+        loop: Any,
+        server: asyncio.Server,
+        factory: Callable[[], asyncio.BaseProtocol],
+        backlog: int,
+    ) -> None:
+        self.loop = loop
+        self.server: Any = server
+        self.factory = factory
+        self.backlog = backlog
+
+    @classmethod
+    def take_over(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        server: asyncio.Server,
+        factory: Callable[[], asyncio.BaseProtocol],
+        create_kwargs: dict[str, Any],
+    ) -> DirectAccept | None:
+        """Replace asyncio's reader of ``server``'s listening sockets with one of these, if
+        ``loop`` and the options allow it (see the class docstring); ``None`` otherwise."""
+        sockets = getattr(server, "_sockets", None)
+        if (
+            not cls.enabled
+            or create_kwargs.get("ssl") is not None
+            or not isinstance(loop, _SELECTOR_LOOP)
+            or getattr(type(loop), "_accept_connection", None)
+            is not _SELECTOR_LOOP._accept_connection
+            or getattr(type(loop), "_make_socket_transport", None)
+            is not _SELECTOR_LOOP._make_socket_transport
+            or loop.get_debug()
+            or not isinstance(sockets, list)
+            or not server.is_serving()
+        ):
+            return None
+        acceptor = cls(loop, server, factory, create_kwargs.get("backlog", 100))
+        for sock in sockets:
+            loop.remove_reader(sock.fileno())
+            acceptor._listen(sock)
+        return acceptor
+
+    def _listen(self, sock: socket.socket) -> None:
+        self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        loop = self.loop
+        server = self.server
+        factory = self.factory
+        make_transport = loop._make_socket_transport
+        for _ in range(self.backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return  # nothing left to accept
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_OUT_OF_RESOURCES:
+                    raise  # the event loop logs it and goes on, as with asyncio's reader
+                # The socket stays readable: stop accepting for a while (asyncio does the same).
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": exc,
+                        "socket": sock,
+                    }
+                )
+                loop.remove_reader(sock.fileno())
+                loop.call_later(ACCEPT_RETRY_DELAY, self._retry, sock)
+                return
+            protocol = None
+            try:
+                protocol = factory()
+                make_transport(conn, protocol, extra={"peername": addr}, server=server)
+            except (SystemExit, KeyboardInterrupt):
+                conn.close()
+                raise
+            except BaseException as exc:
+                conn.close()
+                loop.call_exception_handler(
+                    {
+                        "message": "Error on transport creation for incoming connection",
+                        "exception": exc,
+                        "protocol": protocol,
+                    }
+                )
+
+    def _retry(self, sock: socket.socket) -> None:
+        if self.server.is_serving() and sock.fileno() != -1:
+            self._listen(sock)
+
+
 class ServeContext(Generic[C]):
     """What :func:`serve` returns: await it, or use it as an async context manager."""
 
@@ -316,23 +450,27 @@ class ServeContext(Generic[C]):
         loop = asyncio.get_running_loop()
         server = self._server
         if not self._unix:
+            factory = self._protocol_factory()
             server._server = await loop.create_server(
-                self._protocol_factory(), self._host, self._port, **self._kwargs
+                factory, self._host, self._port, **self._kwargs
             )
+            server._acceptor = DirectAccept.take_over(loop, server._server, factory, self._kwargs)
             return server
         kwargs = dict(self._kwargs)
         if self._unix_path is not None:
             kwargs["sock"], server._socket_file = bind_unix_socket(
                 self._unix_path, kwargs.get("backlog", 100)
             )
+        factory = self._protocol_factory()
         try:
-            server._server = await loop.create_unix_server(self._protocol_factory(), **kwargs)
+            server._server = await loop.create_unix_server(factory, **kwargs)
         except BaseException:
             if self._unix_path is not None:
                 kwargs["sock"].close()
                 if server._socket_file is not None:
                     server._socket_file.remove()
             raise
+        server._acceptor = DirectAccept.take_over(loop, server._server, factory, kwargs)
         return server
 
     def __await__(self) -> Generator[Any, None, Server[C]]:
