@@ -332,6 +332,7 @@ def test_loadgen_deflate_against_the_callback_server(compiled: bool) -> None:
     )
     server = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
     try:
+        run.wait_listening(port, server)  # the load generator does not retry a refused connect
         for size, depth in ((256, 4), (70_000, 2)):
             command = [str(binary), "echo", run.HOST, str(port), "3", str(depth), str(size)]
             command += ["0.1", "0.3", "deflate"]
