@@ -19,6 +19,7 @@ import pytest
 
 import shakehands
 from shakehands.asyncio import _fastpath
+from shakehands.protocol.handshake import Request, RequestParser
 
 from ..asyncio.asyncio_helpers import RawClient, wait_for_condition
 from ..helpers import (
@@ -31,6 +32,8 @@ from ..helpers import (
     OP_TEXT,
     close_payload,
     frame,
+    make_key,
+    upgrade_request,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -454,6 +457,70 @@ async def test_abrupt_disconnect_mid_frame(impl: str) -> None:
         await wait_for_condition(lambda: bool(listener.closed))
     assert listener.messages == ["whole"]
     assert listener.closed == [(1006, "")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The request, kept packed while nobody reads it (idle memory)
+# ---------------------------------------------------------------------------------------------
+
+
+class RequestReader(Recorder):
+    """Answers each message with what ``ws.request`` and ``ws.context`` say."""
+
+    def __init__(self) -> None:
+        super().__init__(echo=False)
+        self.requests: list[Request | None] = []
+
+    def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
+        request = ws.request
+        self.requests.append(request)
+        assert request is not None
+        ws.context["count"] = ws.context.get("count", 0) + 1
+        ws.send(f"{request.method} {request.target} {ws.context['count']}")
+
+
+@pytest.mark.parametrize("hook", [False, True])
+async def test_request_seen_later_is_the_request_received(impl: str, hook: bool) -> None:
+    """Without hooks, the request is kept packed after the handshake and ``ws.request`` (read
+    later, in ``on_message``) is a request equal to the one received: method, target, every
+    header as sent and in order, the peer's address; the same object on every read, which
+    holds ``ws.context``. With a ``process_request`` hook, ``ws.request`` is the very object
+    the hook saw (never packed)."""
+    listener = RequestReader()
+    hooked: list[Request] = []
+    options: dict[str, Any] = {}
+    if hook:
+        options["process_request"] = hooked.append  # returns None: go on
+    async with shakehands.serve_callbacks(listener, HOST, 0, **options) as server:
+        client = await RawClient.open(server.port)
+        data = upgrade_request(
+            server.port, "/room/1?x=%C3%A9", key=make_key(), extra=[("X-Who", "me: \tyou")]
+        )
+        client.send(data)
+        status, _ = await client.read_head()
+        assert status == 101
+        await wait_for_condition(lambda: bool(listener.opened))
+        ws = listener.opened[0]
+        assert isinstance(ws.protocol._request, Request if hook else str)
+        client.send_frame(OP_TEXT, b"one")
+        client.send_frame(OP_TEXT, b"two")
+        assert await read_data(client, 2) == [
+            (OP_TEXT, b"GET /room/1?x=%C3%A9 1"),
+            (OP_TEXT, b"GET /room/1?x=%C3%A9 2"),
+        ]
+        first, second = listener.requests
+        assert first is second is ws.request
+        expected = RequestParser().feed(data)
+        assert expected is not None
+        expected.remote_address = client.writer.get_extra_info("sockname")
+        assert first == expected
+        assert first is not None and first.headers.items() == expected.headers.items()
+        assert first.remote_address == ws.remote_address
+        assert first.context == {"count": 2}
+        if hook:
+            assert hooked == [first] and hooked[0] is first
+        check_impl(impl, listener)
+        await client.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,13 @@ from shakehands.protocol.errors import (
     UnsupportedVersion,
 )
 from shakehands.protocol.frames import Opcode, serialize_close
-from shakehands.protocol.handshake import MAX_HEADER_BYTES, MAX_HEADERS, MAX_LINE, Request
+from shakehands.protocol.handshake import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    Headers,
+    Request,
+)
 from shakehands.protocol.server import MAX_EARLY_DATA, ServerProtocol
 
 from .helpers import (
@@ -133,6 +139,136 @@ def test_handshake_headers_keep_no_index_after_101() -> None:
     assert server.response.headers.get("sec-websocket-accept") == response.get(
         "Sec-WebSocket-Accept"
     )
+
+
+def _fields(request: Request) -> tuple[object, ...]:
+    return (
+        request.method,
+        request.target,
+        request.version,
+        request.remote_address,
+        request.authority,
+        request.headers.items(),
+    )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [None, "", "/tmp/ws.sock", ("127.0.0.1", 54321), ("::1", 8765, 0, 3)],
+)
+@pytest.mark.parametrize(
+    "data",
+    [
+        request_bytes(),
+        request_bytes(target="ws://example.com:8080/chat?room=a%20b&x=1"),
+        request_bytes(
+            extra=[("X-Odd", "a: b\tc"), ("X-Latin", "caf\xe9"), ("X-Empty", ""), ("x-odd", "2")]
+        ),
+        # What a browser sends: most lines are in the packing table, some in part.
+        request_bytes(
+            target="/chat",
+            headers=[
+                ("Host", "example.com"),
+                ("Connection", "keep-alive, Upgrade"),
+                ("Pragma", "no-cache"),
+                ("Cache-Control", "no-cache"),
+                ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"),
+                ("Upgrade", "websocket"),
+                ("Origin", "https://example.com"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Accept-Encoding", "gzip, deflate, br, zstd"),
+                ("Accept-Language", "en-US,en;q=0.9"),
+                ("Cookie", "Upgrade:websocket"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+                ("Sec-WebSocket-Protocol", "chat, superchat"),
+            ],
+        ),
+    ],
+    ids=["plain", "absolute-form", "odd-values", "browser"],
+)
+def test_packed_request_is_unpacked_equal_on_first_read(data: bytes, address: object) -> None:
+    # Idle memory: the request packed into one string (pack_request) is a Request again, equal
+    # to the one parsed, when it is next read; the same object from then on.
+    server, response = handshake(data)
+    assert_accepted(server, response)
+    request = server.request
+    assert request is not None
+    request.remote_address = address  # type: ignore[assignment]
+    expected = _fields(request)
+    server.pack_request()
+    assert isinstance(server._request, str)
+    del request
+    unpacked = server.request
+    assert isinstance(unpacked, Request)
+    assert unpacked.headers._index is None and isinstance(unpacked.headers._items, str)
+    assert _fields(unpacked) == expected
+    assert type(unpacked.remote_address) is type(address)
+    assert server.request is unpacked
+    # Its lookups and context work as on any request; once unpacked it stays so.
+    assert unpacked.headers["sec-websocket-version"] == "13"
+    unpacked.context["user"] = "alice"
+    server.pack_request()  # context set: the application's dictionary is kept as it is
+    assert server.request is unpacked and server.request.context == {"user": "alice"}
+    # And the connection works on.
+    server.receive_data(masked(Opcode.TEXT, b"hello"))
+    assert server.events_received() == ["hello"]
+
+
+def test_packing_leaves_requests_it_cannot_hold_exactly() -> None:
+    from shakehands.protocol.server import pack_request, unpack_request
+
+    def kept(request: Request) -> bool:
+        return pack_request(request) is None
+
+    headers = Headers([("Host", "a")])
+    assert not kept(Request("GET", "/", headers, remote_address=("h", 1)))
+    # A line feed in a field, headers built by hand that one string cannot hold, another
+    # shape of address, an empty version, a subclass, a context set.
+    assert kept(Request("GET", "/\n", headers))
+    assert kept(Request("GET", "/", Headers([("X", "a\nb")])))
+    assert kept(Request("GET", "/", Headers([("X:Y", "a")])))
+    assert kept(Request("GET", "/", headers, remote_address=("h", 1, 2)))  # type: ignore[arg-type]
+    assert kept(Request("GET", "/", headers, remote_address=("h\t", 1)))
+    assert kept(Request("GET", "/", headers, remote_address=["h", 1]))  # type: ignore[arg-type]
+    assert kept(Request("GET", "/", headers, remote_address=("h", True)))  # type: ignore[arg-type]
+    assert kept(Request("GET", "/", headers, version=""))
+    assert kept(Request("GET", "/", Headers([("X", "a\x0bb")])))  # a table code, by hand
+    assert kept(Request("GET", "/", headers, authority="a\nb"))
+
+    class MyRequest(Request):
+        pass
+
+    assert kept(MyRequest("GET", "/", headers))
+    with_context = Request("GET", "/", headers)
+    with_context.context["k"] = 1
+    assert kept(with_context)
+    # What it packs comes back equal (an empty authority too), and the method is shared.
+    for request in (
+        Request("GET", "/a", Headers(), authority=""),
+        Request("OPTIONS", "/", Headers([("A", "1"), ("a", "2")]), version="HTTP/1.0"),
+    ):
+        packed = pack_request(request)
+        assert packed is not None
+        again = unpack_request(packed)
+        assert again == request and again.authority == request.authority
+        assert again.method is request.method
+
+
+def test_request_of_an_http2_stream_is_not_packed() -> None:
+    # The I/O layer made it (receive_http2_request) and may hold it.
+    server = ServerProtocol()
+    request = Request(
+        "CONNECT",
+        "/chat",
+        Headers([("Host", "a"), ("Sec-WebSocket-Version", "13")]),
+        version="HTTP/2",
+    )
+    server.receive_http2_request(request)
+    server.send_response(server.accept())
+    assert server.state is State.OPEN
+    server.pack_request()
+    assert server.request is request
 
 
 def test_server_starts_connecting() -> None:

@@ -258,6 +258,11 @@ class CallbackConnection(ServerHandshake, TransportProtocol):
         # The callback API does not expose the 101 response: let it go (its object and its
         # headers are 265 of the ~3.7 KiB an idle connection holds).
         self.protocol.response = None
+        config = self.server.config
+        if config.process_request is None and config.select_subprotocol is None:
+            # No hook has seen the request: keep it packed until ws.request is read (an
+            # equal Request then; ~130 bytes per idle connection, and the address tuple).
+            self.protocol.pack_request()
         self._start_keepalive()
         self._opened = True
         try:

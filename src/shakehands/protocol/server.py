@@ -8,6 +8,7 @@ layer look at it (the seed's ``getRequest``) before answering with :meth:`Server
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Unpack
@@ -17,6 +18,7 @@ from .connection import Connection, Role, State
 from .errors import InvalidHandshake, InvalidOrigin, InvalidRequest, NegotiationError
 from .extensions.permessage_deflate import DeflateOptions, PerMessageDeflate, server_negotiate
 from .handshake import (
+    Headers,
     HeadersLike,
     Request,
     RequestParser,
@@ -27,11 +29,142 @@ from .handshake import (
     error_response,
 )
 
-__all__ = ["ServerProtocol", "SelectSubprotocol"]
+__all__ = ["ServerProtocol", "SelectSubprotocol", "pack_request", "unpack_request"]
 
 
 #: Bytes a client may send after its request, before our answer, that we keep (and then parse).
 MAX_EARLY_DATA = 2**16
+
+
+def _pack_address(address: object) -> str | None:
+    """A request's ``remote_address`` as one line (see :func:`pack_request`), or ``None`` if it
+    has another shape."""
+    if address is None:
+        return ""
+    if type(address) is str:
+        return None if "\n" in address else "=" + address
+    if type(address) is tuple and len(address) in (2, 4):
+        host, *numbers = address
+        if (
+            type(host) is str
+            and "\n" not in host
+            and "\t" not in host
+            and all(type(n) is int for n in numbers)
+        ):
+            return "(" + "\t".join([host, *map(str, numbers)])
+    return None
+
+
+def _unpack_address(line: str) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
+    if not line:
+        return None
+    if line[0] == "=":
+        return line[1:]
+    host, *numbers = line[1:].split("\t")
+    return (host, *map(int, numbers))  # type: ignore[return-value]  # 2 or 4 items
+
+
+def pack_request(request: Request) -> str | None:
+    """``request`` in one string, from which :func:`unpack_request` makes an equal
+    :class:`Request`; ``None`` when one string cannot hold it exactly.
+
+    The lines: method, target, version (empty for HTTP/1.1), ``@authority`` (empty for none),
+    the remote address (empty for ``None``, ``=`` and the string for a Unix socket's,
+    ``(`` and the fields separated by tabs for a ``(host, port)`` or IPv6 tuple), then the
+    headers as :meth:`Headers._compact <.headers.Headers._compact>` packs them. Not packed:
+    a subclass, a request with ``context`` set (the application's dictionary), a line feed
+    in a field, headers that cannot be compacted, another kind of address.
+    """
+    if type(request) is not Request or request._context is not None:
+        return None
+    headers = request.headers
+    address = _pack_address(request.remote_address)
+    method, target, version, authority = (
+        request.method,
+        request.target,
+        request.version,
+        request.authority,
+    )
+    if (
+        type(headers) is not Headers
+        or address is None
+        or type(method) is not str
+        or type(target) is not str
+        or type(version) is not str
+        or not version
+        or (authority is not None and type(authority) is not str)
+    ):
+        return None
+    headers._compact()
+    fields = headers._items
+    if not isinstance(fields, str):
+        return None  # pairs that one string cannot hold (see Headers._compact)
+    version = "" if version == _HTTP11 else version
+    authority = "" if authority is None else "@" + authority
+    packed = "\n".join([method, target, version, authority, address, fields])
+    # Exactly six lines, or the fields would not be found again; no control character but
+    # the tab and the line feed, so that the table's codes cannot be mistaken.
+    if packed.count("\n", 0, len(packed) - len(fields)) != 5 or _CONTROL.search(packed):
+        return None
+    for text, code in _TABLE:
+        packed = packed.replace(text, code)
+    return packed
+
+
+def unpack_request(packed: str) -> Request:
+    """The :class:`Request` that :func:`pack_request` packed (a new object, equal to it; its
+    headers stay compacted until read)."""
+    packed = packed.translate(_EXPAND)
+    method, target, version, authority, address, fields = packed.split("\n", 5)
+    headers = Headers.__new__(Headers)
+    headers._items = fields
+    headers._index = None
+    return Request(
+        _METHOD_NAMES.get(method, method),
+        target,
+        headers,
+        version or _HTTP11,
+        _unpack_address(address),
+        authority[1:] if authority else None,
+    )
+
+
+_HTTP11 = "HTTP/1.1"
+# What a packed request writes as one control character: the lines that every client sends
+# (RFC 6455 requires the first five) or that browsers send, spelt as they send them, and the
+# names of the others (as HPACK's static table does for HTTP/2). Longer texts before their
+# prefixes. Packing replaces each text by its code, unpacking the reverse, which gives the
+# same string back whatever was replaced where, since the codes occur nowhere else.
+_TABLE = [
+    (text, chr(code))
+    for code, text in enumerate(
+        [
+            "\nHost:",
+            "\nUpgrade:websocket",
+            "\nConnection:Upgrade",
+            "\nSec-WebSocket-Key:",
+            "\nSec-WebSocket-Version:13",
+            "\nSec-WebSocket-Extensions:permessage-deflate; client_max_window_bits",
+            "\nSec-WebSocket-Extensions:",
+            "\nSec-WebSocket-Protocol:",
+            "\nConnection:keep-alive, Upgrade",
+            "\nOrigin:",
+            "\nUser-Agent:Mozilla/5.0 (",
+            "\nUser-Agent:",
+            "\nAccept-Encoding:gzip, deflate, br",
+            "\nAccept-Language:",
+            "\nCache-Control:no-cache",
+            "\nPragma:no-cache",
+            "\nAuthorization:",
+            "\nCookie:",
+        ],
+        start=0x0B,  # after the tab (0x09) and the line feed (0x0A)
+    )
+]
+_EXPAND = {ord(code): text for text, code in _TABLE}
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+# One shared string per common method (a method read from a packed request is a new one).
+_METHOD_NAMES = {m: m for m in ("GET", "CONNECT", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 
 
 class ServerProtocol(Connection):
@@ -61,7 +194,7 @@ class ServerProtocol(Connection):
         "config",
         "_negotiated_deflate",
         "_head",
-        "request",
+        "_request",
         "response",
         "handshake_exc",
         "subprotocol",
@@ -91,8 +224,9 @@ class ServerProtocol(Connection):
         self._head: RequestParser | bytearray | bytes = RequestParser(
             config.max_line, config.max_headers, config.max_header_bytes
         )
-        #: The parsed request, once complete.
-        self.request: Request | None = None
+        # The parsed request (see :attr:`request`), or the same packed into one string
+        # (:meth:`pack_request`) until it is next read.
+        self._request: Request | str | None = None
         #: The response sent, once sent.
         self.response: Response | None = None
         #: Why the handshake failed, if it did.
@@ -103,6 +237,37 @@ class ServerProtocol(Connection):
         #: :meth:`receive_http2_request`: the answer is then a response head for the I/O layer
         #: to send as a HEADERS frame (``200`` accepts), and only its body is queued as bytes.
         self.http2 = False
+
+    @property
+    def request(self) -> Request | None:
+        """The parsed request, once complete (``None`` before)."""
+        request = self._request
+        if type(request) is str:
+            request = self._request = unpack_request(request)
+        return request  # type: ignore[return-value]  # not a str: unpacked above
+
+    @request.setter
+    def request(self, request: Request | None) -> None:
+        self._request = request
+
+    def pack_request(self) -> None:
+        """Keep the request in one string until :attr:`request` is next read, which makes it a
+        :class:`Request` again, equal to this one (issue 14: an idle connection whose
+        application never looks at its request holds ~130 bytes less, and on uvloop its
+        address tuple too).
+
+        For an I/O layer, once the handshake is over, when no code outside the core can hold
+        the :class:`Request` object (no ``process_request`` or ``select_subprotocol`` hook saw
+        it): only its identity changes. A request that cannot be packed exactly is kept as it
+        is: one with ``context`` set, headers built by hand that one string cannot hold, a
+        remote address of another shape (see :func:`pack_request`), one handed over by the I/O
+        layer (:meth:`receive_http2_request`).
+        """
+        request = self._request
+        if type(request) is Request and not self.http2:
+            packed = pack_request(request)
+            if packed is not None:
+                self._request = packed
 
     @property
     def _parser(self) -> RequestParser | None:
