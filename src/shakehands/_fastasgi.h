@@ -655,6 +655,7 @@ asgi_data_received(PyObject *ws, PyObject *data)
     int failed = 0;
     PyObject *r;
     self->reading_partial = 0;
+    base->reading_shared = 0; /* these bytes are not in the shared buffer */
     if (self->partial == NULL) {
         r = mixin_data_received(ws, data);
         failed = r == NULL || asgi_take_cut_frame(self) < 0;
