@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from ..helpers import (
     close_code_and_reason,
     close_payload,
     frame,
+    make_certificate,
     upgrade_request,
 )
 from .apps import SENDS, Events, starlette_app
@@ -259,3 +262,32 @@ async def test_accept_with_headers_and_subprotocol(impl: str, events: Events, lo
     assert values["sec-websocket-accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     assert values["sec-websocket-protocol"] == "chat"
     assert (values["x-one"], values["x-two"], values["server"]) == ("1", "two, 2", "uvicorn")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_large_messages_over_tls(
+    impl: str, events: Events, loop: str, tmp_path: Path
+) -> None:
+    """Under TLS the transports feed the protocol their own way (asyncio's SSL protocol fills
+    ``get_buffer()``, piece by piece): large messages and every kind of send still arrive
+    whole and in order."""
+    made = make_certificate(tmp_path)
+    if made is None:
+        pytest.skip("no way to make a certificate here")
+    cert, key = made
+    client_context = ssl.create_default_context(cafile=str(cert))
+    expected = _expected_sends()
+    async with (
+        serve(impl, events, loop, ssl_certfile=str(cert), ssl_keyfile=str(key)) as server,
+        shakehands.connect(
+            f"wss://{HOST}:{server.port}/raw/sends",
+            ssl=client_context,
+            compression=None,
+            max_message_size=None,
+        ) as ws,
+    ):
+        await ws.send(b"z" * 700_000)
+        assert [await ws.recv() for _ in expected] == expected
+        await ws.send("go")
+        assert [await ws.recv() for _ in expected] == expected
+    assert await take(events, "disconnect") == 1000
