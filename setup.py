@@ -94,6 +94,7 @@ def _extensions() -> list[Extension]:
                 "src/shakehands/_frame.h",
                 "src/shakehands/_mask.h",
                 "src/shakehands/_fastcoro.h",
+                "src/shakehands/_fastasgi.h",
             ],
             optional=True,
         ),

@@ -1716,6 +1716,9 @@ static PyTypeObject Mixin_Type = {
 /* The coroutine API's types (CoroFastPath, CoroutineFastPathMixin): a file of their own. */
 #include "_fastcoro.h"
 
+/* The uvicorn front end's types (AsgiFastPath, UvicornFastPathMixin): a file of their own. */
+#include "_fastasgi.h"
+
 /* ------------------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(module_doc,
@@ -1843,6 +1846,9 @@ module_exec(PyObject *module)
         return -1;
     }
     if (fastcoro_exec(module) < 0) {
+        return -1;
+    }
+    if (fastasgi_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -1,5 +1,6 @@
-"""The compiled data path of the callback API (see shakehands.asyncio._fastpath) and of the
-coroutine API (see shakehands.asyncio._fastcoro)."""
+"""The compiled data path of the callback API (see shakehands.asyncio._fastpath), of the
+coroutine API (see shakehands.asyncio._fastcoro) and of the uvicorn front end (see
+shakehands.asgi.FastUvicornWebSocket)."""
 
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
@@ -101,6 +102,24 @@ def _coro_setup(
     current_task: Callable[..., Any],
     /,
 ) -> None: ...
+
+class AsgiFastPath(FastPath):
+    assembling: int
+    def __init__(
+        self,
+        read_buffer: ReadBuffer,
+        write_limit: int,
+        call_soon: Callable[..., Any],
+        inbox: Any,
+        protocol: Any,
+    ) -> None: ...
+
+class UvicornFastPathMixin:
+    def get_buffer(self, sizehint: int, /) -> memoryview: ...
+    def buffer_updated(self, nbytes: int, /) -> None: ...
+    def data_received(self, data: bytes, /) -> None: ...
+    def send(self, message: Any, /) -> Awaitable[None]: ...
+
 def fan_out(
     data: bytes | memoryview, connections: Iterable[_C], direct: Callable[[_C], bool], /
 ) -> tuple[int, list[_C]]: ...

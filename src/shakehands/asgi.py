@@ -161,19 +161,29 @@ def _header_pairs(headers: object, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
-#: uvicorn's default headers (``Server``, ``Date``: a new list each second) as checked pairs.
-_default_headers_cache: tuple[object, list[tuple[str, str]]] = (None, [])
+#: uvicorn's default headers (``Server``, ``Date``: a new list each second) as checked pairs,
+#: and their lines in a response head.
+_default_headers_cache: tuple[object, list[tuple[str, str]], bytes] = (None, [], b"")
 
 
-def _default_header_pairs(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """:func:`_header_pairs` of uvicorn's default headers, computed once per list (uvicorn
-    replaces the list when the ``Date`` changes): a copy, as the caller may extend it."""
+def _default_header_pairs(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[str, str]], bytes]:
+    """:func:`_header_pairs` of uvicorn's default headers and their lines (``name: value``
+    and CRLF each), computed once per list (uvicorn replaces the list when the ``Date``
+    changes). The list is shared: do not change it."""
     global _default_headers_cache
-    source, pairs = _default_headers_cache
+    source, pairs, lines = _default_headers_cache
     if source is not headers:
         pairs = _header_pairs(headers, "default headers")
-        _default_headers_cache = (headers, pairs)
-    return list(pairs)
+        lines = _header_lines(pairs)
+        _default_headers_cache = (headers, pairs, lines)
+    return pairs, lines
+
+
+def _header_lines(pairs: list[tuple[str, str]]) -> bytes:
+    """Header fields as :meth:`Response.serialize` writes them, each line ended by CRLF."""
+    return "".join(f"{name}: {value}\r\n" for name, value in pairs).encode("latin-1")
 
 
 def _write(transport: asyncio.Transport, out: list[bytes]) -> None:
@@ -607,17 +617,33 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             subprotocol = message.get("subprotocol")
             if subprotocol is not None and not isinstance(subprotocol, str):
                 raise TypeError(f"websocket.accept: subprotocol must be a str, got {subprotocol!r}")
-            headers = _default_header_pairs(self.default_headers)
+            defaults, lines = _default_header_pairs(self.default_headers)
             extra = message.get("headers")
-            if extra:
-                headers = headers + _header_pairs(extra, "websocket.accept")
+            added = _header_pairs(extra, "websocket.accept") if extra else []
             response = self._response
             assert response is not None
-            for name, value in headers:
+            # The core's 101 comes with its bytes from a template (see
+            # Response._with_head): the headers added here are appended to them, so that
+            # the response is not serialised again field by field.
+            kept = response._head
+            templated = (
+                kept is not None
+                and kept[1] is response.headers
+                and kept[2] == len(response.headers)
+            )
+            for name, value in defaults:
+                response.headers.add(name, value)
+            for name, value in added:
                 response.headers.add(name, value)
             if subprotocol:
                 response.headers.add("Sec-WebSocket-Protocol", subprotocol)
                 self.protocol.subprotocol = subprotocol
+                added.append(("Sec-WebSocket-Protocol", subprotocol))
+            if templated:
+                assert kept is not None
+                # kept ends with the blank line: the new fields go before it.
+                more = lines + _header_lines(added) if added else lines
+                response._with_head(kept[0][:-2] + more + b"\r\n")
             if logger.isEnabledFor(logging.INFO):  # the arguments cost 1 % of a handshake
                 logger.info(
                     '%s - "WebSocket %s" [accepted]',
@@ -738,17 +764,13 @@ class _NoMixin:
     __slots__ = ()
 
 
-_Mixin: Any = getattr(_compiled, "CallbackFastPathMixin", _NoMixin)
+_Mixin: Any = getattr(_compiled, "UvicornFastPathMixin", _NoMixin)
 
 #: The read buffer of each event loop (a loop reads one socket at a time: its connections share
 #: one; see ``shakehands._fastpath``).
 _READ_BUFFERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
     weakref.WeakKeyDictionary()
 )
-
-#: C delivers every message of a read to the inbox, as the core's path does (reading pauses
-#: once ``ws_max_queue`` events wait): no batch limit, so ``_fast_backlog`` is never called.
-_NO_BATCH_LIMIT = 2**62
 
 
 def _read_buffer(loop: asyncio.AbstractEventLoop) -> Any:
@@ -771,18 +793,28 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
     transports, which read into a buffer shared by the loop's connections) are C: it unmasks
     whole, unfragmented, uncompressed text and binary frames within ``ws_max_size`` straight
     from the bytes read into the message, checks UTF-8, and hands each message to
-    :meth:`on_message`, i.e. the application's inbox, without a Python frame per read. The
-    first frame it does not take (a control frame, a fragment, RSV bits, a frame over the
-    limit, invalid UTF-8) and everything after it goes to the core (:meth:`_slow_received`),
-    which answers, fails or closes exactly as without the C path; the path comes back on
-    once the core is between messages again. Sending stays the Python path of
-    :meth:`UvicornWebSocket.send`.
+    :meth:`on_message`, i.e. the application's inbox, without a Python frame per read. A
+    large frame cut by reads is assembled in its message: each piece is unmasked into it once
+    (asyncio reads the rest of the frame straight into it). The first frame it does not take
+    (a control frame, a fragment, RSV bits, a frame over the limit, invalid UTF-8) and
+    everything after it goes to the core (:meth:`_slow_received`), which answers, fails or
+    closes exactly as without the C path; the path comes back on once the core is between
+    messages again.
+
+    ``send`` (the ASGI send callable) is C too: while the C path is on, a ``websocket.send``
+    with ``bytes`` (a ``bytes`` object) or ``text`` (a ``str``) is framed in one allocation and
+    written (or queued for the end of the loop step, as the Python send batches answers), and
+    the awaitable it returns has finished; unless writing is paused, the transport closing,
+    or the core has output queued or a fragmented message in progress. Every other event, and
+    every error, is the Python :meth:`UvicornWebSocket.send` (:attr:`_send_slow`), through the
+    core. What C queued leaves before anything the core writes (:meth:`_flush`,
+    :meth:`write_queued`).
     """
 
     __slots__ = ("_fast", "_in_slow")
 
-    # The ASGI send callable, not the mixin's callback-API send(message).
-    send = UvicornWebSocket.send
+    #: The Python ASGI send, for what the C ``send`` does not build (see the class).
+    _send_slow = UvicornWebSocket.send
 
     def __init__(
         self,
@@ -793,7 +825,13 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         assert _compiled is not None
-        self._fast = _compiled.FastPath(_read_buffer(self.loop), _NO_BATCH_LIMIT)
+        self._fast = _compiled.AsgiFastPath(
+            _read_buffer(self.loop),
+            self.write_limit,
+            self.loop.call_soon,
+            self._inbox,
+            self.protocol,
+        )
         self._in_slow = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -855,14 +893,21 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
             self._refresh_fast()  # after websocket.accept: the early frames were read
 
     def _flush(self) -> None:
-        # UvicornWebSocket._flush, inlined (one call per message sent), then: a state that
-        # ends the open state (our close frame, a failure) turns the C path off.
+        # What C queued leaves first; then UvicornWebSocket._flush, inlined, then: a state
+        # that ends the open state (our close frame, a failure) turns the C path off.
+        self._fast.flush()
         protocol = self.protocol
         out = protocol.data_to_send(send_close=not self._hold_close)
         if out and not self.transport.is_closing():
             _write(self.transport, out)
         if protocol.state is not State.OPEN or protocol.close_pending:
             self._fast.disable()
+
+    def write_queued(self) -> None:
+        """Write now what C and the core have queued, in that order (never an owed close
+        frame)."""
+        self._fast.flush()
+        super().write_queued()
 
     def _fast_error(self, exc: BaseException) -> None:
         """:meth:`on_message` raised in the C path (it does not, short of ``MemoryError``):

@@ -6,6 +6,7 @@ raised) on the ``events`` queue it is given: the server runs in another thread.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -91,6 +92,12 @@ async def raw(scope: Scope, receive: Receive, send: Send, events: Events) -> Non
         seen["extensions"] = sorted(scope["extensions"])
         events.put(("scope", seen))
     assert (await receive())["type"] == "websocket.connect"
+    if path == "/raw/accept-headers":
+        # The 101 with the application's own headers and a subprotocol, then closed.
+        headers = [(b"x-one", b"1"), (b"X-Two", b"two, 2")]
+        await send({"type": "websocket.accept", "subprotocol": "chat", "headers": headers})
+        await send({"type": "websocket.close", "code": 1000})
+        return
     await send({"type": "websocket.accept"})
 
     async def attempt(name: str, message: MutableMapping[str, Any]) -> None:
@@ -112,6 +119,41 @@ async def raw(scope: Scope, receive: Receive, send: Send, events: Events) -> Non
         await attempt("malformed", {"type": "websocket.send"})
         await attempt("unknown", {"type": "websocket.nonsense"})
         await send({"type": "websocket.close", "code": 1000})
+    elif path == "/raw/sends":
+        # Every kind of websocket.send, in one row per message received: the ones the compiled
+        # path frames (bytes, str) and the ones it leaves to the core (bytearray, memoryview).
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                events.put(("disconnect", message["code"]))
+                return
+            for kind, value in SENDS:
+                await send({"type": "websocket.send", kind: value})
+    elif path == "/raw/close-later":
+        # Answers the first message, then closes a while later (the client has started a
+        # large frame meanwhile).
+        await receive()
+        await send({"type": "websocket.send", "text": "ack"})
+        await asyncio.sleep(0.5)
+        await send({"type": "websocket.close", "code": 1000})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        events.put(("closed-later", "done"))
+
+
+#: What ``/raw/sends`` sends for each message it receives, in order: (key, value).
+SENDS: list[tuple[str, Any]] = [
+    ("text", "a"),
+    ("bytes", b"b"),
+    ("bytes", bytearray(b"c")),
+    ("bytes", memoryview(b"d")),
+    ("text", "\u00e9" * 40_000),
+    ("bytes", bytes(range(256)) * 1200),  # 307,200 bytes: written apart from its header
+    ("bytes", bytearray(70_000)),
+    ("text", "t" * 300_000),
+    ("text", ""),
+    ("bytes", b""),
+]
 
 
 def fastapi_app(events: Events) -> FastAPI:
