@@ -143,16 +143,22 @@ def test_tls_echo(tmp_path: Path) -> None:
             assert ws.recv(timeout=10) == "again"
 
 
-def test_tls_full_duplex_from_many_threads(tmp_path: Path) -> None:
-    """Over TLS, the reader thread and sending threads use one OpenSSL connection: both ends send
-    and receive at once (the server from its handler and a second thread, the client from two
-    threads) and every message arrives whole and in order (the TLS lock of sync/base.py)."""
+def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate and a client context trusting it (skips the
+    test when no certificate can be made)."""
     certificate = make_certificate(tmp_path)
     if certificate is None:
         pytest.skip("cannot make a test certificate")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(*certificate)
-    client_context = ssl.create_default_context(cafile=str(certificate[0]))
+    return server_context, ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def test_tls_full_duplex_from_many_threads(tmp_path: Path) -> None:
+    """Over TLS, the reader thread and sending threads use one OpenSSL connection: both ends send
+    and receive at once (the server from its handler and a second thread, the client from two
+    threads) and every message arrives whole and in order (the TLS lock of sync/base.py)."""
+    server_context, client_context = _tls_contexts(tmp_path)
     count = 300
 
     def payload(side: bytes, i: int) -> bytes:
@@ -188,12 +194,7 @@ def test_tls_full_duplex_from_many_threads(tmp_path: Path) -> None:
 def test_wrong_scheme_is_named(tmp_path: Path) -> None:
     """ws:// to a TLS server and wss:// to a plain one: an error that names the scheme to use,
     for the blocking and the asyncio servers."""
-    certificate = make_certificate(tmp_path)
-    if certificate is None:
-        pytest.skip("cannot make a test certificate")
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(*certificate)
-    client_context = ssl.create_default_context(cafile=str(certificate[0]))
+    server_context, client_context = _tls_contexts(tmp_path)
 
     async def handler(ws: shakehands.ServerConnection) -> None:
         await ws.send("hi")
