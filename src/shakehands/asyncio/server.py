@@ -309,10 +309,15 @@ class DirectAccept:
     a Task: it keeps its own path.
     """
 
-    __slots__ = ("loop", "server", "factory", "backlog")
+    __slots__ = ("loop", "server", "factory", "backlog", "transport")
 
     #: Whether servers take their accept over (tests turn it off to run asyncio's path).
     enabled = True
+
+    #: Whether a connection factory that names a transport class (``factory.transport``: the
+    #: callback API's compiled path, :class:`~._transport.LeanTransport`) gets it (tests and
+    #: ``bench`` turn it off to run the loop's own transport).
+    lean = True
 
     def __init__(
         self,
@@ -320,11 +325,15 @@ class DirectAccept:
         server: asyncio.Server,
         factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        transport: Callable[..., asyncio.BaseTransport] | None = None,
     ) -> None:
         self.loop = loop
         self.server: Any = server
         self.factory = factory
         self.backlog = backlog
+        #: ``transport(loop, sock, protocol, peername, server)`` makes each connection's
+        #: transport (:class:`~._transport.LeanTransport`), or ``None``: the loop's own.
+        self.transport = transport
 
     @classmethod
     def take_over(
@@ -333,9 +342,11 @@ class DirectAccept:
         server: asyncio.Server,
         factory: Callable[[], asyncio.BaseProtocol],
         create_kwargs: dict[str, Any],
+        transport: Callable[..., asyncio.BaseTransport] | None = None,
     ) -> DirectAccept | None:
         """Replace asyncio's reader of ``server``'s listening sockets with one of these, if
-        ``loop`` and the options allow it (see the class docstring); ``None`` otherwise."""
+        ``loop`` and the options allow it (see the class docstring); ``None`` otherwise.
+        ``transport``: what makes the transports instead of the loop (see :attr:`transport`)."""
         sockets = getattr(server, "_sockets", None)
         if (
             not cls.enabled
@@ -350,7 +361,7 @@ class DirectAccept:
             or not server.is_serving()
         ):
             return None
-        acceptor = cls(loop, server, factory, create_kwargs.get("backlog", 100))
+        acceptor = cls(loop, server, factory, create_kwargs.get("backlog", 100), transport)
         for sock in sockets:
             loop.remove_reader(sock.fileno())
             acceptor._listen(sock)
@@ -363,6 +374,7 @@ class DirectAccept:
         loop = self.loop
         server = self.server
         factory = self.factory
+        lean = self.transport
         make_transport = loop._make_socket_transport
         for _ in range(self.backlog):
             try:
@@ -387,7 +399,10 @@ class DirectAccept:
             protocol = None
             try:
                 protocol = factory()
-                make_transport(conn, protocol, extra={"peername": addr}, server=server)
+                if lean is not None:
+                    lean(loop, conn, protocol, addr, server)
+                else:
+                    make_transport(conn, protocol, extra={"peername": addr}, server=server)
             except (SystemExit, KeyboardInterrupt):
                 conn.close()
                 raise
@@ -446,6 +461,13 @@ class ServeContext(Generic[C]):
             return lambda: ALPNSwitch(server, factory)
         return lambda: factory(server)
 
+    def _lean_transport(self) -> Callable[..., asyncio.BaseTransport] | None:
+        """The transport class the connection factory asks for (its ``transport`` attribute:
+        the callback API's compiled path), if :attr:`DirectAccept.lean` allows it."""
+        if not DirectAccept.lean or self._server.config.http2:
+            return None
+        return getattr(self._factory, "transport", None)
+
     async def _start(self) -> Server[C]:
         loop = asyncio.get_running_loop()
         server = self._server
@@ -454,7 +476,9 @@ class ServeContext(Generic[C]):
             server._server = await loop.create_server(
                 factory, self._host, self._port, **self._kwargs
             )
-            server._acceptor = DirectAccept.take_over(loop, server._server, factory, self._kwargs)
+            server._acceptor = DirectAccept.take_over(
+                loop, server._server, factory, self._kwargs, self._lean_transport()
+            )
             return server
         kwargs = dict(self._kwargs)
         if self._unix_path is not None:
@@ -470,7 +494,9 @@ class ServeContext(Generic[C]):
                 if server._socket_file is not None:
                     server._socket_file.remove()
             raise
-        server._acceptor = DirectAccept.take_over(loop, server._server, factory, kwargs)
+        server._acceptor = DirectAccept.take_over(
+            loop, server._server, factory, kwargs, self._lean_transport()
+        )
         return server
 
     def __await__(self) -> Generator[Any, None, Server[C]]:
