@@ -376,9 +376,17 @@ class DirectAccept:
         factory = self.factory
         lean = self.transport
         make_transport = loop._make_socket_transport
+        # With the lean transport, socket.accept() without its Python wrapper (which reads the
+        # listening socket's family and type through enum conversions for every connection).
+        raw_accept = sock._accept if lean is not None else None  # type: ignore[attr-defined]
+        family, type_, proto = int(sock.family), int(sock.type), sock.proto
         for _ in range(self.backlog):
             try:
-                conn, addr = sock.accept()
+                if raw_accept is not None:
+                    fd, addr = raw_accept()
+                    conn = socket.socket(family, type_, proto, fd)
+                else:
+                    conn, addr = sock.accept()
                 conn.setblocking(False)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return  # nothing left to accept
