@@ -48,6 +48,12 @@ asyncio's ``_read_ready__get_buffer`` does (``recv`` into the read buffer, then
 ``buffer_updated``; EOF, errors and failures through the transport's own methods) without its
 two Python frames. The fd is forgotten in ``connection_lost``, which asyncio calls before it
 closes the socket; nothing is sent once the transport is closing.
+
+On asyncio's selector loop without TLS, the server makes these connections'
+transports itself (:class:`~.server.DirectAccept`, asked through :attr:`_Factory.transport`):
+:class:`~._transport.LeanTransport`, slotted and its own selector handle, in place of
+``_SelectorSocketTransport``; the FastPath then becomes its ``_reader``. The direct I/O above is
+the same on either.
 """
 
 from __future__ import annotations

@@ -183,7 +183,10 @@ class LeanTransport(asyncio.Transport):
             self._protocol.connection_made(self)
         finally:
             if not self._closing and not self._paused:
-                self._listen()
+                try:
+                    self._listen()
+                except OSError as exc:  # e.g. epoll refusing the fd: never left open unread
+                    self._fatal_error(exc, "Fatal error: the socket could not be registered")
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -307,6 +307,12 @@ class DirectAccept:
     Used only where it is the same as asyncio's path: the selector loop with asyncio's own
     accept, no TLS, debug mode off (asyncio logs each accept then). uvloop accepts in C without
     a Task: it keeps its own path.
+
+    A connection factory may name its own transport class (``factory.transport``: the callback
+    API's compiled path names :class:`~._transport.LeanTransport`); the connections then get
+    that instead of the loop's ``_SelectorSocketTransport``, made as
+    ``transport(loop, sock, protocol, peername, server)`` (it calls ``connection_made`` on the
+    next iteration and counts itself with the ``asyncio.Server``, as the loop's does).
     """
 
     __slots__ = ("loop", "server", "factory", "backlog", "transport")
@@ -384,7 +390,11 @@ class DirectAccept:
             try:
                 if raw_accept is not None:
                     fd, addr = raw_accept()
-                    conn = socket.socket(family, type_, proto, fd)
+                    try:
+                        conn = socket.socket(family, type_, proto, fd)
+                    except BaseException:
+                        os.close(fd)
+                        raise
                 else:
                     conn, addr = sock.accept()
                 conn.setblocking(False)
