@@ -384,8 +384,10 @@ class DirectAccept:
         make_transport = loop._make_socket_transport
         # With the lean transport, socket.accept() without its Python wrapper (which reads the
         # listening socket's family and type through enum conversions for every connection).
-        raw_accept = sock._accept if lean is not None else None  # type: ignore[attr-defined]
-        family, type_, proto = int(sock.family), int(sock.type), sock.proto
+        raw_accept = None
+        if lean is not None:
+            raw_accept = sock._accept  # type: ignore[attr-defined]
+            family, type_, proto = int(sock.family), int(sock.type), sock.proto
         for _ in range(self.backlog):
             try:
                 if raw_accept is not None:
