@@ -48,6 +48,12 @@ asyncio's ``_read_ready__get_buffer`` does (``recv`` into the read buffer, then
 ``buffer_updated``; EOF, errors and failures through the transport's own methods) without its
 two Python frames. The fd is forgotten in ``connection_lost``, which asyncio calls before it
 closes the socket; nothing is sent once the transport is closing.
+
+On asyncio's selector loop without TLS, the server makes these connections'
+transports itself (:class:`~.server.DirectAccept`, asked through :attr:`_Factory.transport`):
+:class:`~._transport.LeanTransport`, slotted and its own selector handle, in place of
+``_SelectorSocketTransport``; the FastPath then becomes its ``_reader``. The direct I/O above is
+the same on either.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidPayload, ProtocolError
 from ..protocol.reader import INVALID_UTF8
+from ._transport import LeanTransport
 from .callback import CallbackConnection, Listener
 from .server import Server
 
@@ -121,6 +128,8 @@ def direct_fd(transport: asyncio.BaseTransport) -> int:
     and the proactor's are other types) on a stream socket. Otherwise ``-1``."""
     if not direct_sends or _SelectorSocketTransport is None:
         return -1
+    if type(transport) is LeanTransport:
+        return transport._sock_fd
     if type(transport) is not _SelectorSocketTransport:
         return -1
     if transport.get_extra_info("sslcontext") is not None:
@@ -137,8 +146,24 @@ def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackCo
         return lambda server: CallbackConnection(server, listener)
     # One read buffer per server: a server's connections share one event loop, which reads
     # one socket at a time.
-    read_buffer = _compiled.ReadBuffer()
-    return lambda server: FastCallbackConnection(server, listener, read_buffer)
+    return _Factory(listener, _compiled.ReadBuffer())
+
+
+class _Factory:
+    """The compiled path's connection factory; its :attr:`transport` asks
+    :class:`~.server.DirectAccept` for :class:`~._transport.LeanTransport` (plain TCP on
+    asyncio's selector loop only: elsewhere the loop makes the transport)."""
+
+    __slots__ = ("listener", "read_buffer")
+
+    transport = LeanTransport
+
+    def __init__(self, listener: Listener, read_buffer: Any) -> None:
+        self.listener = listener
+        self.read_buffer = read_buffer
+
+    def __call__(self, server: Server[Any]) -> CallbackConnection:
+        return FastCallbackConnection(server, self.listener, self.read_buffer)
 
 
 class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
@@ -207,6 +232,12 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         alone if the transport is not what the compiled reader expects."""
         transport: Any = self.transport
         fast = self._fast
+        if type(transport) is LeanTransport:
+            if transport._sock_fd == fast.fd:
+                # The transport is the fd's reader handle: it calls the FastPath from now on.
+                fast.take_reads(self)
+                transport._reader = fast
+            return
         if (
             not all(hasattr(transport, name) for name in _READER_NEEDS)
             or "_read_ready" in vars(transport)
@@ -286,6 +317,10 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
             self._fast.resume(self, True)
         if self._fast.reading:
             # The transport keeps no reference to this connection (asyncio drops its own).
-            vars(self.transport).pop("_read_ready", None)
+            transport: Any = self.transport
+            if type(transport) is LeanTransport:
+                transport._reader = None
+            else:
+                vars(transport).pop("_read_ready", None)
         self._fast.attach(None)
         super()._on_connection_lost()

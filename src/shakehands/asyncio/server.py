@@ -307,12 +307,23 @@ class DirectAccept:
     Used only where it is the same as asyncio's path: the selector loop with asyncio's own
     accept, no TLS, debug mode off (asyncio logs each accept then). uvloop accepts in C without
     a Task: it keeps its own path.
+
+    A connection factory may name its own transport class (``factory.transport``: the callback
+    API's compiled path names :class:`~._transport.LeanTransport`); the connections then get
+    that instead of the loop's ``_SelectorSocketTransport``, made as
+    ``transport(loop, sock, protocol, peername, server)`` (it calls ``connection_made`` on the
+    next iteration and counts itself with the ``asyncio.Server``, as the loop's does).
     """
 
-    __slots__ = ("loop", "server", "factory", "backlog")
+    __slots__ = ("loop", "server", "factory", "backlog", "transport")
 
     #: Whether servers take their accept over (tests turn it off to run asyncio's path).
     enabled = True
+
+    #: Whether a connection factory that names a transport class (``factory.transport``: the
+    #: callback API's compiled path, :class:`~._transport.LeanTransport`) gets it (tests and
+    #: ``bench`` turn it off to run the loop's own transport).
+    lean = True
 
     def __init__(
         self,
@@ -320,11 +331,15 @@ class DirectAccept:
         server: asyncio.Server,
         factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        transport: Callable[..., asyncio.BaseTransport] | None = None,
     ) -> None:
         self.loop = loop
         self.server: Any = server
         self.factory = factory
         self.backlog = backlog
+        #: ``transport(loop, sock, protocol, peername, server)`` makes each connection's
+        #: transport (:class:`~._transport.LeanTransport`), or ``None``: the loop's own.
+        self.transport = transport
 
     @classmethod
     def take_over(
@@ -333,9 +348,11 @@ class DirectAccept:
         server: asyncio.Server,
         factory: Callable[[], asyncio.BaseProtocol],
         create_kwargs: dict[str, Any],
+        transport: Callable[..., asyncio.BaseTransport] | None = None,
     ) -> DirectAccept | None:
         """Replace asyncio's reader of ``server``'s listening sockets with one of these, if
-        ``loop`` and the options allow it (see the class docstring); ``None`` otherwise."""
+        ``loop`` and the options allow it (see the class docstring); ``None`` otherwise.
+        ``transport``: what makes the transports instead of the loop (see :attr:`transport`)."""
         sockets = getattr(server, "_sockets", None)
         if (
             not cls.enabled
@@ -350,7 +367,7 @@ class DirectAccept:
             or not server.is_serving()
         ):
             return None
-        acceptor = cls(loop, server, factory, create_kwargs.get("backlog", 100))
+        acceptor = cls(loop, server, factory, create_kwargs.get("backlog", 100), transport)
         for sock in sockets:
             loop.remove_reader(sock.fileno())
             acceptor._listen(sock)
@@ -363,10 +380,25 @@ class DirectAccept:
         loop = self.loop
         server = self.server
         factory = self.factory
+        lean = self.transport
         make_transport = loop._make_socket_transport
+        # With the lean transport, socket.accept() without its Python wrapper (which reads the
+        # listening socket's family and type through enum conversions for every connection).
+        raw_accept = None
+        if lean is not None:
+            raw_accept = sock._accept  # type: ignore[attr-defined]
+            family, type_, proto = int(sock.family), int(sock.type), sock.proto
         for _ in range(self.backlog):
             try:
-                conn, addr = sock.accept()
+                if raw_accept is not None:
+                    fd, addr = raw_accept()
+                    try:
+                        conn = socket.socket(family, type_, proto, fd)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                else:
+                    conn, addr = sock.accept()
                 conn.setblocking(False)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return  # nothing left to accept
@@ -387,7 +419,10 @@ class DirectAccept:
             protocol = None
             try:
                 protocol = factory()
-                make_transport(conn, protocol, extra={"peername": addr}, server=server)
+                if lean is not None:
+                    lean(loop, conn, protocol, addr, server)
+                else:
+                    make_transport(conn, protocol, extra={"peername": addr}, server=server)
             except (SystemExit, KeyboardInterrupt):
                 conn.close()
                 raise
@@ -446,6 +481,13 @@ class ServeContext(Generic[C]):
             return lambda: ALPNSwitch(server, factory)
         return lambda: factory(server)
 
+    def _lean_transport(self) -> Callable[..., asyncio.BaseTransport] | None:
+        """The transport class the connection factory asks for (its ``transport`` attribute:
+        the callback API's compiled path), if :attr:`DirectAccept.lean` allows it."""
+        if not DirectAccept.lean or self._server.config.http2:
+            return None
+        return getattr(self._factory, "transport", None)
+
     async def _start(self) -> Server[C]:
         loop = asyncio.get_running_loop()
         server = self._server
@@ -454,7 +496,9 @@ class ServeContext(Generic[C]):
             server._server = await loop.create_server(
                 factory, self._host, self._port, **self._kwargs
             )
-            server._acceptor = DirectAccept.take_over(loop, server._server, factory, self._kwargs)
+            server._acceptor = DirectAccept.take_over(
+                loop, server._server, factory, self._kwargs, self._lean_transport()
+            )
             return server
         kwargs = dict(self._kwargs)
         if self._unix_path is not None:
@@ -470,7 +514,9 @@ class ServeContext(Generic[C]):
                 if server._socket_file is not None:
                     server._socket_file.remove()
             raise
-        server._acceptor = DirectAccept.take_over(loop, server._server, factory, kwargs)
+        server._acceptor = DirectAccept.take_over(
+            loop, server._server, factory, kwargs, self._lean_transport()
+        )
         return server
 
     def __await__(self) -> Generator[Any, None, Server[C]]:
