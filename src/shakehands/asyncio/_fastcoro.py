@@ -67,7 +67,7 @@ from typing import Any
 from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
-from ._fastpath import direct_fd
+from ._fastpath import direct_fd, gathers_writes
 from .connection import WebSocketConnection
 from .messages import Inbox
 from .server import Handler, Server, ServerConnection
@@ -144,6 +144,7 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._fast.attach(self.transport, direct_fd(self.transport))
+        self._fast.gather = gathers_writes(self.transport)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""

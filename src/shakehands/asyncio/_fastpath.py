@@ -72,6 +72,7 @@ __all__ = [
     "direct_sends",
     "direct_reads",
     "direct_fd",
+    "gathers_writes",
     "connection_factory",
     "FastCallbackConnection",
 ]
@@ -131,6 +132,15 @@ def direct_fd(transport: asyncio.BaseTransport) -> int:
     return int(sock.fileno())
 
 
+def gathers_writes(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport.writelines`` writes its list in one call with no join (uvloop's TCP
+    and Unix transports: one ``writev``; asyncio's 3.11 transports join the list into one
+    bytes object). The C path then sends a large payload and its header with one
+    ``writelines`` instead of two ``write`` calls."""
+    kind = type(transport)
+    return kind.__module__ == "uvloop.loop" and kind.__name__ in ("TCPTransport", "UnixTransport")
+
+
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
     """The connection factory of one callback server: compiled if :data:`enabled`."""
     if not (enabled and _compiled is not None):
@@ -159,6 +169,7 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._fast.attach(self.transport, direct_fd(self.transport))
+        self._fast.gather = gathers_writes(self.transport)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
