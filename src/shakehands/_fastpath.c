@@ -17,7 +17,8 @@
  * - ReadBuffer: one per server (one event loop). Every read of a connection that holds no
  *   partial frame lands in it (asyncio.BufferedProtocol.get_buffer): an idle connection owns no
  *   read buffer, and whole frames are parsed where the kernel put them. Only the tail of a read
- *   (a frame cut by the read) is copied into the connection's own buffer.
+ *   (a frame cut by the read) is copied into the connection's own buffer; a large frame so cut
+ *   is read into its message instead (see start_partial).
  * - FastPath: one per connection, in the connection's `_fast` slot: its own buffer, the queued
  *   output of a batch, the listener and the transport (their methods are looked up per call:
  *   a cached bound method would cost 64 bytes per idle connection each).
@@ -192,9 +193,13 @@ typedef struct {
     Py_ssize_t filled;
     unsigned char partial_b0, partial_hlen;
     unsigned char partial_key[4];
+    /* The last two messages assembled so (see take_spare), kept while large ones come in a
+     * row: one nobody else holds any more is reused for the next frame of its size. */
+    PyObject *spare[2];
 } FastPathObject;
 
 static PyTypeObject FastPath_Type;
+static void drop_spares(FastPathObject *self);
 
 static int
 FastPath_init(FastPathObject *self, PyObject *args, PyObject *kwds)
@@ -230,6 +235,8 @@ FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->extension);
     Py_VISIT(self->decode_limit);
     Py_VISIT(self->partial);
+    Py_VISIT(self->spare[0]);
+    Py_VISIT(self->spare[1]);
     return 0;
 }
 
@@ -244,6 +251,8 @@ FastPath_clear(FastPathObject *self)
     Py_CLEAR(self->extension);
     Py_CLEAR(self->decode_limit);
     Py_CLEAR(self->partial);
+    Py_CLEAR(self->spare[0]);
+    Py_CLEAR(self->spare[1]);
     return 0;
 }
 
@@ -718,6 +727,9 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         pos += hlen + (Py_ssize_t)length;
         count++;
         self->last_large = hlen + (Py_ssize_t)length > MIN_READ;
+        if (self->spare[1] != NULL && hlen + (Py_ssize_t)length <= IN_PLACE) {
+            drop_spares(self); /* large messages no longer come in a row */
+        }
         PyObject *args[3] = {self->listener, ws, message};
         PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
                                                 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -823,6 +835,69 @@ unmask_from(const unsigned char *src, unsigned char *dst, Py_ssize_t len,
 }
 
 /*
+ * Recycling. A fresh bytes object of a megabyte per message costs page faults: glibc serves
+ * it from the heap, and when it is freed at the top of the heap (as short-lived large blocks
+ * are) trims the heap, so the next one maps and clears fresh pages (perf: exc_page_fault,
+ * clear_page_erms; 4 x 2 x 1 MiB cost about 2.5x the CPU per message of the own-buffer path).
+ * So the last two messages made here are kept (spare) while large messages come in a row, and
+ * one that nobody else references any more (its reference count is ours alone: the listener
+ * dropped it, the transport wrote it) is reused for the next frame of the same size: no other
+ * code can see it, and its cached hash is reset. Any smaller message delivered, and
+ * attach(None), let them go: at most two such blocks per connection, only while large
+ * messages come in a row.
+ */
+#if PY_VERSION_HEX < 0x030F0000
+#define SHAKEHANDS_RECYCLE 1
+#else
+#define SHAKEHANDS_RECYCLE 0 /* bytes' hash cache may move: not reused */
+#endif
+
+static PyObject *
+take_spare(FastPathObject *self, Py_ssize_t n)
+{
+#if SHAKEHANDS_RECYCLE
+    for (int i = 0; i < 2; i++) {
+        PyObject *spare = self->spare[i];
+        if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == n) {
+            self->spare[i] = NULL;
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+            ((PyBytesObject *)spare)->ob_shash = -1;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+            return spare;
+        }
+    }
+#endif
+    return PyBytes_FromStringAndSize(NULL, n);
+}
+
+/* Keep a message made here (a reference is added) as the newest spare. */
+static void
+keep_spare(FastPathObject *self, PyObject *message)
+{
+#if SHAKEHANDS_RECYCLE
+    PyObject *oldest = self->spare[0];
+    self->spare[0] = self->spare[1];
+    self->spare[1] = Py_NewRef(message);
+    Py_XDECREF(oldest);
+#else
+    (void)self;
+    (void)message;
+#endif
+}
+
+static void
+drop_spares(FastPathObject *self)
+{
+    Py_CLEAR(self->spare[0]);
+    Py_CLEAR(self->spare[1]);
+}
+
+/*
  * If p[0, avail) starts with a frame this path takes, of more than IN_PLACE bytes, with its
  * header all there and its payload not: make its message, unmask what is here into it and
  * return avail (all used). Else 0 (nothing done); -1 with an error set.
@@ -864,7 +939,7 @@ start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
     if (hlen + n <= IN_PLACE || hlen + n <= avail) {
         return 0; /* small, or whole: parsed where it is */
     }
-    PyObject *message = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *message = take_spare(self, n);
     if (message == NULL) {
         return -1;
     }
@@ -939,6 +1014,7 @@ partial_finish(FastPathObject *self, PyObject *ws)
     if (message == NULL || self->filled != PyBytes_GET_SIZE(message)) {
         return 0;
     }
+    keep_spare(self, message);
     if ((self->partial_b0 & 0x0F) == 0x01) {
         PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(message),
                                               PyBytes_GET_SIZE(message), "strict");
@@ -1318,6 +1394,7 @@ FastPath_attach(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(self->partial);
         self->filled = 0;
         self->reading_partial = 0;
+        drop_spares(self);
     }
     else {
         Py_INCREF(transport);

@@ -528,3 +528,54 @@ def test_large_fragmented_message_then_a_large_frame(server: Server, run: Run) -
 
     run(main)
     assert server.messages == [b"".join(parts), payload]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recycling of large messages (no other code may see a message reused)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["callback", "coroutine"])
+def test_large_messages_in_a_row_kept_hashed_or_dropped(api: str, run: Run) -> None:
+    """Large messages of one size in a row, each cut by the reads: the compiled path may reuse
+    the block of one that nobody references any more for the next; one the application keeps
+    (every third), or hashed before it was dropped, must stay as it was delivered."""
+    module: Any = _fastpath if api == "callback" else _fastcoro
+    if not module.AVAILABLE:
+        pytest.skip("shakehands._fastpath is not built (or SHAKEHANDS_NO_SPEEDUPS is set)")
+    payloads = [os.urandom(200_000) for _ in range(12)]
+    kept: list[bytes] = []
+    hashes: list[int] = []
+
+    def receive(message: str | bytes) -> bytes:
+        assert isinstance(message, bytes)
+        hashes.append(hash(message))
+        if len(hashes) % 3 == 0:
+            kept.append(message)
+        return message
+
+    class Listener(shakehands.Listener):
+        def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
+            ws.send(receive(message))
+
+    async def handler(ws: shakehands.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(receive(message))
+
+    async def main() -> None:
+        server: Any = (
+            shakehands.serve_callbacks(Listener(), HOST, 0)
+            if api == "callback"
+            else shakehands.serve(handler, HOST, 0)
+        )
+        async with server as running:
+            client = await RawClient.open(running.port)
+            await client.handshake(running.port)
+            for payload in payloads:
+                await send_parts(client, frame(OP_BINARY, payload), [70_000])
+                assert await read_frames(client, 1) == [(OP_BINARY, payload)]
+            await client.close()
+
+    run(main)
+    assert hashes == [hash(payload) for payload in payloads]
+    assert kept == payloads[2::3]
