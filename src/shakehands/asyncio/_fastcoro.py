@@ -44,8 +44,10 @@ Theory of operation.
   request-response exchange costs no scheduled flush); otherwise (more messages to answer,
   sends that answer no read) frames are queued and those of one loop step leave in one write
   (a flush scheduled with ``call_soon``), or at once past ``write_limit`` bytes. A payload of
-  64 KiB or more is written at once, copied behind its header (one ``send`` rather than two)
-  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
+  64 KiB or more is written at once: uncopied behind its header in one call where the
+  transport allows it (one ``sendmsg`` on asyncio's plain TCP transport, one ``writelines``
+  on uvloop's, :func:`~._fastpath.gathers_writes`); elsewhere copied behind its header up to
+  256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
   coroutine while the write buffer is above its high-water mark (as the Python ``send``
   awaits it), otherwise an object that is a finished coroutine (``await``,
   ``asyncio.create_task`` and ``wait_for`` take it).

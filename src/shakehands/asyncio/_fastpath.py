@@ -48,6 +48,16 @@ asyncio's ``_read_ready__get_buffer`` does (``recv`` into the read buffer, then
 ``buffer_updated``; EOF, errors and failures through the transport's own methods) without its
 two Python frames. The fd is forgotten in ``connection_lost``, which asyncio calls before it
 closes the socket; nothing is sent once the transport is closing.
+
+Large frames. A frame the C path takes of more than 64 KiB that a read cuts is read straight
+into its message: its ``bytes`` object is made once its header is in, what was read of it is
+unmasked into it, and later reads go into it (``get_buffer`` and the compiled reader offer
+exactly the rest of its payload) and are unmasked in place; ``data_received`` (uvloop, TLS)
+unmasks from where the bytes are. One copy after the kernel's, where the connection's own
+buffer cost two. If the C path is turned off before the frame is whole, the frame so far is
+handed to the core as it was received; ``attach(None)`` frees it. On uvloop's transports
+(:func:`gathers_writes`) a large payload leaves with its header in one ``writelines`` (one
+``writev``, uncopied) rather than two writes.
 """
 
 from __future__ import annotations
