@@ -145,6 +145,7 @@ CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
      * reading; the inbox's burst spreads a backlog over loop iterations). */
     self->base.batch_limit = PY_SSIZE_T_MAX;
     self->base.limit = -1;
+    self->base.assemble = 1; /* large cut frames are read into their message */
     Py_INCREF(call_soon);
     Py_XSETREF(self->call_soon, call_soon);
     self->write_limit = write_limit;
@@ -1642,8 +1643,11 @@ coro_send_frame(CoroFastPathObject *self, unsigned char first, PyObject *message
     FastPathObject *base = &self->base;
     int handed = self->handed;
     self->handed = 0;
-    if (len >= CORO_SEPARATE_PAYLOAD && PyBytes_CheckExact(message)) {
-        /* Written now, after what is queued: the header, then the payload, uncopied. */
+    if (PyBytes_CheckExact(message) &&
+        (len >= CORO_SEPARATE_PAYLOAD ||
+         (len >= SEPARATE_PAYLOAD && (base->direct || base->gather)))) {
+        /* Written now, after what is queued: the header, then the payload, uncopied (in one
+         * sendmsg on asyncio's plain TCP transport, one writelines on uvloop's). */
         self->unflushed = 0;
         return send_frame(base, first, message, data, len);
     }

@@ -17,7 +17,8 @@
  * - ReadBuffer: one per server (one event loop). Every read of a connection that holds no
  *   partial frame lands in it (asyncio.BufferedProtocol.get_buffer): an idle connection owns no
  *   read buffer, and whole frames are parsed where the kernel put them. Only the tail of a read
- *   (a frame cut by the read) is copied into the connection's own buffer.
+ *   (a frame cut by the read) is copied into the connection's own buffer; a large frame so cut
+ *   is read into its message instead (see start_partial).
  * - FastPath: one per connection, in the connection's `_fast` slot: its own buffer, the queued
  *   output of a batch, the listener and the transport (their methods are looked up per call:
  *   a cached bound method would cost 64 bytes per idle connection each).
@@ -59,6 +60,10 @@
 #define NO_LIMIT_CAP (16 * 1024 * 1024)
 /* Payloads at least this large are written apart from their header (as the core queues them). */
 #define SEPARATE_PAYLOAD (64 * 1024)
+/* Frames larger than this (header included) that a read cuts are read into their message: the
+ * payload's bytes object is made once the header is in, and later reads go straight into it
+ * (see start_partial). */
+#define IN_PLACE (64 * 1024)
 
 /* Interned names, made by module_exec. */
 static PyObject *fast_slot_name;     /* "_fast" */
@@ -75,6 +80,7 @@ static PyObject *write_buffer_size_name; /* "get_write_buffer_size" */
 static PyObject *conn_lost_name;     /* "_conn_lost" */
 static PyObject *fatal_error_name;   /* "_fatal_error" */
 static PyObject *on_eof_name;        /* "_read_ready__on_eof" */
+static PyObject *writelines_name;    /* "writelines" */
 
 /* What a run over the buffered bytes ended with. */
 enum { RUN_MORE = 0, RUN_SLOW, RUN_ERROR, RUN_BACKLOG, RUN_DECODE_FAILED };
@@ -165,6 +171,9 @@ typedef struct {
     char last_large;     /* the last message delivered was over MIN_READ: keep the own buffer */
     char direct;         /* fd is the transport's socket: send() on it when nothing waits */
     char reading;        /* it reads the socket itself (called as the transport's _read_ready) */
+    char assemble;       /* large cut frames are read into their message (not the ASGI type) */
+    char reading_partial; /* the last read target was the rest of `partial` */
+    char gather;         /* transport.writelines writes its list in one writev, uncopied (uvloop) */
     int fd;              /* the socket, while direct (cached at attach, forgotten at detach) */
     long long limit;     /* largest payload taken here */
     Py_ssize_t batch_limit;
@@ -178,9 +187,19 @@ typedef struct {
     PyObject *pending;
     unsigned char *out;
     Py_ssize_t out_len, out_cap;
+    /* A large frame read into its message (see start_partial): the payload, unmasked up to
+     * `filled`, and what its header was (first byte, header length, mask key). */
+    PyObject *partial;
+    Py_ssize_t filled;
+    unsigned char partial_b0, partial_hlen;
+    unsigned char partial_key[4];
+    /* The last two messages assembled so (see take_spare), kept while large ones come in a
+     * row: one nobody else holds any more is reused for the next frame of its size. */
+    PyObject *spare[2];
 } FastPathObject;
 
 static PyTypeObject FastPath_Type;
+static void drop_spares(FastPathObject *self);
 
 static int
 FastPath_init(FastPathObject *self, PyObject *args, PyObject *kwds)
@@ -201,6 +220,7 @@ FastPath_init(FastPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->shared, (ReadBufferObject *)shared);
     self->batch_limit = batch_limit;
     self->limit = -1;
+    self->assemble = 1;
     return 0;
 }
 
@@ -214,6 +234,9 @@ FastPath_traverse(FastPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->pending);
     Py_VISIT(self->extension);
     Py_VISIT(self->decode_limit);
+    Py_VISIT(self->partial);
+    Py_VISIT(self->spare[0]);
+    Py_VISIT(self->spare[1]);
     return 0;
 }
 
@@ -227,6 +250,9 @@ FastPath_clear(FastPathObject *self)
     Py_CLEAR(self->pending);
     Py_CLEAR(self->extension);
     Py_CLEAR(self->decode_limit);
+    Py_CLEAR(self->partial);
+    Py_CLEAR(self->spare[0]);
+    Py_CLEAR(self->spare[1]);
     return 0;
 }
 
@@ -701,6 +727,9 @@ run_frames(FastPathObject *self, PyObject *ws, const unsigned char *buf, Py_ssiz
         pos += hlen + (Py_ssize_t)length;
         count++;
         self->last_large = hlen + (Py_ssize_t)length > MIN_READ;
+        if (self->spare[1] != NULL && hlen + (Py_ssize_t)length <= IN_PLACE) {
+            drop_spares(self); /* large messages no longer come in a row */
+        }
         PyObject *args[3] = {self->listener, ws, message};
         PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
                                                 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -772,6 +801,285 @@ call_ws(PyObject *ws, const char *method, PyObject *arg)
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* A large frame read into its message                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A frame this path takes (a whole-message text or binary frame, masked, uncompressed, within
+ * the limit) of more than IN_PLACE bytes that a read cuts is not kept in the connection's own
+ * buffer: once its header is in, its message (a bytes object of the payload's size) is made,
+ * what was read of the payload is unmasked into it, and every later byte goes straight there.
+ * get_buffer and the direct reader offer exactly the rest of the payload (the kernel's copy is
+ * the only one) and it is unmasked in place; bytes handed to data_received (uvloop, TLS) are
+ * unmasked from where they are. So each byte is copied once after the kernel, where the own
+ * buffer cost a copy into it and an unmasking copy out of it (and kept a large block per
+ * connection). The whole message is delivered as run_frames delivers one (strict UTF-8 for
+ * text, else the core fails the connection with 1007). If the path is turned off before the
+ * frame is whole (the application closes), the frame so far is rebuilt as it was received
+ * (its header, the payload masked again) and handed to the core with what follows. attach(None)
+ * (the connection lost, mid-frame or not) frees it. Limits hold as before: run_frames refuses
+ * a frame over the limit as soon as its length is in, before any of its payload is taken.
+ */
+
+/* Unmask len bytes from src into dst (src == dst: in place), at offset `phase` of the payload. */
+static void
+unmask_from(const unsigned char *src, unsigned char *dst, Py_ssize_t len,
+            const unsigned char key[4], Py_ssize_t phase)
+{
+    unsigned char rotated[4];
+    for (int i = 0; i < 4; i++) {
+        rotated[i] = key[(phase + i) & 3];
+    }
+    shakehands_mask(src, dst, len, rotated);
+}
+
+/*
+ * Recycling. A fresh bytes object of a megabyte per message costs page faults: glibc serves
+ * it from the heap, and when it is freed at the top of the heap (as short-lived large blocks
+ * are) trims the heap, so the next one maps and clears fresh pages (perf: exc_page_fault,
+ * clear_page_erms; 4 x 2 x 1 MiB cost about 2.5x the CPU per message of the own-buffer path).
+ * So the last two messages made here are kept (spare) while large messages come in a row, and
+ * one that nobody else references any more (its reference count is ours alone: the listener
+ * dropped it, the transport wrote it) is reused for the next frame of the same size: no other
+ * code can see it, and its cached hash is reset. Any smaller message delivered, and
+ * attach(None), let them go: at most two such blocks per connection, only while large
+ * messages come in a row.
+ */
+#if PY_VERSION_HEX < 0x030F0000
+#define SHAKEHANDS_RECYCLE 1
+#else
+#define SHAKEHANDS_RECYCLE 0 /* bytes' hash cache may move: not reused */
+#endif
+
+static PyObject *
+take_spare(FastPathObject *self, Py_ssize_t n)
+{
+#if SHAKEHANDS_RECYCLE
+    for (int i = 0; i < 2; i++) {
+        PyObject *spare = self->spare[i];
+        if (spare != NULL && Py_REFCNT(spare) == 1 && PyBytes_GET_SIZE(spare) == n) {
+            self->spare[i] = NULL;
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+            ((PyBytesObject *)spare)->ob_shash = -1;
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+            return spare;
+        }
+    }
+#endif
+    return PyBytes_FromStringAndSize(NULL, n);
+}
+
+/* Keep a message made here (a reference is added) as the newest spare. */
+static void
+keep_spare(FastPathObject *self, PyObject *message)
+{
+#if SHAKEHANDS_RECYCLE
+    PyObject *oldest = self->spare[0];
+    self->spare[0] = self->spare[1];
+    self->spare[1] = Py_NewRef(message);
+    Py_XDECREF(oldest);
+#else
+    (void)self;
+    (void)message;
+#endif
+}
+
+static void
+drop_spares(FastPathObject *self)
+{
+    Py_CLEAR(self->spare[0]);
+    Py_CLEAR(self->spare[1]);
+}
+
+/*
+ * If p[0, avail) starts with a frame this path takes, of more than IN_PLACE bytes, with its
+ * header all there and its payload not: make its message, unmask what is here into it and
+ * return avail (all used). Else 0 (nothing done); -1 with an error set.
+ */
+static Py_ssize_t
+start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
+{
+    if (!self->assemble || !self->fast || self->partial != NULL || avail < 2) {
+        return 0;
+    }
+    unsigned char b0 = p[0], b1 = p[1];
+    if (!(b0 == 0x81 || b0 == 0x82) || !(b1 & 0x80)) {
+        return 0;
+    }
+    uint64_t length = b1 & 0x7F;
+    Py_ssize_t hlen = 6;
+    if (length == 126) {
+        if (avail < 4) {
+            return 0;
+        }
+        length = ((uint64_t)p[2] << 8) | p[3];
+        hlen = 8;
+    }
+    else if (length == 127) {
+        if (avail < 10) {
+            return 0;
+        }
+        length = 0;
+        for (int i = 2; i < 10; i++) {
+            length = (length << 8) | p[i];
+        }
+        hlen = 14;
+    }
+    long long limit = self->limit >= 0 ? self->limit : NO_LIMIT_CAP;
+    if (length > (uint64_t)limit || avail < hlen) {
+        return 0; /* the core's (over the limit), or the mask key is not all here yet */
+    }
+    Py_ssize_t n = (Py_ssize_t)length;
+    if (hlen + n <= IN_PLACE || hlen + n <= avail) {
+        return 0; /* small, or whole: parsed where it is */
+    }
+    PyObject *message = take_spare(self, n);
+    if (message == NULL) {
+        return -1;
+    }
+    self->partial_b0 = b0;
+    self->partial_hlen = (unsigned char)hlen;
+    memcpy(self->partial_key, p + hlen - 4, 4);
+    Py_ssize_t here = avail - hlen;
+    unmask_from(p + hlen, (unsigned char *)PyBytes_AS_STRING(message), here, self->partial_key,
+                0);
+    self->partial = message;
+    self->filled = here;
+    self->last_large = 0;
+    return avail;
+}
+
+/*
+ * The path was turned off before the frame in `partial` was whole: hand the core the frame as
+ * it was received (its header, the payload so far masked again), then the `extra_len` bytes at
+ * `extra` (as read; they may lie in `partial` itself), and forget the frame.
+ */
+static int
+partial_hand_back(FastPathObject *self, PyObject *ws, const unsigned char *extra,
+                  Py_ssize_t extra_len)
+{
+    PyObject *partial = self->partial;
+    Py_ssize_t hlen = self->partial_hlen, filled = self->filled;
+    uint64_t length = (uint64_t)PyBytes_GET_SIZE(partial);
+    PyObject *data = PyBytes_FromStringAndSize(NULL, hlen + filled + extra_len);
+    if (data == NULL) {
+        return -1;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(data);
+    out[0] = self->partial_b0;
+    if (hlen == 6) {
+        out[1] = 0x80 | (unsigned char)length;
+    }
+    else if (hlen == 8) {
+        out[1] = 0x80 | 126;
+        out[2] = (unsigned char)(length >> 8);
+        out[3] = (unsigned char)length;
+    }
+    else {
+        out[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) {
+            out[2 + i] = (unsigned char)(length >> (56 - 8 * i));
+        }
+    }
+    memcpy(out + hlen - 4, self->partial_key, 4);
+    shakehands_mask((const unsigned char *)PyBytes_AS_STRING(partial), out + hlen, filled,
+                    self->partial_key);
+    if (extra_len) {
+        memcpy(out + hlen + filled, extra, extra_len);
+    }
+    self->partial = NULL;
+    self->filled = 0;
+    Py_DECREF(partial);
+    PyObject *r = PyObject_CallMethodOneArg(ws, slow_received_name, data);
+    Py_DECREF(data);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The frame in `partial` is whole: deliver its message as run_frames and process() do (one
+ * batch: what the listener sends is written after it). */
+static int
+partial_finish(FastPathObject *self, PyObject *ws)
+{
+    PyObject *message = self->partial;
+    if (message == NULL || self->filled != PyBytes_GET_SIZE(message)) {
+        return 0;
+    }
+    keep_spare(self, message);
+    if ((self->partial_b0 & 0x0F) == 0x01) {
+        PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(message),
+                                              PyBytes_GET_SIZE(message), "strict");
+        if (text == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            /* Not UTF-8: the core fails the connection (1007), with what follows. */
+            self->fast = 0;
+            self->send_ok = 0;
+            return partial_hand_back(self, ws, NULL, 0);
+        }
+        message = text;
+    }
+    else {
+        Py_INCREF(message);
+    }
+    Py_CLEAR(self->partial);
+    self->filled = 0;
+    if (self->listener == NULL) {
+        Py_DECREF(message);
+        return 0; /* detached meanwhile */
+    }
+    Py_INCREF(self); /* the listener may drop the connection */
+    self->in_batch = 1;
+    PyObject *args[3] = {self->listener, ws, message};
+    PyObject *r = PyObject_VectorcallMethod(on_message_name, args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    self->in_batch = 0;
+    Py_DECREF(message);
+    PyObject *exc = NULL;
+    if (r == NULL) {
+        exc = fetch_exception();
+    }
+    Py_XDECREF(r);
+    int failed = flush_out(self) < 0;
+    if (!failed && exc != NULL) {
+        /* The listener raised: Python decides (ConnectionClosed: stop; else log and 1011). */
+        failed = call_ws(ws, "_fast_error", exc) < 0;
+    }
+    Py_XDECREF(exc);
+    Py_DECREF(self);
+    return failed ? -1 : 0;
+}
+
+/* `n` bytes of the frame in `partial` are at `at`: read into it after `filled` (in place), or
+ * elsewhere (data_received: n is at most what the frame still needs). */
+static int
+partial_received(FastPathObject *self, PyObject *ws, const unsigned char *at, Py_ssize_t n)
+{
+    PyObject *partial = self->partial;
+    if (partial == NULL || n < 0 || n > PyBytes_GET_SIZE(partial) - self->filled) {
+        PyErr_SetString(PyExc_ValueError, "more bytes than the buffer holds");
+        return -1;
+    }
+    if (!self->fast) {
+        return partial_hand_back(self, ws, at, n);
+    }
+    unmask_from(at, (unsigned char *)PyBytes_AS_STRING(partial) + self->filled, n,
+                self->partial_key, self->filled);
+    self->filled += n;
+    return partial_finish(self, ws);
+}
+
 /*
  * Deliver what is buffered: the `n` bytes just read (into the shared buffer or after `end` in
  * the own one), the `n` bytes of `data` (data_received, with nothing in the own buffer), or
@@ -788,6 +1096,22 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     int from_outside = use_shared || data != NULL;
     ReadBufferObject *shared = self->shared;
 
+    if (self->reading_partial && data == NULL && n > 0) {
+        /* The read went into the rest of the large frame's message. */
+        self->reading_partial = 0;
+        self->reading_shared = 0;
+        PyObject *partial = self->partial;
+        if (partial == NULL) {
+            PyErr_SetString(PyExc_ValueError, "more bytes than the buffer holds");
+            return NULL;
+        }
+        unsigned char *at = (unsigned char *)PyBytes_AS_STRING(partial) + self->filled;
+        if (partial_received(self, ws, at, n) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    self->reading_partial = 0;
     self->reading_shared = 0;
     if (data != NULL) {
         if (!self->fast) {
@@ -858,7 +1182,18 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     int failed = 0;
     if (from_outside) {
         Py_ssize_t left = end - pos;
-        if (left) {
+        if (left && status == RUN_MORE && self->need > IN_PLACE) {
+            /* A large frame cut by the read: into its message from now on. */
+            Py_ssize_t used = start_partial(self, buf + pos, left);
+            if (used < 0) {
+                failed = 1;
+            }
+            else if (used > 0) {
+                left = 0;
+                release_own_buffer(self);
+            }
+        }
+        if (left && !failed) {
             Py_ssize_t want = left > self->need ? left : self->need;
             if (want < MIN_READ && status == RUN_MORE) {
                 want = MIN_READ;
@@ -881,6 +1216,17 @@ process(FastPathObject *self, PyObject *ws, Py_ssize_t n, Py_ssize_t batch_limit
     }
     else {
         self->start = pos;
+        if (self->start < self->end && status == RUN_MORE && self->need > IN_PLACE) {
+            /* A large frame whose header was cut: into its message from now on. */
+            Py_ssize_t used = start_partial(self, self->buf + self->start,
+                                            self->end - self->start);
+            if (used < 0) {
+                failed = 1;
+            }
+            else if (used > 0) {
+                release_own_buffer(self);
+            }
+        }
         if (self->start == self->end) {
             if (self->last_large) {
                 /* Large messages come in a row: keep the buffer for the next one (freeing
@@ -1044,6 +1390,11 @@ FastPath_attach(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         self->send_ok = 0;
         Py_CLEAR(self->pending);
         self->out_len = 0;
+        /* A large frame being read (a peer that left mid-frame): freed now. */
+        Py_CLEAR(self->partial);
+        self->filled = 0;
+        self->reading_partial = 0;
+        drop_spares(self);
     }
     else {
         Py_INCREF(transport);
@@ -1115,6 +1466,7 @@ FastPath_resume(FastPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     self->backlog = 0;
     self->reading_shared = 0;
+    self->reading_partial = 0;
     if (all) {
         /* The connection is lost: sends go to the core, which raises ConnectionClosed. */
         self->send_ok = 0;
@@ -1161,7 +1513,22 @@ FastPath_get_reading(FastPathObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->reading);
 }
 
+static PyObject *
+FastPath_get_assembling(FastPathObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->partial == NULL ? 0 : PyBytes_GET_SIZE(self->partial));
+}
+
+static PyMemberDef FastPath_members[] = {
+    {"gather", T_BOOL, offsetof(FastPathObject, gather), 0,
+     "Whether the transport's writelines writes its list in one call, uncopied (uvloop's\n"
+     "TCP transport): a large payload then leaves with its header in one writelines."},
+    {NULL},
+};
+
 static PyGetSetDef FastPath_getset[] = {
+    {"assembling", (getter)FastPath_get_assembling, NULL,
+     "The payload size of the large frame being read into its message (0: none).", NULL},
     {"fd", (getter)FastPath_get_fd, NULL,
      "The socket sent on directly (attach), or -1.", NULL},
     {"reading", (getter)FastPath_get_reading, NULL,
@@ -1206,6 +1573,7 @@ static PyTypeObject FastPath_Type = {
     .tp_traverse = (traverseproc)FastPath_traverse,
     .tp_clear = (inquiry)FastPath_clear,
     .tp_methods = FastPath_methods,
+    .tp_members = FastPath_members,
     .tp_getset = FastPath_getset,
     .tp_init = (initproc)FastPath_init,
     .tp_new = PyType_GenericNew,
@@ -1243,6 +1611,15 @@ static int
 read_target(FastPathObject *self, unsigned char **dst, Py_ssize_t *room)
 {
     ReadBufferObject *shared = self->shared;
+    if (self->partial != NULL) {
+        /* Exactly the rest of the large frame's payload, into its message. */
+        self->reading_partial = 1;
+        self->reading_shared = 0;
+        *dst = (unsigned char *)PyBytes_AS_STRING(self->partial) + self->filled;
+        *room = PyBytes_GET_SIZE(self->partial) - self->filled;
+        return 0;
+    }
+    self->reading_partial = 0;
     if (self->start == self->end && self->buf == NULL && shared != NULL && !shared->busy) {
         self->reading_shared = 1;
         *dst = shared->buf;
@@ -1349,12 +1726,14 @@ FastPath_call(PyObject *op, PyObject *args, PyObject *kwds)
         }
         if (PyErr_CheckSignals() < 0) { /* as sock.recv_into when a signal handler raises */
             self->reading_shared = 0;
+            self->reading_partial = 0;
             result = reader_failed(transport, "Fatal read error on socket transport");
             goto done;
         }
     }
     if (n < 0) {
         self->reading_shared = 0;
+        self->reading_partial = 0;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             result = Py_NewRef(Py_None);
         }
@@ -1366,6 +1745,7 @@ FastPath_call(PyObject *op, PyObject *args, PyObject *kwds)
     }
     if (n == 0) {
         self->reading_shared = 0;
+        self->reading_partial = 0;
         PyObject *eof_args[1] = {transport};
         result = PyObject_VectorcallMethod(on_eof_name, eof_args,
                                            1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -1414,6 +1794,61 @@ PyDoc_STRVAR(mixin_data_received_doc,
 "asyncio.Protocol: ``data`` was read (uvloop, TLS and other transports that do not take a\n"
 "BufferedProtocol call this); deliver every whole message, parsed where it is.");
 
+/* data_received while a large frame is read into its message: its next bytes are unmasked
+ * from where they are; what follows the frame is parsed as any read is. */
+static PyObject *
+partial_data_received(FastPathObject *self, PyObject *ws, PyObject *data)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (!self->fast) {
+        if (partial_hand_back(self, ws, p, n) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t k = PyBytes_GET_SIZE(self->partial) - self->filled;
+    if (k > n) {
+        k = n;
+    }
+    Py_INCREF(self);
+    int failed = partial_received(self, ws, p, k) < 0;
+    Py_ssize_t rest = n - k;
+    if (!failed && rest > 0) {
+        if (self->partial != NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "frame in progress"); /* never: k was all */
+            failed = 1;
+        }
+        else if (!self->fast || self->transport == NULL) {
+            failed = self->transport != NULL && to_core(ws, p + k, rest) < 0;
+        }
+        else {
+            /* The next large frame goes into its message at once; anything else is parsed
+             * from the own buffer (empty while a frame was being read into its message). */
+            Py_ssize_t used = start_partial(self, p + k, rest);
+            if (used < 0) {
+                failed = 1;
+            }
+            else if (used == 0) {
+                if (reserve(self, rest) < 0) {
+                    failed = 1;
+                }
+                else {
+                    memcpy(self->buf + self->end, p + k, rest);
+                    PyObject *r = process(self, ws, rest, -1, NULL);
+                    failed = r == NULL;
+                    Py_XDECREF(r);
+                }
+            }
+        }
+    }
+    Py_DECREF(self);
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 mixin_data_received(PyObject *ws, PyObject *data)
 {
@@ -1434,7 +1869,11 @@ mixin_data_received(PyObject *ws, PyObject *data)
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *r;
     self->reading_shared = 0;
-    if (self->start == self->end) {
+    self->reading_partial = 0;
+    if (self->partial != NULL) {
+        r = partial_data_received(self, ws, data);
+    }
+    else if (self->start == self->end) {
         r = process(self, ws, n, -1, data);
     }
     else if (reserve(self, n) < 0) {
@@ -1497,6 +1936,56 @@ send_frame_direct(FastPathObject *self, unsigned char first, PyObject *message,
     return failed;
 }
 
+/*
+ * transport.writelines((queued output, header, payload)) for a large bytes payload, on a
+ * transport whose writelines writes its list in one call with no join (`gather`: uvloop's, a
+ * writev of the three); what it does not take it keeps as a view of the payload.
+ */
+static int
+send_gathered(FastPathObject *self, unsigned char first, PyObject *message, Py_ssize_t len)
+{
+    Py_ssize_t hlen;
+    PyObject *header = build_frame(first, NULL, len, &hlen);
+    if (header == NULL) {
+        return -1;
+    }
+    PyObject *queued = NULL;
+    if (self->pending != NULL) {
+        queued = self->pending;
+        self->pending = NULL;
+    }
+    else if (self->out_len > 0) {
+        queued = PyBytes_FromStringAndSize((const char *)self->out, self->out_len);
+        self->out_len = 0;
+        trim_out(self);
+        if (queued == NULL) {
+            Py_DECREF(header);
+            return -1;
+        }
+    }
+    PyObject *parts = PyTuple_New(queued != NULL ? 3 : 2);
+    if (parts == NULL) {
+        Py_XDECREF(queued);
+        Py_DECREF(header);
+        return -1;
+    }
+    Py_ssize_t i = 0;
+    if (queued != NULL) {
+        PyTuple_SET_ITEM(parts, i++, queued);
+    }
+    PyTuple_SET_ITEM(parts, i++, header);
+    PyTuple_SET_ITEM(parts, i, Py_NewRef(message));
+    PyObject *args[2] = {self->transport, parts};
+    PyObject *r = PyObject_VectorcallMethod(writelines_name, args,
+                                            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(parts);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static int
 send_frame(FastPathObject *self, unsigned char first, PyObject *message, const char *data,
            Py_ssize_t len)
@@ -1512,6 +2001,10 @@ send_frame(FastPathObject *self, unsigned char first, PyObject *message, const c
         if (ready) {
             return send_frame_direct(self, first, message, data, len);
         }
+    }
+    if (large && self->gather && self->transport != NULL) {
+        /* Immutable and large: with the header (and what was queued) in one writelines. */
+        return send_gathered(self, first, message, len);
     }
     if (large) {
         /* Immutable and large: the header, then the payload itself, not copied. */
@@ -1822,8 +2315,9 @@ module_exec(PyObject *module)
     conn_lost_name = PyUnicode_InternFromString("_conn_lost");
     fatal_error_name = PyUnicode_InternFromString("_fatal_error");
     on_eof_name = PyUnicode_InternFromString("_read_ready__on_eof");
+    writelines_name = PyUnicode_InternFromString("writelines");
     if (is_closing_name == NULL || write_buffer_size_name == NULL || conn_lost_name == NULL ||
-        fatal_error_name == NULL || on_eof_name == NULL) {
+        fatal_error_name == NULL || on_eof_name == NULL || writelines_name == NULL) {
         return -1;
     }
     if (decode_name == NULL || encode_name == NULL) {

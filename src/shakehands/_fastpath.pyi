@@ -20,6 +20,8 @@ class FastPath:
     queued: bool
     fd: int
     reading: bool
+    assembling: int
+    gather: bool
     def __init__(self, read_buffer: ReadBuffer, batch_limit: int) -> None: ...
     def enable(
         self,

@@ -44,8 +44,10 @@ Theory of operation.
   request-response exchange costs no scheduled flush); otherwise (more messages to answer,
   sends that answer no read) frames are queued and those of one loop step leave in one write
   (a flush scheduled with ``call_soon``), or at once past ``write_limit`` bytes. A payload of
-  64 KiB or more is written at once, copied behind its header (one ``send`` rather than two)
-  up to 256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
+  64 KiB or more is written at once: uncopied behind its header in one call where the
+  transport allows it (one ``sendmsg`` on asyncio's plain TCP transport, one ``writelines``
+  on uvloop's, :func:`~._fastpath.gathers_writes`); elsewhere copied behind its header up to
+  256 KiB, apart from it, uncopied, beyond. It returns the connection's ``_drain()``
   coroutine while the write buffer is above its high-water mark (as the Python ``send``
   awaits it), otherwise an object that is a finished coroutine (``await``,
   ``asyncio.create_task`` and ``wait_for`` take it).
@@ -67,7 +69,7 @@ from typing import Any
 from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
-from ._fastpath import direct_fd
+from ._fastpath import direct_fd, gathers_writes
 from .connection import WebSocketConnection
 from .messages import Inbox
 from .server import Handler, Server, ServerConnection
@@ -144,6 +146,7 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._fast.attach(self.transport, direct_fd(self.transport))
+        self._fast.gather = gathers_writes(self.transport)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""

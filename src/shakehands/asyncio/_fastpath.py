@@ -54,6 +54,16 @@ transports itself (:class:`~.server.DirectAccept`, asked through :attr:`_Factory
 :class:`~._transport.LeanTransport`, slotted and its own selector handle, in place of
 ``_SelectorSocketTransport``; the FastPath then becomes its ``_reader``. The direct I/O above is
 the same on either.
+
+Large frames. A frame the C path takes of more than 64 KiB that a read cuts is read straight
+into its message: its ``bytes`` object is made once its header is in, what was read of it is
+unmasked into it, and later reads go into it (``get_buffer`` and the compiled reader offer
+exactly the rest of its payload) and are unmasked in place; ``data_received`` (uvloop, TLS)
+unmasks from where the bytes are. One copy after the kernel's, where the connection's own
+buffer cost two. If the C path is turned off before the frame is whole, the frame so far is
+handed to the core as it was received; ``attach(None)`` frees it. On uvloop's transports
+(:func:`gathers_writes`) a large payload leaves with its header in one ``writelines`` (one
+``writev``, uncopied) rather than two writes.
 """
 
 from __future__ import annotations
@@ -79,6 +89,7 @@ __all__ = [
     "direct_sends",
     "direct_reads",
     "direct_fd",
+    "gathers_writes",
     "connection_factory",
     "FastCallbackConnection",
 ]
@@ -140,6 +151,15 @@ def direct_fd(transport: asyncio.BaseTransport) -> int:
     return int(sock.fileno())
 
 
+def gathers_writes(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport.writelines`` writes its list in one call with no join (uvloop's TCP
+    and Unix transports: one ``writev``; asyncio's 3.11 transports join the list into one
+    bytes object). The C path then sends a large payload and its header with one
+    ``writelines`` instead of two ``write`` calls."""
+    kind = type(transport)
+    return kind.__module__ == "uvloop.loop" and kind.__name__ in ("TCPTransport", "UnixTransport")
+
+
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
     """The connection factory of one callback server: compiled if :data:`enabled`."""
     if not (enabled and _compiled is not None):
@@ -184,6 +204,7 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._fast.attach(self.transport, direct_fd(self.transport))
+        self._fast.gather = gathers_writes(self.transport)
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""
