@@ -622,28 +622,19 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             added = _header_pairs(extra, "websocket.accept") if extra else []
             response = self._response
             assert response is not None
-            # The core's 101 comes with its bytes from a template (see
-            # Response._with_head): the headers added here are appended to them, so that
-            # the response is not serialised again field by field.
-            kept = response._head
-            templated = (
-                kept is not None
-                and kept[1] is response.headers
-                and kept[2] == len(response.headers)
-            )
-            for name, value in defaults:
-                response.headers.add(name, value)
-            for name, value in added:
-                response.headers.add(name, value)
             if subprotocol:
-                response.headers.add("Sec-WebSocket-Protocol", subprotocol)
                 self.protocol.subprotocol = subprotocol
                 added.append(("Sec-WebSocket-Protocol", subprotocol))
-            if templated:
-                assert kept is not None
-                # kept ends with the blank line: the new fields go before it.
-                more = lines + _header_lines(added) if added else lines
-                response._with_head(kept[0][:-2] + more + b"\r\n")
+            # The core's 101 comes with its bytes from a template (see Response._with_head):
+            # the headers added here are appended to them (and to its compacted headers), so
+            # that the response is not serialised again field by field.
+            if not response._extend_head(
+                defaults + added, lines + _header_lines(added) if added else lines
+            ):
+                for name, value in defaults:
+                    response.headers.add(name, value)
+                for name, value in added:
+                    response.headers.add(name, value)
             if logger.isEnabledFor(logging.INFO):  # the arguments cost 1 % of a handshake
                 logger.info(
                     '%s - "WebSocket %s" [accepted]',

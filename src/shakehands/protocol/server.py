@@ -333,7 +333,8 @@ class ServerProtocol(Connection):
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes; while CONNECTING they are the request (a :class:`Request` event)."""
         if self.state is not State.CONNECTING:
-            super().receive_data(data)
+            if not self._receive_close_frame(data):
+                super().receive_data(data)
             return
         if self._parser is None:
             # The request is in; keep what follows for after the 101, within a bound.
