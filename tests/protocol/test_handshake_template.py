@@ -260,3 +260,27 @@ def test_template_101_bytes() -> None:
         b"Sec-WebSocket-Protocol: chat\r\n"
         b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
     )
+
+
+def test_control_check_of_packed_requests_is_the_regex() -> None:
+    """pack_request's check for control characters (C passes for ASCII) says what the
+    pattern says, for every character up to U+017F, in ASCII and non-ASCII text."""
+    from shakehands.protocol.server import _CONTROL, _has_control
+
+    for code in range(0x180):
+        for text in (f"GET\n/a{chr(code)}b\tc", f"é{chr(code)}", chr(code)):
+            assert _has_control(text) == (_CONTROL.search(text) is not None), (code, text)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [("127.0.0.1", 80), ("::1", 8000, 0, 0), "/tmp/sock", None, ("a\tb", 1), ("h", True)],
+)
+def test_packed_request_addresses(address: object) -> None:
+    from shakehands.protocol.server import _pack_address, _unpack_address
+
+    line = _pack_address(address)
+    if line is None:
+        assert address in (("a\tb", 1), ("h", True))
+    else:
+        assert _unpack_address(line) == address

@@ -43,7 +43,13 @@ def _pack_address(address: object) -> str | None:
         return ""
     if type(address) is str:
         return None if "\n" in address else "=" + address
-    if type(address) is tuple and len(address) in (2, 4):
+    if type(address) is tuple and len(address) == 2:
+        # (host, port): every IPv4 peer.
+        host, port = address
+        if type(host) is str and type(port) is int and "\n" not in host and "\t" not in host:
+            return "(" + host + "\t" + str(port)
+        return None
+    if type(address) is tuple and len(address) == 4:
         host, *numbers = address
         if (
             type(host) is str
@@ -104,7 +110,7 @@ def pack_request(request: Request) -> str | None:
     packed = "\n".join([method, target, version, authority, address, fields])
     # Exactly six lines, or the fields would not be found again; no control character but
     # the tab and the line feed, so that the table's codes cannot be mistaken.
-    if packed.count("\n", 0, len(packed) - len(fields)) != 5 or _CONTROL.search(packed):
+    if packed.count("\n", 0, len(packed) - len(fields)) != 5 or _has_control(packed):
         return None
     for text, code in _TABLE:
         packed = packed.replace(text, code)
@@ -163,6 +169,16 @@ _TABLE = [
 ]
 _EXPAND = {ord(code): text for text, code in _TABLE}
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0B, 0x20)])
+
+
+def _has_control(text: str) -> bool:
+    """Whether ``text`` has a control character other than the tab and the line feed: for
+    ASCII (every request but a few), two passes in C, a fifth of the regex's time."""
+    if text.isascii():
+        data = text.encode("ascii")
+        return len(data.translate(None, _CONTROL_BYTES)) != len(data)
+    return _CONTROL.search(text) is not None
 # One shared string per common method (a method read from a packed request is a new one).
 _METHOD_NAMES = {m: m for m in ("GET", "CONNECT", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 
