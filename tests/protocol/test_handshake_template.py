@@ -284,3 +284,19 @@ def test_packed_request_addresses(address: object) -> None:
         assert address in (("a\tb", 1), ("h", True))
     else:
         assert _unpack_address(line) == address
+
+
+@pytest.mark.parametrize("frame", [masked_close(b"\x03\xe8"), b"\x88\x82\x01\x02\x03\x04\x02\xea"])
+def test_draft76_reads_are_not_taken_for_close_frames(frame: bytes) -> None:
+    """A draft-76 connection parses its own framing: a read that would be a whole RFC 6455
+    close frame is the draft's (a length-prefixed frame) and its close stays 0xFF 0x00."""
+    from .test_hixie76 import opened as opened76
+
+    whole, bytewise = opened76(), opened76()
+    whole.receive_data(frame)
+    for i in range(len(frame)):
+        bytewise.receive_data(frame[i : i + 1])
+    assert outcome(whole) == outcome(bytewise)
+    closing = opened76()
+    closing.receive_data(b"\xff\x00")
+    assert b"".join(closing.data_to_send()) == b"\xff\x00"

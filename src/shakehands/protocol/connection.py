@@ -264,7 +264,7 @@ class Connection(FrameReader, ExtensionHost):
         code, reason = self._close_pending
         self._close_pending = None
         if self.state is State.OPEN:
-            if self._mask_out or reason:
+            if self._mask_out or reason or not self.shares_frames:
                 self._frame(Opcode.CLOSE, serialize_close(code, reason))
             else:
                 # The server's answer to a close frame (the end of most connections): the

@@ -308,12 +308,17 @@ class Response:
             return False
         headers = self.headers
         items = headers._items
-        if type(items) is str and not any(":" in n or "\n" in v for n, v in pairs):
-            more = "\n".join([f"{name}:{value}" for name, value in pairs])
-            headers._items = items + "\n" + more if items and more else items + more
-        else:
+        fields = [items] if type(items) is str and items else []
+        if type(items) is str:
             for name, value in pairs:
-                headers.add(name, value)
+                if ":" in name or "\n" in value:  # not compactable: see Headers._compact
+                    break
+                fields.append(name + ":" + value)
+            else:
+                headers._items = "\n".join(fields)
+                pairs = []
+        for name, value in pairs:
+            headers.add(name, value)
         # The kept head ends with the blank line: the new fields go before it.
         self._with_head(head[:-2] + lines + b"\r\n")
         return True

@@ -257,6 +257,10 @@ class FrameReader:
         elif pos < len(buf):
             self._buffer = bytearray(buf[pos:])
 
+    #: Whether the bytes are RFC 6455 frames (a draft-76 connection replaces the parsing: see
+    #: :attr:`.Connection.shares_frames`).
+    shares_frames = True
+
     def _receive_close_frame(self, data: bytes | bytearray | memoryview) -> bool:
         """Take ``data`` if it is exactly one whole masked close frame from the peer, read
         between frames (the last read of most connections): the same checks and the same
@@ -271,6 +275,7 @@ class FrameReader:
             and self._remaining < 0
             and not self._buffer
             and not self._discard
+            and self.shares_frames  # RFC 6455 framing (draft-76 replaces _parse)
         ):
             try:
                 self._control_frame(0x8, apply_mask(data[6:], data[2:6]))

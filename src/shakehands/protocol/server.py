@@ -179,6 +179,8 @@ def _has_control(text: str) -> bool:
         data = text.encode("ascii")
         return len(data.translate(None, _CONTROL_BYTES)) != len(data)
     return _CONTROL.search(text) is not None
+
+
 # One shared string per common method (a method read from a packed request is a new one).
 _METHOD_NAMES = {m: m for m in ("GET", "CONNECT", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 
@@ -352,25 +354,26 @@ class ServerProtocol(Connection):
             if not self._receive_close_frame(data):
                 super().receive_data(data)
             return
-        if self._parser is None:
+        parser = self._head  # the slot itself (see _parser and _early): read once
+        if not isinstance(parser, RequestParser):
             # The request is in; keep what follows for after the 101, within a bound.
-            if self._early:
-                self._early += data
-            else:
-                self._early = bytearray(data)
-            if len(self._early) > MAX_EARLY_DATA:
+            if type(parser) is not bytearray:
+                parser = bytearray(parser)  # b"" until the first bytes
+            parser += data
+            self._head = parser
+            if len(parser) > MAX_EARLY_DATA:
                 self._refuse(InvalidRequest("too much data before the handshake completed"))
             else:
                 self._early_data_received()
             return
         try:
-            request = self._parser.feed(bytes(data))
+            request = parser.feed(bytes(data))
         except InvalidHandshake as exc:
             self._refuse(exc)
             return
         if request is not None:
-            rest = self._parser.rest
-            self._parser = None
+            rest = parser.rest
+            self._head = b""
             self._request_received(request)
             if rest:
                 # Bytes that came with the request count against the early-data bound too.
@@ -532,7 +535,9 @@ class ServerProtocol(Connection):
         if self.state is not State.CONNECTING:
             raise InvalidHandshake("a response was already sent")
         self.response = response
-        self._parser = None
+        early = self._head  # the slot itself (see _parser and _early)
+        if isinstance(early, RequestParser):
+            early = self._head = b""
         if self.http2:
             # The head is the I/O layer's HEADERS frame; a refusal's body is the stream's DATA.
             opens = (
@@ -553,11 +558,12 @@ class ServerProtocol(Connection):
                 and "Sec-WebSocket-Extensions" in response.headers
             ):
                 self.use_deflate(self._negotiated_deflate)
-            # The handshake is over: compact headers (unpacked again if the application asks).
+            # The handshake is over: compact headers (unpacked again if the application asks;
+            # the core's 101 and a packed request are compacted already).
             response.headers._compact()
-            if self.request is not None:
-                self.request.headers._compact()
-            early = self._early
+            request = self._request
+            if isinstance(request, Request):
+                request.headers._compact()
             if early:
                 self._early = b""
                 self.receive_data(bytes(early))
