@@ -114,6 +114,9 @@ _UVICORN_HTTP_PROTOCOLS = frozenset(
 )
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
+# The last one looked up (a server has one config): a weak reference to it and its options, so
+# that each connection is spared the WeakKeyDictionary's new weak reference per lookup.
+_last_config: tuple[weakref.ref[UvicornConfig], ServerConfig] | None = None
 
 
 def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
@@ -125,6 +128,10 @@ def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
         >>> c.max_message_size, c.ping_interval, c.compression is not None
         (1000, None, True)
     """
+    global _last_config
+    last = _last_config
+    if last is not None and last[0]() is config:
+        return last[1]
     cached = _CONFIGS.get(config)
     if cached is None:
         cached = server_config(
@@ -138,6 +145,7 @@ def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
             open_timeout=None,
         )
         _CONFIGS[config] = cached
+    _last_config = (weakref.ref(config), cached)
     return cached
 
 
