@@ -114,6 +114,9 @@ _UVICORN_HTTP_PROTOCOLS = frozenset(
 )
 
 _CONFIGS: weakref.WeakKeyDictionary[UvicornConfig, ServerConfig] = weakref.WeakKeyDictionary()
+# The last one looked up (a server has one config): a weak reference to it and its options, so
+# that each connection is spared the WeakKeyDictionary's new weak reference per lookup.
+_last_config: tuple[weakref.ref[UvicornConfig], ServerConfig] | None = None
 
 
 def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
@@ -125,6 +128,10 @@ def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
         >>> c.max_message_size, c.ping_interval, c.compression is not None
         (1000, None, True)
     """
+    global _last_config
+    last = _last_config
+    if last is not None and last[0]() is config:
+        return last[1]
     cached = _CONFIGS.get(config)
     if cached is None:
         cached = server_config(
@@ -138,6 +145,7 @@ def config_from_uvicorn(config: UvicornConfig) -> ServerConfig:
             open_timeout=None,
         )
         _CONFIGS[config] = cached
+    _last_config = (weakref.ref(config), cached)
     return cached
 
 
@@ -622,28 +630,19 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
             added = _header_pairs(extra, "websocket.accept") if extra else []
             response = self._response
             assert response is not None
-            # The core's 101 comes with its bytes from a template (see
-            # Response._with_head): the headers added here are appended to them, so that
-            # the response is not serialised again field by field.
-            kept = response._head
-            templated = (
-                kept is not None
-                and kept[1] is response.headers
-                and kept[2] == len(response.headers)
-            )
-            for name, value in defaults:
-                response.headers.add(name, value)
-            for name, value in added:
-                response.headers.add(name, value)
             if subprotocol:
-                response.headers.add("Sec-WebSocket-Protocol", subprotocol)
                 self.protocol.subprotocol = subprotocol
                 added.append(("Sec-WebSocket-Protocol", subprotocol))
-            if templated:
-                assert kept is not None
-                # kept ends with the blank line: the new fields go before it.
-                more = lines + _header_lines(added) if added else lines
-                response._with_head(kept[0][:-2] + more + b"\r\n")
+            # The core's 101 comes with its bytes from a template (see Response._with_head):
+            # the headers added here are appended to them (and to its compacted headers), so
+            # that the response is not serialised again field by field.
+            if not response._extend_head(
+                defaults + added, lines + _header_lines(added) if added else lines
+            ):
+                for name, value in defaults:
+                    response.headers.add(name, value)
+                for name, value in added:
+                    response.headers.add(name, value)
             if logger.isEnabledFor(logging.INFO):  # the arguments cost 1 % of a handshake
                 logger.info(
                     '%s - "WebSocket %s" [accepted]',

@@ -495,3 +495,18 @@ async def test_scope_without_uvicorns_http_protocol(cls: type[UvicornWebSocket])
     assert headers[b"host"] == f"127.0.0.1:{port}".encode()
     assert headers[b"sec-websocket-protocol"] == b"one, two"
     assert all(name == name.lower() for name in headers)
+
+
+def test_options_are_those_of_each_uvicorn_config() -> None:
+    """config_from_uvicorn keeps the last config's options at hand: each config still gets
+    its own, and the same object for the same config."""
+    first = uvicorn.Config(app=None, ws_max_size=1000, ws_per_message_deflate=False)
+    second = uvicorn.Config(app=None, ws_max_size=2000, ws_ping_interval=0)
+    a = shakehands_asgi.config_from_uvicorn(first)
+    b = shakehands_asgi.config_from_uvicorn(second)
+    assert (a.max_message_size, a.compression) == (1000, None)
+    assert (b.max_message_size, b.ping_interval) == (2000, None)
+    assert b.compression is not None
+    assert shakehands_asgi.config_from_uvicorn(first) is a
+    assert shakehands_asgi.config_from_uvicorn(second) is b
+    assert shakehands_asgi.config_from_uvicorn(second) is b

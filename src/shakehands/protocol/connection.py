@@ -109,6 +109,8 @@ def ping_payload(data: bytes | None, waiting: Container[bytes]) -> bytes:
 
 
 _pack_h64 = struct.Struct("!BBQ").pack
+# The unmasked close frames without reason sent so far, by code (None: no status).
+_CLOSE_FRAMES: dict[int | None, bytes] = {}
 #: Payloads at least this large (and immutable) are queued apart from their frame header, to
 #: spare a copy; smaller ones are joined to it, one chunk per frame.
 _SEPARATE_PAYLOAD = 2**16
@@ -262,7 +264,16 @@ class Connection(FrameReader, ExtensionHost):
         code, reason = self._close_pending
         self._close_pending = None
         if self.state is State.OPEN:
-            self._frame(Opcode.CLOSE, serialize_close(code, reason))
+            if self._mask_out or reason or not self.shares_frames:
+                self._frame(Opcode.CLOSE, serialize_close(code, reason))
+            else:
+                # The server's answer to a close frame (the end of most connections): the
+                # frame for its code made once (unmasked; at most one per valid code).
+                frame = _CLOSE_FRAMES.get(code)
+                if frame is None:
+                    frame = serialize_frame(Opcode.CLOSE, serialize_close(code))
+                    _CLOSE_FRAMES[code] = frame
+                self._queue(frame)
             self.close_sent = Close(code if code is not None else 1005, reason)
         self.state = State.CLOSED
 

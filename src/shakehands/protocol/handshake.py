@@ -71,6 +71,8 @@ _ACCEPT_HEAD = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Accept: "
 )
+# The same headers, compacted (see Headers._compact), up to the accept key.
+_ACCEPT_ITEMS = "Upgrade:websocket\nConnection:Upgrade\nSec-WebSocket-Accept:"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,24 +225,28 @@ def build_accept_response(
         headers = Headers()
     else:
         accept = _accept_bytes(key)
+        if extra_headers is None and not (
+            (subprotocol is not None and "\n" in subprotocol) or (extensions and "\n" in extensions)
+        ):
+            # The usual 101: its bytes from a template, only the accept key and the negotiated
+            # lines filled in (what Response.serialize would make of the same headers), and its
+            # headers already compacted, as send_response leaves them (see Headers._compact).
+            head = [_ACCEPT_HEAD, accept]
+            items = _ACCEPT_ITEMS + accept.decode("ascii")
+            if subprotocol is not None:
+                head += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("latin-1"))
+                items += "\nSec-WebSocket-Protocol:" + subprotocol
+            if extensions:
+                head += (b"\r\nSec-WebSocket-Extensions: ", extensions.encode("latin-1"))
+                items += "\nSec-WebSocket-Extensions:" + extensions
+            head.append(b"\r\n\r\n")
+            response = Response._unchecked(101, Headers._packed(items), b"", "Switching Protocols")
+            return response._with_head(b"".join(head))
         pairs = [
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
             ("Sec-WebSocket-Accept", accept.decode("ascii")),
         ]
-        if extra_headers is None:
-            # The usual 101: its bytes from a template, only the accept key and the negotiated
-            # lines filled in (what Response.serialize would make of the same headers).
-            head = [_ACCEPT_HEAD, accept]
-            if subprotocol is not None:
-                pairs.append(("Sec-WebSocket-Protocol", subprotocol))
-                head += (b"\r\nSec-WebSocket-Protocol: ", subprotocol.encode("latin-1"))
-            if extensions:
-                pairs.append(("Sec-WebSocket-Extensions", extensions))
-                head += (b"\r\nSec-WebSocket-Extensions: ", extensions.encode("latin-1"))
-            head.append(b"\r\n\r\n")
-            response = Response._unchecked(101, Headers(pairs), b"", "Switching Protocols")
-            return response._with_head(b"".join(head))
         headers = Headers(pairs)
     if subprotocol is not None:
         headers.add("Sec-WebSocket-Protocol", subprotocol)

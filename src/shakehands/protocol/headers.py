@@ -57,6 +57,16 @@ class Headers:
         self._items: list[tuple[str, str]] | str = list(items)
         self._index: dict[str, list[str]] | None = None
 
+    @classmethod
+    def _packed(cls, items: str) -> Headers:
+        """Headers already compacted (see :meth:`_compact`): ``items`` is ``name:value`` lines
+        joined by ``"\\n"``, names without ``":"``, values without a line feed (the caller's
+        guarantee: the core's 101, made from a template)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._index = None
+        return headers
+
     def _pairs(self) -> list[tuple[str, str]]:
         """The pairs (unpacked now if they were compacted)."""
         items = self._items

@@ -214,9 +214,10 @@ class Response:
     headers: Headers
     body: bytes
     reason: str
-    # The head already serialised, with the headers it was made from and their number then
-    # (see :meth:`_with_head`): the 101 of every handshake, made from a template.
-    _head: tuple[bytes, Headers, int] | None = field(
+    # The head already serialised, with the headers it was made from, their items then (the
+    # list, or the compacted string) and their number (see :meth:`_with_head`): the 101 of
+    # every handshake, made from a template.
+    _head: tuple[bytes, Headers, list[tuple[str, str]] | str, int] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -272,23 +273,63 @@ class Response:
         """Keep ``head``, the bytes :meth:`serialize` would make of the status line and the
         headers as they are now, for :meth:`serialize` to send instead: the core's 101, made
         from a template. Used as long as the headers, status and reason stay as they are
-        (headers only grow: :meth:`Headers.add`)."""
-        self._head = (head, self.headers, len(self.headers))
+        (headers only grow, :meth:`Headers.add`, and a compacted string is replaced when they
+        do: its identity says they did not)."""
+        headers = self.headers
+        items = headers._items
+        self._head = (head, headers, items, -1 if type(items) is str else len(items))
         return self
+
+    def _kept_head(self) -> bytes | None:
+        """The head kept by :meth:`_with_head`, if it still says what :meth:`serialize` would
+        make (``None`` otherwise)."""
+        kept = self._head
+        if kept is None:
+            return None
+        head, made_with, items, count = kept
+        if (
+            made_with is self.headers
+            and made_with._items is items
+            and (count < 0 or len(items) == count)
+            and self.status == 101
+            and self.reason == "Switching Protocols"
+        ):
+            return head
+        return None
+
+    def _extend_head(self, pairs: list[tuple[str, str]], lines: bytes) -> bool:
+        """Append header fields to a 101 whose head is kept (:meth:`_with_head`): ``pairs``,
+        checked, and ``lines``, exactly their ``name: value`` lines (each ended by CRLF) as
+        :meth:`serialize` writes them. The head and the headers grow together, the headers
+        staying compacted if they were. ``False`` (nothing done) when no head is kept: the
+        caller adds them the plain way."""
+        head = self._kept_head()
+        if head is None:
+            return False
+        headers = self.headers
+        items = headers._items
+        fields = [items] if type(items) is str and items else []
+        if type(items) is str:
+            for name, value in pairs:
+                if ":" in name or "\n" in value:  # not compactable: see Headers._compact
+                    break
+                fields.append(name + ":" + value)
+            else:
+                headers._items = "\n".join(fields)
+                pairs = []
+        for name, value in pairs:
+            headers.add(name, value)
+        # The kept head ends with the blank line: the new fields go before it.
+        self._with_head(head[:-2] + lines + b"\r\n")
+        return True
 
     def serialize(self) -> bytes:
         """The response's bytes on the wire, adding ``Content-Length`` for a body if needed."""
-        kept = self._head
-        if kept is not None:
+        if self._head is not None:
+            head = self._kept_head()
             # Once: the handshake is over after it, and an idle connection keeps its response.
             self._head = None
-            head, made_with, count = kept
-            if (
-                made_with is self.headers
-                and len(made_with) == count
-                and self.status == 101
-                and self.reason == "Switching Protocols"
-            ):
+            if head is not None:
                 return head + self.body
         headers = self.headers.items()
         if self.status != 101 and "Content-Length" not in self.headers:

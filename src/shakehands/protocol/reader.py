@@ -257,6 +257,33 @@ class FrameReader:
         elif pos < len(buf):
             self._buffer = bytearray(buf[pos:])
 
+    #: Whether the bytes are RFC 6455 frames (a draft-76 connection replaces the parsing: see
+    #: :attr:`.Connection.shares_frames`).
+    shares_frames = True
+
+    def _receive_close_frame(self, data: bytes | bytearray | memoryview) -> bool:
+        """Take ``data`` if it is exactly one whole masked close frame from the peer, read
+        between frames (the last read of most connections): the same checks and the same
+        outcome as :meth:`receive_data`'s general loop, without it. ``False`` (nothing done)
+        for anything else, which :meth:`receive_data` then parses."""
+        size = len(data)
+        if (
+            6 <= size <= 131
+            and data[0] == 0x88  # FIN, no RSV bit, close
+            and data[1] == 0x80 | (size - 6)  # masked, the length in one byte: all of it here
+            and self._expect_masked
+            and self._remaining < 0
+            and not self._buffer
+            and not self._discard
+            and self.shares_frames  # RFC 6455 framing (draft-76 replaces _parse)
+        ):
+            try:
+                self._control_frame(0x8, apply_mask(data[6:], data[2:6]))
+            except ProtocolError as exc:
+                self.fail_received(exc)
+            return True
+        return False
+
     def _parse(self, buf: memoryview) -> int:
         """Consume as many frames (and partial data payloads) as ``buf`` holds; return the end."""
         pos = 0
