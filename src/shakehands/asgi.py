@@ -623,8 +623,17 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         assert self.scope is not None
         if kind == "websocket.accept":
             subprotocol = message.get("subprotocol")
-            if subprotocol is not None and not isinstance(subprotocol, str):
-                raise TypeError(f"websocket.accept: subprotocol must be a str, got {subprotocol!r}")
+            if subprotocol is not None:
+                if not isinstance(subprotocol, str):
+                    raise TypeError(
+                        f"websocket.accept: subprotocol must be a str, got {subprotocol!r}"
+                    )
+                # It becomes a header value of the 101: a token (RFC 6455, 4.3), so that
+                # nothing the app passes can split or end the header line.
+                if subprotocol and (
+                    not subprotocol.isascii() or not TOKEN_RE.fullmatch(subprotocol.encode())
+                ):
+                    raise ValueError(f"websocket.accept: invalid subprotocol {subprotocol!r}")
             defaults, lines = _default_header_pairs(self.default_headers)
             extra = message.get("headers")
             added = _header_pairs(extra, "websocket.accept") if extra else []

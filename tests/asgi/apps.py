@@ -98,6 +98,17 @@ async def raw(scope: Scope, receive: Receive, send: Send, events: Events) -> Non
         await send({"type": "websocket.accept", "subprotocol": "chat", "headers": headers})
         await send({"type": "websocket.close", "code": 1000})
         return
+    if path == "/raw/accept-bad-subprotocol":
+        # A subprotocol that would split the 101's header line: refused, nothing written; the
+        # connection is still to be answered, and then it is accepted without one.
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "chat\r\nX-Evil: 1"})
+        except Exception as exc:
+            events.put(("bad-subprotocol", type(exc).__name__))
+        else:
+            events.put(("bad-subprotocol", "none"))
+            await send({"type": "websocket.close", "code": 1000})
+            return
     await send({"type": "websocket.accept"})
 
     async def attempt(name: str, message: MutableMapping[str, Any]) -> None:

@@ -117,6 +117,20 @@ async def test_subprotocol_negotiated(starlette: UvicornThread) -> None:
         assert ws.subprotocol is None
 
 
+async def test_subprotocol_that_would_split_the_header_is_refused(
+    impl: str, starlette: UvicornThread, events: Events
+) -> None:
+    """The app's subprotocol goes into the 101 as a header value: one with CR/LF (or anything
+    that is not a token) raises in ``send`` with us and writes nothing, so no header can be
+    injected; the connection can still be accepted."""
+    if not impl.startswith("shakehands"):
+        pytest.skip("the reference does not check the app's subprotocol")
+    async with shakehands.connect(starlette.uri("/raw/accept-bad-subprotocol")) as ws:
+        assert ws.subprotocol is None
+        assert "X-Evil" not in ws.response.headers
+    assert await take(events, "bad-subprotocol") == "ValueError"
+
+
 async def test_app_closes_with_code_and_reason(starlette: UvicornThread) -> None:
     async with shakehands.connect(starlette.uri("/close")) as ws:
         with pytest.raises(ConnectionClosed) as caught:
