@@ -124,17 +124,11 @@ static PyObject *messages_name;       /* "messages" */
 static PyObject *writing_paused_name; /* "_writing_paused" */
 static PyObject *drain_name;          /* "_drain" */
 
+/* The state CoroFastPath's __init__ and its subtypes' (AsgiFastPath) set alike. */
 static int
-CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
+coro_init_state(CoroFastPathObject *self, PyObject *shared, Py_ssize_t write_limit,
+                PyObject *call_soon)
 {
-    PyObject *shared, *call_soon;
-    Py_ssize_t write_limit;
-    static char *kwlist[] = {"read_buffer", "write_limit", "call_soon", NULL};
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:CoroFastPath", kwlist, &ReadBuffer_Type,
-                                     &shared, &write_limit, &call_soon)) {
-        return -1;
-    }
     if (write_limit < 1) {
         PyErr_SetString(PyExc_ValueError, "write_limit must be positive");
         return -1;
@@ -149,6 +143,20 @@ CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->call_soon, call_soon);
     self->write_limit = write_limit;
     return 0;
+}
+
+static int
+CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *shared, *call_soon;
+    Py_ssize_t write_limit;
+    static char *kwlist[] = {"read_buffer", "write_limit", "call_soon", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:CoroFastPath", kwlist, &ReadBuffer_Type,
+                                     &shared, &write_limit, &call_soon)) {
+        return -1;
+    }
+    return coro_init_state(self, shared, write_limit, call_soon);
 }
 
 static int
@@ -169,7 +177,7 @@ static void
 CoroFastPath_dealloc(CoroFastPathObject *self)
 {
     PyObject_GC_UnTrack(self);
-    CoroFastPath_clear(self);
+    Py_TYPE(self)->tp_clear((PyObject *)self); /* a subtype's (AsgiFastPath) clears its own */
     PyMem_Free(self->base.buf);
     PyMem_Free(self->base.out);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -210,7 +218,7 @@ coro_flush(PyObject *Py_UNUSED(module), PyObject *arg)
 
 static PyMethodDef coro_flush_def = {
     "_coro_flush", (PyCFunction)coro_flush, METH_O,
-    "The flush a CoroFastPath schedules: write what send() queued."};
+    "The flush a CoroFastPath (or AsgiFastPath) schedules: write what send() queued."};
 
 static PyMemberDef CoroFastPath_members[] = {
     {"handed", T_BOOL, offsetof(CoroFastPathObject, handed), 0,
@@ -304,6 +312,7 @@ coro_ready(void)
     return 0;
 }
 
+/* Whether attribute `name` of `obj` is true (-1: error). */
 static int
 coro_attr_true(PyObject *obj, PyObject *name)
 {
