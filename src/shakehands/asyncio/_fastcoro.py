@@ -67,7 +67,7 @@ from typing import Any
 from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
-from ._fastpath import direct_fd
+from ._fastpath import CompiledConnection
 from .connection import WebSocketConnection
 from .messages import Inbox
 from .server import Handler, Server, ServerConnection
@@ -125,7 +125,12 @@ class _FastInbox(_InboxMixin, Inbox):  # type: ignore[misc]
     __slots__ = ()
 
 
-class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+class FastServerConnection(
+    _Mixin,  # type: ignore[misc]
+    CompiledConnection,
+    ServerConnection,
+    asyncio.BufferedProtocol,
+):
     """A :class:`~.server.ServerConnection` whose common data path is compiled (see the module
     docstring); it behaves the same in every other respect."""
 
@@ -140,19 +145,6 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
         self._inbox = _FastInbox(self, self._inbox.max_queue)
         self._fast = _compiled.CoroFastPath(read_buffer, self.write_limit, self.loop.call_soon)
         self._in_slow = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._fast.attach(self.transport, direct_fd(self.transport))
-
-    def _slow_received(self, data: bytes) -> None:
-        """Bytes for the core (the C path is off, or handed these over)."""
-        self._in_slow = True
-        try:
-            ServerConnection.data_received(self, data)
-        finally:
-            self._in_slow = False
-        self._refresh_fast()
 
     def _refresh_fast(self) -> None:
         """Turn the C path on if the core lets it take the next frames (see

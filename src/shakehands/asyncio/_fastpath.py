@@ -63,6 +63,7 @@ from ..protocol._accel import fastpath as _compiled
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidPayload, ProtocolError
 from ..protocol.reader import INVALID_UTF8
+from .base import TransportProtocol
 from .callback import CallbackConnection, Listener
 from .server import Server
 
@@ -131,6 +132,36 @@ def direct_fd(transport: asyncio.BaseTransport) -> int:
     return int(sock.fileno())
 
 
+class CompiledConnection(TransportProtocol):
+    """What the connections of the compiled path share (callback: :class:`FastCallbackConnection`,
+    coroutine: :class:`~._fastcoro.FastServerConnection`): attaching the transport to the C
+    ``FastPath`` in ``_fast``, and the hand-over of bytes to the core. Placed after the C mixin
+    and before the connection class in the bases, so that ``super()`` here is the core's
+    connection (the pure-Python ``data_received``)."""
+
+    __slots__ = ()
+
+    _fast: Any
+    _in_slow: bool
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport, direct_fd(self.transport))
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            super().data_received(data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the connection's state lets it take the next frames."""
+        raise NotImplementedError
+
+
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
     """The connection factory of one callback server: compiled if :data:`enabled`."""
     if not (enabled and _compiled is not None):
@@ -141,7 +172,12 @@ def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackCo
     return lambda server: FastCallbackConnection(server, listener, read_buffer)
 
 
-class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+class FastCallbackConnection(
+    _Mixin,  # type: ignore[misc]
+    CompiledConnection,
+    CallbackConnection,
+    asyncio.BufferedProtocol,
+):
     """A :class:`~.callback.CallbackConnection` whose common data path is compiled (see the
     module docstring); it behaves the same in every other respect."""
 
@@ -155,19 +191,6 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         assert _compiled is not None
         self._fast = _compiled.FastPath(read_buffer, self.batch_limit)
         self._in_slow = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._fast.attach(self.transport, direct_fd(self.transport))
-
-    def _slow_received(self, data: bytes) -> None:
-        """Bytes for the core (the C path is off, or handed these over)."""
-        self._in_slow = True
-        try:
-            CallbackConnection.data_received(self, data)
-        finally:
-            self._in_slow = False
-        self._refresh_fast()
 
     def _refresh_fast(self) -> None:
         """Turn the C path on if the core lets it take the next frames (see
