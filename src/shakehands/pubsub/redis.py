@@ -13,7 +13,6 @@ missed as a :class:`~shakehands.pubsub.Gap`. ``redis.asyncio`` (``pip install
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -100,16 +99,9 @@ class RedisBackend(RedisLink):
                         backoff.reset()
 
                 await listen(pubsub, self.health_check_interval, handle, "no answer from Redis")
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Exception) as exc:
                 self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except Exception as exc:
-                self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                await self._lost(exc, backoff)
+                await self._reader_ended(pubsub, exc, backoff)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

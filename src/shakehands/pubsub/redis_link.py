@@ -165,6 +165,15 @@ class RedisLink:
         self._attempt_done()
         await asyncio.sleep(wait)
 
+    async def _reader_ended(self, reader: Any, exc: BaseException, backoff: Backoff) -> None:
+        """The reader's connection ``reader`` ended with ``exc``: close it, then raise a
+        cancellation again, or take any other error for a lost link (:meth:`_lost`)."""
+        with contextlib.suppress(Exception):
+            await reader.aclose()
+        if not isinstance(exc, Exception):
+            raise exc
+        await self._lost(exc, backoff)
+
     def _since(self) -> str:
         if self._down_since is None:
             return ""

@@ -303,16 +303,9 @@ class RedisStreamsBackend(RedisLink):
                     reply = await reader.xread(streams, count=500, block=int(interval * 1000))
                     if reply:
                         self._handle(reply)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Exception) as exc:
                 self._reader_id = None
-                with contextlib.suppress(Exception):
-                    await reader.aclose()
-                raise
-            except Exception as exc:
-                self._reader_id = None
-                with contextlib.suppress(Exception):
-                    await reader.aclose()
-                await self._lost(exc, backoff)
+                await self._reader_ended(reader, exc, backoff)
 
     async def _link_up(self) -> None:
         """Connected: after an outage, check that each stream continues from its cursor."""
