@@ -116,6 +116,16 @@ class Served:
             async with shakehands.serve(self.handler, "127.0.0.1", 0, **options) as s:
                 yield s
 
+    @asynccontextmanager
+    async def raw_client(self, **options: Any) -> AsyncIterator[RawClient]:
+        """A raw client, past its handshake, of the server :meth:`serve` runs."""
+        async with self.serve(**options) as server:
+            yield await open_raw(server.port)
+
+    def uri(self, server: Any) -> str:
+        """The URI of the running ``server``."""
+        return f"ws://127.0.0.1:{server.port}/"
+
     def check(self) -> None:
         """The last connection is of the implementation under test, back on the fast path."""
         if self.api == "callback":

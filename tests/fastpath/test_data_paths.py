@@ -18,18 +18,8 @@ import pytest
 
 import shakehands
 
-from ..helpers import (
-    HOST,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    close_payload,
-    frame,
-)
-from .paths_helpers import Served, open_raw, read_data, without_pongs
+from ..helpers import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, close_payload, frame
+from .paths_helpers import Served, read_data, without_pongs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +51,7 @@ async def test_echo_of_every_kind_and_size(served: Served, compression: str | No
     ]
     async with (
         served.serve() as server,
-        shakehands.connect(f"ws://{HOST}:{server.port}/", compression=compression) as ws,
+        shakehands.connect(served.uri(server), compression=compression) as ws,
     ):
         for message in messages:
             await ws.send(message)
@@ -82,8 +72,7 @@ async def test_echo_of_every_kind_and_size(served: Served, compression: str | No
 async def test_many_messages_in_one_read(served: Served) -> None:
     """More than batch_limit messages in one write: all delivered, in order, in batches."""
     count = 5000
-    async with served.serve(roomy=True) as server:
-        client = await open_raw(server.port)
+    async with served.raw_client(roomy=True) as client:
         client.send(b"".join(frame(OP_TEXT, f"m{i}".encode()) for i in range(count)))
         frames = await read_data(client, count)
         assert frames == [(OP_TEXT, f"m{i}".encode()) for i in range(count)]
@@ -96,8 +85,7 @@ async def test_message_split_at_every_byte_boundary(served: Served) -> None:
     """A stream of two messages and a ping, cut in two at every byte, on one connection."""
     text = "héllo".encode()
     binary = bytes(range(200))  # a 16-bit length
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         stream = frame(OP_TEXT, text) + frame(OP_BINARY, binary) + frame(OP_PING, b"pp")
         for cut in range(1, len(stream)):
             client.send(stream[:cut])
@@ -117,8 +105,7 @@ async def test_large_message_split_in_its_header_and_payload(served: Served) -> 
     """A 64-bit-length frame cut inside its header, its mask and its payload."""
     payload = os.urandom(100_000)
     data = frame(OP_BINARY, payload)
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         for cut in [*range(1, 15), 1000, 65_536, len(data) - 1]:
             client.send(data[:cut])
             await client.writer.drain()
@@ -130,8 +117,7 @@ async def test_large_message_split_in_its_header_and_payload(served: Served) -> 
 
 
 async def test_fragments_interleaved_with_pings(served: Served) -> None:
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         client.send(
             frame(OP_TEXT, b"before")
             + frame(OP_TEXT, b"ab", fin=False)
@@ -180,8 +166,7 @@ async def test_fragments_interleaved_with_pings(served: Served) -> None:
     ids=["max_message_size", "max_frame_size"],
 )
 async def test_oversize_fails_with_1009(served: Served, options: dict[str, Any]) -> None:
-    async with served.serve(**options) as server:
-        client = await open_raw(server.port)
+    async with served.raw_client(**options) as client:
         client.send(frame(OP_BINARY, b"a" * 1000))  # at the limit: taken
         assert await read_data(client, 1) == [(OP_BINARY, b"a" * 1000)]
         client.send(frame(OP_TEXT, b"ok") + frame(OP_BINARY, b"b" * 1001))
@@ -200,8 +185,7 @@ async def test_oversize_fails_with_1009(served: Served, options: dict[str, Any])
 )
 async def test_invalid_utf8_fails_with_1007(served: Served, bad: bytes) -> None:
     """Messages before the bad one are answered first; then 1007; nothing after is read."""
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         client.send(
             frame(OP_TEXT, b"one")
             + frame(OP_BINARY, b"two")
@@ -219,8 +203,7 @@ async def test_invalid_utf8_fails_with_1007(served: Served, bad: bytes) -> None:
 
 
 async def test_unmasked_frame_fails_with_1002(served: Served) -> None:
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         client.send(frame(OP_TEXT, b"fine") + frame(OP_TEXT, b"bare", mask=False))
         assert await read_data(client, 1) == [(OP_TEXT, b"fine")]
         code, _ = await client.read_close()
@@ -235,8 +218,7 @@ async def test_unmasked_frame_fails_with_1002(served: Served) -> None:
 
 async def test_client_close_after_messages_in_the_same_read(served: Served) -> None:
     """The answers to the messages read with the close frame leave before our close frame."""
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         client.send(
             frame(OP_TEXT, b"x")
             + frame(OP_BINARY, b"y")
@@ -252,8 +234,7 @@ async def test_client_close_after_messages_in_the_same_read(served: Served) -> N
 
 
 async def test_abrupt_disconnect_mid_frame(served: Served) -> None:
-    async with served.serve() as server:
-        client = await open_raw(server.port)
+    async with served.raw_client() as client:
         data = frame(OP_BINARY, b"z" * 5000)
         client.send(frame(OP_TEXT, b"whole") + data[:3000])
         assert await read_data(client, 1) == [(OP_TEXT, b"whole")]

@@ -20,15 +20,7 @@ from shakehands.pubsub import Gap, Hub, Position, PublishError, RedisClusterBack
 
 from .pubsub_helpers import ChatProcess, LocalRedisCluster, RedisServer
 from .test_chat import events, join
-from .test_history import (
-    as_json,
-    receive,
-    resuming_server,
-    silent,
-    subscribed,
-    two_processes,
-    wait_for,
-)
+from .test_history import as_json, receive, resuming_server, silent, subscribed, two_hubs, wait_for
 
 HOST = "127.0.0.1"
 
@@ -44,7 +36,7 @@ async def test_topics_spread_over_shards_and_share_positions(
     redis_cluster: LocalRedisCluster,
 ) -> None:
     backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
-    async with two_processes(*backends) as (hub_a, hub_b, port_a, port_b):
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         rooms = [f"room{i}" for i in range(8)]
         masters = {redis_cluster.master_of(f"shakehands:{{{room}}}").port for room in rooms}
         assert len(masters) >= 2  # the rooms live on several shards
@@ -68,7 +60,7 @@ async def test_resume_on_another_process_over_the_cluster(
     redis_cluster: LocalRedisCluster,
 ) -> None:
     backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
-    async with two_processes(*backends) as (hub_a, hub_b, port_a, port_b):
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         client = await subscribed(port_a, "news")
         await hub_a.publish("news", "n1")
         first = (await receive(client, 1))[0]
@@ -92,7 +84,7 @@ async def test_a_master_killed_mid_traffic(redis_cluster: LocalRedisCluster) -> 
     replication), and reported as a new epoch plus a Gap when it is not nothing."""
     gaps: list[Gap] = []
     backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
-    async with two_processes(*backends) as (hub_a, hub_b, port_a, port_b):
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         hub_a.on_gap(gaps.append)
         hub_b.on_gap(gaps.append)
         clients = [await subscribed(port, "room") for port in (port_a, port_b)]

@@ -98,7 +98,7 @@ async def resuming_server(hub: Hub, api: str = "coroutine") -> AsyncIterator[int
 
 
 @contextlib.asynccontextmanager
-async def two_processes(
+async def two_hubs(
     backend_a: HubBackend, backend_b: HubBackend
 ) -> AsyncIterator[tuple[Hub, Hub, int, int]]:
     """Two hubs on one bus as two server processes have them (a backend each, the
