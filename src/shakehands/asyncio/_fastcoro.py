@@ -65,7 +65,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol._accel import fastpath as _compiled
-from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
 from ._fastpath import CompiledConnection
 from .connection import WebSocketConnection
@@ -168,23 +167,6 @@ class FastServerConnection(
         # handed to a waiting recv() and not answered yet counts as the core's delivered ones
         # do (its answer leaves before our close frame: the close waits one loop iteration).
         return bool(self._inbox.messages) or (self._in_slow and self._fast.handed)
-
-    def _process(self) -> None:
-        super()._process()
-        if not self._in_slow:
-            self._refresh_fast()  # e.g. after an awaitable process_request answered
-
-    def _flush(self) -> None:
-        self._fast.flush()  # what C queued leaves first
-        super()._flush()
-        protocol = self.protocol
-        if protocol.state is not State.OPEN or protocol.close_pending:
-            self._fast.disable()
-
-    def write_queued(self) -> None:
-        """Write now what the core has queued (never an owed close frame: see rule 3)."""
-        self._fast.flush()
-        super().write_queued()
 
     def _send_fragment(self, fragment: Any, *, fin: bool, compress: bool = True) -> None:
         # A fragmented message is the core's from its first frame to its last: no frame of

@@ -135,7 +135,9 @@ def direct_fd(transport: asyncio.BaseTransport) -> int:
 class CompiledConnection(TransportProtocol):
     """What the connections of the compiled path share (callback: :class:`FastCallbackConnection`,
     coroutine: :class:`~._fastcoro.FastServerConnection`): attaching the transport to the C
-    ``FastPath`` in ``_fast``, and the hand-over of bytes to the core. Placed after the C mixin
+    ``FastPath`` in ``_fast``, the hand-over of bytes to the core, and the order of writes
+    (what C queued leaves before anything the core writes; a state change that ends the open
+    state turns the C path off). Placed after the C mixin
     and before the connection class in the bases, so that ``super()`` here is the core's
     connection (the pure-Python ``data_received``)."""
 
@@ -160,6 +162,23 @@ class CompiledConnection(TransportProtocol):
     def _refresh_fast(self) -> None:
         """Turn the C path on if the connection's state lets it take the next frames."""
         raise NotImplementedError
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # e.g. after an awaitable process_request answered
+
+    def _flush(self) -> None:
+        self._fast.flush()  # what C queued leaves first
+        super()._flush()
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def write_queued(self) -> None:
+        """Write now what the core has queued (never an owed close frame: see rule 3)."""
+        self._fast.flush()
+        super().write_queued()
 
 
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
@@ -243,23 +262,6 @@ class FastCallbackConnection(
         if transport.is_reading():
             # What resume_reading does: the loop's reader for this fd becomes the FastPath.
             loop._add_reader(fast.fd, fast)
-
-    def _process(self) -> None:
-        super()._process()
-        if not self._in_slow:
-            self._refresh_fast()  # e.g. after an awaitable process_request answered
-
-    def _flush(self) -> None:
-        self._fast.flush()  # what C queued leaves first
-        super()._flush()
-        protocol = self.protocol
-        if protocol.state is not State.OPEN or protocol.close_pending:
-            self._fast.disable()
-
-    def write_queued(self) -> None:
-        """Write now what the core has queued (never an owed close frame: see rule 3)."""
-        self._fast.flush()
-        super().write_queued()
 
     def _fast_error(self, exc: BaseException) -> None:
         """The listener raised in the C path: as :meth:`CallbackConnection._deliver` does."""
