@@ -13,7 +13,8 @@
  *   handed to recv() is written at once when no other message waits (no flush to schedule);
  *   other frames sent during a loop step are queued and written together by one flush
  *   scheduled with call_soon (as the Python path's _deferred_flush does), or at once past the
- *   write limit.
+ *   write limit. The uvicorn front end's AsgiFastPath (_fastasgi.h) derives from it for that
+ *   writing state (coro_init_state, coro_schedule, _coro_flush).
  * - CoroutineFastPathMixin: get_buffer, buffer_updated and data_received (FastPath's), a
  *   send() that returns an awaitable: the connection's _drain() coroutine while the write
  *   buffer is above its high-water mark, else a finished coroutine-like object (Done), so that
