@@ -174,16 +174,6 @@ CoroFastPath_clear(CoroFastPathObject *self)
     return FastPath_clear(&self->base);
 }
 
-static void
-CoroFastPath_dealloc(CoroFastPathObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_TYPE(self)->tp_clear((PyObject *)self); /* a subtype's (AsgiFastPath) clears its own */
-    PyMem_Free(self->base.buf);
-    PyMem_Free(self->base.out);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 /* Write what send() queued at the end of this loop step (once per step). */
 static int
 coro_schedule(CoroFastPathObject *self)
@@ -241,7 +231,6 @@ static PyTypeObject CoroFastPath_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shakehands._fastpath.CoroFastPath",
     .tp_basicsize = sizeof(CoroFastPathObject),
-    .tp_dealloc = (destructor)CoroFastPath_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = CoroFastPath_doc,
     .tp_traverse = (traverseproc)CoroFastPath_traverse,
