@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -245,6 +246,21 @@ async def test_slow_consumer_pauses_reading(coro_impl: str) -> None:
         await client.close()
 
 
+async def cancelled_once_handed(ws: shakehands.ServerConnection, waiting: Awaitable[Any]) -> None:
+    """Run ``waiting`` (a recv or a step of async for) until it waits, say "ready" (the client
+    answers with a message, which the inbox hands to it), then cancel it before it runs."""
+    task = asyncio.ensure_future(waiting)
+    await asyncio.sleep(0)  # the task now waits in recv
+    waiter = ws._inbox._waiter
+    assert waiter is not None
+    await ws.send("ready")
+    while not waiter.done():
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_recv_cancellation(coro_impl: str) -> None:
     """recv() timing out loses nothing: the messages that come after are read in order; a
     recv cancelled after it was handed its message gives it back."""
@@ -258,16 +274,7 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         # is fragmented: the core delivers it, and the task's wake-up is scheduled. A message
         # the C parser hands to a recv waiting on the compiled path wakes its task there and
         # then: no cancellation can come in between.)
-        task = asyncio.ensure_future(ws.recv())
-        await asyncio.sleep(0)  # the task now waits in recv
-        waiter = ws._inbox._waiter
-        assert waiter is not None
-        await ws.send("ready")
-        while not waiter.done():
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_once_handed(ws, ws.recv())
         results.append(await ws.recv())
         results.append(await ws.recv())
 
@@ -393,16 +400,7 @@ async def test_cancelled_iteration_loses_nothing(coro_impl: str) -> None:
                 break
         # Handed a message (fragmented: see test_recv_cancellation), then cancelled: the next
         # async for gets it first.
-        task = asyncio.ensure_future(anext(aiter(ws)))
-        await asyncio.sleep(0)
-        waiter = ws._inbox._waiter
-        assert waiter is not None
-        await ws.send("ready")
-        while not waiter.done():
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_once_handed(ws, anext(aiter(ws)))
         assert ws._inbox._waiter is None
         async for message in ws:
             results.append(message)
