@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
+from .._reconnect import Reconnection
 from ..client_errors import raise_unreachable, refused, tls_error
 from ..protocol.client import (
     REDIRECT_STATUSES,
     Backoff,
     ClientProtocol,
-    Reconnection,
     WebSocketURI,
     follow_redirect,
     parse_uri,

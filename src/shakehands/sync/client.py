@@ -20,12 +20,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, Unpack
 
+from .._reconnect import Reconnection
 from ..client_errors import raise_unreachable, refused, tls_error, tls_verification_error
 from ..protocol.client import (
     REDIRECT_STATUSES,
     Backoff,
     ClientProtocol,
-    Reconnection,
     WebSocketURI,
     follow_redirect,
     parse_uri,
