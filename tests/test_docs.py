@@ -346,6 +346,34 @@ async def status_of(uri, **options):
 """
 
 
+#: After-code: two clients of the room at ``uri`` (set before); a message reaches both.
+#: ``{first_options}``: more arguments of the first connect.
+ROOM_OF_TWO = """\
+async with shakehands.connect(uri{first_options}) as first:
+    await first.send("first here")
+    assert await first.recv() == "first here"  # then first is a member
+    async with shakehands.connect(uri) as second:
+        await second.send("second here")
+        assert await second.recv() == "second here"
+        assert await first.recv() == "second here"
+"""
+
+
+def lobby_then_statuses(lobby: str, statuses: dict[str, int]) -> str:
+    """After-code: the page's server (``_``) serving, the room at ``lobby`` greets, and each
+    URI of ``statuses`` is refused with its status."""
+    checks = "".join(
+        f"    assert await status_of({uri!r}) == {status}\n" for uri, status in statuses.items()
+    )
+    return (
+        STATUS_OF
+        + "async with _:\n"
+        + f"    async with shakehands.connect({lobby!r}) as ws:\n"
+        + '        assert await ws.recv() == "welcome to lobby"\n'
+        + checks
+    )
+
+
 @setup("handler-and-origins")
 def _origins(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     """``shakehands.serve(handler, ..., 8765, origins=["https://app.example.com"], ...)``:
@@ -398,14 +426,13 @@ def _readme_router(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     """The router behind Basic auth: the room greets alice, 401 without credentials, 404 for
     a path no route matches."""
     yield Setup(
-        after=STATUS_OF
-        + """\
-async with _:
-    async with shakehands.connect("ws://alice:s3cr3t@127.0.0.1:8765/rooms/lobby") as ws:
-        assert await ws.recv() == "welcome to lobby"
-    assert await status_of("ws://127.0.0.1:8765/rooms/lobby") == 401
-    assert await status_of("ws://alice:s3cr3t@127.0.0.1:8765/nowhere") == 404
-""",
+        after=lobby_then_statuses(
+            "ws://alice:s3cr3t@127.0.0.1:8765/rooms/lobby",
+            {
+                "ws://127.0.0.1:8765/rooms/lobby": 401,
+                "ws://alice:s3cr3t@127.0.0.1:8765/nowhere": 404,
+            },
+        ),
     )
 
 
@@ -437,14 +464,10 @@ router = shakehands.Router()
 async def room(ws):
     await ws.send(f"welcome to {ws.path_params['name']}")
 """,
-        after=STATUS_OF
-        + """\
-async with _:
-    async with shakehands.connect("ws://127.0.0.1:8770/rooms/lobby") as ws:
-        assert await ws.recv() == "welcome to lobby"
-    assert await status_of("ws://127.0.0.1:8770/rooms/_staff") == 403
-    assert await status_of("ws://127.0.0.1:8770/nowhere") == 404
-""",
+        after=lobby_then_statuses(
+            "ws://127.0.0.1:8770/rooms/lobby",
+            {"ws://127.0.0.1:8770/rooms/_staff": 403, "ws://127.0.0.1:8770/nowhere": 404},
+        ),
     )
 
 
@@ -484,14 +507,8 @@ def _callback_rooms(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         after="""\
 async with hub, shakehands.serve_callbacks(Rooms(), "127.0.0.1", 0) as server:
     uri = f"ws://127.0.0.1:{server.port}/kitchen"
-    async with shakehands.connect(uri) as first:
-        await first.send("first here")
-        assert await first.recv() == "first here"  # then first is a member
-        async with shakehands.connect(uri) as second:
-            await second.send("second here")
-            assert await second.recv() == "second here"
-            assert await first.recv() == "second here"
-""",
+"""
+        + textwrap.indent(ROOM_OF_TWO.format(first_options=""), "    "),
     )
 
 
@@ -510,13 +527,9 @@ config = uvicorn.Config(app, ws="shakehands.asgi:UvicornWebSocket", lifespan="of
 server = uvicorn.Server(config)
 serving = asyncio.create_task(server.serve(sockets=[sock]))
 uri = f"ws://127.0.0.1:{sock.getsockname()[1]}/rooms/kitchen"
-async with shakehands.connect(uri, open_timeout=30) as first:
-    await first.send("first here")
-    assert await first.recv() == "first here"  # then first is a member
-    async with shakehands.connect(uri) as second:
-        await second.send("second here")
-        assert await second.recv() == "second here"
-        assert await first.recv() == "second here"
+"""
+        + ROOM_OF_TWO.format(first_options=", open_timeout=30")
+        + """\
 server.should_exit = True
 await serving
 """,

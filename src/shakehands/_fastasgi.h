@@ -6,11 +6,12 @@
  * else handed to the core: process()) with the connection itself as the listener (its
  * on_message appends the websocket.receive event), and adds:
  *
- * - AsgiFastPath: a FastPath subtype that also holds what the ASGI send needs (the loop's
- *   call_soon, the write limit, the connection's inbox and core) and a large frame being
- *   assembled. A frame of more than ASGI_IN_PLACE bytes cut by a read is not kept in the
- *   connection's own buffer: its message (a bytes object of the payload's size) is made once
- *   the header is in, what was read of it is unmasked into it, and every later piece goes
+ * - AsgiFastPath: a CoroFastPath subtype (its writing state: the loop's call_soon, the write
+ *   limit, the scheduled flush, and their functions) that also holds what the ASGI send needs
+ *   (the connection's inbox and core) and a large frame being assembled. A frame of more
+ *   than ASGI_IN_PLACE bytes cut by a read is not kept in the connection's own buffer: its
+ *   message (a bytes object of the payload's size) is made once the header is in, what was
+ *   read of it is unmasked into it, and every later piece goes
  *   straight there: asyncio's socket transports read into the message itself (get_buffer
  *   offers exactly the rest of the payload) and it is unmasked in place; uvloop's bytes are
  *   unmasked from where they are. One pass over each byte after the kernel's copy, instead of
@@ -43,13 +44,12 @@
 #define ASGI_MAX_HEAD 14
 
 typedef struct {
-    FastPathObject base;
-    PyObject *call_soon;   /* loop.call_soon */
+    union {
+        CoroFastPathObject coro; /* call_soon, write_limit, unflushed, flush_scheduled */
+        FastPathObject base;     /* coro.base: the FastPath, under its usual name */
+    };
     PyObject *inbox;       /* the connection's deque of ASGI events */
     PyObject *protocol;    /* the core: send reads its _out and _send_opcode */
-    Py_ssize_t write_limit;
-    Py_ssize_t unflushed;  /* bytes queued since the last write */
-    char flush_scheduled;
     char reading_partial;  /* the last get_buffer offered the rest of `partial` */
     unsigned char head_len;
     unsigned char head[ASGI_MAX_HEAD]; /* the header of the frame in `partial`, mask key last */
@@ -58,7 +58,6 @@ typedef struct {
 } AsgiFastPathObject;
 
 static PyTypeObject AsgiFastPath_Type;
-static PyObject *asgi_flush_func;     /* the module's _asgi_flush(fast) */
 static PyObject *asgi_type_key;       /* "type" */
 static PyObject *asgi_bytes_key;      /* "bytes" */
 static PyObject *asgi_text_key;       /* "text" */
@@ -80,53 +79,33 @@ AsgiFastPath_init(AsgiFastPathObject *self, PyObject *args, PyObject *kwds)
                                      &inbox, &protocol)) {
         return -1;
     }
-    if (write_limit < 1) {
-        PyErr_SetString(PyExc_ValueError, "write_limit must be positive");
+    /* Every message of a read goes to the inbox (ws_max_queue pauses reading). */
+    if (coro_init_state(&self->coro, shared, write_limit, call_soon) < 0) {
         return -1;
     }
-    Py_INCREF(shared);
-    Py_XSETREF(self->base.shared, (ReadBufferObject *)shared);
-    /* Every message of a read goes to the inbox (ws_max_queue pauses reading). */
-    self->base.batch_limit = PY_SSIZE_T_MAX;
-    self->base.limit = -1;
-    Py_INCREF(call_soon);
-    Py_XSETREF(self->call_soon, call_soon);
     Py_INCREF(inbox);
     Py_XSETREF(self->inbox, inbox);
     Py_INCREF(protocol);
     Py_XSETREF(self->protocol, protocol);
-    self->write_limit = write_limit;
     return 0;
 }
 
 static int
 AsgiFastPath_traverse(AsgiFastPathObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->call_soon);
     Py_VISIT(self->inbox);
     Py_VISIT(self->protocol);
     Py_VISIT(self->partial);
-    return FastPath_traverse(&self->base, visit, arg);
+    return CoroFastPath_traverse(&self->coro, visit, arg);
 }
 
 static int
 AsgiFastPath_clear(AsgiFastPathObject *self)
 {
-    Py_CLEAR(self->call_soon);
     Py_CLEAR(self->inbox);
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->partial);
-    return FastPath_clear(&self->base);
-}
-
-static void
-AsgiFastPath_dealloc(AsgiFastPathObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    AsgiFastPath_clear(self);
-    PyMem_Free(self->base.buf);
-    PyMem_Free(self->base.out);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    return CoroFastPath_clear(&self->coro);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -325,57 +304,8 @@ asgi_partial_read(AsgiFastPathObject *self, PyObject *ws, Py_ssize_t n)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* The ASGI send                                                                               */
+/* The ASGI send (CoroFastPath's writing state, flush and schedule: coro_schedule)             */
 /* ------------------------------------------------------------------------------------------ */
-
-static int
-asgi_schedule(AsgiFastPathObject *self)
-{
-    if (self->flush_scheduled || self->call_soon == NULL) {
-        return 0;
-    }
-    PyObject *args[2] = {asgi_flush_func, (PyObject *)self};
-    PyObject *handle = PyObject_Vectorcall(self->call_soon, args, 2, NULL);
-    if (handle == NULL) {
-        return -1;
-    }
-    Py_DECREF(handle);
-    self->flush_scheduled = 1;
-    return 0;
-}
-
-static PyObject *
-asgi_flush(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    if (!PyObject_TypeCheck(arg, &AsgiFastPath_Type)) {
-        PyErr_SetString(PyExc_TypeError, "_asgi_flush() takes an AsgiFastPath");
-        return NULL;
-    }
-    AsgiFastPathObject *self = (AsgiFastPathObject *)arg;
-    self->flush_scheduled = 0;
-    self->unflushed = 0;
-    if (flush_out(&self->base) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef asgi_flush_def = {
-    "_asgi_flush", (PyCFunction)asgi_flush, METH_O,
-    "The flush an AsgiFastPath schedules: write what send() queued."};
-
-/* Whether attribute `name` of `obj` is true (-1: error). */
-static int
-asgi_attr_true(PyObject *obj, PyObject *name)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL) {
-        return -1;
-    }
-    int yes = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return yes;
-}
 
 static int asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first,
                            PyObject *data, const char *payload, Py_ssize_t len);
@@ -451,7 +381,7 @@ asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first, PyO
     FastPathObject *base = &self->base;
     /* The Python send's too: writing paused (it waits), the transport closing (it raises), the
      * core's output queued or a fragmented message being sent (order). */
-    int no = asgi_attr_true(ws, writing_paused_name);
+    int no = coro_attr_true(ws, writing_paused_name);
     if (no == 0) {
         PyObject *closing = PyObject_CallMethodNoArgs(base->transport, asgi_is_closing_name);
         if (closing == NULL) {
@@ -461,10 +391,10 @@ asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first, PyO
         Py_DECREF(closing);
     }
     if (no == 0) {
-        no = asgi_attr_true(self->protocol, asgi_out_name);
+        no = coro_attr_true(self->protocol, asgi_out_name);
     }
     if (no == 0) {
-        no = asgi_attr_true(self->protocol, asgi_send_opcode_name);
+        no = coro_attr_true(self->protocol, asgi_send_opcode_name);
     }
     if (no != 0) {
         return no < 0 ? -1 : 0;
@@ -476,7 +406,7 @@ asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first, PyO
     int failed;
     if (len >= ASGI_SEPARATE_PAYLOAD && PyBytes_CheckExact(data)) {
         /* What is queued, then the header, in one write; then the payload, uncopied. */
-        self->unflushed = 0;
+        self->coro.unflushed = 0;
         failed = send_frame(base, first, data, payload, len);
     }
     else {
@@ -486,11 +416,11 @@ asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first, PyO
             failed = -1;
         }
         else {
-            self->unflushed += len;
-            if (waiting == 0 || self->unflushed >= self->write_limit) {
+            self->coro.unflushed += len;
+            if (waiting == 0 || self->coro.unflushed >= self->coro.write_limit) {
                 /* The application has read everything (it answers the last message), or
                  * the answers pile up: write now, with what was queued before. */
-                self->unflushed = 0;
+                self->coro.unflushed = 0;
                 if (base->pending == NULL && base->out_len == 0) {
                     failed = write_object(base, frame);
                 }
@@ -500,7 +430,7 @@ asgi_send_frame(AsgiFastPathObject *self, PyObject *ws, unsigned char first, PyO
             }
             else {
                 /* More events wait: the answers to a burst leave together, once per step. */
-                failed = queue_frame(base, frame) < 0 || asgi_schedule(self) < 0;
+                failed = queue_frame(base, frame) < 0 || coro_schedule(&self->coro) < 0;
             }
             Py_DECREF(frame);
         }
@@ -756,21 +686,21 @@ PyDoc_STRVAR(AsgiFastPath_doc,
 "--\n"
 "\n"
 "The compiled data path of one uvicorn connection (shakehands.asgi.FastUvicornWebSocket): a\n"
-"FastPath whose listener is the connection, which also builds the frames of the ASGI send and\n"
-"assembles large frames in place.");
+"FastPath whose listener is the connection, which also builds the frames of the ASGI send\n"
+"(written as CoroFastPath's: at once, or once per loop step) and assembles large frames in\n"
+"place.");
 
 static PyTypeObject AsgiFastPath_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shakehands._fastpath.AsgiFastPath",
     .tp_basicsize = sizeof(AsgiFastPathObject),
-    .tp_dealloc = (destructor)AsgiFastPath_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = AsgiFastPath_doc,
     .tp_traverse = (traverseproc)AsgiFastPath_traverse,
     .tp_clear = (inquiry)AsgiFastPath_clear,
     .tp_methods = AsgiFastPath_methods,
     .tp_getset = AsgiFastPath_getset,
-    .tp_base = &FastPath_Type,
+    .tp_base = &CoroFastPath_Type, /* its writing state and flush; dealloc inherited */
     .tp_init = (initproc)AsgiFastPath_init,
     .tp_new = PyType_GenericNew,
 };
@@ -800,7 +730,8 @@ static PyTypeObject AsgiMixin_Type = {
     .tp_new = PyType_GenericNew,
 };
 
-/* Called by module_exec (after fastcoro_exec: send returns its Done). */
+/* Called by module_exec (after fastcoro_exec: send returns its Done, and AsgiFastPath
+ * derives from its CoroFastPath). */
 static int
 fastasgi_exec(PyObject *module)
 {
@@ -818,12 +749,6 @@ fastasgi_exec(PyObject *module)
     }
     if (PyType_Ready(&AsgiFastPath_Type) < 0 || PyType_Ready(&AsgiMixin_Type) < 0) {
         return -1;
-    }
-    if (asgi_flush_func == NULL) {
-        asgi_flush_func = PyCFunction_New(&asgi_flush_def, NULL);
-        if (asgi_flush_func == NULL) {
-            return -1;
-        }
     }
     if (PyModule_AddObjectRef(module, "AsgiFastPath", (PyObject *)&AsgiFastPath_Type) < 0 ||
         PyModule_AddObjectRef(module, "UvicornFastPathMixin", (PyObject *)&AsgiMixin_Type) < 0) {

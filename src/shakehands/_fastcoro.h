@@ -13,7 +13,8 @@
  *   handed to recv() is written at once when no other message waits (no flush to schedule);
  *   other frames sent during a loop step are queued and written together by one flush
  *   scheduled with call_soon (as the Python path's _deferred_flush does), or at once past the
- *   write limit.
+ *   write limit. The uvicorn front end's AsgiFastPath (_fastasgi.h) derives from it for that
+ *   writing state (coro_init_state, coro_schedule, _coro_flush).
  * - CoroutineFastPathMixin: get_buffer, buffer_updated and data_received (FastPath's), a
  *   send() that returns an awaitable: the connection's _drain() coroutine while the write
  *   buffer is above its high-water mark, else a finished coroutine-like object (Done), so that
@@ -124,17 +125,11 @@ static PyObject *messages_name;       /* "messages" */
 static PyObject *writing_paused_name; /* "_writing_paused" */
 static PyObject *drain_name;          /* "_drain" */
 
+/* The state CoroFastPath's __init__ and its subtypes' (AsgiFastPath) set alike. */
 static int
-CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
+coro_init_state(CoroFastPathObject *self, PyObject *shared, Py_ssize_t write_limit,
+                PyObject *call_soon)
 {
-    PyObject *shared, *call_soon;
-    Py_ssize_t write_limit;
-    static char *kwlist[] = {"read_buffer", "write_limit", "call_soon", NULL};
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:CoroFastPath", kwlist, &ReadBuffer_Type,
-                                     &shared, &write_limit, &call_soon)) {
-        return -1;
-    }
     if (write_limit < 1) {
         PyErr_SetString(PyExc_ValueError, "write_limit must be positive");
         return -1;
@@ -153,6 +148,20 @@ CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
 }
 
 static int
+CoroFastPath_init(CoroFastPathObject *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *shared, *call_soon;
+    Py_ssize_t write_limit;
+    static char *kwlist[] = {"read_buffer", "write_limit", "call_soon", NULL};
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nO:CoroFastPath", kwlist, &ReadBuffer_Type,
+                                     &shared, &write_limit, &call_soon)) {
+        return -1;
+    }
+    return coro_init_state(self, shared, write_limit, call_soon);
+}
+
+static int
 CoroFastPath_traverse(CoroFastPathObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->call_soon);
@@ -164,16 +173,6 @@ CoroFastPath_clear(CoroFastPathObject *self)
 {
     Py_CLEAR(self->call_soon);
     return FastPath_clear(&self->base);
-}
-
-static void
-CoroFastPath_dealloc(CoroFastPathObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    CoroFastPath_clear(self);
-    PyMem_Free(self->base.buf);
-    PyMem_Free(self->base.out);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* Write what send() queued at the end of this loop step (once per step). */
@@ -211,7 +210,7 @@ coro_flush(PyObject *Py_UNUSED(module), PyObject *arg)
 
 static PyMethodDef coro_flush_def = {
     "_coro_flush", (PyCFunction)coro_flush, METH_O,
-    "The flush a CoroFastPath schedules: write what send() queued."};
+    "The flush a CoroFastPath (or AsgiFastPath) schedules: write what send() queued."};
 
 static PyMemberDef CoroFastPath_members[] = {
     {"handed", T_BOOL, offsetof(CoroFastPathObject, handed), 0,
@@ -233,7 +232,6 @@ static PyTypeObject CoroFastPath_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shakehands._fastpath.CoroFastPath",
     .tp_basicsize = sizeof(CoroFastPathObject),
-    .tp_dealloc = (destructor)CoroFastPath_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = CoroFastPath_doc,
     .tp_traverse = (traverseproc)CoroFastPath_traverse,
@@ -305,6 +303,7 @@ coro_ready(void)
     return 0;
 }
 
+/* Whether attribute `name` of `obj` is true (-1: error). */
 static int
 coro_attr_true(PyObject *obj, PyObject *name)
 {

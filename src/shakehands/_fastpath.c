@@ -260,7 +260,8 @@ static void
 FastPath_dealloc(FastPathObject *self)
 {
     PyObject_GC_UnTrack(self);
-    FastPath_clear(self);
+    /* The subtypes' (CoroFastPath, AsgiFastPath) clear their own fields: one dealloc for all. */
+    Py_TYPE(self)->tp_clear((PyObject *)self);
     PyMem_Free(self->buf);
     PyMem_Free(self->out);
     Py_TYPE(self)->tp_free((PyObject *)self);

@@ -105,7 +105,7 @@ def _coro_setup(
     /,
 ) -> None: ...
 
-class AsgiFastPath(FastPath):
+class AsgiFastPath(CoroFastPath):
     assembling: int
     def __init__(
         self,

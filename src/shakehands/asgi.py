@@ -409,11 +409,12 @@ class UvicornWebSocket(HoldsCloseForReader, TransportProtocol):
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if (
-            len(inbox) >= self.config.max_queue
-            and not self._reading_paused
-            and not self.transport.is_closing()
-        ):
+        if len(inbox) >= self.config.max_queue:
+            self._inbox_full()
+
+    def _inbox_full(self) -> None:
+        """The inbox holds ``max_queue`` events: pause reading (unless paused or closing)."""
+        if not self._reading_paused and not self.transport.is_closing():
             self._reading_paused = True
             self.transport.pause_reading()
 
@@ -860,13 +861,8 @@ class FastUvicornWebSocket(_Mixin, UvicornWebSocket, asyncio.BufferedProtocol): 
         waiter = self._receive_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if (
-            len(inbox) >= self.config.max_queue
-            and not self._reading_paused
-            and not self.transport.is_closing()
-        ):
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if len(inbox) >= self.config.max_queue:
+            self._inbox_full()
 
     def _slow_received(self, data: bytes) -> None:
         """Bytes for the core (the C path is off, or handed these over)."""

@@ -850,20 +850,23 @@ async def test_recv_cancelled_as_a_message_arrives_loses_nothing() -> None:
         assert await got == ["timed out", "first", "second"]
 
 
+async def echoed_after(server: Any, pause: float, text: str) -> None:
+    """A client of ``server`` that waits ``pause`` seconds after its handshake gets ``text``
+    back (within 5 s)."""
+    async with asyncio.timeout(5), shakehands.connect(uri(server)) as ws:
+        await asyncio.sleep(pause)
+        await ws.send(text)
+        assert await ws.recv() == text
+
+
 async def test_recv_cancelled_while_waiting_then_next_message_is_received() -> None:
     async def handler(ws: shakehands.ServerConnection) -> None:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.05)
         await ws.send(await ws.recv())
 
-    async with (
-        shakehands.serve(handler, HOST, 0) as server,
-        asyncio.timeout(5),
-        shakehands.connect(uri(server)) as ws,
-    ):
-        await asyncio.sleep(0.1)
-        await ws.send("later")
-        assert await ws.recv() == "later"
+    async with shakehands.serve(handler, HOST, 0) as server:
+        await echoed_after(server, 0.1, "later")
 
 
 async def test_messages_received_before_close_are_all_delivered(api: str) -> None:
@@ -1190,14 +1193,8 @@ async def test_open_timeout_silent_client(api: str) -> None:
 
 
 async def test_open_timeout_does_not_apply_after_handshake(api: str) -> None:
-    async with (
-        echo_server(api, open_timeout=0.2) as server,
-        asyncio.timeout(5),
-        shakehands.connect(uri(server)) as ws,
-    ):
-        await asyncio.sleep(0.4)
-        await ws.send("still here")
-        assert await ws.recv() == "still here"
+    async with echo_server(api, open_timeout=0.2) as server:
+        await echoed_after(server, 0.4, "still here")
 
 
 async def test_close_timeout_drops_peer_that_never_answers_close(api: str) -> None:

@@ -35,93 +35,19 @@ from ..helpers import (
     make_key,
     upgrade_request,
 )
+from .paths_helpers import Recorder, check_fast, open_raw, read_data, without_pongs
 
 pytestmark = pytest.mark.timeout(120)
 
 
-class Recorder(shakehands.Listener):
-    """Records every callback; echoes messages unless ``echo`` is false."""
-
-    def __init__(self, echo: bool = True) -> None:
-        self.echo = echo
-        self.opened: list[shakehands.CallbackConnection] = []
-        self.messages: list[str | bytes] = []
-        self.closed: list[tuple[int, str]] = []
-
-    def on_open(self, ws: shakehands.CallbackConnection) -> None:
-        self.opened.append(ws)
-
-    def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
-        self.messages.append(message)
-        if self.echo:
-            ws.send(message)
-
-    def on_close(self, ws: shakehands.CallbackConnection, code: int, reason: str) -> None:
-        self.closed.append((code, reason))
-
-
-async def open_raw(port: int) -> RawClient:
-    client = await RawClient.open(port)
-    await client.handshake(port)
-    return client
-
-
-async def read_data(client: RawClient, count: int) -> list[tuple[int, bytes]]:
-    """The next ``count`` frames, as ``(opcode, payload)``."""
-    frames = []
-    for _ in range(count):
-        fin, opcode, payload = await client.read_frame()
-        assert fin
-        frames.append((opcode, payload))
-    return frames
-
-
-def without_pongs(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """The data frames: a pong may leave before the answers to messages read with its ping
-    (the core queues it as it parses), so tests compare the order of the rest."""
-    return [f for f in frames if f[0] != OP_PONG]
-
-
 def check_impl(impl: str, listener: Recorder) -> None:
-    """The connection is of the implementation under test, and on the compiled path it is
-    back on the fast path (the core was between messages)."""
-    ws = listener.opened[-1]
-    compiled = isinstance(ws, _fastpath.FastCallbackConnection)
-    assert compiled is (impl == "compiled")
-    if compiled:
-        assert ws._fast.active  # type: ignore[attr-defined]
+    """The connection is of the implementation under test, back on the fast path."""
+    check_fast(listener.opened[-1], _fastpath.FastCallbackConnection, impl)
 
 
 # ---------------------------------------------------------------------------------------------
 # Messages
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("compression", ["deflate", None])
-async def test_echo_of_every_kind_and_size(impl: str, compression: str | None) -> None:
-    """With or without permessage-deflate negotiated, the compiled path takes them all (see
-    test_deflate_paths.py for compression)."""
-    listener = Recorder()
-    messages: list[str | bytes] = [
-        "hello",
-        "",
-        b"",
-        "滴水之恩当以涌泉相报 🎉",
-        b"\x00\xff" * 63,  # 126 bytes: 16-bit length
-        "x" * 70_000,  # 64-bit length
-        b"y" * (2**20),  # exactly max_message_size (1 MiB)
-        bytes(range(256)) * 1200,  # 300 KiB
-    ]
-    async with (
-        shakehands.serve_callbacks(listener, HOST, 0) as server,
-        shakehands.connect(f"ws://{HOST}:{server.port}/", compression=compression) as ws,
-    ):
-        for message in messages:
-            await ws.send(message)
-            assert await ws.recv() == message
-        check_impl(impl, listener)
-    assert listener.messages == messages
-    assert listener.closed == [(1000, "")]
 
 
 async def test_send_types_and_sends_outside_a_batch(impl: str) -> None:
@@ -156,123 +82,9 @@ async def test_send_types_and_sends_outside_a_batch(impl: str) -> None:
         check_impl(impl, listener)
 
 
-async def test_many_messages_in_one_read(impl: str) -> None:
-    """More than batch_limit messages in one write: all delivered, in order, in batches."""
-    count = 5000
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(b"".join(frame(OP_TEXT, f"m{i}".encode()) for i in range(count)))
-        frames = await read_data(client, count)
-        assert frames == [(OP_TEXT, f"m{i}".encode()) for i in range(count)]
-        assert listener.messages == [f"m{i}" for i in range(count)]
-        check_impl(impl, listener)
-        await client.close()
-
-
-async def test_message_split_at_every_byte_boundary(impl: str) -> None:
-    """A stream of two messages and a ping, cut in two at every byte, on one connection."""
-    text = "héllo".encode()
-    binary = bytes(range(200))  # a 16-bit length
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        stream = frame(OP_TEXT, text) + frame(OP_BINARY, binary) + frame(OP_PING, b"pp")
-        for cut in range(1, len(stream)):
-            client.send(stream[:cut])
-            await client.writer.drain()
-            await asyncio.sleep(0.002)  # most likely two reads
-            client.send(stream[cut:])
-            frames = await read_data(client, 3)
-            # The pong may leave before the echoes of the messages read with the ping.
-            assert without_pongs(frames) == [(OP_TEXT, text), (OP_BINARY, binary)], cut
-            assert (OP_PONG, b"pp") in frames, cut
-        assert len(listener.messages) == 2 * (len(stream) - 1)
-        check_impl(impl, listener)
-        await client.close()
-
-
-async def test_large_message_split_in_its_header_and_payload(impl: str) -> None:
-    """A 64-bit-length frame cut inside its header, its mask and its payload."""
-    payload = os.urandom(100_000)
-    data = frame(OP_BINARY, payload)
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        for cut in [*range(1, 15), 1000, 65_536, len(data) - 1]:
-            client.send(data[:cut])
-            await client.writer.drain()
-            await asyncio.sleep(0.002)
-            client.send(data[cut:])
-            assert await read_data(client, 1) == [(OP_BINARY, payload)], cut
-        check_impl(impl, listener)
-        await client.close()
-
-
-async def test_fragments_interleaved_with_pings(impl: str) -> None:
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"before")
-            + frame(OP_TEXT, b"ab", fin=False)
-            + frame(OP_PING, b"p1")
-            + frame(OP_CONT, b"cd", fin=False)
-            + frame(OP_PING, b"p2")
-            + frame(OP_CONT, b"ef")
-            + frame(OP_BINARY, b"after")
-        )
-        frames = await read_data(client, 5)
-        # Pongs answer at once; the messages come back in order around them.
-        assert [f for f in frames if f[0] == OP_PONG] == [(OP_PONG, b"p1"), (OP_PONG, b"p2")]
-        assert without_pongs(frames) == [
-            (OP_TEXT, b"before"),
-            (OP_TEXT, b"abcdef"),
-            (OP_BINARY, b"after"),
-        ]
-        # The same, one frame per read.
-        for part in [
-            frame(OP_TEXT, b"gh", fin=False),
-            frame(OP_PING, b"p3"),
-            frame(OP_CONT, b"ij"),
-            frame(OP_TEXT, b"next"),
-        ]:
-            client.send(part)
-            await client.writer.drain()
-            await asyncio.sleep(0.002)
-        assert await read_data(client, 3) == [
-            (OP_PONG, b"p3"),
-            (OP_TEXT, b"ghij"),
-            (OP_TEXT, b"next"),
-        ]
-        assert listener.messages == ["before", "abcdef", b"after", "ghij", "next"]
-        check_impl(impl, listener)
-        await client.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # Limits and errors
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"max_message_size": 1000}, {"max_message_size": None, "max_frame_size": 1000}],
-    ids=["max_message_size", "max_frame_size"],
-)
-async def test_limits(impl: str, options: dict[str, Any]) -> None:
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0, **options) as server:
-        client = await open_raw(server.port)
-        client.send(frame(OP_BINARY, b"a" * 1000))  # at the limit: taken
-        assert await read_data(client, 1) == [(OP_BINARY, b"a" * 1000)]
-        client.send(frame(OP_TEXT, b"ok") + frame(OP_BINARY, b"b" * 1001))
-        assert await read_data(client, 1) == [(OP_TEXT, b"ok")]
-        code, _ = await client.read_close()
-        assert code == 1009
-        await client.read_eof()
-        await client.close()
-    assert listener.messages == [b"a" * 1000, "ok"]
 
 
 async def test_fragmented_message_over_the_limit(impl: str) -> None:
@@ -298,32 +110,6 @@ async def test_no_limit(impl: str) -> None:
         await ws.send(payload)
         assert await ws.recv() == payload
         check_impl(impl, listener)
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [b"\xff", b"ok\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"],
-    ids=["invalid-byte", "truncated", "surrogate", "overlong"],
-)
-async def test_invalid_utf8_after_good_messages(impl: str, bad: bytes) -> None:
-    """Messages before the bad one are answered first; then 1007; nothing after is read."""
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"one")
-            + frame(OP_BINARY, b"two")
-            + frame(OP_TEXT, bad)
-            + frame(OP_TEXT, b"never")
-        )
-        assert await read_data(client, 2) == [(OP_TEXT, b"one"), (OP_BINARY, b"two")]
-        code, _ = await client.read_close()
-        assert code == 1007
-        await client.read_eof()
-        await client.close()
-        await wait_for_condition(lambda: bool(listener.closed))
-    assert listener.messages == ["one", b"two"]
-    assert listener.closed == [(1006, "")]
 
 
 async def test_invalid_utf8_at_the_end_of_a_large_frame(impl: str) -> None:
@@ -366,17 +152,6 @@ async def test_close_while_a_large_frame_arrives(impl: str) -> None:
     assert listener.closed == [(1000, "")]
 
 
-async def test_unmasked_frame_fails_with_1002(impl: str) -> None:
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(frame(OP_TEXT, b"fine") + frame(OP_TEXT, b"bare", mask=False))
-        assert await read_data(client, 1) == [(OP_TEXT, b"fine")]
-        code, _ = await client.read_close()
-        assert code == 1002
-        await client.close()
-
-
 async def test_listener_error_fails_with_1011(impl: str, caplog: pytest.LogCaptureFixture) -> None:
     class Failing(Recorder):
         def on_message(self, ws: shakehands.CallbackConnection, message: str | bytes) -> None:
@@ -403,24 +178,6 @@ async def test_listener_error_fails_with_1011(impl: str, caplog: pytest.LogCaptu
 # ---------------------------------------------------------------------------------------------
 
 
-async def test_client_close_after_messages_in_the_same_read(impl: str) -> None:
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"x")
-            + frame(OP_BINARY, b"y")
-            + frame(OP_CLOSE, close_payload(1000, "bye"))
-        )
-        assert await read_data(client, 2) == [(OP_TEXT, b"x"), (OP_BINARY, b"y")]
-        assert await client.read_close() == (1000, "")
-        await client.read_eof()
-        await client.close()
-        await wait_for_condition(lambda: bool(listener.closed))
-    assert listener.messages == ["x", b"y"]
-    assert listener.closed == [(1000, "bye")]
-
-
 async def test_server_close_in_on_message(impl: str) -> None:
     """ws.close() during a batch: the echoes before it leave first; the close frame follows;
     the client's answer ends the connection."""
@@ -444,19 +201,6 @@ async def test_server_close_in_on_message(impl: str) -> None:
         await client.close()
         await wait_for_condition(lambda: bool(listener.closed))
     assert listener.closed == [(1000, "")]
-
-
-async def test_abrupt_disconnect_mid_frame(impl: str) -> None:
-    listener = Recorder()
-    async with shakehands.serve_callbacks(listener, HOST, 0) as server:
-        client = await open_raw(server.port)
-        data = frame(OP_BINARY, b"z" * 5000)
-        client.send(frame(OP_TEXT, b"whole") + data[:3000])
-        assert await read_data(client, 1) == [(OP_TEXT, b"whole")]
-        client.abort()
-        await wait_for_condition(lambda: bool(listener.closed))
-    assert listener.messages == ["whole"]
-    assert listener.closed == [(1006, "")]
 
 
 # ---------------------------------------------------------------------------------------------

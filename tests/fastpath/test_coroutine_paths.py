@@ -23,7 +23,7 @@ import pytest
 import shakehands
 from shakehands.asyncio import _fastcoro
 
-from ..asyncio.asyncio_helpers import RawClient, wait_for_condition
+from ..asyncio.asyncio_helpers import wait_for_condition
 from ..helpers import (
     HOST,
     OP_BINARY,
@@ -35,99 +35,21 @@ from ..helpers import (
     close_payload,
     frame,
 )
+from .paths_helpers import Echo, check_fast, open_raw, read_data, without_pongs
 
 pytestmark = pytest.mark.timeout(120)
 
 Handler = Callable[[shakehands.ServerConnection], Awaitable[None]]
 
 
-class Echo:
-    """An echo handler that records what it received and how the connection ended."""
-
-    def __init__(self) -> None:
-        self.connections: list[shakehands.ServerConnection] = []
-        self.messages: list[str | bytes] = []
-        self.ended: list[BaseException | None] = []
-
-    async def __call__(self, ws: shakehands.ServerConnection) -> None:
-        self.connections.append(ws)
-        try:
-            async for message in ws:
-                self.messages.append(message)
-                await ws.send(message)
-        except shakehands.ConnectionClosed as exc:
-            self.ended.append(exc)
-            raise
-        self.ended.append(None)
-
-
-async def open_raw(port: int) -> RawClient:
-    client = await RawClient.open(port)
-    await client.handshake(port)
-    return client
-
-
-async def read_data(client: RawClient, count: int) -> list[tuple[int, bytes]]:
-    """The next ``count`` frames, as ``(opcode, payload)``."""
-    frames = []
-    for _ in range(count):
-        fin, opcode, payload = await client.read_frame()
-        assert fin
-        frames.append((opcode, payload))
-    return frames
-
-
-def without_pongs(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    return [f for f in frames if f[0] != OP_PONG]
-
-
 def check_impl(coro_impl: str, handler: Echo) -> None:
-    """The connection is of the implementation under test, and on the compiled path it is
-    back on the fast path (the core was between messages)."""
-    ws = handler.connections[-1]
-    compiled = isinstance(ws, _fastcoro.FastServerConnection)
-    assert compiled is (coro_impl == "compiled")
-    if compiled:
-        assert ws._fast.active  # type: ignore[attr-defined]
+    """The connection is of the implementation under test, back on the fast path."""
+    check_fast(handler.connections[-1], _fastcoro.FastServerConnection, coro_impl)
 
 
 # ---------------------------------------------------------------------------------------------
 # Messages
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("compression", ["deflate", None])
-async def test_echo_of_every_kind_and_size(coro_impl: str, compression: str | None) -> None:
-    handler = Echo()
-    messages: list[str | bytes] = [
-        "hello",
-        "",
-        b"",
-        "滴水之恩当以涌泉相报 🎉",
-        b"\x00\xff" * 63,  # 126 bytes: 16-bit length
-        "x" * 70_000,  # 64-bit length
-        b"y" * (2**20),  # exactly max_message_size (1 MiB)
-        bytes(range(256)) * 1200,  # 300 KiB
-    ]
-    async with (
-        shakehands.serve(handler, HOST, 0) as server,
-        shakehands.connect(f"ws://{HOST}:{server.port}/", compression=compression) as ws,
-    ):
-        for message in messages:
-            await ws.send(message)
-            assert await ws.recv() == message
-        # Several in flight: answered in order.
-        for message in messages:
-            await ws.send(message)
-        for message in messages:
-            assert await ws.recv() == message
-        if compression is None:
-            check_impl(coro_impl, handler)
-        else:
-            fast = getattr(handler.connections[0], "_fast", None)
-            assert fast is None or not fast.active
-    assert handler.messages == messages * 2
-    assert handler.ended == [None]
 
 
 async def test_send_types_tasks_and_order(coro_impl: str) -> None:
@@ -176,94 +98,6 @@ async def test_send_types_tasks_and_order(coro_impl: str) -> None:
         assert [await ws.recv() for _ in range(3)] == [b"ba", b"mv", "text"]
 
 
-async def test_many_messages_in_one_read(coro_impl: str) -> None:
-    count = 5000
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0, max_queue=10_000) as server:
-        client = await open_raw(server.port)
-        client.send(b"".join(frame(OP_TEXT, f"m{i}".encode()) for i in range(count)))
-        frames = await read_data(client, count)
-        assert frames == [(OP_TEXT, f"m{i}".encode()) for i in range(count)]
-        assert handler.messages == [f"m{i}" for i in range(count)]
-        check_impl(coro_impl, handler)
-        await client.close()
-
-
-async def test_message_split_at_every_byte_boundary(coro_impl: str) -> None:
-    text = "héllo".encode()
-    binary = bytes(range(200))
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        stream = frame(OP_TEXT, text) + frame(OP_BINARY, binary) + frame(OP_PING, b"pp")
-        for cut in range(1, len(stream)):
-            client.send(stream[:cut])
-            await client.writer.drain()
-            await asyncio.sleep(0.002)
-            client.send(stream[cut:])
-            frames = await read_data(client, 3)
-            assert without_pongs(frames) == [(OP_TEXT, text), (OP_BINARY, binary)], cut
-            assert (OP_PONG, b"pp") in frames, cut
-        assert len(handler.messages) == 2 * (len(stream) - 1)
-        check_impl(coro_impl, handler)
-        await client.close()
-
-
-async def test_large_message_split_in_its_header_and_payload(coro_impl: str) -> None:
-    payload = os.urandom(100_000)
-    data = frame(OP_BINARY, payload)
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        for cut in [*range(1, 15), 1000, 65_536, len(data) - 1]:
-            client.send(data[:cut])
-            await client.writer.drain()
-            await asyncio.sleep(0.002)
-            client.send(data[cut:])
-            assert await read_data(client, 1) == [(OP_BINARY, payload)], cut
-        check_impl(coro_impl, handler)
-        await client.close()
-
-
-async def test_fragments_interleaved_with_pings(coro_impl: str) -> None:
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"before")
-            + frame(OP_TEXT, b"ab", fin=False)
-            + frame(OP_PING, b"p1")
-            + frame(OP_CONT, b"cd", fin=False)
-            + frame(OP_PING, b"p2")
-            + frame(OP_CONT, b"ef")
-            + frame(OP_BINARY, b"after")
-        )
-        frames = await read_data(client, 5)
-        assert [f for f in frames if f[0] == OP_PONG] == [(OP_PONG, b"p1"), (OP_PONG, b"p2")]
-        assert without_pongs(frames) == [
-            (OP_TEXT, b"before"),
-            (OP_TEXT, b"abcdef"),
-            (OP_BINARY, b"after"),
-        ]
-        for part in [
-            frame(OP_TEXT, b"gh", fin=False),
-            frame(OP_PING, b"p3"),
-            frame(OP_CONT, b"ij"),
-            frame(OP_TEXT, b"next"),
-        ]:
-            client.send(part)
-            await client.writer.drain()
-            await asyncio.sleep(0.002)
-        assert await read_data(client, 3) == [
-            (OP_PONG, b"p3"),
-            (OP_TEXT, b"ghij"),
-            (OP_TEXT, b"next"),
-        ]
-        assert handler.messages == ["before", "abcdef", b"after", "ghij", "next"]
-        check_impl(coro_impl, handler)
-        await client.close()
-
-
 async def test_server_ping_between_messages(coro_impl: str) -> None:
     """``await ws.ping()`` from the handler: the pong comes back through the core, and the
     compiled path carries on after it."""
@@ -296,84 +130,9 @@ async def test_server_ping_between_messages(coro_impl: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{"max_message_size": 1000}, {"max_message_size": None, "max_frame_size": 1000}],
-    ids=["max_message_size", "max_frame_size"],
-)
-async def test_oversize_fails_with_1009(coro_impl: str, options: dict[str, Any]) -> None:
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0, **options) as server:
-        client = await open_raw(server.port)
-        client.send(frame(OP_BINARY, b"a" * 1000))
-        assert await read_data(client, 1) == [(OP_BINARY, b"a" * 1000)]
-        client.send(frame(OP_TEXT, b"ok") + frame(OP_BINARY, b"b" * 1001))
-        assert await read_data(client, 1) == [(OP_TEXT, b"ok")]
-        code, _ = await client.read_close()
-        assert code == 1009
-        await client.read_eof()
-        await client.close()
-    assert handler.messages == [b"a" * 1000, "ok"]
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [b"\xff", b"ok\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"],
-    ids=["invalid-byte", "truncated", "surrogate", "overlong"],
-)
-async def test_invalid_utf8_fails_with_1007(coro_impl: str, bad: bytes) -> None:
-    """Messages before the bad one are answered first; then 1007; nothing after is read."""
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"one")
-            + frame(OP_BINARY, b"two")
-            + frame(OP_TEXT, bad)
-            + frame(OP_TEXT, b"never")
-        )
-        assert await read_data(client, 2) == [(OP_TEXT, b"one"), (OP_BINARY, b"two")]
-        code, _ = await client.read_close()
-        assert code == 1007
-        await client.read_eof()
-        await client.close()
-        await wait_for_condition(lambda: bool(handler.ended))
-    assert handler.messages == ["one", b"two"]
-
-
-async def test_unmasked_frame_fails_with_1002(coro_impl: str) -> None:
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(frame(OP_TEXT, b"fine") + frame(OP_TEXT, b"bare", mask=False))
-        assert await read_data(client, 1) == [(OP_TEXT, b"fine")]
-        code, _ = await client.read_close()
-        assert code == 1002
-        await client.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # Closing
 # ---------------------------------------------------------------------------------------------
-
-
-async def test_client_close_after_messages_in_the_same_read(coro_impl: str) -> None:
-    """The answers to the messages read with the close frame leave before our close frame."""
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        client.send(
-            frame(OP_TEXT, b"x")
-            + frame(OP_BINARY, b"y")
-            + frame(OP_CLOSE, close_payload(1000, "bye"))
-        )
-        assert await read_data(client, 2) == [(OP_TEXT, b"x"), (OP_BINARY, b"y")]
-        assert await client.read_close() == (1000, "")
-        await client.read_eof()
-        await client.close()
-        await wait_for_condition(lambda: bool(handler.ended))
-    assert handler.messages == ["x", b"y"]
-    assert handler.ended == [None]
 
 
 async def test_client_close_after_one_message(coro_impl: str) -> None:
@@ -448,19 +207,6 @@ async def test_close_while_a_large_frame_arrives(coro_impl: str) -> None:
     assert received == ["hi", payload]
 
 
-async def test_abrupt_disconnect_mid_frame(coro_impl: str) -> None:
-    handler = Echo()
-    async with shakehands.serve(handler, HOST, 0) as server:
-        client = await open_raw(server.port)
-        data = frame(OP_BINARY, b"z" * 5000)
-        client.send(frame(OP_TEXT, b"whole") + data[:3000])
-        assert await read_data(client, 1) == [(OP_TEXT, b"whole")]
-        client.abort()
-        await wait_for_condition(lambda: bool(handler.ended))
-    assert handler.messages == ["whole"]
-    assert isinstance(handler.ended[0], shakehands.ConnectionClosedError)
-
-
 # ---------------------------------------------------------------------------------------------
 # Back-pressure and cancellation
 # ---------------------------------------------------------------------------------------------
@@ -500,6 +246,21 @@ async def test_slow_consumer_pauses_reading(coro_impl: str) -> None:
         await client.close()
 
 
+async def cancelled_once_handed(ws: shakehands.ServerConnection, waiting: Awaitable[Any]) -> None:
+    """Run ``waiting`` (a recv or a step of async for) until it waits, say "ready" (the client
+    answers with a message, which the inbox hands to it), then cancel it before it runs."""
+    task = asyncio.ensure_future(waiting)
+    await asyncio.sleep(0)  # the task now waits in recv
+    waiter = ws._inbox._waiter
+    assert waiter is not None
+    await ws.send("ready")
+    while not waiter.done():
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_recv_cancellation(coro_impl: str) -> None:
     """recv() timing out loses nothing: the messages that come after are read in order; a
     recv cancelled after it was handed its message gives it back."""
@@ -513,16 +274,7 @@ async def test_recv_cancellation(coro_impl: str) -> None:
         # is fragmented: the core delivers it, and the task's wake-up is scheduled. A message
         # the C parser hands to a recv waiting on the compiled path wakes its task there and
         # then: no cancellation can come in between.)
-        task = asyncio.ensure_future(ws.recv())
-        await asyncio.sleep(0)  # the task now waits in recv
-        waiter = ws._inbox._waiter
-        assert waiter is not None
-        await ws.send("ready")
-        while not waiter.done():
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_once_handed(ws, ws.recv())
         results.append(await ws.recv())
         results.append(await ws.recv())
 
@@ -648,16 +400,7 @@ async def test_cancelled_iteration_loses_nothing(coro_impl: str) -> None:
                 break
         # Handed a message (fragmented: see test_recv_cancellation), then cancelled: the next
         # async for gets it first.
-        task = asyncio.ensure_future(anext(aiter(ws)))
-        await asyncio.sleep(0)
-        waiter = ws._inbox._waiter
-        assert waiter is not None
-        await ws.send("ready")
-        while not waiter.done():
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled_once_handed(ws, anext(aiter(ws)))
         assert ws._inbox._waiter is None
         async for message in ws:
             results.append(message)

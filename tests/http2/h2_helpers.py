@@ -273,6 +273,13 @@ class H2Client:
         stream.compression = compression  # type: ignore[attr-defined]
         return stream
 
+    async def websockets(self, count: int) -> list[Stream]:
+        """``count`` WebSocket streams (:meth:`websocket`), all opened, then each accepted."""
+        streams = [self.websocket() for _ in range(count)]
+        for stream in streams:
+            await self.accepted(stream)
+        return streams
+
     async def wait(self, stream: Stream, predicate: Any, timeout: float = 10) -> None:
         async def until() -> None:
             while not predicate(stream):

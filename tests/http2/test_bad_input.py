@@ -231,9 +231,7 @@ async def test_more_streams_than_the_setting_ends_the_connection(
     async with echo_server("coroutine", ssl=server_context, http2_max_streams=5) as server:
         async with h2_client(server.port, certificate) as client:
             assert client.conn.remote_settings.max_concurrent_streams == 5
-            streams = [client.websocket() for _ in range(5)]
-            for stream in streams:
-                await client.accepted(stream)
+            await client.websockets(5)
             # h2 will not open a 6th: a raw HEADERS frame does.
             block = client.conn.encoder.encode(
                 [

@@ -112,10 +112,7 @@ async def test_bad_frames_close_that_websocket_only(
         echo_server(server_api, ssl=server_context, max_message_size=4096) as server,
         h2_client(server.port, certificate) as client,
     ):
-        bad = client.websocket()
-        good = client.websocket()
-        await client.accepted(bad)
-        await client.accepted(good)
+        bad, good = await client.websockets(2)
         raw(client, bad, data)
         assert await closed_with(client, bad) == code
         await unharmed(client, good)

@@ -121,10 +121,7 @@ async def test_a_protocol_error_closes_that_websocket_only(
         echo_server(api, ssl=server_context) as server,
         h2_client(server.port, certificate) as client,
     ):
-        bad = client.websocket()
-        good = client.websocket()
-        await client.accepted(bad)
-        await client.accepted(good)
+        bad, good = await client.websockets(2)
         # A frame with the reserved opcode 3, masked: 1002 from the server.
         client.conn.send_data(bad.stream_id, b"\x83\x80abcd")
         client.flush()
@@ -142,9 +139,7 @@ async def test_graceful_shutdown_goaway_and_1001(
         echo_server(api, ssl=server_context) as server,
         h2_client(server.port, certificate) as client,
     ):
-        streams = [client.websocket() for _ in range(3)]
-        for stream in streams:
-            await client.accepted(stream)
+        streams = await client.websockets(3)
         server.close()
         for stream in streams:
             await client.wait(stream, lambda s: s.ended)

@@ -37,10 +37,7 @@ async def test_a_stream_the_peer_drops_ends_its_handler_only(
         shakehands.serve(handler, HOST, 0, ssl=server_context) as server,
         h2_client(server.port, certificate) as client,
     ):
-        dropped = client.websocket()
-        kept = client.websocket()
-        await client.accepted(dropped)
-        await client.accepted(kept)
+        dropped, kept = await client.websockets(2)
         if how == "reset":
             client.conn.reset_stream(dropped.stream_id)
         else:
@@ -60,9 +57,7 @@ async def test_broadcast_reaches_every_stream(
         echo_server(api, ssl=server_context) as server,
         h2_client(server.port, certificate) as client,
     ):
-        streams = [client.websocket() for _ in range(10)]
-        for stream in streams:
-            await client.accepted(stream)
+        streams = await client.websockets(10)
         await wait_for_condition(lambda: len(server.connections) == 10)
         shakehands.broadcast(server.connections, "to all")
         for stream in streams:

@@ -9,11 +9,12 @@ per fragment (once about 160 bytes per payload byte).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import tracemalloc
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 
 import pytest
 
@@ -21,6 +22,7 @@ from shakehands.protocol.connection import Connection, Role
 from shakehands.protocol.deflate import PerMessageDeflate
 from shakehands.protocol.errors import InvalidPayload, PayloadTooBig
 from shakehands.protocol.frames import Opcode, serialize_frame
+from shakehands.protocol.messages import awith_fin, with_fin
 
 from .helpers import feed_chunks
 from .test_connection import assert_failed
@@ -359,3 +361,58 @@ def test_memory_of_one_byte_fragments_is_bounded_by_the_payload(kind: str) -> No
     conn.receive_data(last)
     expected: str | bytes = payload.decode() if opcode & 0x0F == Opcode.TEXT else payload
     assert conn.events_received() == [expected]
+
+
+# with_fin / awith_fin: the look-ahead every front end's send uses for a message's fragments.
+
+
+def _fragment_source() -> Iterator[str]:
+    yield "a"
+    yield "b"
+    yield "c"
+
+
+async def _async_fragment_source(pieces: Sequence[str]) -> AsyncIterator[str]:
+    for piece in pieces:
+        yield piece
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        ([], []),
+        (["only"], [("only", True)]),
+        (["a", "b", "c"], [("a", False), ("b", False), ("c", True)]),
+    ],
+)
+def test_with_fin_marks_only_the_last_fragment(
+    pieces: list[str], expected: list[tuple[str, bool]]
+) -> None:
+    assert list(with_fin(pieces)) == expected
+
+    async def collect(source: Iterable[str] | AsyncIterable[str]) -> list[tuple[str, bool]]:
+        return [item async for item in awith_fin(source)]
+
+    assert asyncio.run(collect(pieces)) == expected
+    assert asyncio.run(collect(_async_fragment_source(pieces))) == expected
+
+
+def test_with_fin_looks_one_ahead_only() -> None:
+    """A fragment is yielded once the next one is known, not later: a send writes each
+    fragment before the iterable makes the one after next."""
+    source = _fragment_source()
+    pairs = with_fin(source)
+    assert next(pairs) == ("a", False)
+    assert next(source) == "c"  # "b" was taken to know that "a" is not the last
+    assert next(pairs) == ("b", True)
+    assert list(pairs) == []
+
+
+def test_with_fin_passes_the_iterables_error_on() -> None:
+    def failing() -> Iterator[str]:
+        yield "a"
+        raise ValueError("boom")
+
+    pairs = with_fin(failing())
+    with pytest.raises(ValueError, match="boom"):
+        next(pairs)

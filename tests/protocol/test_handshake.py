@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+from typing import Any
 
 import pytest
 
@@ -158,15 +159,21 @@ def test_parse_token_list() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_request(data: bytes, step: int | None = None) -> tuple[Request | None, RequestParser]:
-    parser = RequestParser()
+def feed_in_steps(parser: Any, data: bytes, step: int | None) -> Any:
+    """What ``parser.feed`` returns once it has a result, fed ``data`` ``step`` bytes at a time
+    (all at once for ``None``); ``None`` if it never has one."""
     step = step or max(len(data), 1)
     result = None
     for i in range(0, len(data), step):
         result = parser.feed(data[i : i + step])
         if result is not None:
             break
-    return result, parser
+    return result
+
+
+def parse_request(data: bytes, step: int | None = None) -> tuple[Request | None, RequestParser]:
+    parser = RequestParser()
+    return feed_in_steps(parser, data, step), parser
 
 
 def test_parse_request() -> None:
@@ -573,13 +580,7 @@ def test_request_params_are_the_parsed_query() -> None:
 
 def parse_response(data: bytes, step: int | None = None) -> tuple[Response | None, ResponseParser]:
     parser = ResponseParser()
-    step = step or max(len(data), 1)
-    result = None
-    for i in range(0, len(data), step):
-        result = parser.feed(data[i : i + step])
-        if result is not None:
-            break
-    return result, parser
+    return feed_in_steps(parser, data, step), parser
 
 
 @pytest.mark.parametrize("step", [None, 1, 5])

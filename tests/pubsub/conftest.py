@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .pubsub_helpers import ChatProcess, LocalRedisCluster
+from .pubsub_helpers import ChatProcess, LocalRedisCluster, RedisServer
 
 
 @pytest.fixture
@@ -24,6 +24,19 @@ def chat_processes() -> Iterator[list[ChatProcess]]:
     finally:
         for process in processes:
             process.stop()
+
+
+@pytest.fixture
+def chats_over_redis(
+    redis_server: RedisServer, chat_processes: list[ChatProcess]
+) -> tuple[ChatProcess, ChatProcess]:
+    """Two chat server processes (``python -m shakehands chat --redis``) sharing
+    ``redis_server``, started in turn and stopped at the end (``chat_processes``)."""
+    first = ChatProcess("--redis", redis_server.url)
+    chat_processes.append(first)
+    second = ChatProcess("--redis", redis_server.url)
+    chat_processes.append(second)
+    return first, second
 
 
 @pytest.fixture

@@ -9,12 +9,14 @@ tell their clients about the window in which messages may be missing, and messag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,6 +37,29 @@ async def join(uri: str) -> tuple[Any, dict[str, Any]]:
 async def events(ws: Any, count: int, timeout: float = 30) -> list[dict[str, Any]]:
     async with asyncio.timeout(timeout):
         return [json.loads(await ws.recv()) for _ in range(count)]
+
+
+@contextlib.asynccontextmanager
+async def shakehands_process(arguments: list[str]) -> AsyncIterator[subprocess.Popen[str]]:
+    """``python -m shakehands`` with ``arguments`` (output piped, as text), stopped with SIGTERM
+    at the end: it must exit with 0 (its stderr in the message)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shakehands", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = await asyncio.to_thread(process.communicate, timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, err
 
 
 async def read_until(stream: Any, predicate: Any, timeout: float = 30) -> str:
@@ -59,12 +84,9 @@ async def quiet(ws: Any, seconds: float = 0.3) -> bool:
 
 
 async def test_two_processes_share_a_room_through_redis(
-    redis_server: RedisServer, chat_processes: list[ChatProcess]
+    chats_over_redis: tuple[ChatProcess, ChatProcess],
 ) -> None:
-    first = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(first)
-    second = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(second)
+    first, second = chats_over_redis
     clients = []
     for k in range(6):
         server = first if k % 2 == 0 else second
@@ -102,12 +124,9 @@ async def test_two_processes_share_a_room_through_redis(
 
 
 async def test_redis_restart_mid_chat(
-    redis_server: RedisServer, chat_processes: list[ChatProcess]
+    redis_server: RedisServer, chats_over_redis: tuple[ChatProcess, ChatProcess]
 ) -> None:
-    first = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(first)
-    second = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(second)
+    first, second = chats_over_redis
     a, _ = await join(first.uri("ops", "a"))
     b, _ = await join(second.uri("ops", "b"))
 
@@ -195,10 +214,8 @@ async def test_in_memory_chat_page_rooms_and_errors(chat_processes: list[ChatPro
 
 async def test_workers_share_one_port(redis_server: RedisServer) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "shakehands", "chat", "--port", str(port)]
-    command += ["--redis", redis_server.url, "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    command = ["chat", "--port", str(port), "--redis", redis_server.url, "--workers", "2"]
+    async with shakehands_process(command) as process:
         assert process.stdout is not None
         text = await read_until(
             process.stdout, lambda t: t.count("Chat server on") == 2 and "Started 2" in t
@@ -212,27 +229,12 @@ async def test_workers_share_one_port(redis_server: RedisServer) -> None:
             (event,) = await events(ws, 1)
             assert event["text"] == "to everyone"
             await ws.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, err = await asyncio.to_thread(process.communicate, timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert process.returncode == 0, err
 
 
 @pytest.mark.parametrize("command", [["echo"], []])
 async def test_workers_for_echo_and_the_demo(command: list[str]) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shakehands", *command, "--port", str(port), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    async with shakehands_process([*command, "--port", str(port), "--workers", "2"]) as process:
         assert process.stdout is not None
         text = await read_until(process.stdout, lambda t: t.count(str(port)) == 3)
         assert "Started 2 workers" in text and text.count(str(port)) == 3, text
@@ -243,15 +245,6 @@ async def test_workers_for_echo_and_the_demo(command: list[str]) -> None:
                     assert await ws.recv() == "ping"
                 else:
                     assert await ws.recv() == "滴水之恩当以涌泉相报"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            _, err = await asyncio.to_thread(process.communicate, timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert process.returncode == 0, err
 
 
 def test_workers_must_be_positive() -> None:

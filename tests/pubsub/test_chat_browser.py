@@ -139,12 +139,9 @@ async def wait_for_text(devtools: DevTools, session: str, text: str) -> str:
 
 
 async def test_chat_page_in_chromium_across_two_processes(
-    redis_server: RedisServer, chat_processes: list[ChatProcess], tmp_path: Path
+    tmp_path: Path, chats_over_redis: tuple[ChatProcess, ChatProcess]
 ) -> None:
-    first = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(first)
-    second = ChatProcess("--redis", redis_server.url)
-    chat_processes.append(second)
+    first, second = chats_over_redis
     async with chromium(tmp_path) as devtools:
         tab1 = await devtools.open_tab(f"http://127.0.0.1:{first.port}/garden?name=ana")
         tab2 = await devtools.open_tab(f"http://127.0.0.1:{second.port}/garden?name=bo")
@@ -176,13 +173,14 @@ def talk_lines(log: str, name: str) -> list[int]:
 
 
 async def test_chat_page_reconnects_and_resumes_after_a_server_is_killed(
-    redis_server: RedisServer, chat_processes: list[ChatProcess], tmp_path: Path
+    redis_server: RedisServer,
+    chat_processes: list[ChatProcess],
+    tmp_path: Path,
+    chats_over_redis: tuple[ChatProcess, ChatProcess],
 ) -> None:
     """The page's own reconnection (backoff, ``?since=``): its server is killed with SIGKILL
     mid-conversation and started again; the tab shows every message once, in order."""
-    first = ChatProcess("--redis", redis_server.url)
-    second = ChatProcess("--redis", redis_server.url)
-    chat_processes += [first, second]
+    first, second = chats_over_redis
     async with chromium(tmp_path) as devtools:
         tab = await devtools.open_tab(f"http://127.0.0.1:{first.port}/deck?name=viewer")
         await wait_for_text(devtools, tab, "joined deck as viewer")

@@ -67,11 +67,11 @@ class Reader:
 
 
 async def test_chat_process_killed_and_restarted_mid_conversation(
-    redis_server: RedisServer, chat_processes: list[ChatProcess]
+    redis_server: RedisServer,
+    chat_processes: list[ChatProcess],
+    chats_over_redis: tuple[ChatProcess, ChatProcess],
 ) -> None:
-    first = ChatProcess("--redis", redis_server.url)
-    second = ChatProcess("--redis", redis_server.url)
-    chat_processes += [first, second]
+    first, second = chats_over_redis
     talker, _ = await join(second.uri("room", "talker"))
     on_first, on_second = Reader("one"), Reader("two")
     await on_first.connect(first)

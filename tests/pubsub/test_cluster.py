@@ -20,7 +20,7 @@ from shakehands.pubsub import Gap, Hub, Position, PublishError, RedisClusterBack
 
 from .pubsub_helpers import ChatProcess, LocalRedisCluster, RedisServer
 from .test_chat import events, join
-from .test_history import as_json, receive, resuming_server, silent, wait_for
+from .test_history import as_json, receive, resuming_server, silent, subscribed, two_hubs, wait_for
 
 HOST = "127.0.0.1"
 
@@ -35,22 +35,14 @@ def cluster_backend(cluster: LocalRedisCluster, **options: Any) -> RedisClusterB
 async def test_topics_spread_over_shards_and_share_positions(
     redis_cluster: LocalRedisCluster,
 ) -> None:
-    async with (
-        Hub(cluster_backend(redis_cluster), wire=as_json) as hub_a,
-        Hub(cluster_backend(redis_cluster), wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
+    backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         rooms = [f"room{i}" for i in range(8)]
         masters = {redis_cluster.master_of(f"shakehands:{{{room}}}").port for room in rooms}
         assert len(masters) >= 2  # the rooms live on several shards
         clients = {}
         for room in rooms:
-            clients[room] = [
-                await shakehands.connect(f"ws://{HOST}:{port}/{room}") for port in (port_a, port_b)
-            ]
-            for client in clients[room]:
-                await receive(client, 1)
+            clients[room] = [await subscribed(port, room) for port in (port_a, port_b)]
         for i in range(5):
             for room in rooms:
                 await (hub_a if i % 2 else hub_b).publish(room, f"{room}-{i}")
@@ -67,14 +59,9 @@ async def test_topics_spread_over_shards_and_share_positions(
 async def test_resume_on_another_process_over_the_cluster(
     redis_cluster: LocalRedisCluster,
 ) -> None:
-    async with (
-        Hub(cluster_backend(redis_cluster), wire=as_json) as hub_a,
-        Hub(cluster_backend(redis_cluster), wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
-        client = await shakehands.connect(f"ws://{HOST}:{port_a}/news")
-        await receive(client, 1)
+    backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
+        client = await subscribed(port_a, "news")
         await hub_a.publish("news", "n1")
         first = (await receive(client, 1))[0]
         await client.close()
@@ -96,20 +83,11 @@ async def test_a_master_killed_mid_traffic(redis_cluster: LocalRedisCluster) -> 
     the failover lost of the acknowledged publications is measured and printed (asynchronous
     replication), and reported as a new epoch plus a Gap when it is not nothing."""
     gaps: list[Gap] = []
-    backend_a, backend_b = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
-    async with (
-        Hub(backend_a, wire=as_json) as hub_a,
-        Hub(backend_b, wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
+    backends = cluster_backend(redis_cluster), cluster_backend(redis_cluster)
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         hub_a.on_gap(gaps.append)
         hub_b.on_gap(gaps.append)
-        clients = [
-            await shakehands.connect(f"ws://{HOST}:{port}/room") for port in (port_a, port_b)
-        ]
-        for client in clients:
-            await receive(client, 1)
+        clients = [await subscribed(port, "room") for port in (port_a, port_b)]
         acknowledged: list[str] = []
         failures = 0
 

@@ -20,6 +20,7 @@ import shakehands
 from shakehands.pubsub import (
     HistoryLost,
     Hub,
+    HubBackend,
     MemoryBackend,
     Position,
     Subscription,
@@ -94,6 +95,30 @@ async def resuming_server(hub: Hub, api: str = "coroutine") -> AsyncIterator[int
     )
     async with context as server:
         yield server.port
+
+
+@contextlib.asynccontextmanager
+async def two_hubs(
+    backend_a: HubBackend, backend_b: HubBackend
+) -> AsyncIterator[tuple[Hub, Hub, int, int]]:
+    """Two hubs on one bus as two server processes have them (a backend each, the
+    :func:`as_json` wire), each behind a :func:`resuming_server`: ``(hub_a, hub_b, port_a,
+    port_b)``."""
+    async with (
+        Hub(backend_a, wire=as_json) as hub_a,
+        Hub(backend_b, wire=as_json) as hub_b,
+        resuming_server(hub_a) as port_a,
+        resuming_server(hub_b) as port_b,
+    ):
+        yield hub_a, hub_b, port_a, port_b
+
+
+async def subscribed(port: int, topic: str) -> Any:
+    """A client of ``topic`` on the :func:`resuming_server` at ``port``, its subscription live
+    (the notice read)."""
+    client = await shakehands.connect(f"ws://{HOST}:{port}/{topic}")
+    await receive(client, 1)
+    return client
 
 
 async def receive(client: Any, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:

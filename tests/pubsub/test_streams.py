@@ -21,7 +21,7 @@ from shakehands.pubsub import Gap, Hub, Position, PublishError, RedisStreamsBack
 from shakehands.pubsub.hub import REPLAY_PAGE
 
 from .pubsub_helpers import RedisServer
-from .test_history import as_json, receive, resuming_server, silent, wait_for
+from .test_history import as_json, receive, resuming_server, silent, subscribed, two_hubs, wait_for
 
 HOST = "127.0.0.1"
 
@@ -58,12 +58,8 @@ def xread_calls(redis: RedisServer) -> int:
 
 
 async def test_two_processes_see_the_same_positions(redis_server: RedisServer) -> None:
-    async with (
-        Hub(streams(redis_server), wire=as_json) as hub_a,
-        Hub(streams(redis_server), wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
+    backends = streams(redis_server), streams(redis_server)
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
         on_a = await shakehands.connect(f"ws://{HOST}:{port_a}/room")
         on_b = await shakehands.connect(f"ws://{HOST}:{port_b}/room")
         joined_a, joined_b = (await receive(on_a, 1))[0], (await receive(on_b, 1))[0]
@@ -94,14 +90,9 @@ async def test_the_reader_blocks_instead_of_polling(redis_server: RedisServer) -
 
 
 async def test_resume_on_another_process_replays_then_live(redis_server: RedisServer) -> None:
-    async with (
-        Hub(streams(redis_server), wire=as_json) as hub_a,
-        Hub(streams(redis_server), wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
-        client = await shakehands.connect(f"ws://{HOST}:{port_a}/news")
-        await receive(client, 1)
+    backends = streams(redis_server), streams(redis_server)
+    async with two_hubs(*backends) as (hub_a, hub_b, port_a, port_b):
+        client = await subscribed(port_a, "news")
         for i in range(1, 4):
             await hub_a.publish("news", f"n{i}")
         got = await receive(client, 3)
@@ -198,19 +189,10 @@ async def test_a_redis_restart_with_aof_loses_nothing_acknowledged(
     acknowledged publication once, in order, and no Gap is reported."""
     gaps: list[Gap] = []
     backend_a, backend_b = streams(persistent_redis), streams(persistent_redis)
-    async with (
-        Hub(backend_a, wire=as_json) as hub_a,
-        Hub(backend_b, wire=as_json) as hub_b,
-        resuming_server(hub_a) as port_a,
-        resuming_server(hub_b) as port_b,
-    ):
+    async with two_hubs(backend_a, backend_b) as (hub_a, hub_b, port_a, port_b):
         hub_a.on_gap(gaps.append)
         hub_b.on_gap(gaps.append)
-        clients = [
-            await shakehands.connect(f"ws://{HOST}:{port}/room") for port in (port_a, port_b)
-        ]
-        for client in clients:
-            await receive(client, 1)
+        clients = [await subscribed(port, "room") for port in (port_a, port_b)]
         acknowledged: list[str] = []
         failures = 0
 

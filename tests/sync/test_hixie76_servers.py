@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -54,15 +55,14 @@ def meow_sync(ws: sync.ServerConnection) -> None:
 
 
 @contextlib.contextmanager
-def asyncio_server(**options: object) -> Iterator[int]:
-    """The asyncio demo handler (shakehands.demo.meow) in a thread of its own."""
-    from shakehands.demo import meow
-
+def in_a_thread(serve: Any) -> Iterator[int]:
+    """The asyncio server ``serve()`` (an async context manager) running in a thread of its
+    own, on its own loop: its port."""
     ready = threading.Event()
     state: list[object] = []
 
     async def main() -> None:
-        async with shakehands.serve(meow, HOST, 0, **options) as server:
+        async with serve() as server:
             stop = asyncio.Event()
             state.extend([server.port, asyncio.get_running_loop(), stop])
             ready.set()
@@ -77,6 +77,15 @@ def asyncio_server(**options: object) -> Iterator[int]:
         loop, stop = state[1], state[2]
         loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
         thread.join(10)
+
+
+@contextlib.contextmanager
+def asyncio_server(**options: Any) -> Iterator[int]:
+    """The asyncio demo handler (shakehands.demo.meow) in a thread of its own."""
+    from shakehands.demo import meow
+
+    with in_a_thread(lambda: shakehands.serve(meow, HOST, 0, **options)) as port:
+        yield port
 
 
 class MeowListener(shakehands.Listener):
@@ -89,27 +98,12 @@ class MeowListener(shakehands.Listener):
 
 
 @contextlib.contextmanager
-def callback_server(**options: object) -> Iterator[int]:
+def callback_server(**options: Any) -> Iterator[int]:
     """The callback API, which shares the server handshake (and so the option)."""
-    ready = threading.Event()
-    state: list[object] = []
-
-    async def main() -> None:
-        async with shakehands.serve_callbacks(MeowListener(), HOST, 0, **options) as server:
-            stop = asyncio.Event()
-            state.extend([server.port, asyncio.get_running_loop(), stop])
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield int(state[0])  # type: ignore[call-overload]
-    finally:
-        loop, stop = state[1], state[2]
-        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
-        thread.join(10)
+    with in_a_thread(
+        lambda: shakehands.serve_callbacks(MeowListener(), HOST, 0, **options)
+    ) as port:
+        yield port
 
 
 @contextlib.contextmanager

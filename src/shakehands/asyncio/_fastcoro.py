@@ -67,9 +67,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol._accel import fastpath as _compiled
-from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, ConnectionClosedOK
-from ._fastpath import direct_fd, gathers_writes
+from ._fastpath import CompiledConnection
 from .connection import WebSocketConnection
 from .messages import Inbox
 from .server import Handler, Server, ServerConnection
@@ -127,7 +126,12 @@ class _FastInbox(_InboxMixin, Inbox):  # type: ignore[misc]
     __slots__ = ()
 
 
-class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+class FastServerConnection(
+    _Mixin,  # type: ignore[misc]
+    CompiledConnection,
+    ServerConnection,
+    asyncio.BufferedProtocol,
+):
     """A :class:`~.server.ServerConnection` whose common data path is compiled (see the module
     docstring); it behaves the same in every other respect."""
 
@@ -142,20 +146,6 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
         self._inbox = _FastInbox(self, self._inbox.max_queue)
         self._fast = _compiled.CoroFastPath(read_buffer, self.write_limit, self.loop.call_soon)
         self._in_slow = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._fast.attach(self.transport, direct_fd(self.transport))
-        self._fast.gather = gathers_writes(self.transport)
-
-    def _slow_received(self, data: bytes) -> None:
-        """Bytes for the core (the C path is off, or handed these over)."""
-        self._in_slow = True
-        try:
-            ServerConnection.data_received(self, data)
-        finally:
-            self._in_slow = False
-        self._refresh_fast()
 
     def _refresh_fast(self) -> None:
         """Turn the C path on if the core lets it take the next frames (see
@@ -179,23 +169,6 @@ class FastServerConnection(_Mixin, ServerConnection, asyncio.BufferedProtocol): 
         # handed to a waiting recv() and not answered yet counts as the core's delivered ones
         # do (its answer leaves before our close frame: the close waits one loop iteration).
         return bool(self._inbox.messages) or (self._in_slow and self._fast.handed)
-
-    def _process(self) -> None:
-        super()._process()
-        if not self._in_slow:
-            self._refresh_fast()  # e.g. after an awaitable process_request answered
-
-    def _flush(self) -> None:
-        self._fast.flush()  # what C queued leaves first
-        super()._flush()
-        protocol = self.protocol
-        if protocol.state is not State.OPEN or protocol.close_pending:
-            self._fast.disable()
-
-    def write_queued(self) -> None:
-        """Write now what the core has queued (never an owed close frame: see rule 3)."""
-        self._fast.flush()
-        super().write_queued()
 
     def _send_fragment(self, fragment: Any, *, fin: bool, compress: bool = True) -> None:
         # A fragmented message is the core's from its first frame to its last: no frame of

@@ -80,6 +80,7 @@ from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosed, InvalidPayload, ProtocolError
 from ..protocol.reader import INVALID_UTF8
 from ._transport import LeanTransport
+from .base import TransportProtocol
 from .callback import CallbackConnection, Listener
 from .server import Server
 
@@ -160,6 +161,56 @@ def gathers_writes(transport: asyncio.BaseTransport) -> bool:
     return kind.__module__ == "uvloop.loop" and kind.__name__ in ("TCPTransport", "UnixTransport")
 
 
+class CompiledConnection(TransportProtocol):
+    """What the connections of the compiled path share (callback: :class:`FastCallbackConnection`,
+    coroutine: :class:`~._fastcoro.FastServerConnection`): attaching the transport to the C
+    ``FastPath`` in ``_fast``, the hand-over of bytes to the core, and the order of writes
+    (what C queued leaves before anything the core writes; a state change that ends the open
+    state turns the C path off). Placed after the C mixin
+    and before the connection class in the bases, so that ``super()`` here is the core's
+    connection (the pure-Python ``data_received``)."""
+
+    __slots__ = ()
+
+    _fast: Any
+    _in_slow: bool
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._fast.attach(self.transport, direct_fd(self.transport))
+        self._fast.gather = gathers_writes(self.transport)
+
+    def _slow_received(self, data: bytes) -> None:
+        """Bytes for the core (the C path is off, or handed these over)."""
+        self._in_slow = True
+        try:
+            super().data_received(data)
+        finally:
+            self._in_slow = False
+        self._refresh_fast()
+
+    def _refresh_fast(self) -> None:
+        """Turn the C path on if the connection's state lets it take the next frames."""
+        raise NotImplementedError
+
+    def _process(self) -> None:
+        super()._process()
+        if not self._in_slow:
+            self._refresh_fast()  # e.g. after an awaitable process_request answered
+
+    def _flush(self) -> None:
+        self._fast.flush()  # what C queued leaves first
+        super()._flush()
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or protocol.close_pending:
+            self._fast.disable()
+
+    def write_queued(self) -> None:
+        """Write now what the core has queued (never an owed close frame: see rule 3)."""
+        self._fast.flush()
+        super().write_queued()
+
+
 def connection_factory(listener: Listener) -> Callable[[Server[Any]], CallbackConnection]:
     """The connection factory of one callback server: compiled if :data:`enabled`."""
     if not (enabled and _compiled is not None):
@@ -186,7 +237,12 @@ class _Factory:
         return FastCallbackConnection(server, self.listener, self.read_buffer)
 
 
-class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtocol):  # type: ignore[misc]
+class FastCallbackConnection(
+    _Mixin,  # type: ignore[misc]
+    CompiledConnection,
+    CallbackConnection,
+    asyncio.BufferedProtocol,
+):
     """A :class:`~.callback.CallbackConnection` whose common data path is compiled (see the
     module docstring); it behaves the same in every other respect."""
 
@@ -200,20 +256,6 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         assert _compiled is not None
         self._fast = _compiled.FastPath(read_buffer, self.batch_limit)
         self._in_slow = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._fast.attach(self.transport, direct_fd(self.transport))
-        self._fast.gather = gathers_writes(self.transport)
-
-    def _slow_received(self, data: bytes) -> None:
-        """Bytes for the core (the C path is off, or handed these over)."""
-        self._in_slow = True
-        try:
-            CallbackConnection.data_received(self, data)
-        finally:
-            self._in_slow = False
-        self._refresh_fast()
 
     def _refresh_fast(self) -> None:
         """Turn the C path on if the core lets it take the next frames (see
@@ -272,23 +314,6 @@ class FastCallbackConnection(_Mixin, CallbackConnection, asyncio.BufferedProtoco
         if transport.is_reading():
             # What resume_reading does: the loop's reader for this fd becomes the FastPath.
             loop._add_reader(fast.fd, fast)
-
-    def _process(self) -> None:
-        super()._process()
-        if not self._in_slow:
-            self._refresh_fast()  # e.g. after an awaitable process_request answered
-
-    def _flush(self) -> None:
-        self._fast.flush()  # what C queued leaves first
-        super()._flush()
-        protocol = self.protocol
-        if protocol.state is not State.OPEN or protocol.close_pending:
-            self._fast.disable()
-
-    def write_queued(self) -> None:
-        """Write now what the core has queued (never an owed close frame: see rule 3)."""
-        self._fast.flush()
-        super().write_queued()
 
     def _fast_error(self, exc: BaseException) -> None:
         """The listener raised in the C path: as :meth:`CallbackConnection._deliver` does."""

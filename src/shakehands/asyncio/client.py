@@ -21,16 +21,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from ..client_errors import tls_verification_error
+from .._reconnect import Reconnection
+from ..client_errors import raise_unreachable, refused, tls_error
 from ..protocol.client import (
-    NOT_TLS_REASONS,
     REDIRECT_STATUSES,
-    RETRY_CLOSE_CODES,
     Backoff,
     ClientProtocol,
     WebSocketURI,
     follow_redirect,
-    is_transient,
     parse_uri,
     redact,
     wrong_scheme,
@@ -44,7 +42,6 @@ from ..protocol.config import (
 )
 from ..protocol.connection import State
 from ..protocol.errors import (
-    ConnectionRefused,
     HandshakeInterrupted,
     HostNotFound,
     InvalidHandshake,
@@ -164,13 +161,7 @@ async def _tcp_connect(host: str, port: int) -> socket.socket:
             sock.close()
             raise
         return sock
-    if errors and all(isinstance(exc, ConnectionRefusedError) for exc in errors):
-        raise ConnectionRefused(
-            f"{host}:{port} refused the connection (is the server running?)"
-        ) from errors[-1]
-    if errors:
-        raise errors[-1]
-    raise HostNotFound(f"{host!r} resolved to no address")  # pragma: no cover
+    raise_unreachable(host, port, errors)
 
 
 class connect:  # noqa: N801 - used like a function, as in `async with connect(uri)`
@@ -342,9 +333,7 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
                 await loop.sock_connect(sock, self.unix_path)
             except ConnectionRefusedError as exc:
                 sock.close()
-                raise ConnectionRefused(
-                    f"{self.unix_path} refused the connection (is the server running?)"
-                ) from exc
+                raise refused(self.unix_path) from exc
             except BaseException:
                 sock.close()
                 raise
@@ -360,14 +349,11 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             kwargs["server_hostname"] = server_hostname
         try:
             _, connection = await loop.create_connection(factory, sock=sock, **kwargs)
-        except ssl_module.SSLCertVerificationError as exc:
-            sock.close()
-            raise tls_verification_error(exc, server_hostname) from exc
         except ssl_module.SSLError as exc:
             sock.close()
-            if exc.reason in NOT_TLS_REASONS:
-                raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
-            raise
+            if (error := tls_error(exc, wsuri, server_hostname)) is None:
+                raise
+            raise error from exc
         except BaseException:
             sock.close()
             raise
@@ -390,12 +376,10 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             _, connection = await create_proxy_connection(
                 factory, proxy, wsuri.host, wsuri.port, ssl=context, server_hostname=server_hostname
             )
-        except ssl_module.SSLCertVerificationError as exc:
-            raise tls_verification_error(exc, server_hostname) from exc
         except ssl_module.SSLError as exc:
-            if exc.reason in NOT_TLS_REASONS:
-                raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
-            raise
+            if (error := tls_error(exc, wsuri, server_hostname)) is None:
+                raise
+            raise error from exc
         attempt.phase = "WebSocket handshake"
         return connection
 
@@ -484,22 +468,18 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
     async def __aiter__(self) -> AsyncIterator[ClientConnection]:
         """Connect, yield the connection, and connect again when it is lost (see above)."""
         where = redact(self.uri) if self.unix_path is None else f"{self.unix_path} (unix)"
-        delays = self.backoff.delays()
-        attempt = 0
+        retry = Reconnection(where, self.backoff)
         while True:
-            attempt += 1
-            logger.info("connecting to %s (attempt %d)", where, attempt)
+            retry.connecting()
             try:
                 connection = await self._open()
             except Exception as exc:
-                if not is_transient(exc):
-                    logger.error("connecting to %s failed, giving up: %s", where, exc)
+                delay = retry.failed(exc)
+                if delay is None:
                     raise
-                delay = next(delays)
-                logger.warning("connecting to %s failed: %s; retrying in %.2f s", where, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            logger.info("connected to %s", where)
+            retry.connected()
             try:
                 yield connection
             except BaseException:  # GeneratorExit: the caller broke out of the loop
@@ -508,19 +488,11 @@ class connect:  # noqa: N801 - used like a function, as in `async with connect(u
             # The caller asks for the next connection.
             was_open = connection.state is State.OPEN
             await connection.close()
-            attempt = 0
-            delays = self.backoff.delays()
-            if was_open:
-                continue
-            code = connection.close_code
-            if code not in RETRY_CLOSE_CODES:
-                logger.info("%s closed the connection with %s: not reconnecting", where, code)
+            delay = retry.lost(was_open, connection.close_code)
+            if delay is None:
                 return
-            delay = next(delays)
-            logger.warning(
-                "%s closed the connection with %s; reconnecting in %.2f s", where, code, delay
-            )
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
 
 
 class unix_connect(connect):  # noqa: N801 - used like a function, as connect

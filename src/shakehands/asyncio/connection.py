@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
+from contextlib import aclosing
 from typing import Any
 
 from ..protocol.config import Config
 from ..protocol.connection import Close, Connection, State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
-from ..protocol.messages import Fragment, Message, is_fragments, unsendable
+from ..protocol.messages import Fragment, Message, awith_fin, is_fragments, unsendable
 from .base import HoldsCloseForReader, TransportProtocol
 from .messages import Data, Inbox
 
@@ -177,9 +178,6 @@ class WebSocketConnection(HoldsCloseForReader, TransportProtocol):
         elif not is_fragments(message):
             # A dict or a set is iterable too, but of its keys: never a message's fragments.
             raise unsendable(message)
-        elif isinstance(message, AsyncIterable):
-            await self._send_fragments_async(message, compress)
-            return
         else:
             await self._send_fragments(message, compress)
             return
@@ -200,48 +198,22 @@ class WebSocketConnection(HoldsCloseForReader, TransportProtocol):
         self._unflushed = 0
         self._flush()
 
-    async def _send_fragments(self, fragments: Iterable[Any], compress: bool) -> None:
-        iterator = iter(fragments)
-        try:
-            previous = next(iterator)
-        except StopIteration:
-            return
+    async def _send_fragments(
+        self, fragments: Iterable[Any] | AsyncIterable[Any], compress: bool
+    ) -> None:
         started = False
         try:
-            for fragment in iterator:
-                self._send_fragment(previous, fin=False, compress=compress)
-                started = True
-                previous = fragment
-                if self._writing_paused:
-                    await self._drain()
-            self._send_fragment(previous, fin=True, compress=compress)
+            async with aclosing(awith_fin(fragments)) as pieces:
+                async for fragment, fin in pieces:
+                    self._send_fragment(fragment, fin=fin, compress=compress)
+                    started = True
+                    if not fin and self._writing_paused:
+                        await self._drain()
         except BaseException:
             if started:
                 self._abandon_fragmented_message()
             raise
-        if self._writing_paused:
-            await self._drain()
-
-    async def _send_fragments_async(self, fragments: AsyncIterable[Any], compress: bool) -> None:
-        iterator = aiter(fragments)
-        try:
-            previous = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        started = False
-        try:
-            async for fragment in iterator:
-                self._send_fragment(previous, fin=False, compress=compress)
-                started = True
-                previous = fragment
-                if self._writing_paused:
-                    await self._drain()
-            self._send_fragment(previous, fin=True, compress=compress)
-        except BaseException:
-            if started:
-                self._abandon_fragmented_message()
-            raise
-        if self._writing_paused:
+        if started and self._writing_paused:
             await self._drain()
 
     def _abandon_fragmented_message(self) -> None:

@@ -17,6 +17,7 @@ import ssl as ssl_module
 from collections.abc import Callable
 from typing import TypeVar
 
+from .._socks import socks_errors, socks_proxy
 from ..protocol.proxy import InvalidProxyMessage, Proxy, ProxyError, ProxyHandshake
 
 __all__ = ["create_proxy_connection", "open_socks_tunnel"]
@@ -79,29 +80,13 @@ async def open_socks_tunnel(proxy: Proxy, host: str, port: int) -> socket.socket
         OSError: the proxy could not be reached.
     """
     try:
-        from python_socks import ProxyConnectionError, ProxyTimeoutError, ProxyType
-        from python_socks import ProxyError as SocksError
         from python_socks.async_.asyncio import Proxy as SocksProxy
     except ImportError as exc:
         raise ImportError(SOCKS_MISSING) from exc
-    proxy_type = ProxyType.SOCKS5 if proxy.scheme.startswith("socks5") else ProxyType.SOCKS4
-    socks = SocksProxy(
-        proxy_type,
-        proxy.host,
-        proxy.port,
-        username=proxy.username,
-        password=proxy.password,
-        rdns=proxy.scheme in ("socks5h", "socks4a"),
-    )
-    try:
+    socks = socks_proxy(SocksProxy, proxy)
+    with socks_errors(proxy):
         # No timeout of its own: the caller's open_timeout bounds the whole connection.
         sock: socket.socket = await socks.connect(host, port, timeout=1e9)
-    except ProxyTimeoutError as exc:  # pragma: no cover - the timeout is the caller's
-        raise TimeoutError(str(exc)) from exc
-    except ProxyConnectionError:
-        raise
-    except SocksError as exc:
-        raise ProxyError(f"SOCKS proxy {proxy.url} refused: {exc}") from exc
     return sock
 
 

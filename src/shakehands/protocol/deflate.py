@@ -5,7 +5,8 @@ The code is in :mod:`.extensions.permessage_deflate`; import from there in new c
 
 from __future__ import annotations
 
-# The module's other names, for callers that reached into it.
+# Every name of the module, public (its __all__, imported too) or not (for callers that
+# reached into it).
 from .extensions.permessage_deflate import (  # noqa: F401
     _PARAM_RE,
     _STEP,
@@ -25,14 +26,4 @@ from .extensions.permessage_deflate import (  # noqa: F401
     parse_extensions,
     server_negotiate,
 )
-
-__all__ = [
-    "EXTENSION_NAME",
-    "DeflateOptions",
-    "PerMessageDeflate",
-    "parse_extensions",
-    "server_negotiate",
-    "client_offer",
-    "client_accept",
-    "compression_options",
-]
+from .extensions.permessage_deflate import __all__ as __all__

@@ -10,11 +10,22 @@ supertype of them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
-__all__ = ["Data", "Fragment", "Fragments", "Message", "is_fragments", "unsendable"]
+__all__ = [
+    "Data",
+    "Fragment",
+    "Fragments",
+    "Message",
+    "is_fragments",
+    "unsendable",
+    "with_fin",
+    "awith_fin",
+]
+
+_T = TypeVar("_T")
 
 #: A message received: ``str`` for text, ``bytes`` for binary.
 Data: TypeAlias = str | bytes
@@ -49,3 +60,34 @@ def unsendable(message: object, *, fragments: bool = True) -> TypeError:
         f"cannot send {type(message).__name__}{hint}: a message is "
         + (what if fragments else "str or bytes-like")
     )
+
+
+def with_fin(fragments: Iterable[_T]) -> Iterator[tuple[_T, bool]]:
+    """Each of a message's ``fragments`` with whether it is the last (its frame's FIN bit),
+    taken one ahead, as the front ends' ``send`` sends them; nothing for no fragment."""
+    iterator = iter(fragments)
+    try:
+        previous = next(iterator)
+    except StopIteration:
+        return
+    for fragment in iterator:
+        yield previous, False
+        previous = fragment
+    yield previous, True
+
+
+async def awith_fin(fragments: Iterable[_T] | AsyncIterable[_T]) -> AsyncGenerator[tuple[_T, bool]]:
+    """:func:`with_fin` for the asyncio API, whose ``send`` also takes an async iterable."""
+    if not isinstance(fragments, AsyncIterable):
+        for item in with_fin(fragments):
+            yield item
+        return
+    iterator = aiter(fragments)
+    try:
+        previous = await anext(iterator)
+    except StopAsyncIteration:
+        return
+    async for fragment in iterator:
+        yield previous, False
+        previous = fragment
+    yield previous, True

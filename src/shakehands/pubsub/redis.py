@@ -13,14 +13,13 @@ missed as a :class:`~shakehands.pubsub.Gap`. ``redis.asyncio`` (``pip install
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .backend import Deliver, Gap, Message, logger
-from .redis_link import Backoff, RedisLink, load_redis, no_retry
+from .redis_link import Backoff, RedisLink, listen, load_redis, no_retry
 
 __all__ = ["RedisBackend"]
 
@@ -93,31 +92,16 @@ class RedisBackend(RedisLink):
                     channels = [self._channel(t) for t in sorted(self._topics)]
                     await pubsub.subscribe(self._control, *channels)
                     self._pubsub = pubsub
-                interval = self.health_check_interval
-                heard = pinged = time.monotonic()
-                while True:
-                    message = await pubsub.get_message(timeout=interval / 2)
-                    now = time.monotonic()
-                    if message is not None:
-                        heard = now
-                        self._handle(message)
-                        if self._up:
-                            backoff.reset()
-                    elif now - heard > 2 * interval:
-                        raise ConnectionError(f"no answer from Redis for {now - heard:.1f} s")
-                    elif now - heard > interval and now - pinged > interval:
-                        pinged = now
-                        await pubsub.ping()
-            except asyncio.CancelledError:
+
+                def handle(message: dict[str, Any]) -> None:
+                    self._handle(message)
+                    if self._up:
+                        backoff.reset()
+
+                await listen(pubsub, self.health_check_interval, handle, "no answer from Redis")
+            except (asyncio.CancelledError, Exception) as exc:
                 self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                raise
-            except Exception as exc:
-                self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                await self._lost(exc, backoff)
+                await self._reader_ended(pubsub, exc, backoff)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

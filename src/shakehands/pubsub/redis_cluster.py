@@ -39,17 +39,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backend import Deliver, Entry, Gap, HistoryLost, Message, Position, PublishError, logger
-from .redis_link import Backoff, load_redis, no_retry
+from .redis_link import Backoff, listen, load_redis, no_retry
 from .redis_streams import (
+    _APPEND,
     _HISTORY,
     _STATE,
-    _TRIM_BY_AGE,
     DEFAULT_HISTORY_AGE,
     DEFAULT_HISTORY_SIZE,
     READ_CONCURRENCY,
     _age_ms,
     _decode,
     _encode,
+    _entries,
     _new_epoch,
     _offset_of,
     _text,
@@ -57,23 +58,12 @@ from .redis_streams import (
 
 __all__ = ["RedisClusterBackend"]
 
-# KEYS: stream, meta, channel. ARGV: approximate maximum length, an epoch for a topic that has
-# none, the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
+# KEYS: stream, meta, channel. ARGV: as redis_streams' _APPEND (approximate maximum length, an
+# epoch for a topic that has none, the entry, the maximum age in milliseconds, -1: none).
+# Returns {epoch, offset}.
 _PUBLISH = (
-    _TRIM_BY_AGE
-    + """
-local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('HSET', KEYS[2], 'epoch', epoch)
-end
-local offset = redis.call('HINCRBY', KEYS[2], 'last', 1)
-redis.call(
-  'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
-  'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
-)
-redis.call('SPUBLISH', KEYS[3], epoch .. ' ' .. offset .. ' ' .. ARGV[3])
+    _APPEND
+    + """redis.call('SPUBLISH', KEYS[3], epoch .. ' ' .. offset .. ' ' .. ARGV[3])
 return {epoch, offset}
 """
 )
@@ -320,18 +310,7 @@ class RedisClusterBackend:
                     await pubsub.ssubscribe(self._keys(topic)[2])
                 link.pubsub = pubsub
             self._backoffs.pop(link.node, None)
-            heard = pinged = time.monotonic()
-            while True:
-                message = await pubsub.get_message(timeout=interval / 2)
-                now = time.monotonic()
-                if message is not None:
-                    heard = now
-                    self._handle(link, message)
-                elif now - heard > 2 * interval:
-                    raise ConnectionError(f"no answer for {now - heard:.1f} s")
-                elif now - heard > interval and now - pinged > interval:
-                    pinged = now
-                    await pubsub.ping()
+            await listen(pubsub, interval, lambda message: self._handle(link, message), "no answer")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -564,13 +543,7 @@ class RedisClusterBackend:
         first_offset = max(_offset_of(first) if first else last + 1, base + 1)
         if since.offset + 1 < first_offset:
             return HistoryLost(topic, since, "trimmed", current), base
-        result: list[Entry] = []
-        for stream_id, fields in entries:
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            message = _decode(values.get(b"d"))
-            if message is not None:
-                result.append((Position(current.epoch, _offset_of(stream_id)), message))
-        return result, base
+        return _entries(current.epoch, entries), base
 
     async def head(self, topic: str) -> Position:
         """The position of the last publication on ``topic`` (creating its epoch if new)."""

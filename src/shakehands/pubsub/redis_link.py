@@ -15,7 +15,8 @@ import contextlib
 import importlib
 import random
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from .backend import PublishError, logger
 
@@ -68,6 +69,26 @@ class Backoff:
     async def sleep(self) -> None:
         """Wait for :meth:`next`'s time."""
         await asyncio.sleep(self.next())
+
+
+async def listen(
+    pubsub: Any, interval: float, handle: Callable[[Any], None], silence: str
+) -> NoReturn:
+    """Hand each message of the pub/sub connection ``pubsub`` to ``handle``, until it fails:
+    after ``interval`` seconds without a message it pings, and after twice that it raises
+    :class:`ConnectionError` (``silence``, then for how long)."""
+    heard = pinged = time.monotonic()
+    while True:
+        message = await pubsub.get_message(timeout=interval / 2)
+        now = time.monotonic()
+        if message is not None:
+            heard = now
+            handle(message)
+        elif now - heard > 2 * interval:
+            raise ConnectionError(f"{silence} for {now - heard:.1f} s")
+        elif now - heard > interval and now - pinged > interval:
+            pinged = now
+            await pubsub.ping()
 
 
 class RedisLink:
@@ -143,6 +164,15 @@ class RedisLink:
         logger.warning("cannot reach Redis at %s (%s); retrying in %.2f s", self.url, exc, wait)
         self._attempt_done()
         await asyncio.sleep(wait)
+
+    async def _reader_ended(self, reader: Any, exc: BaseException, backoff: Backoff) -> None:
+        """The reader's connection ``reader`` ended with ``exc``: close it, then raise a
+        cancellation again, or take any other error for a lost link (:meth:`_lost`)."""
+        with contextlib.suppress(Exception):
+            await reader.aclose()
+        if not isinstance(exc, Exception):
+            raise exc
+        await self._lost(exc, backoff)
 
     def _since(self) -> str:
         if self._down_since is None:

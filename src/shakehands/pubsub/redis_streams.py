@@ -78,8 +78,9 @@ end
 """
 
 # KEYS: stream, meta. ARGV: approximate maximum length, an epoch for a topic that has none,
-# the entry, the maximum age in milliseconds (-1: none). Returns {epoch, offset}.
-_PUBLISH = (
+# the entry, the maximum age in milliseconds (-1: none). Appends the entry (locals epoch and
+# offset); the publishing scripts (this module's and the cluster's) go on from there.
+_APPEND = (
     _TRIM_BY_AGE
     + """
 local now = trim_by_age(KEYS[1], tonumber(ARGV[4]))
@@ -93,7 +94,13 @@ redis.call(
   'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], offset .. '-0',
   'e', epoch, 'd', ARGV[3], 't', string.format('%.0f', now)
 )
-return {epoch, offset}
+"""
+)
+
+# _APPEND's KEYS and ARGV. Returns {epoch, offset}.
+_PUBLISH = (
+    _APPEND
+    + """return {epoch, offset}
 """
 )
 
@@ -151,6 +158,19 @@ def _new_epoch() -> str:
 
 def _encode(message: Message) -> bytes:
     return b"t" + message.encode("utf-8") if isinstance(message, str) else b"b" + bytes(message)
+
+
+def _entries(epoch: str, entries: Any) -> list[Entry]:
+    """The publications of the history script's ``entries`` (stream ID, fields), of ``epoch``;
+    an entry that does not decode is left out."""
+    result: list[Entry] = []
+    for stream_id, fields in entries:
+        # RESP2 through a script: the fields come as a flat list.
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        message = _decode(values.get(b"d"))
+        if message is not None:
+            result.append((Position(epoch, _offset_of(stream_id)), message))
+    return result
 
 
 def _decode(data: Any) -> Message | None:
@@ -283,16 +303,9 @@ class RedisStreamsBackend(RedisLink):
                     reply = await reader.xread(streams, count=500, block=int(interval * 1000))
                     if reply:
                         self._handle(reply)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Exception) as exc:
                 self._reader_id = None
-                with contextlib.suppress(Exception):
-                    await reader.aclose()
-                raise
-            except Exception as exc:
-                self._reader_id = None
-                with contextlib.suppress(Exception):
-                    await reader.aclose()
-                await self._lost(exc, backoff)
+                await self._reader_ended(reader, exc, backoff)
 
     async def _link_up(self) -> None:
         """Connected: after an outage, check that each stream continues from its cursor."""
@@ -445,14 +458,7 @@ class RedisStreamsBackend(RedisLink):
         first_offset = _offset_of(first) if first else last + 1
         if since.offset + 1 < first_offset:
             return HistoryLost(topic, since, "trimmed", current)
-        result: list[Entry] = []
-        for stream_id, fields in entries:
-            # RESP2 through a script: the fields come as a flat list.
-            values = dict(zip(fields[::2], fields[1::2], strict=True))
-            message = _decode(values.get(b"d"))
-            if message is not None:
-                result.append((Position(current.epoch, _offset_of(stream_id)), message))
-        return result
+        return _entries(current.epoch, entries)
 
     async def head(self, topic: str) -> Position:
         """The position of the last publication on ``topic`` (creating its epoch if new)."""

@@ -20,16 +20,14 @@ import time
 from collections.abc import Iterator
 from typing import Any, Unpack
 
-from ..client_errors import tls_verification_error
+from .._reconnect import Reconnection
+from ..client_errors import raise_unreachable, refused, tls_error, tls_verification_error
 from ..protocol.client import (
-    NOT_TLS_REASONS,
     REDIRECT_STATUSES,
-    RETRY_CLOSE_CODES,
     Backoff,
     ClientProtocol,
     WebSocketURI,
     follow_redirect,
-    is_transient,
     parse_uri,
     redact,
     wrong_scheme,
@@ -43,7 +41,6 @@ from ..protocol.config import (
 )
 from ..protocol.connection import State
 from ..protocol.errors import (
-    ConnectionRefused,
     HostNotFound,
     InvalidHandshake,
     InvalidResponse,
@@ -189,13 +186,7 @@ def _tcp_connect(host: str, port: int, attempt: _Attempt) -> socket.socket:
             raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
-    if errors and all(isinstance(exc, ConnectionRefusedError) for exc in errors):
-        raise ConnectionRefused(
-            f"{host}:{port} refused the connection (is the server running?)"
-        ) from errors[-1]
-    if errors:
-        raise errors[-1]
-    raise HostNotFound(f"{host!r} resolved to no address")  # pragma: no cover
+    raise_unreachable(host, port, errors)
 
 
 def _open_transport(
@@ -216,9 +207,7 @@ def _open_transport(
             sock.connect(unix_path)
         except ConnectionRefusedError as exc:
             sock.close()
-            raise ConnectionRefused(
-                f"{unix_path} refused the connection (is the server running?)"
-            ) from exc
+            raise refused(unix_path) from exc
         except BaseException:
             sock.close()
             raise
@@ -232,14 +221,11 @@ def _open_transport(
     try:
         sock.settimeout(attempt.remaining())
         return ssl.wrap_socket(sock, server_hostname=server_hostname)
-    except ssl_module.SSLCertVerificationError as exc:
-        sock.close()
-        raise tls_verification_error(exc, server_hostname) from exc
     except ssl_module.SSLError as exc:
         sock.close()
-        if exc.reason in NOT_TLS_REASONS:
-            raise wrong_scheme(wsuri, server_speaks_tls=False) from exc
-        raise
+        if (error := tls_error(exc, wsuri, server_hostname)) is None:
+            raise
+        raise error from exc
     except TimeoutError:
         sock.close()
         raise attempt.timed_out() from None
@@ -517,22 +503,18 @@ def _reconnect(
     config: ClientConfig,
 ) -> Iterator[ClientConnection]:
     where = redact(uri) if unix_path is None else f"{unix_path} (unix)"
-    delays = backoff.delays()
-    attempt = 0
+    retry = Reconnection(where, backoff)
     while True:
-        attempt += 1
-        logger.info("connecting to %s (attempt %d)", where, attempt)
+        retry.connecting()
         try:
             connection = _open(uri, ssl, server_hostname, unix_path, config)
         except Exception as exc:
-            if not is_transient(exc):
-                logger.error("connecting to %s failed, giving up: %s", where, exc)
+            delay = retry.failed(exc)
+            if delay is None:
                 raise
-            delay = next(delays)
-            logger.warning("connecting to %s failed: %s; retrying in %.2f s", where, exc, delay)
             time.sleep(delay)
             continue
-        logger.info("connected to %s", where)
+        retry.connected()
         try:
             yield connection
         except BaseException:  # GeneratorExit: the caller broke out of the loop
@@ -541,16 +523,8 @@ def _reconnect(
         # The caller asks for the next connection.
         was_open = connection.state is State.OPEN
         connection.close()
-        attempt = 0
-        delays = backoff.delays()
-        if was_open:
-            continue
-        code = connection.close_code
-        if code not in RETRY_CLOSE_CODES:
-            logger.info("%s closed the connection with %s: not reconnecting", where, code)
+        delay = retry.lost(was_open, connection.close_code)
+        if delay is None:
             return
-        delay = next(delays)
-        logger.warning(
-            "%s closed the connection with %s; reconnecting in %.2f s", where, code, delay
-        )
-        time.sleep(delay)
+        if delay:
+            time.sleep(delay)

@@ -18,7 +18,7 @@ from ..protocol.connection import Connection as Protocol
 from ..protocol.connection import State
 from ..protocol.errors import CloseCode, ConnectionClosedOK
 from ..protocol.handshake import Request, Response
-from ..protocol.messages import Message, is_fragments, unsendable
+from ..protocol.messages import Message, is_fragments, unsendable, with_fin
 from .base import LINGER_BYTES, PongWaiter, SocketProtocol
 from .messages import Data
 
@@ -111,18 +111,11 @@ class Connection(SocketProtocol):
         if not is_fragments(message) or not isinstance(message, Iterable):
             # A dict or a set is iterable too, but of its keys: never a message's fragments.
             raise unsendable(message)
-        iterator = iter(message)
-        try:
-            previous = next(iterator)
-        except StopIteration:
-            return
         started = False
         try:
-            for fragment in iterator:
-                self._send_fragment(previous, fin=False, compress=compress)
+            for fragment, fin in with_fin(message):
+                self._send_fragment(fragment, fin=fin, compress=compress)
                 started = True
-                previous = fragment
-            self._send_fragment(previous, fin=True, compress=compress)
         except BaseException:
             if started:
                 # Part of a message is out and the rest will never follow: fail with 1011.

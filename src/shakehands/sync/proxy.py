@@ -15,6 +15,7 @@ import ssl as ssl_module
 import threading
 from collections.abc import Callable
 
+from .._socks import socks_errors, socks_proxy
 from ..protocol.proxy import Proxy, ProxyError, ProxyHandshake
 
 __all__ = ["open_tunnel"]
@@ -30,29 +31,13 @@ def _open_socks_tunnel(
     proxy: Proxy, host: str, port: int, remaining: Callable[[], float | None]
 ) -> socket.socket:
     try:
-        from python_socks import ProxyConnectionError, ProxyTimeoutError, ProxyType
-        from python_socks import ProxyError as SocksError
         from python_socks.sync import Proxy as SocksProxy
     except ImportError as exc:
         raise ImportError(SOCKS_MISSING) from exc
-    proxy_type = ProxyType.SOCKS5 if proxy.scheme.startswith("socks5") else ProxyType.SOCKS4
-    socks = SocksProxy(
-        proxy_type,
-        proxy.host,
-        proxy.port,
-        username=proxy.username,
-        password=proxy.password,
-        rdns=proxy.scheme in ("socks5h", "socks4a"),
-    )
+    socks = socks_proxy(SocksProxy, proxy)
     timeout = remaining()
-    try:
+    with socks_errors(proxy):
         sock: socket.socket = socks.connect(host, port, timeout=1e9 if timeout is None else timeout)
-    except ProxyTimeoutError as exc:
-        raise TimeoutError(str(exc)) from exc
-    except ProxyConnectionError:
-        raise
-    except SocksError as exc:
-        raise ProxyError(f"SOCKS proxy {proxy.url} refused: {exc}") from exc
     return sock
 
 
