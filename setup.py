@@ -21,6 +21,27 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, OSError, ValueError)
 
 
+def _take_turns() -> None:
+    """Wait until no other build of this source tree runs, then hold it until this one exits.
+
+    Every build writes into the tree: ``src/shakehands.egg-info`` (the metadata, written then
+    read back), ``build/`` (``pip wheel``, ``setup.py build_ext``) and the extensions copied into
+    ``src/shakehands``. Two at once (``.ci/run`` installs the package into other virtualenvs
+    while the tests build a wheel of it) could read each other's half-written files. Each build
+    hook of pip runs this file in a process of its own: the lock (on this file) goes with it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: builds do not take turns
+        return
+    handle = open(os.path.abspath(__file__), "rb")  # noqa: SIM115 - held until the process exits
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    globals()["_TURN"] = handle
+
+
+_take_turns()
+
+
 def _warn(exc: BaseException) -> None:
     message = f"shakehands: C speedups not built, using pure Python: {exc}"
     bar = "*" * min(len(message), 79)
