@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Short coverage-guided fuzzing run: every atheris target of fuzz/ for 25 s from our seeds
 # (about 1.5 minutes in all). The long run and its counts are documented in docs/security.md.
+# ci: alongside
+# (.ci/run: runs in the background with the main tests: no install, no fixed port.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

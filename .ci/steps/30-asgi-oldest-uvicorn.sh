@@ -3,6 +3,8 @@
 # the first release that takes a protocol class's import string in --ws). The main run tested the
 # newest release; this one runs tests/asgi with 0.36.1 in a virtualenv of its own, without the
 # websockets-sansio reference cases (that implementation changed since; the cases are about it).
+# ci: alongside
+# (.ci/run: runs in the background with the main tests: a virtualenv of its own, no fixed port.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

@@ -4,6 +4,8 @@
 # run is on the default Python (3.11); this step builds the package with each newer CPython found
 # (3.12, 3.13: pyenv's, or on PATH) and runs the protocol core, the compiled paths and the asyncio
 # APIs there, C speed-ups required. A Python that is not installed is reported and skipped.
+# ci: alongside
+# (.ci/run: runs in the background with the main tests: virtualenvs of their own, no fixed port.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

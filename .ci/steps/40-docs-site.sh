@@ -5,6 +5,8 @@
 # reference page without a console error; then tests/test_docs.py: every Python block of the
 # README and docs/ runs, against its real peers (redis-server, tinyproxy, Dante, gunicorn).
 # SHAKEHANDS_REQUIRE_DOCS=1: a skip there is a failure.
+# (.ci/run: not alongside the main tests: it reinstalls the package into .venv-ci, whose Python
+# the other parts start, and tests/test_docs.py listens on fixed ports.)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 

@@ -4,6 +4,8 @@
 # and runs a few workloads against them in turn, asyncio loop only (the peers are in the bench
 # extra, not installed here). Checks that numbers came out, throughput and server CPU per
 # message; the numbers themselves are not judged (speed lives in bench/results/, not in CI).
+# ci: alongside
+# (.ci/run: runs in the background with the main tests: no install, free ports only.)
 set -euo pipefail
 out="$(mktemp -d)"
 python -m bench --quick --only shakehands-callback shakehands-coroutine raw-tcp c-echo \

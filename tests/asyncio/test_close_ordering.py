@@ -42,6 +42,9 @@ async def test_server_answers_before_failing(api: str) -> None:
         assert await client.read_frame() == (True, OP_TEXT, b"two")
         code, _ = await client.read_close()
         assert code == 1002
+        # Our side of the close: without it the server waits its close_timeout (10 s) for our
+        # close frame before the `async with` can end.
+        await client.close()
 
 
 async def test_server_answers_before_echoing_close() -> None:

@@ -246,7 +246,11 @@ def test_keepalive_timeout_says_so() -> None:
     thread.start()
     try:
         with (
-            sync.connect(f"ws://{HOST}:{port}/", ping_interval=0.1, ping_timeout=0.1) as ws,
+            # close_timeout: the raw server never answers the 1011 either; recv() raises once the
+            # client has waited that long for it (10 s by default).
+            sync.connect(
+                f"ws://{HOST}:{port}/", ping_interval=0.1, ping_timeout=0.1, close_timeout=1
+            ) as ws,
             pytest.raises(ConnectionClosedError) as excinfo,
         ):
             ws.recv()
