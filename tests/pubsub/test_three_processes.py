@@ -83,6 +83,8 @@ class Client:
         self.notices: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.sent = 0
+        self.last_sent: str | None = None
+        self.moved = False
         self.publishing = publisher
         #: Set once every client has joined: publishing starts then (a client that joins
         #: without ``since`` gets only what is published after it joined).
@@ -103,6 +105,7 @@ class Client:
     def move(self, target: int) -> None:
         """Drop the connection and come back on process ``target`` (scenario a)."""
         self.target = target
+        self.moved = True
         if self.ws is not None:
             asyncio.create_task(self.ws.close())
 
@@ -166,9 +169,25 @@ class Client:
 
     async def _publish(self, ws: Any) -> None:
         await self.go.wait()
+        # A publisher that moved (scenario a: its old process lives on) resumes once its last
+        # message sent on the old connection is settled (came back to it, or was refused):
+        # until then the old process may still be publishing it, and a new message published
+        # first by the new process would overtake it. The room keeps each publisher's order on one connection; across a move that is
+        # the publisher's part (a client that needs it waits for its acknowledgement, as
+        # here). The wait is bounded: a message that never comes back shows up as missing.
+        if self.moved and self.last_sent is not None:
+            self.moved = False
+            last = self.last_sent
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (
+                any(m["text"] == last for m in self.messages) or last in self.refused
+            ):
+                await asyncio.sleep(0.01)
         while self.publishing:
             self.sent += 1
-            await ws.send(f"{self.name} {self.sent}")
+            text = f"{self.name} {self.sent}"
+            await ws.send(text)
+            self.last_sent = text
             await asyncio.sleep(PACE)
 
 
