@@ -416,6 +416,25 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def describe_fds() -> dict[int, str]:
+    """This process's descriptors, each with what it is (a TCP socket with its two ends), to
+    say which side a left-over descriptor belongs to when the churn test fails."""
+    sockets: dict[str, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                ports = f"{int(local.split(':')[1], 16)}->{int(remote.split(':')[1], 16)}"
+                sockets[f"socket:[{inode}]"] = f"tcp {ports} state {state}"
+    described: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{name}")
+            described[int(name)] = sockets.get(target, target)
+    return described
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
 async def test_churn_leaves_no_descriptor(impl: str) -> None:
     """200 clients connect and reset, half-close, close mid-handshake or echo, at once and in
@@ -424,6 +443,7 @@ async def test_churn_leaves_no_descriptor(impl: str) -> None:
     listener = Echo()
     async with shakehands.serve_callbacks(listener, HOST, 0) as server:
         baseline = open_fds()
+        before = describe_fds()
         rng = random.Random(14)
 
         async def one(i: int) -> None:
@@ -459,4 +479,7 @@ async def test_churn_leaves_no_descriptor(impl: str) -> None:
         async with asyncio.timeout(60):
             await asyncio.gather(*(one(i) for i in range(200)))
         await wait_for_condition(lambda: len(server.connections) == 0, timeout=30)
-        await wait_for_condition(lambda: open_fds() == baseline, timeout=10)
+        with contextlib.suppress(TimeoutError):
+            await wait_for_condition(lambda: open_fds() == baseline, timeout=10)
+        left = {fd: what for fd, what in describe_fds().items() if before.get(fd) != what}
+        assert open_fds() == baseline, f"server on port {server.port}; left over: {left}"
