@@ -134,39 +134,13 @@ static Py_ssize_t
 asgi_start_partial(AsgiFastPathObject *self, const unsigned char *p, Py_ssize_t avail)
 {
     FastPathObject *base = &self->base;
-    if (!base->fast || self->partial != NULL || base->extension != NULL || avail < 2) {
+    if (!base->fast || self->partial != NULL || base->extension != NULL) {
         return 0;
     }
-    unsigned char b0 = p[0], b1 = p[1];
-    if (!(b0 == 0x81 || b0 == 0x82) || !(b1 & 0x80)) {
+    Py_ssize_t hlen = 0;
+    Py_ssize_t n = large_cut_frame(p, avail, base->limit, ASGI_IN_PLACE, &hlen);
+    if (n == 0) {
         return 0;
-    }
-    uint64_t length = b1 & 0x7F;
-    Py_ssize_t hlen = 6;
-    if (length == 126) {
-        if (avail < 4) {
-            return 0;
-        }
-        length = ((uint64_t)p[2] << 8) | p[3];
-        hlen = 8;
-    }
-    else if (length == 127) {
-        if (avail < 10) {
-            return 0;
-        }
-        length = 0;
-        for (int i = 2; i < 10; i++) {
-            length = (length << 8) | p[i];
-        }
-        hlen = 14;
-    }
-    long long limit = base->limit >= 0 ? base->limit : NO_LIMIT_CAP;
-    if (length > (uint64_t)limit || avail < hlen) {
-        return 0; /* the core's (over the limit), or the header is not all here yet */
-    }
-    Py_ssize_t n = (Py_ssize_t)length;
-    if (hlen + n <= ASGI_IN_PLACE || hlen + n <= avail) {
-        return 0; /* small, or whole: parsed where it is */
     }
     PyObject *message = PyBytes_FromStringAndSize(NULL, n);
     if (message == NULL) {

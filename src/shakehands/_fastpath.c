@@ -899,14 +899,16 @@ drop_spares(FastPathObject *self)
 }
 
 /*
- * If p[0, avail) starts with a frame this path takes, of more than IN_PLACE bytes, with its
- * header all there and its payload not: make its message, unmask what is here into it and
- * return avail (all used). Else 0 (nothing done); -1 with an error set.
+ * If p[0, avail) starts with the header (all of it, mask key included) of a whole-message
+ * text or binary frame, masked, within `limit` (-1: none), of more than `in_place` bytes with
+ * its payload not all here: its payload length, and its header length in *hlen. Else 0. The
+ * callback/coroutine paths and the ASGI path read such a frame straight into its message.
  */
 static Py_ssize_t
-start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
+large_cut_frame(const unsigned char *p, Py_ssize_t avail, long long limit, Py_ssize_t in_place,
+                Py_ssize_t *hlen_out)
 {
-    if (!self->assemble || !self->fast || self->partial != NULL || avail < 2) {
+    if (avail < 2) {
         return 0;
     }
     unsigned char b0 = p[0], b1 = p[1];
@@ -932,14 +934,37 @@ start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
         }
         hlen = 14;
     }
-    long long limit = self->limit >= 0 ? self->limit : NO_LIMIT_CAP;
+    if (limit < 0) {
+        limit = NO_LIMIT_CAP;
+    }
     if (length > (uint64_t)limit || avail < hlen) {
         return 0; /* the core's (over the limit), or the mask key is not all here yet */
     }
     Py_ssize_t n = (Py_ssize_t)length;
-    if (hlen + n <= IN_PLACE || hlen + n <= avail) {
+    if (hlen + n <= in_place || hlen + n <= avail) {
         return 0; /* small, or whole: parsed where it is */
     }
+    *hlen_out = hlen;
+    return n;
+}
+
+/*
+ * If p[0, avail) starts with a frame this path takes, of more than IN_PLACE bytes, with its
+ * header all there and its payload not: make its message, unmask what is here into it and
+ * return avail (all used). Else 0 (nothing done); -1 with an error set.
+ */
+static Py_ssize_t
+start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
+{
+    if (!self->assemble || !self->fast || self->partial != NULL) {
+        return 0;
+    }
+    Py_ssize_t hlen = 0;
+    Py_ssize_t n = large_cut_frame(p, avail, self->limit, IN_PLACE, &hlen);
+    if (n == 0) {
+        return 0;
+    }
+    unsigned char b0 = p[0];
     PyObject *message = take_spare(self, n);
     if (message == NULL) {
         return -1;

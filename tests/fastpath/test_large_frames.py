@@ -34,6 +34,7 @@ from ..helpers import (
     frame,
     frame_header,
 )
+from .paths_helpers import read_data
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -175,15 +176,6 @@ def run(request: pytest.FixtureRequest) -> Run:
     return runner
 
 
-async def read_frames(client: RawClient, count: int) -> list[tuple[int, bytes]]:
-    frames = []
-    for _ in range(count):
-        fin, opcode, payload = await client.read_frame()
-        assert fin
-        frames.append((opcode, payload))
-    return frames
-
-
 async def send_parts(client: RawClient, data: bytes, cuts: list[int]) -> None:
     """Send ``data`` cut at ``cuts``, the parts apart in time (separate reads)."""
     start = 0
@@ -225,7 +217,7 @@ def test_large_frames_cut_anywhere(server: Server, run: Run) -> None:
                     else:
                         await asyncio.sleep(0.002)
                     client.send(data[cut:])
-                    assert await read_frames(client, 1) == [(opcode, payload)], (len(data), cut)
+                    assert await read_data(client, 1) == [(opcode, payload)], (len(data), cut)
                     server.check_done()
             await client.close()
 
@@ -255,7 +247,7 @@ def test_frames_following_a_large_frame_in_the_same_read(server: Server, run: Ru
             await client.writer.drain()
             await server.wait_assembling(150_000)
             client.send(data2[60_000:] + frame(OP_PING, b"p"))
-            frames = await read_frames(client, 5)
+            frames = await read_data(client, 5)
             assert (OP_PONG, b"p") in frames  # may leave before the answers (the core's)
             assert [f for f in frames if f[0] != OP_PONG] == [
                 (OP_BINARY, first),
@@ -316,7 +308,7 @@ def test_oversize_refused_before_its_payload(
             payload = os.urandom(100_000)
             data = frame(OP_BINARY, payload)
             await send_parts(client, data, [20_000])
-            assert await read_frames(client, 1) == [(OP_BINARY, payload)]
+            assert await read_data(client, 1) == [(OP_BINARY, payload)]
             client.send(frame_header(OP_BINARY, 100_001) + os.urandom(4))
             code, _ = await client.read_close()
             assert code == 1009
@@ -345,7 +337,7 @@ def test_invalid_utf8_in_a_large_text_frame(server: Server, run: Run, payload: b
             client = await server.client()
             good = "é€😀".encode() * 30_000
             await send_parts(client, frame(OP_TEXT, good), [70_001, 140_003])
-            assert await read_frames(client, 1) == [(OP_TEXT, good)]
+            assert await read_data(client, 1) == [(OP_TEXT, good)]
             data = frame(OP_TEXT, payload)
             client.send(data[:90_000])
             await client.writer.drain()
@@ -375,7 +367,7 @@ def test_server_closes_while_a_large_frame_is_read(server: Server, run: Run) -> 
         async with server.serve():
             client = await server.client()
             client.send(frame(OP_TEXT, b"hi"))
-            assert await read_frames(client, 1) == [(OP_TEXT, b"hi")]
+            assert await read_data(client, 1) == [(OP_TEXT, b"hi")]
             client.send(data[:150_000])
             await client.writer.drain()
             await server.wait_assembling(len(payload))
@@ -408,11 +400,11 @@ def test_server_ping_while_a_large_frame_is_read(server: Server, run: Run) -> No
             await client.writer.drain()
             await server.wait_assembling(len(payload))
             await server.ping(b"srv")
-            assert await read_frames(client, 1) == [(OP_PING, b"srv")]
+            assert await read_data(client, 1) == [(OP_PING, b"srv")]
             client.send(data[200_000:] + frame(OP_PONG, b"srv"))
-            assert await read_frames(client, 1) == [(OP_BINARY, payload)]
+            assert await read_data(client, 1) == [(OP_BINARY, payload)]
             client.send(frame(OP_TEXT, b"after"))
-            assert await read_frames(client, 1) == [(OP_TEXT, b"after")]
+            assert await read_data(client, 1) == [(OP_TEXT, b"after")]
             server.check_done()
             await client.close()
 
@@ -433,7 +425,7 @@ def test_ping_and_close_right_after_a_large_frame(server: Server, run: Run) -> N
             client.send(
                 data[100_000:] + frame(OP_PING, b"x") + frame(OP_CLOSE, close_payload(1000))
             )
-            frames = await read_frames(client, 3)
+            frames = await read_data(client, 3)
             assert (OP_PONG, b"x") in frames[:2]
             assert (OP_BINARY, payload) in frames[:2]
             assert frames[2][0] == OP_CLOSE
@@ -468,7 +460,7 @@ def test_peer_stalls_then_leaves_mid_frame(server: Server, run: Run, how: str) -
             await wait_for_condition(lambda: len(server.connections) == 2)
             for i in range(20):
                 other.send(frame(OP_BINARY, b"%d" % i * 10_000))
-                assert await read_frames(other, 1) == [(OP_BINARY, b"%d" % i * 10_000)]
+                assert await read_data(other, 1) == [(OP_BINARY, b"%d" % i * 10_000)]
             if fast is not None:
                 assert fast.assembling == 2**20  # still waiting, holding its message
             if how == "reset":
@@ -485,7 +477,7 @@ def test_peer_stalls_then_leaves_mid_frame(server: Server, run: Run, how: str) -
                 assert isinstance(ended, shakehands.ConnectionClosedError)
             await staller.close()
             other.send(frame(OP_TEXT, b"still here"))
-            assert await read_frames(other, 1) == [(OP_TEXT, b"still here")]
+            assert await read_data(other, 1) == [(OP_TEXT, b"still here")]
             await other.close()
 
     run(main)
@@ -514,7 +506,7 @@ def test_large_fragmented_message_then_a_large_frame(server: Server, run: Run) -
                 + frame(OP_CONT, parts[2])
             )
             await send_parts(client, stream, [50_000, 100_010, 150_000, 250_000])
-            frames = await read_frames(client, 2)
+            frames = await read_data(client, 2)
             assert (OP_PONG, b"between") in frames
             assert (OP_BINARY, b"".join(parts)) in frames
             server.check_done()
@@ -522,7 +514,7 @@ def test_large_fragmented_message_then_a_large_frame(server: Server, run: Run) -
             await client.writer.drain()
             await server.wait_assembling(len(payload))
             client.send(data[60_000:])
-            assert await read_frames(client, 1) == [(OP_BINARY, payload)]
+            assert await read_data(client, 1) == [(OP_BINARY, payload)]
             server.check_done()
             await client.close()
 
@@ -573,7 +565,7 @@ def test_large_messages_in_a_row_kept_hashed_or_dropped(api: str, run: Run) -> N
             await client.handshake(running.port)
             for payload in payloads:
                 await send_parts(client, frame(OP_BINARY, payload), [70_000])
-                assert await read_frames(client, 1) == [(OP_BINARY, payload)]
+                assert await read_data(client, 1) == [(OP_BINARY, payload)]
             await client.close()
 
     run(main)
