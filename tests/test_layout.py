@@ -55,10 +55,11 @@ TWINS = [
 
 
 #: Files only one layer has, and why: the callback API (and its compiled data path,
-#: _fastpath.py), the coroutine API's compiled data path (_fastcoro.py) and broadcast are
-#: asyncio's; the seed's functions work on blocking sockets.
+#: _fastpath.py, with the lean transport of its accepted sockets, _transport.py), the coroutine
+#: API's compiled data path (_fastcoro.py) and broadcast are asyncio's; the seed's functions
+#: work on blocking sockets.
 ONLY_IN = {
-    "asyncio": {"callback.py", "_fastpath.py", "_fastcoro.py", "broadcast.py"},
+    "asyncio": {"callback.py", "_fastpath.py", "_fastcoro.py", "_transport.py", "broadcast.py"},
     "sync": {"seed.py"},
 }
 
