@@ -172,9 +172,10 @@ class Client:
         # A publisher that moved (scenario a: its old process lives on) resumes once its last
         # message sent on the old connection is settled (came back to it, or was refused):
         # until then the old process may still be publishing it, and a new message published
-        # first by the new process would overtake it. The room keeps each publisher's order on one connection; across a move that is
-        # the publisher's part (a client that needs it waits for its acknowledgement, as
-        # here). The wait is bounded: a message that never comes back shows up as missing.
+        # first by the new process would overtake it. The room keeps each publisher's order
+        # on one connection; across a move that is the publisher's part (a client that needs
+        # it waits for its acknowledgement, as here). The wait is bounded: a message that
+        # never comes back shows up as missing.
         if self.moved and self.last_sent is not None:
             self.moved = False
             last = self.last_sent
