@@ -184,29 +184,8 @@ static int
 asgi_hand_back(AsgiFastPathObject *self, PyObject *ws, const unsigned char *extra,
                Py_ssize_t extra_len)
 {
-    PyObject *partial = self->partial;
-    Py_ssize_t hlen = self->head_len, filled = self->filled;
-    PyObject *data = PyBytes_FromStringAndSize(NULL, hlen + filled + extra_len);
-    if (data == NULL) {
-        return -1;
-    }
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(data);
-    memcpy(out, self->head, hlen);
-    shakehands_mask((const unsigned char *)PyBytes_AS_STRING(partial), out + hlen, filled,
-                    self->head + hlen - 4);
-    if (extra_len) {
-        memcpy(out + hlen + filled, extra, extra_len);
-    }
-    self->partial = NULL;
-    self->filled = 0;
-    Py_DECREF(partial);
-    PyObject *r = PyObject_CallMethodOneArg(ws, slow_received_name, data);
-    Py_DECREF(data);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
+    return hand_back_cut_frame(ws, self->head, self->head_len, &self->partial, &self->filled,
+                               extra, extra_len);
 }
 
 /* The frame in `partial` is whole: deliver its message, as run_frames delivers one. */

@@ -982,46 +982,33 @@ start_partial(FastPathObject *self, const unsigned char *p, Py_ssize_t avail)
 }
 
 /*
- * The path was turned off before the frame in `partial` was whole: hand the core the frame as
- * it was received (its header, the payload so far masked again), then the `extra_len` bytes at
- * `extra` (as read; they may lie in `partial` itself), and forget the frame.
+ * A path was turned off before the frame in `*partial` was whole: hand the core the frame as
+ * it was received (`head`, its `hlen` header bytes ending with the mask key; the `filled`
+ * payload bytes so far masked again), then the `extra_len` bytes at `extra` (as read; they may
+ * lie in the message itself), and forget the frame (`*partial` and `*filled` cleared before
+ * the core runs). Shared by the callback/coroutine paths and the ASGI path.
  */
 static int
-partial_hand_back(FastPathObject *self, PyObject *ws, const unsigned char *extra,
-                  Py_ssize_t extra_len)
+hand_back_cut_frame(PyObject *ws, const unsigned char *head, Py_ssize_t hlen,
+                    PyObject **partial, Py_ssize_t *filled, const unsigned char *extra,
+                    Py_ssize_t extra_len)
 {
-    PyObject *partial = self->partial;
-    Py_ssize_t hlen = self->partial_hlen, filled = self->filled;
-    uint64_t length = (uint64_t)PyBytes_GET_SIZE(partial);
-    PyObject *data = PyBytes_FromStringAndSize(NULL, hlen + filled + extra_len);
+    PyObject *message = *partial;
+    Py_ssize_t n = *filled;
+    PyObject *data = PyBytes_FromStringAndSize(NULL, hlen + n + extra_len);
     if (data == NULL) {
         return -1;
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(data);
-    out[0] = self->partial_b0;
-    if (hlen == 6) {
-        out[1] = 0x80 | (unsigned char)length;
-    }
-    else if (hlen == 8) {
-        out[1] = 0x80 | 126;
-        out[2] = (unsigned char)(length >> 8);
-        out[3] = (unsigned char)length;
-    }
-    else {
-        out[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++) {
-            out[2 + i] = (unsigned char)(length >> (56 - 8 * i));
-        }
-    }
-    memcpy(out + hlen - 4, self->partial_key, 4);
-    shakehands_mask((const unsigned char *)PyBytes_AS_STRING(partial), out + hlen, filled,
-                    self->partial_key);
+    memcpy(out, head, hlen);
+    shakehands_mask((const unsigned char *)PyBytes_AS_STRING(message), out + hlen, n,
+                    head + hlen - 4);
     if (extra_len) {
-        memcpy(out + hlen + filled, extra, extra_len);
+        memcpy(out + hlen + n, extra, extra_len);
     }
-    self->partial = NULL;
-    self->filled = 0;
-    Py_DECREF(partial);
+    *partial = NULL;
+    *filled = 0;
+    Py_DECREF(message);
     PyObject *r = PyObject_CallMethodOneArg(ws, slow_received_name, data);
     Py_DECREF(data);
     if (r == NULL) {
@@ -1029,6 +1016,33 @@ partial_hand_back(FastPathObject *self, PyObject *ws, const unsigned char *extra
     }
     Py_DECREF(r);
     return 0;
+}
+
+/* hand_back_cut_frame for this path, whose header is rebuilt from what start_partial kept. */
+static int
+partial_hand_back(FastPathObject *self, PyObject *ws, const unsigned char *extra,
+                  Py_ssize_t extra_len)
+{
+    Py_ssize_t hlen = self->partial_hlen;
+    uint64_t length = (uint64_t)PyBytes_GET_SIZE(self->partial);
+    unsigned char head[14];
+    head[0] = self->partial_b0;
+    if (hlen == 6) {
+        head[1] = 0x80 | (unsigned char)length;
+    }
+    else if (hlen == 8) {
+        head[1] = 0x80 | 126;
+        head[2] = (unsigned char)(length >> 8);
+        head[3] = (unsigned char)length;
+    }
+    else {
+        head[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) {
+            head[2 + i] = (unsigned char)(length >> (56 - 8 * i));
+        }
+    }
+    memcpy(head + hlen - 4, self->partial_key, 4);
+    return hand_back_cut_frame(ws, head, hlen, &self->partial, &self->filled, extra, extra_len);
 }
 
 /* The frame in `partial` is whole: deliver its message as run_frames and process() do (one
